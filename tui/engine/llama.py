@@ -1,0 +1,584 @@
+"""The only module that imports ``llama_cpp``.
+
+A thin, explicit layer over llama.cpp's C API (through llama-cpp-python's ctypes
+bindings, not its high-level ``Llama`` class):
+
+* llama.cpp's log goes to an in-memory :class:`LogRing` via ``llama_log_set``.
+  ``Llama(verbose=False)`` would instead redirect the process's fd 1/2 while
+  loading, which blanks a running Textual screen; we never touch the fds.
+* pieces are produced by our own ``llama_token_to_piece`` call (the library's
+  one-token helpers pad to 32 bytes or drop longer pieces);
+* the last position's logits are a zero-copy numpy view;
+* llama.cpp's own samplers are reachable here as the reference (oracle) for
+  the pure-Python sampler chain and for benchmarks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import llama_cpp as _ll
+
+from .errors import ContextError, EngineError, ModelFileError
+from .gguf_header import read_header
+from .logring import LogRing
+from .settings import CACHE_TYPES, FLASH_ATTN, EngineSettings
+
+# --------------------------------------------------------------------------
+# log capture: installed at import, before any model is touched
+
+LOG = LogRing()
+
+
+@_ll.llama_log_callback
+def _on_log(level: int, text: bytes, user_data: Any) -> None:
+    try:
+        LOG.write(level, text.decode("utf-8", errors="replace") if text else "")
+    except Exception:  # never let a log line raise inside a C callback
+        return
+
+
+_ll.llama_log_set(_on_log, ctypes.c_void_p(0))
+_backend_ready = False
+
+
+def _ensure_backend() -> None:
+    global _backend_ready
+    if not _backend_ready:
+        _ll.llama_backend_init()
+        _backend_ready = True
+
+
+def llama_cpp_version() -> str:
+    return getattr(_ll, "__version__", "?")
+
+
+def system_info() -> str:
+    _ensure_backend()
+    return (_ll.llama_print_system_info() or b"").decode("utf-8", errors="replace").strip()
+
+
+def supports_gpu_offload() -> bool:
+    _ensure_backend()
+    return bool(_ll.llama_supports_gpu_offload())
+
+
+def supports_mmap() -> bool:
+    return bool(_ll.llama_supports_mmap())
+
+
+def supports_mlock() -> bool:
+    return bool(_ll.llama_supports_mlock())
+
+
+# --------------------------------------------------------------------------
+# records
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What llama.cpp itself reports about a loaded model."""
+
+    name: str
+    path: str
+    arch: str
+    quant: str
+    description: str
+    n_params: int
+    size_bytes: int  # tensor data, as llama_model_size reports
+    file_size: int
+    n_ctx_train: int
+    n_vocab: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_embd: int
+    n_swa: int
+    bos: int
+    eos: int
+    eot: int
+    add_bos: bool
+    chat_template: str | None
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(self.chat_template)
+
+
+@dataclass(frozen=True, slots=True)
+class PerfCounters:
+    t_load_ms: float
+    t_prompt_ms: float
+    t_eval_ms: float
+    n_prompt: int
+    n_eval: int
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.n_prompt * 1000.0 / self.t_prompt_ms if self.t_prompt_ms > 0 else 0.0
+
+    @property
+    def eval_tps(self) -> float:
+        return self.n_eval * 1000.0 / self.t_eval_ms if self.t_eval_ms > 0 else 0.0
+
+
+# --------------------------------------------------------------------------
+# the engine
+
+
+def _error_from_log(mark: int) -> str:
+    """The most telling error line llama.cpp logged since ``mark``."""
+    lines = LOG.since(mark)
+    for wanted in ("error", "warn"):
+        picked = [ln.text.strip() for ln in lines if ln.level == wanted and ln.text.strip()]
+        if picked:
+            text = picked[-1]
+            # "llama_model_load: error loading model: <reason>" -> "<reason>"
+            for sep in ("error loading model: ", "failed to load model: "):
+                if sep in text:
+                    text = text.split(sep, 1)[1]
+            return text
+    return "llama.cpp refused it (see the log)"
+
+
+class LlamaEngine:
+    """One loaded model and one context. Not thread-safe: use from one thread at a time."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        settings: EngineSettings | None = None,
+        *,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.settings = settings or EngineSettings()
+        self._model: Any = None
+        self._ctx: Any = None
+        self._piece_cache: dict[int, bytes] = {}
+        self._eog_cache: list[int] | None = None
+        self._one = (ctypes.c_int32 * 1)()
+        self.n_past = 0
+        header = read_header(self.path)  # fast validation with a clear message
+        _ensure_backend()
+        self.load_ms, self.context_ms = self._load(on_progress, header.file_size)
+        self.info = self._read_info(header.file_size)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _load(self, on_progress: Callable[[float], None] | None, file_size: int) -> tuple[float, float]:
+        s = self.settings
+        mparams = _ll.llama_model_default_params()
+        mparams.n_gpu_layers = s.n_gpu_layers
+        if s.use_mmap and s.use_mlock:
+            mparams.load_mode = _ll.LLAMA_LOAD_MODE_MMAP_MLOCK
+        elif s.use_mmap:
+            mparams.load_mode = _ll.LLAMA_LOAD_MODE_MMAP
+        elif s.use_mlock:
+            mparams.load_mode = _ll.LLAMA_LOAD_MODE_MLOCK
+        else:
+            mparams.load_mode = _ll.LLAMA_LOAD_MODE_NONE
+        if on_progress is not None:
+
+            def _progress(p: float, _user: Any) -> bool:
+                try:
+                    on_progress(float(p))
+                except Exception:
+                    pass  # a broken progress display must not abort the load
+                return True
+
+            self._progress_cb = _ll.llama_progress_callback(_progress)
+            mparams.progress_callback = self._progress_cb
+        else:
+            # llama.cpp's default callback prints dots; a no-op keeps the log clean
+            self._progress_cb = _ll.llama_progress_callback(lambda p, u: True)
+            mparams.progress_callback = self._progress_cb
+        mark = LOG.mark
+        t0 = time.perf_counter()
+        model = _ll.llama_model_load_from_file(str(self.path).encode(), mparams)
+        t1 = time.perf_counter()
+        if not model:
+            raise ModelFileError(str(self.path), _error_from_log(mark))
+        self._model = model
+        self._vocab = _ll.llama_model_get_vocab(model)
+        self.n_vocab = int(_ll.llama_vocab_n_tokens(self._vocab))
+        self._create_context()
+        t2 = time.perf_counter()
+        return (t1 - t0) * 1000.0, (t2 - t1) * 1000.0
+
+    def _create_context(self) -> None:
+        s = self.settings
+        cparams = _ll.llama_context_default_params()
+        cparams.n_ctx = s.n_ctx
+        cparams.n_batch = s.n_batch
+        cparams.n_ubatch = min(s.n_ubatch, s.n_batch)
+        cparams.n_seq_max = 1
+        cparams.n_threads = s.threads
+        cparams.n_threads_batch = s.threads_batch
+        cparams.type_k = CACHE_TYPES[s.type_k]
+        cparams.type_v = CACHE_TYPES[s.type_v]
+        cparams.flash_attn_type = FLASH_ATTN[s.flash_attn]
+        cparams.no_perf = False
+        mark = LOG.mark
+        ctx = _ll.llama_init_from_model(self._model, cparams)
+        if not ctx:
+            raise ContextError(f"cannot create a context with n_ctx={s.n_ctx}: {_error_from_log(mark)}")
+        self._ctx = ctx
+        self._memory = _ll.llama_get_memory(ctx)
+        self.n_ctx = int(_ll.llama_n_ctx(ctx))
+        self.n_past = 0
+
+    def recreate_context(self, settings: EngineSettings) -> None:
+        """Apply new context settings; the model stays loaded (and mapped)."""
+        if self._ctx:
+            _ll.llama_free(self._ctx)
+            self._ctx = None
+        self.settings = settings
+        self._create_context()
+
+    def close(self) -> None:
+        """Free the context and the model (their memory is returned to the OS)."""
+        if self._ctx:
+            _ll.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            _ll.llama_model_free(self._model)
+            self._model = None
+
+    @property
+    def closed(self) -> bool:
+        return self._model is None
+
+    def __enter__(self) -> "LlamaEngine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_open(self) -> None:
+        if self._ctx is None:
+            raise EngineError("the engine is closed")
+
+    # -- metadata ------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(512)
+        n = _ll.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            _ll.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    def metadata(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(int(_ll.llama_model_meta_count(self._model))):
+            kbuf = ctypes.create_string_buffer(256)
+            _ll.llama_model_meta_key_by_index(self._model, i, kbuf, len(kbuf))
+            vbuf = ctypes.create_string_buffer(256)
+            n = _ll.llama_model_meta_val_str_by_index(self._model, i, vbuf, len(vbuf))
+            if n >= len(vbuf):
+                vbuf = ctypes.create_string_buffer(n + 1)
+                _ll.llama_model_meta_val_str_by_index(self._model, i, vbuf, len(vbuf))
+            out[kbuf.value.decode("utf-8", "replace")] = vbuf.value.decode("utf-8", "replace")
+        return out
+
+    def _read_info(self, file_size: int) -> ModelInfo:
+        m, v = self._model, self._vocab
+        desc = ctypes.create_string_buffer(256)
+        _ll.llama_model_desc(m, desc, len(desc))
+        tmpl = _ll.llama_model_chat_template(m, None)
+        quant = (_ll.llama_ftype_name(_ll.llama_model_ftype(m)) or b"?").decode()
+        return ModelInfo(
+            name=self.meta("general.name") or self.path.stem,
+            path=str(self.path),
+            arch=self.meta("general.architecture") or "?",
+            quant=quant,
+            description=desc.value.decode("utf-8", "replace"),
+            n_params=int(_ll.llama_model_n_params(m)),
+            size_bytes=int(_ll.llama_model_size(m)),
+            file_size=file_size,
+            n_ctx_train=int(_ll.llama_model_n_ctx_train(m)),
+            n_vocab=self.n_vocab,
+            n_layer=int(_ll.llama_model_n_layer(m)),
+            n_head=int(_ll.llama_model_n_head(m)),
+            n_head_kv=int(_ll.llama_model_n_head_kv(m)),
+            n_embd=int(_ll.llama_model_n_embd(m)),
+            n_swa=int(_ll.llama_model_n_swa(m)),
+            bos=int(_ll.llama_vocab_bos(v)),
+            eos=int(_ll.llama_vocab_eos(v)),
+            eot=int(_ll.llama_vocab_eot(v)),
+            add_bos=bool(_ll.llama_vocab_get_add_bos(v)),
+            chat_template=tmpl.decode("utf-8", "replace") if tmpl else None,
+        )
+
+    # -- tokens ----------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool | None = None, parse_special: bool = False) -> list[int]:
+        """Text -> token ids. ``add_bos=None`` follows the model's own setting."""
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        buf = (ctypes.c_int32 * n_max)()
+        n = _ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, parse_special)
+        if n < 0:
+            n_max = -n
+            buf = (ctypes.c_int32 * n_max)()
+            n = _ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, parse_special)
+        tokens = list(buf[:n])
+        if add_bos is None:
+            add_bos = self.info.add_bos
+        if add_bos and self.info.bos >= 0 and (not tokens or tokens[0] != self.info.bos):
+            tokens.insert(0, self.info.bos)
+        return tokens
+
+    def piece(self, token: int) -> bytes:
+        """The exact bytes of one token (special tokens rendered), cached."""
+        cached = self._piece_cache.get(token)
+        if cached is not None:
+            return cached
+        size = 64
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = _ll.llama_token_to_piece(self._vocab, token, buf, size, 0, True)
+            if n < 0:
+                size = -n
+                continue
+            piece = buf.raw[:n]
+            self._piece_cache[token] = piece
+            return piece
+
+    def detokenize(self, tokens: Sequence[int]) -> bytes:
+        return b"".join(self.piece(t) for t in tokens)
+
+    def is_eog(self, token: int) -> bool:
+        return bool(_ll.llama_vocab_is_eog(self._vocab, token))
+
+    def is_control(self, token: int) -> bool:
+        return bool(_ll.llama_vocab_is_control(self._vocab, token))
+
+    def token_attr(self, token: int) -> int:
+        return int(_ll.llama_vocab_get_attr(self._vocab, token))
+
+    def eog_tokens(self) -> list[int]:
+        """Every end-of-generation token (EOS, EOT, <end_of_turn>, …), computed once."""
+        if self._eog_cache is None:
+            self._eog_cache = [t for t in range(self.n_vocab) if self.is_eog(t)]
+        return self._eog_cache
+
+    # -- evaluation ------------------------------------------------------------
+
+    def decode(self, tokens: Sequence[int], *, should_stop: Callable[[], bool] | None = None) -> float:
+        """Evaluate ``tokens`` at the end of the sequence, in n_batch chunks.
+
+        Returns wall milliseconds. Only the last position's logits are computed.
+        Raises ContextError when the KV cache is full.
+        """
+        self._require_open()
+        if not tokens:
+            return 0.0
+        if self.n_past + len(tokens) > self.n_ctx:
+            raise ContextError(
+                f"context full: {self.n_past} + {len(tokens)} tokens > n_ctx {self.n_ctx}"
+            )
+        t0 = time.perf_counter()
+        if len(tokens) == 1:
+            self._one[0] = tokens[0]
+            self._decode_batch(self._one, 1)
+        else:
+            arr = np.ascontiguousarray(tokens, dtype=np.int32)
+            base = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+            step = self.settings.n_batch
+            for start in range(0, len(arr), step):
+                if should_stop is not None and start and should_stop():
+                    break
+                n = min(step, len(arr) - start)
+                ptr = ctypes.cast(
+                    ctypes.addressof(base.contents) + start * 4, ctypes.POINTER(ctypes.c_int32)
+                )
+                self._decode_batch(ptr, n)
+        return (time.perf_counter() - t0) * 1000.0
+
+    def _decode_batch(self, ptr: Any, n: int) -> None:
+        batch = _ll.llama_batch_get_one(ptr, n)
+        rc = _ll.llama_decode(self._ctx, batch)
+        if rc != 0:
+            if rc == 1:
+                raise ContextError(f"context full: no KV slot for {n} tokens (n_past {self.n_past}, n_ctx {self.n_ctx})")
+            raise EngineError(f"llama_decode failed with code {rc}: {_error_from_log(LOG.mark - 5)}")
+        self.n_past += n
+
+    def logits(self) -> np.ndarray:
+        """Zero-copy float32 view of the last evaluated position's logits.
+
+        Valid until the next ``decode``; copy what must outlive it.
+        """
+        ptr = _ll.llama_get_logits_ith(self._ctx, -1)
+        if not ptr:
+            raise EngineError("no logits: nothing has been decoded yet")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    # -- KV memory -------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Empty the KV cache (a new conversation)."""
+        self._require_open()
+        _ll.llama_memory_clear(self._memory, True)
+        self.n_past = 0
+
+    def truncate(self, n_keep: int) -> None:
+        """Drop every cached position >= n_keep (to re-use a common prefix)."""
+        self._require_open()
+        if n_keep >= self.n_past:
+            return
+        if not _ll.llama_memory_seq_rm(self._memory, 0, n_keep, -1):
+            raise EngineError("this model's memory cannot be truncated (recurrent?)")
+        self.n_past = n_keep
+
+    def can_shift(self) -> bool:
+        return bool(_ll.llama_memory_can_shift(self._memory))
+
+    def shift(self, n_keep: int, n_discard: int) -> None:
+        """llama.cpp's context shift: drop [n_keep, n_keep+n_discard) and slide the rest left."""
+        self._require_open()
+        if not self.can_shift():
+            raise EngineError("this model's cache cannot shift positions")
+        _ll.llama_memory_seq_rm(self._memory, 0, n_keep, n_keep + n_discard)
+        _ll.llama_memory_seq_add(self._memory, 0, n_keep + n_discard, self.n_past, -n_discard)
+        self.n_past -= n_discard
+
+    def pos_max(self) -> int:
+        return int(_ll.llama_memory_seq_pos_max(self._memory, 0))
+
+    # -- counters ----------------------------------------------------------------
+
+    def perf(self) -> PerfCounters:
+        d = _ll.llama_perf_context(self._ctx)
+        return PerfCounters(d.t_load_ms, d.t_p_eval_ms, d.t_eval_ms, d.n_p_eval, d.n_eval)
+
+    def perf_reset(self) -> None:
+        _ll.llama_perf_context_reset(self._ctx)
+
+    def state_size(self) -> int:
+        return int(_ll.llama_state_get_size(self._ctx))
+
+    # -- llama.cpp's own samplers (the reference) ---------------------------------
+
+    def native_chain(self, specs: Iterable[tuple[str, dict[str, Any]]]) -> "NativeSampler":
+        return NativeSampler(specs, vocab=self._vocab, n_vocab=self.n_vocab)
+
+    def native_sample(self, sampler: "NativeSampler") -> int:
+        """Sample with llama.cpp's chain straight from the context (no Python in the loop)."""
+        return int(_ll.llama_sampler_sample(sampler.ptr, self._ctx, -1))
+
+
+# --------------------------------------------------------------------------
+# llama.cpp's native samplers, for equivalence tests and benchmarks
+
+
+def _native_init(name: str, p: dict[str, Any], vocab: Any, n_vocab: int) -> Any:
+    if name == "greedy":
+        return _ll.llama_sampler_init_greedy()
+    if name == "dist":
+        return _ll.llama_sampler_init_dist(p.get("seed", 0) & 0xFFFFFFFF)
+    if name == "top_k":
+        return _ll.llama_sampler_init_top_k(p["k"])
+    if name == "top_p":
+        return _ll.llama_sampler_init_top_p(p["p"], p.get("min_keep", 1))
+    if name == "min_p":
+        return _ll.llama_sampler_init_min_p(p["p"], p.get("min_keep", 1))
+    if name == "typical":
+        return _ll.llama_sampler_init_typical(p["p"], p.get("min_keep", 1))
+    if name == "temp":
+        return _ll.llama_sampler_init_temp(p["t"])
+    if name == "temp_ext":
+        return _ll.llama_sampler_init_temp_ext(p["t"], p.get("delta", 0.0), p.get("exponent", 1.0))
+    if name == "xtc":
+        return _ll.llama_sampler_init_xtc(p["probability"], p["threshold"], p.get("min_keep", 1), p.get("seed", 0) & 0xFFFFFFFF)
+    if name == "top_n_sigma":
+        return _ll.llama_sampler_init_top_n_sigma(p["n"])
+    if name == "mirostat":
+        return _ll.llama_sampler_init_mirostat(n_vocab, p.get("seed", 0) & 0xFFFFFFFF, p["tau"], p["eta"], p.get("m", 100))
+    if name == "mirostat_v2":
+        return _ll.llama_sampler_init_mirostat_v2(p.get("seed", 0) & 0xFFFFFFFF, p["tau"], p["eta"])
+    if name == "penalties":
+        return _ll.llama_sampler_init_penalties(
+            p.get("last_n", 64), p.get("repeat", 1.0), p.get("frequency", 0.0), p.get("presence", 0.0)
+        )
+    if name == "dry":
+        breakers = [b.encode() for b in p.get("sequence_breakers", ["\n", ":", '"', "*"])]
+        arr = (ctypes.c_char_p * len(breakers))(*breakers)
+        return _ll.llama_sampler_init_dry(
+            vocab, p.get("n_ctx_train", 0), p["multiplier"], p.get("base", 1.75),
+            p.get("allowed_length", 2), p.get("penalty_last_n", -1), arr, len(breakers),
+        )
+    if name == "logit_bias":
+        bias = p.get("bias", {})
+        arr = (_ll.llama_logit_bias * len(bias))()
+        for i, (tok, val) in enumerate(bias.items()):
+            arr[i].token = int(tok)
+            arr[i].bias = float(val)
+        return _ll.llama_sampler_init_logit_bias(n_vocab, len(bias), arr)
+    if name == "adaptive_p":
+        return _ll.llama_sampler_init_adaptive_p(p["target"], p["decay"], p.get("seed", 0) & 0xFFFFFFFF)
+    raise EngineError(f"llama.cpp has no sampler named {name!r}")
+
+
+class NativeSampler:
+    """A llama.cpp sampler chain built from ``(name, params)`` specs."""
+
+    def __init__(self, specs: Iterable[tuple[str, dict[str, Any]]], *, vocab: Any, n_vocab: int) -> None:
+        params = _ll.llama_sampler_chain_default_params()
+        params.no_perf = True
+        self.ptr = _ll.llama_sampler_chain_init(params)
+        self.n_vocab = n_vocab
+        for name, p in specs:
+            _ll.llama_sampler_chain_add(self.ptr, _native_init(name, p, vocab, n_vocab))
+
+    def accept(self, token: int) -> None:
+        _ll.llama_sampler_accept(self.ptr, token)
+
+    def reset(self) -> None:
+        _ll.llama_sampler_reset(self.ptr)
+
+    def apply(self, ids: np.ndarray, logits: np.ndarray, *, sorted: bool = False) -> dict[str, np.ndarray | int | bool]:
+        """Apply the chain to candidates (ids, logits); return llama.cpp's view of them afterwards."""
+        n = len(ids)
+        data = (_ll.llama_token_data * n)()
+        view = np.ctypeslib.as_array(ctypes.cast(data, ctypes.POINTER(ctypes.c_byte)), shape=(n * 12,))
+        rec = view.view(np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]))
+        rec["id"] = ids
+        rec["logit"] = logits
+        rec["p"] = 0.0
+        arr = _ll.llama_token_data_array(data, n, -1, sorted)
+        _ll.llama_sampler_apply(self.ptr, ctypes.byref(arr))
+        size = int(arr.size)
+        # samplers may re-point arr.data (e.g. to a sorted buffer of their own)
+        out_view = np.ctypeslib.as_array(ctypes.cast(arr.data, ctypes.POINTER(ctypes.c_byte)), shape=(size * 12,))
+        out = out_view.view(np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])).copy()
+        return {
+            "ids": out["id"],
+            "logits": out["logit"],
+            "probs": out["p"],
+            "selected": int(arr.selected),
+            "sorted": bool(arr.sorted),
+        }
+
+    def close(self) -> None:
+        if self.ptr:
+            _ll.llama_sampler_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self) -> None:  # best effort; tests create many
+        try:
+            self.close()
+        except Exception:
+            pass

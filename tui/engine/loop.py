@@ -1,0 +1,247 @@
+"""The generation loop: one immutable :class:`Step` per token.
+
+The loop owns nothing but the order of operations::
+
+    prompt -> decode -> [logits -> sampler chain -> accept -> (yield Step) -> decode token] ...
+
+It is a plain iterator so any consumer (CLI, Textual worker, recorder, API
+server) drives it at its own pace; it checks a cancel flag between tokens and
+always knows why it stopped.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from .errors import ContextError, EngineError
+
+if TYPE_CHECKING:
+    from ..sampling.trace import SampleTrace
+
+
+class StopReason(str, enum.Enum):
+    EOG = "eog"
+    MAX_TOKENS = "max_tokens"
+    CONTEXT_FULL = "context_full"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+    def describe(self) -> str:
+        return {
+            "eog": "end of generation token",
+            "max_tokens": "max tokens reached",
+            "context_full": "context full",
+            "cancelled": "stopped by user",
+            "error": "error",
+        }[self.value]
+
+
+class TokenSampler(Protocol):
+    """The seam where the sampler chain plugs in (see ``tui.sampling.Chain``)."""
+
+    def sample(self, logits: np.ndarray) -> "SampleTrace": ...
+
+    def accept(self, token: int) -> None: ...
+
+
+class Engine(Protocol):
+    """What the loop needs from an engine (the real llama.cpp one or the fake)."""
+
+    n_ctx: int
+    n_past: int
+    n_vocab: int
+
+    def decode(self, tokens: Sequence[int], *, should_stop: Callable[[], bool] | None = None) -> float: ...
+
+    def logits(self) -> np.ndarray: ...
+
+    def piece(self, token: int) -> bytes: ...
+
+    def is_eog(self, token: int) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Everything that happened for one generated token."""
+
+    index: int  # 0-based position among generated tokens
+    token: int
+    piece: bytes  # the token's exact bytes
+    text: str  # text completed by this token (incremental UTF-8: may be "" mid-character)
+    prob: float  # probability the token had in the distribution it was drawn from
+    trace: "SampleTrace"
+    decode_ms: float  # decode that produced these logits (0 for the first step: see prompt_ms)
+    sample_ms: float
+    n_past: int  # positions in the KV cache the logits attended to
+    n_ctx: int
+    is_eog: bool
+    t: float  # time.perf_counter() when the step was ready
+
+
+@dataclass(slots=True)
+class GenerationStats:
+    prompt_tokens: int = 0
+    prompt_ms: float = 0.0
+    generated: int = 0
+    gen_ms: float = 0.0  # wall time from the end of the prompt to the last step
+    decode_ms: float = 0.0
+    sample_ms: float = 0.0
+    stop_reason: StopReason | None = None
+    error: str | None = None
+    texts: list[str] = field(default_factory=list)
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens * 1000.0 / self.prompt_ms if self.prompt_ms > 0 else 0.0
+
+    @property
+    def gen_tps(self) -> float:
+        return self.generated * 1000.0 / self.gen_ms if self.gen_ms > 0 else 0.0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "generated_tokens": self.generated,
+            "prompt_ms": round(self.prompt_ms, 3),
+            "generation_ms": round(self.gen_ms, 3),
+            "prompt_tok_per_s": round(self.prompt_tps, 2),
+            "generation_tok_per_s": round(self.gen_tps, 2),
+            "decode_ms": round(self.decode_ms, 3),
+            "sample_ms": round(self.sample_ms, 3),
+            "stop_reason": self.stop_reason.value if self.stop_reason else None,
+            "error": self.error,
+        }
+
+
+class Generation:
+    """Iterate to generate. ``stats`` is complete once iteration ends.
+
+    ``prompt_tokens`` are evaluated first (after anything already in the cache
+    when ``continue_from_cache`` is set). The loop stops on an end-of-generation
+    token (unless ``ignore_eos``), after ``max_tokens``, when the context is
+    full, when ``cancel`` is set, or on an engine error.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        prompt_tokens: Sequence[int],
+        sampler: TokenSampler,
+        *,
+        max_tokens: int = 256,
+        ignore_eos: bool = False,
+        cancel: threading.Event | None = None,
+        eog_tokens: Sequence[int] = (),
+        on_prompt_done: Callable[["GenerationStats"], None] | None = None,
+    ) -> None:
+        if max_tokens < 0:
+            raise EngineError("max_tokens must be >= 0")
+        self.engine = engine
+        self.prompt_tokens = list(prompt_tokens)
+        self.sampler = sampler
+        self.max_tokens = max_tokens
+        self.ignore_eos = ignore_eos
+        self.cancel = cancel or threading.Event()
+        self.stats = GenerationStats(prompt_tokens=len(self.prompt_tokens))
+        self._eog = np.asarray(sorted(eog_tokens), dtype=np.int64)
+        self._on_prompt_done = on_prompt_done
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def stop(self) -> None:
+        self.cancel.set()
+
+    def __iter__(self) -> Iterator[Step]:
+        eng, stats = self.engine, self.stats
+        if not self.prompt_tokens and eng.n_past == 0:
+            raise EngineError("empty prompt: give at least one token")
+        if eng.n_past + len(self.prompt_tokens) > eng.n_ctx:
+            raise ContextError(
+                f"prompt of {len(self.prompt_tokens)} tokens does not fit in n_ctx {eng.n_ctx}"
+                f" ({eng.n_past} already cached): raise --n-ctx or shorten the prompt"
+            )
+        t0 = time.perf_counter()
+        try:
+            eng.decode(self.prompt_tokens, should_stop=self.cancel.is_set)
+        except EngineError as exc:
+            stats.stop_reason, stats.error = StopReason.ERROR, str(exc)
+            return
+        t_prompt = time.perf_counter()
+        stats.prompt_ms = (t_prompt - t0) * 1000.0
+        if self._on_prompt_done is not None:
+            self._on_prompt_done(stats)
+        if self.cancel.is_set():
+            stats.stop_reason = StopReason.CANCELLED
+            return
+        decode_ms = 0.0
+        index = 0
+        while True:
+            if index >= self.max_tokens:
+                stats.stop_reason = StopReason.MAX_TOKENS
+                break
+            if self.cancel.is_set():
+                stats.stop_reason = StopReason.CANCELLED
+                break
+            ts = time.perf_counter()
+            logits = eng.logits()
+            if self.ignore_eos and self._eog.size:
+                logits[self._eog] = -np.inf  # as llama.cpp's --ignore-eos does (a -inf logit bias)
+            trace = self.sampler.sample(logits)
+            token = trace.token
+            self.sampler.accept(token)
+            sample_ms = (time.perf_counter() - ts) * 1000.0
+            eog = eng.is_eog(token)
+            piece = eng.piece(token)
+            text = "" if eog else self._decoder.decode(piece)
+            step = Step(
+                index=index,
+                token=token,
+                piece=piece,
+                text=text,
+                prob=trace.prob,
+                trace=trace,
+                decode_ms=decode_ms,
+                sample_ms=sample_ms,
+                n_past=eng.n_past,
+                n_ctx=eng.n_ctx,
+                is_eog=eog,
+                t=time.perf_counter(),
+            )
+            stats.generated += 1
+            stats.sample_ms += sample_ms
+            stats.decode_ms += decode_ms
+            stats.texts.append(text)
+            stats.gen_ms = (step.t - t_prompt) * 1000.0
+            yield step
+            index += 1
+            if eog:
+                stats.stop_reason = StopReason.EOG
+                break
+            if index >= self.max_tokens or self.cancel.is_set():
+                continue  # checked at the top, without decoding a token nobody will use
+            if eng.n_past >= eng.n_ctx:
+                stats.stop_reason = StopReason.CONTEXT_FULL
+                break
+            try:
+                decode_ms = eng.decode([token])
+            except ContextError as exc:
+                stats.stop_reason, stats.error = StopReason.CONTEXT_FULL, str(exc)
+                break
+            except EngineError as exc:
+                stats.stop_reason, stats.error = StopReason.ERROR, str(exc)
+                break
+        tail = self._decoder.decode(b"", final=True)
+        if tail:
+            stats.texts.append(tail)
+        stats.gen_ms = (time.perf_counter() - t_prompt) * 1000.0 if stats.generated else 0.0
