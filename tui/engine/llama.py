@@ -511,14 +511,14 @@ def _native_init(name: str, p: dict[str, Any], vocab: Any, n_vocab: int) -> Any:
         return _ll.llama_sampler_init_mirostat_v2(p.get("seed", 0) & 0xFFFFFFFF, p["tau"], p["eta"])
     if name == "penalties":
         return _ll.llama_sampler_init_penalties(
-            p.get("last_n", 64), p.get("repeat", 1.0), p.get("frequency", 0.0), p.get("presence", 0.0)
+            n_vocab, p.get("last_n", 64), p.get("repeat", 1.0), p.get("frequency", 0.0), p.get("presence", 0.0)
         )
     if name == "dry":
         breakers = [b.encode() for b in p.get("sequence_breakers", ["\n", ":", '"', "*"])]
         arr = (ctypes.c_char_p * len(breakers))(*breakers)
         return _ll.llama_sampler_init_dry(
-            vocab, p.get("n_ctx_train", 0), p["multiplier"], p.get("base", 1.75),
-            p.get("allowed_length", 2), p.get("penalty_last_n", -1), arr, len(breakers),
+            vocab, p["multiplier"], p.get("base", 1.75), p.get("allowed_length", 2),
+            p.get("penalty_last_n", 64), arr, len(breakers),
         )
     if name == "logit_bias":
         bias = p.get("bias", {})
@@ -549,7 +549,7 @@ class NativeSampler:
     def reset(self) -> None:
         _ll.llama_sampler_reset(self.ptr)
 
-    def apply(self, ids: np.ndarray, logits: np.ndarray, *, sorted: bool = False) -> dict[str, np.ndarray | int | bool]:
+    def apply(self, ids: np.ndarray, logits: np.ndarray, *, sorted: bool = False) -> dict[str, Any]:
         """Apply the chain to candidates (ids, logits); return llama.cpp's view of them afterwards."""
         n = len(ids)
         data = (_ll.llama_token_data * n)()

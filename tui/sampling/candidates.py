@@ -2,8 +2,14 @@
 
 Structure of arrays instead of an array of ``{id, logit, p}`` structs, so every
 sampler is a handful of vectorised numpy operations. Order matters exactly as in
-llama.cpp: the final draw walks the candidates in their current order (sorted
-by logit after a truncating sampler, token-id order otherwise).
+llama.cpp: a draw walks the candidates in their current order (sorted by logit
+after a sorting sampler, token-id order otherwise), so the ``sorted`` flag is
+carried exactly as llama.cpp carries it.
+
+Arithmetic follows llama.cpp's float32 code: ``expf``/``logf`` are evaluated in
+float64 and rounded to float32 (glibc's are correctly rounded to within half an
+ulp, so this gives the same bits), running sums use ``np.cumsum`` (sequential,
+like a C loop), never ``np.sum`` (pairwise).
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from __future__ import annotations
 import numpy as np
 
 _ARANGE_CACHE: dict[int, np.ndarray] = {}
+F32 = np.float32
 
 
-def _arange(n: int) -> np.ndarray:
+def arange_ids(n: int) -> np.ndarray:
+    """The shared, read-only ``0..n-1`` id array (its identity marks 'full vocabulary, id order')."""
     ids = _ARANGE_CACHE.get(n)
     if ids is None:
         ids = np.arange(n, dtype=np.int32)
@@ -22,8 +30,28 @@ def _arange(n: int) -> np.ndarray:
     return ids
 
 
+def expf(x: np.ndarray) -> np.ndarray:
+    """float32 exp with glibc's rounding (computed in double, rounded once)."""
+    return np.exp(x.astype(np.float64)).astype(F32)
+
+
+def logf(x: np.ndarray | float) -> np.ndarray | np.float32:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(np.asarray(x, dtype=np.float64)).astype(F32)
+
+
+def seq_sum_f32(x: np.ndarray) -> np.float32:
+    """``float s = 0; for (…) s += x[i];`` — sequential float32 accumulation."""
+    return np.cumsum(x, dtype=F32)[-1] if len(x) else F32(0.0)
+
+
 class Candidates:
-    """ids, logits, probs (``None`` = not computed), sorted flag, selected index."""
+    """ids, logits, probs (``None`` = never computed), sorted flag, selected index.
+
+    Samplers never write into these arrays: they assign new ones. That lets the
+    logits start as a zero-copy view of llama.cpp's buffer and lets the chain
+    keep each stage's arrays for its trace.
+    """
 
     __slots__ = ("ids", "logits", "probs", "sorted", "selected", "_argmax")
 
@@ -44,12 +72,12 @@ class Candidates:
 
     @classmethod
     def from_logits(cls, logits: np.ndarray) -> "Candidates":
-        """The full vocabulary in token-id order.
+        """The full vocabulary in token-id order (no copy: see the class docstring)."""
+        return cls(arange_ids(len(logits)), logits)
 
-        No copy: samplers never write into the arrays they are given (they
-        replace them), so the engine's logits buffer is only ever read.
-        """
-        return cls(_arange(len(logits)), logits)
+    @classmethod
+    def from_arrays(cls, ids: np.ndarray, logits: np.ndarray, sorted: bool = False) -> "Candidates":
+        return cls(np.ascontiguousarray(ids, dtype=np.int32), np.ascontiguousarray(logits, dtype=F32), None, sorted)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -57,6 +85,10 @@ class Candidates:
     @property
     def size(self) -> int:
         return len(self.ids)
+
+    @property
+    def is_full_vocab(self) -> bool:
+        return self.ids is _ARANGE_CACHE.get(len(self.ids))
 
     def copy(self) -> "Candidates":
         return Candidates(
@@ -67,23 +99,7 @@ class Candidates:
             self.selected,
         )
 
-    # -- operations shared by samplers ------------------------------------------
-
-    def keep(self, index: np.ndarray | slice, *, sorted: bool | None = None) -> None:
-        """Keep the candidates at ``index`` (in that order)."""
-        self.ids = self.ids[index]
-        self.logits = self.logits[index]
-        if self.probs is not None:
-            self.probs = self.probs[index]
-        if sorted is not None:
-            self.sorted = sorted
-
-    def sort_desc(self) -> None:
-        """Sort by logit, descending (stable: equal logits keep their current order)."""
-        if self.sorted:
-            return
-        order = np.argsort(-self.logits, kind="stable")
-        self.keep(order, sorted=True)
+    # -- cached argmax -----------------------------------------------------------
 
     def argmax(self) -> int:
         """Index of the first maximal logit (cached while ``logits`` is the same array)."""
@@ -98,13 +114,75 @@ class Candidates:
         """Record an argmax already computed for the current ``logits`` array."""
         self._argmax = (self.logits, index)
 
-    def max_logit(self) -> np.float32:
-        return self.logits[0] if self.sorted else self.logits.max()
+    # -- operations shared by samplers ---------------------------------------------
 
-    def softmax(self) -> np.ndarray:
-        """llama.cpp's ``softmax_impl`` without sorting: float32 exp, float32 running sum."""
-        ex = np.exp(self.logits - self.max_logit(), dtype=np.float32)
-        # np.cumsum on float32 adds sequentially, like llama.cpp's `float cum_sum += p`
-        total = np.cumsum(ex, dtype=np.float32)[-1] if len(ex) else np.float32(1)
-        self.probs = ex / total
+    def take(self, index: np.ndarray | slice, *, sorted: bool | None = None) -> None:
+        """Keep the candidates at ``index``, in that order."""
+        self.ids = self.ids[index]
+        self.logits = self.logits[index]
+        if self.probs is not None:
+            self.probs = self.probs[index]
+        if sorted is not None:
+            self.sorted = sorted
+
+    def truncate(self, n: int) -> None:
+        """``cur_p->size = n``: keep the first n (no copy: a view)."""
+        if n < len(self.ids):
+            self.take(slice(0, n))
+
+    def partial_sort(self, k: int) -> None:
+        """llama.cpp's ``partial_sort_inplace(cur_p, k)``: keep the k best, sorted, descending.
+
+        Equal logits keep their current relative order here; llama.cpp's
+        ``std::partial_sort``/``std::sort`` leave the order of exact ties
+        unspecified, so only ties can differ from it.
+        """
+        k = min(k, len(self.ids))
+        self.take(top_k_stable(self.logits, k), sorted=True)
+
+    def sort(self) -> None:
+        if not self.sorted:
+            self.partial_sort(len(self.ids))
+
+    def max_logit(self) -> np.float32:
+        return self.logits[0] if self.sorted else self.logits[self.argmax()]
+
+    def softmax(self, do_sort: bool = False) -> np.ndarray:
+        """llama.cpp's ``llama_sampler_softmax_impl``: probs in the current order.
+
+        float32 ``expf(logit - max)``, a sequential float32 sum, float32 division.
+        """
+        if do_sort and not self.sorted:
+            self.sort()
+        ex = expf(self.logits - self.max_logit())
+        self.probs = ex / seq_sum_f32(ex)
         return self.probs
+
+
+def top_k_stable(logits: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest logits, best first; ties keep index order.
+
+    For large arrays a threshold compare finds a small superset first (the top
+    of a real distribution is a few units wide), so 262k candidates cost a
+    compare pass instead of a full ``argpartition``.
+    """
+    n = len(logits)
+    k = min(k, n)
+    if k <= 0:
+        return np.empty(0, dtype=np.intp)
+    if n > 4096 and k < n // 8:
+        m = logits[int(np.argmax(logits))]
+        for gap in (10.0, 20.0, 40.0):
+            cand = np.flatnonzero(logits >= m - F32(gap))
+            if len(cand) >= k:
+                if len(cand) <= 8192:
+                    return cand[np.argsort(-logits[cand], kind="stable")[:k]]
+                break
+    if k == n:
+        return np.argsort(-logits, kind="stable")
+    # kth value, then everything above it plus the first ties at it (index order)
+    kth = np.partition(logits, n - k)[n - k]
+    above = np.flatnonzero(logits > kth)
+    ties = np.flatnonzero(logits == kth)[: k - len(above)]
+    cand = np.concatenate([above, ties])
+    return cand[np.argsort(-logits[cand], kind="stable")]
