@@ -75,7 +75,8 @@ def main() -> None:
         print(f"model: {entry.name}  threads: {engine.settings.threads}  tokens: {args.tokens}  rounds: {args.rounds}")
         print(f"llama.cpp native greedy : {n_med:7.1f} tok/s  (runs: {', '.join(f'{x:.1f}' for x in nat)})")
         print(f"llmtui generate --json  : {p_med:7.1f} tok/s  (runs: {', '.join(f'{x:.1f}' for x in py)})")
-        print(f"ratio llmtui / native   : {p_med / n_med:.3f}")
+        pair = statistics.median(p / n for p, n in zip(py, nat))
+        print(f"ratio llmtui / native   : {p_med / n_med:.3f}  (median of paired ratios: {pair:.3f})")
 
 
 if __name__ == "__main__":

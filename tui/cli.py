@@ -59,6 +59,20 @@ def _engine_args(parser: argparse.ArgumentParser, sub: bool = False) -> None:
     g.add_argument("--seed", type=int, metavar="S", help="sampling seed (default 42)")
 
 
+def _sampling_args(parser: argparse.ArgumentParser, sub: bool = False) -> None:
+    g = parser.add_argument_group("sampling")
+    if sub:
+        g.argument_default = argparse.SUPPRESS
+    g.add_argument("--preset", metavar="NAME", help="sampling preset (see `llmtui presets`; default balanced)")
+    g.add_argument("--samplers", metavar="LIST",
+                   help="sampler order like llama.cpp's --samplers, e.g. 'top_k;top_p;min_p;temp' "
+                   "(keeps the preset's parameters; dist is appended)")
+    g.add_argument("--temp", type=float, metavar="T", help="override the temperature")
+    g.add_argument("--top-k", type=int, metavar="K", help="override top_k")
+    g.add_argument("--top-p", type=float, metavar="P", help="override top_p")
+    g.add_argument("--min-p", type=float, metavar="P", help="override min_p")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmtui",
@@ -69,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmtui {__version__}")
     _common(parser)
     _engine_args(parser)
+    _sampling_args(parser)
     parser.add_argument("--prompt", "-p", metavar="TEXT", help="prompt to put in the dashboard's input")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -84,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print one JSON object per generated token, then one summary object")
     _common(gen, sub=True)
     _engine_args(gen, sub=True)
+    _sampling_args(gen, sub=True)
 
     models = sub.add_parser("models", help="list the models llmtui can find",
                             description="List every model found: the embedded SmolLM2, the gemma extra, "
@@ -91,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("paths", nargs="*", metavar="PATH", help="extra .gguf files to describe")
     models.add_argument("--json", action="store_true", help="print a JSON array")
     _common(models, sub=True)
+
+    presets = sub.add_parser("presets", help="list the sampling presets",
+                             description="List the built-in sampling presets and the user presets "
+                             "(TOML files in the config dir's presets/ folder).")
+    presets.add_argument("--json", action="store_true", help="print a JSON array")
     return parser
 
 
@@ -159,7 +180,48 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def pick_preset(args: argparse.Namespace, config: Config) -> Any:
+    """The preset from --preset / config, with --samplers and parameter overrides applied."""
+    from .sampling.presets import DEFAULT_PRESET, PresetError, load_presets
+
+    from .config import app_dirs
+
+    catalog = load_presets(app_dirs().presets)
+    for err in catalog.errors:
+        print(f"llmtui: warning: {err}", file=sys.stderr)
+    try:
+        preset = catalog.get(getattr(args, "preset", None) or config.preset or DEFAULT_PRESET)
+        if getattr(args, "samplers", None):
+            preset = preset.reordered([n for n in args.samplers.replace(",", ";").split(";") if n.strip()])
+        for flag, sampler, param in (("temp", "temp", "t"), ("top_k", "top_k", "k"), ("top_p", "top_p", "p"),
+                                     ("min_p", "min_p", "p")):
+            value = getattr(args, flag, None)
+            if value is not None:
+                preset = preset.with_param(sampler, param, value)
+    except PresetError as exc:
+        raise CliError(str(exc)) from None
+    return preset
+
+
 # -- commands ------------------------------------------------------------------------
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .config import app_dirs
+    from .sampling.presets import load_presets
+
+    catalog = load_presets(app_dirs().presets)
+    for err in catalog.errors:
+        print(f"llmtui: warning: {err}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([p.as_dict() for p in catalog.presets.values()], indent=2))
+        return 0
+    for p in catalog.presets.values():
+        origin = "" if p.source == "built-in" else f"  [{p.source}]"
+        print(f"{p.name:<18} {p.description}{origin}")
+        print(f"{'':<18} {p.describe()}")
+    return 0
+
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -238,10 +300,10 @@ def stream_generation(gen: Any, engine: Any, out: Any, *, as_json: bool) -> None
 def cmd_generate(args: argparse.Namespace) -> int:
     from .engine import Generation
     from .engine.llama import LlamaEngine
-    from .sampling import Chain, Greedy
 
     config = _config(args)
     settings = engine_settings(args, config)
+    preset = pick_preset(args, config)
     entry = pick_model(args, config)
     if args.bos and args.no_bos:
         raise CliError("--bos and --no-bos contradict each other")
@@ -249,7 +311,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with LlamaEngine(entry.path, settings) as engine:
         tokens = engine.tokenize(args.prompt, add_bos=add_bos, parse_special=args.special)
         gen = Generation(
-            engine, tokens, Chain([Greedy()]),
+            engine, tokens, preset.build(engine.build_context(settings.seed)),
             max_tokens=args.max_tokens, ignore_eos=args.ignore_eos,
             eog_tokens=engine.eog_tokens() if args.ignore_eos else (),
         )
@@ -257,7 +319,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         stream_generation(gen, engine, out, as_json=args.json)
         stats = gen.stats
         if args.json:
-            summary = {"summary": {**stats.summary(), "model": entry.name, "seed": settings.seed,
+            summary = {"summary": {**stats.summary(), "model": entry.name, "preset": preset.name,
+                                   "samplers": preset.describe(), "seed": settings.seed,
                                    "n_ctx": engine.n_ctx, "threads": settings.threads}}
             out.write(json.dumps(summary) + "\n")
         else:
@@ -271,13 +334,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_app(args: argparse.Namespace) -> int:
     config = _config(args)
     settings = engine_settings(args, config)
+    preset = pick_preset(args, config)
     entry = pick_model(args, config)
     from .app.app import run_app  # Textual is imported only here
 
-    return run_app(entry=entry, settings=settings, prompt=args.prompt)
+    return run_app(entry=entry, settings=settings, preset=preset, prompt=args.prompt)
 
 
-COMMANDS = {"generate": cmd_generate, "models": cmd_models, None: cmd_app}
+COMMANDS = {"generate": cmd_generate, "models": cmd_models, "presets": cmd_presets, None: cmd_app}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

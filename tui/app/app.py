@@ -27,10 +27,11 @@ class LlmTuiApp(App[int]):
     TITLE = "llmtui"
     BINDINGS = [Binding("escape", "stop", "Stop", id="gen.stop"), Binding("ctrl+q", "quit", "Quit", id="app.quit")]
 
-    def __init__(self, entry: Any, settings: Any, prompt: str | None = None) -> None:
+    def __init__(self, entry: Any, settings: Any, preset: Any, prompt: str | None = None) -> None:
         super().__init__()
         self.entry = entry
         self.settings = settings
+        self.preset = preset
         self.initial_prompt = prompt or "Once upon a time"
         self._cancel = threading.Event()
         self._text = ""
@@ -52,10 +53,9 @@ class LlmTuiApp(App[int]):
     def _run(self, prompt: str) -> None:
         from ..engine import Generation
         from ..engine.llama import LlamaEngine
-        from ..sampling import Chain, Greedy
-
         with LlamaEngine(self.entry.path, self.settings) as engine:
-            gen = Generation(engine, engine.tokenize(prompt), Chain([Greedy()]), max_tokens=256, cancel=self._cancel)
+            chain = self.preset.build(engine.build_context(self.settings.seed))
+            gen = Generation(engine, engine.tokenize(prompt), chain, max_tokens=256, cancel=self._cancel)
             for step in gen:
                 self.post_message(StepText(step.text))
             self.post_message(Finished(gen.stats.stop_reason.describe() if gen.stats.stop_reason else "?"))
@@ -71,6 +71,6 @@ class LlmTuiApp(App[int]):
         self._cancel.set()
 
 
-def run_app(entry: Any, settings: Any, prompt: str | None = None) -> int:
-    LlmTuiApp(entry, settings, prompt).run()
+def run_app(entry: Any, settings: Any, preset: Any, prompt: str | None = None) -> int:
+    LlmTuiApp(entry, settings, preset, prompt).run()
     return 0

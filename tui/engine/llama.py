@@ -165,6 +165,7 @@ class LlamaEngine:
         self._ctx: Any = None
         self._piece_cache: dict[int, bytes] = {}
         self._eog_cache: list[int] | None = None
+        self._dry_vocab: Any = None
         self._one = (ctypes.c_int32 * 1)()
         self.n_past = 0
         header = read_header(self.path)  # fast validation with a clear message
@@ -469,6 +470,17 @@ class LlamaEngine:
 
     def state_size(self) -> int:
         return int(_ll.llama_state_get_size(self._ctx))
+
+    # -- sampling ------------------------------------------------------------------
+
+    def build_context(self, seed: int) -> Any:
+        """What a sampler chain needs from this model (see ``tui.sampling.presets``)."""
+        from ..sampling.presets import BuildContext
+        from ..sampling.samplers import DryVocab
+
+        if self._dry_vocab is None:
+            self._dry_vocab = DryVocab(self.n_vocab, self.piece, lambda s: self.tokenize(s, add_bos=False))
+        return BuildContext(n_vocab=self.n_vocab, seed=seed, n_ctx=self.n_ctx, dry_vocab=self._dry_vocab)
 
     # -- llama.cpp's own samplers (the reference) ---------------------------------
 

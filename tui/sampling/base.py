@@ -22,6 +22,9 @@ class Sampler:
     name: ClassVar[str] = "sampler"
     #: True for samplers that pick the token (greedy, dist, mirostat…): they end a chain
     selects: ClassVar[bool] = False
+    #: True for samplers that change logit values (temp, penalties, biases…) rather than
+    #: only removing or masking candidates; the chain's trace uses it
+    changes_logits: ClassVar[bool] = False
 
     def apply(self, cur: Candidates) -> None:
         raise NotImplementedError

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .base import Sampler
-from .candidates import Candidates, arange_ids, top_k_stable
+from .candidates import Candidates, top_k_stable
 from .trace import NEGLIGIBLE_LOGIT_GAP, RawStats, SampleTrace, Scratch, StageTrace, raw_stats
 
 TOP_K_DISPLAY = 10
@@ -78,10 +78,13 @@ class Chain(Sampler):
         raw = raw_stats(logits, TOP_K_DISPLAY, self._scratch)
         cur = Candidates.from_logits(logits)
         cur.hint_argmax(raw.argmax)
+        if raw.head is not None:
+            cur.set_head(raw.head)
         tracer = _Tracer(logits, raw) if self.trace else None
         for s in self.samplers:
             if hasattr(s, "last_note"):
                 s.last_note = ""
+            cur.last_edit = None
             if tracer is None:
                 s.apply(cur)
                 continue
@@ -125,35 +128,71 @@ class _Tracer:
             # nothing removed and no logit changed (a probability pass or a selection)
             self.stages.append(StageTrace(s.name, n_in, n_in, 0.0, *self.survivors, note))
             return
-        small = len(cur) <= _SMALL
-        n_out = _n_finite(cur.logits) if (small or cur.logits is not lg_in) else len(cur)
-        mass_removed = 0.0
-        if n_out < n_in:
-            lz_in = self.log_z(lg_in)
-            if cur.ids is ids_in:  # same candidates, some masked to -inf
-                kept = lg_in[cur.logits != -np.inf]
-            elif ids_in is arange_ids(len(ids_in)):
-                kept = lg_in[cur.ids[cur.logits != -np.inf]]  # the input was the full vocabulary in id order
-            else:
-                order = np.argsort(ids_in, kind="stable")
-                pos = order[np.searchsorted(ids_in[order], cur.ids)]
-                kept = lg_in[pos[cur.logits != -np.inf]]
-            if math.isfinite(lz_in):
-                mass_removed = max(0.0, 1.0 - float(np.exp(kept.astype(np.float64) - lz_in).sum()))
-        self.survivors = self._top(cur)
+        edit = cur.last_edit
+        if edit is not None and edit[0] is lg_in and cur.ids is ids_in and len(cur) > _SMALL:
+            self._sparse_stage(s, lg_in, cur, edit[1], note)
+            return
+        lg_out = cur.logits
+        if len(lg_out) > _SMALL and lg_out is lg_in:  # large, values untouched: nothing to count
+            self.stages.append(StageTrace(s.name, n_in, n_in, 0.0, *self.survivors, note))
+            return
+        n_out = _n_finite(lg_out)
+        lz_in = self.log_z(lg_in)
+        if not s.changes_logits and math.isfinite(lz_in):
+            # removal only: survivors keep their logits, so one exp pass over them
+            # gives the kept mass, the output normaliser and the survivors' probabilities
+            e = np.exp(lg_out.astype(np.float64) - lz_in)
+            kept = float(e.sum())
+            mass_removed = max(0.0, 1.0 - kept)
+            if kept > 0:
+                self._lz.append((lg_out, lz_in + math.log(kept)))
+            idx = self._top_idx(cur)
+            probs = e[idx] / kept if kept > 0 else np.zeros(len(idx))
+            self.survivors = (tuple(cur.ids[idx].tolist()), tuple(probs.tolist()))
+        else:
+            mass_removed = 0.0
+            if n_out < n_in and cur.ids is ids_in and math.isfinite(lz_in):  # masked to -inf
+                gone = (lg_out == -np.inf) & (lg_in != -np.inf)
+                mass_removed = float(np.exp(lg_in[gone].astype(np.float64) - lz_in).sum())
+            self.survivors = self._top(cur)
         self.stages.append(StageTrace(s.name, n_in, n_out, mass_removed, *self.survivors, note))
         self.n_in = n_out
+
+    def _sparse_stage(self, s: Sampler, lg_in: np.ndarray, cur: Candidates, pos: np.ndarray, note: str) -> None:
+        """A few logits of the full vocabulary changed: update the normaliser instead of recomputing it."""
+        lg_out = cur.logits
+        lz_in = self.log_z(lg_in)
+        old = lg_in[pos].astype(np.float64)
+        new = lg_out[pos].astype(np.float64)
+        z = 1.0 - float(np.exp(old - lz_in).sum()) + float(np.exp(new - lz_in).sum())
+        if math.isfinite(lz_in) and z > 1e-6:
+            self._lz.append((lg_out, lz_in + math.log(z)))
+        banned = int(np.count_nonzero((new == -np.inf) & (old != -np.inf)))
+        n_out = self.n_in - banned
+        mass_removed = float(np.exp(old[new == -np.inf] - lz_in).sum()) if banned else 0.0
+        self.survivors = self._top(cur)
+        self.stages.append(StageTrace(s.name, self.n_in, n_out, mass_removed, *self.survivors, note))
+        self.n_in = n_out
+
+    @staticmethod
+    def _top_idx(cur: Candidates) -> np.ndarray | slice:
+        lg = cur.logits
+        if cur.sorted:
+            return slice(0, TOP_SURVIVORS)
+        head = cur.head()
+        if head is not None and len(head.idx) >= TOP_SURVIVORS:
+            return head.idx[:TOP_SURVIVORS]
+        if len(lg) <= _SMALL:
+            return np.argsort(-lg, kind="stable")[:TOP_SURVIVORS]
+        return top_k_stable(lg, TOP_SURVIVORS)
 
     def _top(self, cur: Candidates) -> tuple[tuple[int, ...], tuple[float, ...]]:
         lg = cur.logits
         if len(lg) == 0:
             return (), ()
-        if cur.sorted:
-            idx = np.arange(min(TOP_SURVIVORS, len(lg)))
-        elif lg is self.raw_logits:
+        if lg is self.raw_logits:
             return self.survivors
-        else:
-            idx = top_k_stable(lg, TOP_SURVIVORS)
+        idx = self._top_idx(cur)
         lz = self.log_z(lg)
         probs = np.exp(lg[idx].astype(np.float64) - lz) if math.isfinite(lz) else np.zeros(len(idx))
         return tuple(cur.ids[idx].tolist()), tuple(probs.tolist())

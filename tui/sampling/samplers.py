@@ -177,6 +177,7 @@ class AdaptiveP(_Seeded):
     """adaptive-p: favour tokens near a target probability, tracked by an EMA of chosen probabilities."""
 
     name = "adaptive_p"
+    changes_logits = True
     selects = True
     _WIDTH, _PEAK, _SHARP = F32(0.3), F32(5.0), F32(10.0)
 
@@ -254,6 +255,10 @@ class TopK(Sampler):
             return
         k = min(self.k, len(cur))
         if not cur.sorted:
+            head = cur.head()
+            if head is not None and len(head.idx) >= k:
+                cur.take(head.idx[:k], sorted=True)  # no scan of the vocabulary
+                return
             cur.partial_sort(k)
         cur.truncate(k)
 
@@ -301,7 +306,11 @@ class MinP(Sampler):
             # llama.cpp starts its max at -FLT_MAX, so an all -inf set keeps nothing here
             mx = max(float(cur.max_logit()), float(-np.finfo(F32).max))
             min_logit = F32(F32(mx) + logf(self.p))
-            keep = np.flatnonzero(cur.logits >= min_logit)
+            head = cur.head()
+            if head is not None and min_logit > head.floor:
+                keep = np.sort(head.idx[cur.logits[head.idx] >= min_logit])  # survivors all in the head
+            else:
+                keep = np.flatnonzero(cur.logits >= min_logit)
             if len(keep) and len(keep) >= self.min_keep:
                 cur.take(keep)
                 return
@@ -418,6 +427,7 @@ class Temp(Sampler):
     """Divide logits by t. t <= 0 keeps only the (first) best logit; the rest become -inf."""
 
     name = "temp"
+    changes_logits = True
 
     def __init__(self, t: float = 0.8) -> None:
         self.t = F32(t)
@@ -445,6 +455,7 @@ class TempExt(Sampler):
     """Dynamic temperature: T in [t - delta, t + delta] from the normalised entropy."""
 
     name = "temp_ext"
+    changes_logits = True
 
     def __init__(self, t: float = 0.8, delta: float = 0.0, exponent: float = 1.0) -> None:
         self.t, self.delta, self.exponent = F32(t), F32(delta), F32(exponent)
@@ -481,6 +492,7 @@ class LogitBias(Sampler):
     """
 
     name = "logit_bias"
+    changes_logits = True
 
     def __init__(self, bias: Mapping[int, float] | None = None) -> None:
         self.bias = {int(k): float(v) for k, v in (bias or {}).items()}
@@ -490,14 +502,16 @@ class LogitBias(Sampler):
     def apply(self, cur: Candidates) -> None:
         if not self.bias:
             return
-        lg = cur.logits.copy()
         if cur.is_full_vocab:
-            ok = (self._tok >= 0) & (self._tok < len(lg))
-            np.add.at(lg, self._tok[ok], self._val[ok])
+            ok = (self._tok >= 0) & (self._tok < len(cur))
+            pos, val = self._tok[ok], self._val[ok]
         else:
-            for tok, val in zip(self._tok.tolist(), self._val.tolist()):
-                lg[cur.ids == tok] += F32(val)
-        cur.logits = lg
+            order = np.argsort(cur.ids, kind="stable")
+            where = np.minimum(np.searchsorted(cur.ids[order], self._tok), len(order) - 1)
+            hit = cur.ids[order][where] == self._tok
+            pos, val = order[where[hit]], self._val[hit]
+        if len(pos):
+            cur.edit(pos, (cur.logits[pos] + val).astype(F32))
 
     def params(self) -> dict[str, Any]:
         return {"bias": {str(k): v for k, v in self.bias.items()}}
@@ -508,6 +522,7 @@ class Penalties(Sampler):
     over the last ``last_n`` accepted tokens."""
 
     name = "penalties"
+    changes_logits = True
 
     def __init__(self, last_n: int = 64, repeat: float = 1.0, frequency: float = 0.0, presence: float = 0.0) -> None:
         self.last_n = max(int(last_n), 0)
@@ -548,12 +563,11 @@ class Penalties(Sampler):
                 where = np.minimum(where, len(order) - 1)
                 hit = cur.ids[order][where] == toks
                 pos, cnt = order[where[hit]], cnts[hit]
-            lg = cur.logits.copy()
-            sub = lg[pos]
+            sub = cur.logits[pos]
             sub = np.where(sub <= 0, sub * self.repeat, sub / self.repeat).astype(F32)
             sub = (sub - (cnt * self.frequency + F32(1) * self.presence)).astype(F32)
-            lg[pos] = sub
-            cur.logits = lg
+            if len(pos):
+                cur.edit(pos, sub)
         cur.sorted = False
 
     def params(self) -> dict[str, Any]:
@@ -616,6 +630,7 @@ class Dry(Sampler):
     """
 
     name = "dry"
+    changes_logits = True
 
     def __init__(
         self,
@@ -722,15 +737,16 @@ class Dry(Sampler):
             toks_arr.append(tok)
             pens.append(F32(self.multiplier * F32(math.pow(float(self.base), e))))
         if toks_arr:
-            lg = cur.logits.copy()
-            ids = cur.ids
-            for tok, pen in zip(toks_arr, pens):
-                if cur.is_full_vocab:
-                    if 0 <= tok < len(lg):
-                        lg[tok] = F32(lg[tok] - pen)
-                else:
-                    lg[ids == tok] -= pen
-            cur.logits = lg
+            if cur.is_full_vocab:
+                pos = np.array([t for t in toks_arr if 0 <= t < len(cur)], dtype=np.int64)
+                pen = np.array([p for t, p in zip(toks_arr, pens) if 0 <= t < len(cur)], dtype=F32)
+            else:
+                where = {t: i for i, t in enumerate(cur.ids.tolist())}
+                pairs = [(where[t], p) for t, p in zip(toks_arr, pens) if t in where]
+                pos = np.array([i for i, _ in pairs], dtype=np.int64)
+                pen = np.array([p for _, p in pairs], dtype=F32)
+            if len(pos):
+                cur.edit(pos, (cur.logits[pos] - pen).astype(F32))
             self.last_note = f"penalised {len(toks_arr)} token(s)"
         cur.sorted = False
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .candidates import top_k_stable
+from .candidates import Head, top_k_stable
 
 # Tokens whose logit is more than this below the maximum carry less than
 # e^-30 ~ 1e-13 of the probability mass each; with 262k of them the total is
@@ -74,6 +74,7 @@ class RawStats:
     top_ids: np.ndarray
     top_logits: np.ndarray
     top_p: np.ndarray
+    head: Head | None = None  # the best HEAD_SIZE candidates (see candidates.Head)
 
     def prob_of_logit(self, logit: float) -> float:
         return float(np.exp(np.float64(logit) - self.log_z)) if np.isfinite(logit) else 0.0
@@ -93,6 +94,9 @@ class Scratch:
             self.a = np.empty(n, np.float32)
             self.b = np.empty(n, np.float32)
         return self.a[:n], self.b[:n]
+
+
+HEAD_SIZE = 128  # like llama.cpp's partial-sort cut-over; covers top_k up to ~128 without a scan
 
 
 def raw_stats(logits: np.ndarray, k: int, scratch: Scratch | None = None) -> RawStats:
@@ -128,7 +132,8 @@ def raw_stats(logits: np.ndarray, k: int, scratch: Scratch | None = None) -> Raw
         dot = float(np.dot(ex, shifted))
     entropy = max(0.0, float(np.log(z)) - dot / z)
     log_z = m + float(np.log(z))
-    order = top_k_stable(logits, k)
+    head = Head.of(logits, HEAD_SIZE, m)
+    order = head.idx[:k] if len(head.idx) >= k else top_k_stable(logits, k, m)
     top_logits = logits[order].astype(np.float32)
     return RawStats(
         max_logit=m,
@@ -138,4 +143,5 @@ def raw_stats(logits: np.ndarray, k: int, scratch: Scratch | None = None) -> Raw
         top_ids=_frozen(order.astype(np.int32)),
         top_logits=_frozen(top_logits),
         top_p=_frozen(np.exp(top_logits.astype(np.float64) - log_z)),
+        head=head,
     )

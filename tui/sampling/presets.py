@@ -1,0 +1,422 @@
+"""Sampling presets: validated, ordered lists of samplers with parameters.
+
+Built-in presets live here; user presets are TOML files in the config dir's
+``presets/`` folder::
+
+    name = "my-story"                 # defaults to the file name
+    description = "warm and varied"
+    [[samplers]]
+    type = "top_k"                    # a sampler name (llama.cpp's, '-' or '_')
+    k = 60
+    [[samplers]]
+    type = "temp"
+    t = 0.9
+    # a chain that does not end in a selecting sampler gets `dist` appended,
+    # as llama.cpp's common sampler does
+
+A bad file is reported by file and field and skipped; it never hides the
+other presets. Seeds come from the run (``--seed``), like llama.cpp's
+``params.seed``, and go to every seeded sampler.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .base import Sampler
+from .chain import Chain
+from .samplers import (
+    XTC,
+    AdaptiveP,
+    Dist,
+    Dry,
+    DryVocab,
+    Greedy,
+    LogitBias,
+    MinP,
+    Mirostat,
+    MirostatV2,
+    Penalties,
+    Temp,
+    TempExt,
+    TopK,
+    TopNSigma,
+    TopP,
+    Typical,
+)
+
+
+class PresetError(Exception):
+    """A preset that cannot be used; the message names the file and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    kind: type
+    default: Any
+    lo: float | None = None
+    hi: float | None = None
+    help: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerType:
+    name: str
+    params: Mapping[str, Param]
+    build: Callable[["BuildContext", dict[str, Any]], Sampler]
+    selects: bool = False
+    seeded: bool = False
+    help: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What building a chain needs from the run: the model's vocabulary and the seed."""
+
+    n_vocab: int
+    seed: int = 42
+    n_ctx: int = 4096
+    dry_vocab: DryVocab | None = None
+
+
+_F, _I = float, int
+SAMPLER_TYPES: dict[str, SamplerType] = {
+    t.name: t
+    for t in [
+        SamplerType("greedy", {}, lambda c, p: Greedy(), selects=True, help="always the most likely token"),
+        SamplerType("dist", {}, lambda c, p: Dist(c.seed), selects=True, seeded=True,
+                    help="draw from the distribution (seeded)"),
+        SamplerType("top_k", {"k": Param(_I, 40, -1, None, "keep the k best (<= 0: off)")},
+                    lambda c, p: TopK(p["k"]), help="keep the k most likely"),
+        SamplerType("top_p", {"p": Param(_F, 0.95, 0.0, 1.0, "cumulative mass to keep (1: off)"),
+                              "min_keep": Param(_I, 1, 0, None)},
+                    lambda c, p: TopP(p["p"], p["min_keep"]), help="nucleus: smallest set with mass >= p"),
+        SamplerType("min_p", {"p": Param(_F, 0.05, 0.0, 1.0, "relative to the best token (0: off)"),
+                              "min_keep": Param(_I, 1, 0, None)},
+                    lambda c, p: MinP(p["p"], p["min_keep"]), help="keep tokens with p >= min_p * p_max"),
+        SamplerType("typical", {"p": Param(_F, 1.0, 0.0, 1.0, "(1: off)"), "min_keep": Param(_I, 1, 0, None)},
+                    lambda c, p: Typical(p["p"], p["min_keep"]), help="locally typical sampling"),
+        SamplerType("top_n_sigma", {"n": Param(_F, -1.0, None, None, "std devs below the max (<= 0: off)")},
+                    lambda c, p: TopNSigma(p["n"]), help="mask logits below max - n*sigma"),
+        SamplerType("temp", {"t": Param(_F, 0.8, None, None, "temperature (<= 0: keep only the best)")},
+                    lambda c, p: Temp(p["t"]), help="divide logits by t"),
+        SamplerType("temp_ext", {"t": Param(_F, 0.8), "delta": Param(_F, 0.0, 0.0, None),
+                                 "exponent": Param(_F, 1.0, 0.0, None)},
+                    lambda c, p: TempExt(p["t"], p["delta"], p["exponent"]), help="dynamic temperature"),
+        SamplerType("xtc", {"probability": Param(_F, 0.5, 0.0, 1.0), "threshold": Param(_F, 0.1, 0.0, 1.0),
+                            "min_keep": Param(_I, 1, 0, None)},
+                    lambda c, p: XTC(p["probability"], p["threshold"], p["min_keep"], c.seed), seeded=True,
+                    help="exclude top choices"),
+        SamplerType("penalties", {"last_n": Param(_I, 64, -1, None, "-1: the context size"),
+                                  "repeat": Param(_F, 1.0, 0.0, None), "frequency": Param(_F, 0.0),
+                                  "presence": Param(_F, 0.0)},
+                    lambda c, p: Penalties(c.n_ctx if p["last_n"] == -1 else p["last_n"], p["repeat"],
+                                           p["frequency"], p["presence"]),
+                    help="repetition / frequency / presence penalties"),
+        SamplerType("dry", {"multiplier": Param(_F, 0.8, 0.0, None), "base": Param(_F, 1.75, 0.0, None),
+                            "allowed_length": Param(_I, 2, 0, None), "penalty_last_n": Param(_I, 64, -1, None),
+                            "sequence_breakers": Param(list, ["\n", ":", '"', "*"])},
+                    lambda c, p: Dry(c.dry_vocab, p["multiplier"], p["base"], p["allowed_length"],
+                                     p["penalty_last_n"], p["sequence_breakers"], c.n_ctx),
+                    help="don't repeat yourself"),
+        SamplerType("logit_bias", {"bias": Param(dict, {})},
+                    lambda c, p: LogitBias({int(k): float(v) for k, v in p["bias"].items()}),
+                    help="add a bias to chosen token ids"),
+        SamplerType("mirostat", {"tau": Param(_F, 5.0, 0.0, None), "eta": Param(_F, 0.1, 0.0, None),
+                                 "m": Param(_I, 100, 1, None)},
+                    lambda c, p: Mirostat(c.n_vocab, c.seed, p["tau"], p["eta"], p["m"]), selects=True,
+                    seeded=True, help="mirostat v1 (target surprise)"),
+        SamplerType("mirostat_v2", {"tau": Param(_F, 5.0, 0.0, None), "eta": Param(_F, 0.1, 0.0, None)},
+                    lambda c, p: MirostatV2(c.seed, p["tau"], p["eta"]), selects=True, seeded=True,
+                    help="mirostat 2.0"),
+        SamplerType("adaptive_p", {"target": Param(_F, 0.5, None, 1.0), "decay": Param(_F, 0.9, 0.0, 0.99)},
+                    lambda c, p: AdaptiveP(p["target"], p["decay"], c.seed), selects=True, seeded=True,
+                    help="favour a target probability"),
+    ]
+}
+
+# llama.cpp's --samplers names and short forms
+ALIASES = {
+    "top-k": "top_k", "k": "top_k", "top-p": "top_p", "p": "top_p", "nucleus": "top_p", "min-p": "min_p",
+    "m": "min_p", "typ_p": "typical", "typ-p": "typical", "typical_p": "typical", "y": "typical",
+    "temperature": "temp", "t": "temp", "top-n-sigma": "top_n_sigma", "s": "top_n_sigma", "x": "xtc",
+    "d": "dry", "e": "penalties", "penalty": "penalties", "mirostat-v2": "mirostat_v2",
+    "adaptive-p": "adaptive_p", "logit-bias": "logit_bias", "dynatemp": "temp_ext", "temp-ext": "temp_ext",
+}
+
+
+def canonical_name(name: str) -> str | None:
+    key = name.strip().lower()
+    key = ALIASES.get(key, key).replace("-", "_")
+    return key if key in SAMPLER_TYPES else None
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerSpec:
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self, ctx: BuildContext) -> Sampler:
+        t = SAMPLER_TYPES[self.name]
+        full = {k: p.default for k, p in t.params.items()}
+        full.update(self.params)
+        return t.build(ctx, full)
+
+    def native(self, ctx: BuildContext) -> tuple[str, dict[str, Any]]:
+        """The same sampler as a llama.cpp spec (see ``LlamaEngine.native_chain``)."""
+        t = SAMPLER_TYPES[self.name]
+        full: dict[str, Any] = {k: p.default for k, p in t.params.items()}
+        full.update(self.params)
+        if t.seeded:
+            full["seed"] = ctx.seed
+        if self.name == "penalties" and full["last_n"] == -1:
+            full["last_n"] = ctx.n_ctx
+        if self.name == "dry" and full["penalty_last_n"] == -1:
+            full["penalty_last_n"] = ctx.n_ctx
+        return self.name, full
+
+    def describe(self) -> str:
+        t = SAMPLER_TYPES[self.name]
+        shown = [f"{k}={self.params.get(k, p.default)}" for k, p in t.params.items() if k != "sequence_breakers"]
+        return f"{self.name}({', '.join(shown)})" if shown else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    name: str
+    samplers: tuple[SamplerSpec, ...]
+    description: str = ""
+    source: str = "built-in"
+
+    def build(self, ctx: BuildContext, *, trace: bool = True) -> Chain:
+        return Chain([s.build(ctx) for s in self.samplers], trace=trace)
+
+    def native_specs(self, ctx: BuildContext) -> list[tuple[str, dict[str, Any]]]:
+        return [s.native(ctx) for s in self.samplers]
+
+    def describe(self) -> str:
+        return " → ".join(s.describe() for s in self.samplers)
+
+    def with_param(self, sampler: str, param: str, value: Any) -> "Preset":
+        """A copy with one parameter changed (the first sampler of that name; added if missing)."""
+        specs = list(self.samplers)
+        for i, s in enumerate(specs):
+            if s.name == sampler:
+                specs[i] = SamplerSpec(s.name, {**s.params, param: value})
+                break
+        else:
+            selector = len(specs) - 1 if specs and SAMPLER_TYPES[specs[-1].name].selects else len(specs)
+            specs.insert(selector, SamplerSpec(sampler, {param: value}))
+        return Preset(self.name, validate_specs(specs, where=self.name), self.description, self.source)
+
+    def reordered(self, names: Sequence[str]) -> "Preset":
+        """llama.cpp's ``--samplers``: this order, keeping known parameters, then the selector."""
+        have = {s.name: s for s in self.samplers}
+        specs: list[SamplerSpec] = []
+        for raw in names:
+            name = canonical_name(raw)
+            if name is None:
+                raise PresetError(f"--samplers: unknown sampler {raw!r} (known: {', '.join(SAMPLER_TYPES)})")
+            specs.append(have.get(name, SamplerSpec(name, {})))
+        if not specs or not SAMPLER_TYPES[specs[-1].name].selects:
+            last = self.samplers[-1] if self.samplers and SAMPLER_TYPES[self.samplers[-1].name].selects else None
+            specs.append(last or SamplerSpec("dist"))
+        return Preset(self.name, validate_specs(specs, where="--samplers"), self.description, self.source)
+
+    def as_toml(self) -> str:
+        lines = [f"name = {self.name!r}".replace("'", '"')]
+        if self.description:
+            lines.append(f'description = "{self.description}"')
+        for s in self.samplers:
+            lines += ["", "[[samplers]]", f'type = "{s.name}"']
+            for k, v in s.params.items():
+                lines.append(f"{k} = {_toml_value(v)}")
+        return "\n".join(lines) + "\n"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "source": self.source,
+                "samplers": [{"type": s.name, **s.params} for s in self.samplers]}
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(x)}' for k, x in v.items()) + " }"
+    raise PresetError(f"cannot write {v!r} to TOML")
+
+
+def _check_param(where: str, t: SamplerType, key: str, value: Any) -> Any:
+    if key not in t.params:
+        known = ", ".join(t.params) or "none"
+        raise PresetError(f"{where}: {t.name} has no parameter {key!r} (parameters: {known})")
+    p = t.params[key]
+    if p.kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PresetError(f"{where}.{key}: expected a number, got {value!r}")
+        value = float(value)
+    elif p.kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PresetError(f"{where}.{key}: expected an integer, got {value!r}")
+    elif p.kind is list:
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise PresetError(f"{where}.{key}: expected a list of strings")
+    elif p.kind is dict:
+        if not isinstance(value, dict):
+            raise PresetError(f"{where}.{key}: expected a table of token id = bias")
+        for k, v in value.items():
+            if not str(k).lstrip("-").isdigit() or isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise PresetError(f"{where}.{key}: entries must be token_id = number (got {k!r} = {v!r})")
+    if p.lo is not None and value < p.lo:
+        raise PresetError(f"{where}.{key}: {value} is below the minimum {p.lo}")
+    if p.hi is not None and value > p.hi:
+        raise PresetError(f"{where}.{key}: {value} is above the maximum {p.hi}")
+    return value
+
+
+def validate_specs(specs: Iterable[SamplerSpec | Mapping[str, Any]], *, where: str) -> tuple[SamplerSpec, ...]:
+    out: list[SamplerSpec] = []
+    for i, raw in enumerate(specs):
+        here = f"{where}: samplers[{i}]"
+        if isinstance(raw, SamplerSpec):
+            name, params = raw.name, dict(raw.params)
+        elif isinstance(raw, Mapping):
+            if "type" not in raw:
+                raise PresetError(f"{here}: missing 'type' (one of {', '.join(SAMPLER_TYPES)})")
+            name = raw["type"]
+            params = {k: v for k, v in raw.items() if k != "type"}
+        else:
+            raise PresetError(f"{here}: expected a table with a 'type'")
+        canon = canonical_name(str(name))
+        if canon is None:
+            raise PresetError(f"{here}.type: unknown sampler {name!r} (known: {', '.join(SAMPLER_TYPES)})")
+        t = SAMPLER_TYPES[canon]
+        checked = {k: _check_param(f"{here}", t, k, v) for k, v in params.items()}
+        out.append(SamplerSpec(canon, checked))
+    if not out:
+        raise PresetError(f"{where}: samplers: the chain is empty")
+    for i, s in enumerate(out[:-1]):
+        if SAMPLER_TYPES[s.name].selects:
+            raise PresetError(f"{where}: samplers[{i}].type: {s.name} selects the token, so it must come last")
+    if not SAMPLER_TYPES[out[-1].name].selects:
+        out.append(SamplerSpec("dist"))  # as llama.cpp's common sampler does
+    return tuple(out)
+
+
+def _builtin(name: str, description: str, *specs: tuple[str, dict[str, Any]]) -> Preset:
+    return Preset(name, validate_specs([SamplerSpec(n, p) for n, p in specs], where=name), description)
+
+
+BUILTIN_PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        _builtin("greedy", "always the most likely token: deterministic", ("greedy", {})),
+        _builtin(
+            "llama.cpp-default", "llama.cpp's common defaults (its disabled samplers left out)",
+            ("top_k", {"k": 40}), ("top_p", {"p": 0.95}), ("min_p", {"p": 0.05}), ("temp", {"t": 0.8}), ("dist", {}),
+        ),
+        _builtin(
+            "precise", "low temperature, tight truncation: factual answers",
+            ("top_k", {"k": 20}), ("top_p", {"p": 0.8}), ("min_p", {"p": 0.1}), ("temp", {"t": 0.3}), ("dist", {}),
+        ),
+        _builtin(
+            "balanced", "everyday chat: mild repetition penalty, moderate temperature",
+            ("penalties", {"last_n": 64, "repeat": 1.1}), ("top_k", {"k": 40}), ("top_p", {"p": 0.9}),
+            ("min_p", {"p": 0.05}), ("temp", {"t": 0.7}), ("dist", {}),
+        ),
+        _builtin(
+            "creative", "stories: warmer, wider, presence penalty, occasional XTC",
+            ("penalties", {"last_n": 64, "presence": 0.3}), ("top_k", {"k": 100}), ("top_p", {"p": 0.98}),
+            ("min_p", {"p": 0.02}), ("xtc", {"probability": 0.3, "threshold": 0.15}), ("temp", {"t": 1.1}),
+            ("dist", {}),
+        ),
+        _builtin(
+            "wild", "high temperature, loose truncation: the 'dreamy vs violent' story experiment",
+            ("min_p", {"p": 0.005}), ("temp", {"t": 1.8}), ("dist", {}),
+        ),
+        _builtin(
+            "mirostat", "llama.cpp --mirostat 2: temperature then mirostat 2.0 (tau 5, eta 0.1)",
+            ("temp", {"t": 0.8}), ("mirostat_v2", {"tau": 5.0, "eta": 0.1}),
+        ),
+    ]
+}
+DEFAULT_PRESET = "balanced"
+
+
+def load_preset_file(path: Path) -> Preset:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PresetError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PresetError(f"{path}: invalid TOML: {exc}") from None
+    unknown = set(data) - {"name", "description", "samplers"}
+    if unknown:
+        raise PresetError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (expected name, description, samplers)")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name.strip():
+        raise PresetError(f"{path}: name: expected a non-empty string")
+    samplers = data.get("samplers")
+    if not isinstance(samplers, list):
+        raise PresetError(f"{path}: samplers: expected a list of [[samplers]] tables")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise PresetError(f"{path}: description: expected a string")
+    return Preset(name.strip(), validate_specs(samplers, where=str(path)), description, str(path))
+
+
+@dataclass(slots=True)
+class PresetCatalog:
+    presets: dict[str, Preset]
+    errors: list[str]
+
+    def names(self) -> list[str]:
+        return list(self.presets)
+
+    def get(self, name: str) -> Preset:
+        if name in self.presets:
+            return self.presets[name]
+        low = name.lower()
+        hits = [p for n, p in self.presets.items() if n.lower() == low] or \
+               [p for n, p in self.presets.items() if n.lower().startswith(low)]
+        if len(hits) == 1:
+            return hits[0]
+        raise PresetError(f"no preset named {name!r} (known: {', '.join(self.presets)})")
+
+    def neighbour(self, name: str, step: int) -> Preset:
+        names = self.names()
+        i = names.index(name) if name in names else 0
+        return self.presets[names[(i + step) % len(names)]]
+
+
+def load_presets(directory: Path | None) -> PresetCatalog:
+    """Built-ins, then every ``*.toml`` in ``directory`` (a user preset may override a built-in)."""
+    presets = dict(BUILTIN_PRESETS)
+    errors: list[str] = []
+    if directory is not None and directory.is_dir():
+        for path in sorted(directory.glob("*.toml")):
+            try:
+                p = load_preset_file(path)
+            except PresetError as exc:
+                errors.append(str(exc))
+                continue
+            presets[p.name] = p
+    return PresetCatalog(presets, errors)
+
+
+def save_preset(preset: Preset, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in preset.name)
+    path = directory / f"{safe}.toml"
+    path.write_text(preset.as_toml(), encoding="utf-8")
+    return path
