@@ -247,7 +247,19 @@ def test_temp_ext(native, lg, t, delta, exponent) -> None:
 @HYP
 @given(lg=logits_arrays(), n=st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0, 3.0]))
 def test_top_n_sigma(native, lg, n) -> None:
-    assert_same_survivors(ours(TopNSigma(n), lg), theirs(native("top_n_sigma", n=n), lg), ordered=True)
+    a, b = ours(TopNSigma(n), lg), theirs(native("top_n_sigma", n=n), lg)
+    kept_a = set(a.ids[np.isfinite(a.logits)].tolist())
+    kept_b = set(b["ids"][np.isfinite(b["logits"])].tolist())
+    if kept_a == kept_b:
+        assert_same_survivors(a, b, ordered=True)
+        return
+    # llama.cpp accumulates the variance as `float acc += pow(double)`: a sequential
+    # float rounding we do not replay; over 262k logits the cut moves by float noise.
+    # Only tokens within that noise of the cut may differ.
+    valid = lg[lg != -np.inf].astype(np.float64)
+    cut = valid.max() - n * valid.std()
+    for t in kept_a ^ kept_b:
+        assert abs(float(lg[t]) - cut) < 1e-5 * max(1.0, abs(cut)), (t, float(lg[t]), cut)
 
 
 @HYP

@@ -377,7 +377,9 @@ class TopNSigma(Sampler):
             return
         mx = F32(max(float(lg[0]), float(valid.max())))
         mean = F32(seq_sum_f32(valid) / F32(len(valid)))
-        # llama.cpp: acc += pow(l - mean, 2) in double, stored back to float each step
+        # llama.cpp: `float acc += pow(l - mean, 2)` rounds to float after every
+        # addition; we sum in double (a sequential replay would cost a Python loop
+        # over the vocabulary). Only tokens within float noise of the cut can differ.
         acc = F32(np.sum((valid - mean).astype(np.float64) ** 2))
         std = F32(np.sqrt(F32(acc / F32(len(valid)))))
         cur.logits = np.where(lg < F32(mx - self.n * std), NEG_INF, lg).astype(F32)
