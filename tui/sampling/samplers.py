@@ -157,7 +157,8 @@ class MirostatV2(_Seeded):
 
     def apply(self, cur: Candidates) -> None:
         cur.softmax(do_sort=True)
-        surprise = (-np.log2(cur.probs.astype(np.float64))).astype(F32)
+        with np.errstate(divide="ignore"):  # p = 0 -> infinite surprise, as log2f gives
+            surprise = (-np.log2(cur.probs.astype(np.float64))).astype(F32)
         over = np.flatnonzero(surprise > self.mu)
         keep = int(over[0]) if len(over) else len(cur)
         cur.truncate(max(keep, 1))
