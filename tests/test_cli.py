@@ -41,8 +41,10 @@ def test_generate_json_steps_and_summary(tmp_path: Path) -> None:
     assert [s["n_past"] for s in steps] == list(range(steps[0]["n_past"], steps[0]["n_past"] + 12))
     first = steps[0]
     assert {"token", "piece", "text", "prob", "entropy", "top", "stages", "draw", "decode_ms"} <= set(first)
-    assert [st["name"] for st in first["stages"]] == ["penalties", "top_k", "top_p", "min_p", "temp", "dist"]
-    assert len(first["top"]) == 10 and first["top"][0]["p"] >= first["top"][1]["p"]
+    assert [st[0] for st in first["stages"]] == ["penalties", "top_k", "top_p", "min_p", "temp", "dist"]
+    top = first["top"]
+    assert len(top["token"]) == len(top["piece"]) == len(top["p"]) == len(top["p_after"]) == 10
+    assert top["p"][0] >= top["p"][1] and top["logit"][0] >= top["logit"][1]
     assert summary["stop_reason"] == "max_tokens" and summary["preset"] == "balanced"
     assert summary["prompt_tokens"] > 0 and summary["generation_tok_per_s"] > 0
     assert "".join(s["text"] for s in steps).strip()

@@ -259,27 +259,28 @@ def _piece_text(engine: Any, token: int) -> str:
 
 
 def _step_json(step: Any, engine: Any) -> dict[str, Any]:
+    """One step as JSON. The top-k is columnar (parallel lists): cheap to write per token."""
     tr = step.trace
+    ids = tr.top_ids.tolist()
     return {
         "index": step.index,
         "token": step.token,
         "piece": _piece_text(engine, step.token),
         "piece_hex": step.piece.hex(),
         "text": step.text,
-        "prob": round(step.prob, 6),
-        "entropy": round(tr.entropy, 6),
-        "top": [
-            {"token": t, "piece": _piece_text(engine, t), "logit": round(lg, 4), "p": round(p, 6), "p_after": round(pa, 6)}
-            for t, lg, p, pa in zip(tr.top_ids.tolist(), tr.top_logits.tolist(), tr.top_p_before.tolist(),
-                                    tr.top_p_after.tolist())
-        ],
-        "stages": [
-            {"name": s.name, "n_in": s.n_in, "n_out": s.n_out, "mass_removed": round(s.mass_removed, 6)}
-            for s in tr.stages
-        ],
+        "prob": step.prob,
+        "entropy": tr.entropy,
+        "top": {
+            "token": ids,
+            "piece": [_piece_text(engine, t) for t in ids],
+            "logit": tr.top_logits.tolist(),
+            "p": tr.top_p_before.tolist(),
+            "p_after": tr.top_p_after.tolist(),
+        },
+        "stages": [[s.name, s.n_in, s.n_out, s.mass_removed] for s in tr.stages],
         "draw": tr.draw,
-        "decode_ms": round(step.decode_ms, 3),
-        "sample_ms": round(step.sample_ms, 3),
+        "decode_ms": step.decode_ms,
+        "sample_ms": step.sample_ms,
         "n_past": step.n_past,
         "n_ctx": step.n_ctx,
         "eog": step.is_eog,

@@ -25,6 +25,8 @@ class Sampler:
     #: True for samplers that change logit values (temp, penalties, biases…) rather than
     #: only removing or masking candidates; the chain's trace uses it
     changes_logits: ClassVar[bool] = False
+    #: True for samplers that can truncate from the chain's head of best candidates
+    uses_head: ClassVar[bool] = False
 
     def apply(self, cur: Candidates) -> None:
         raise NotImplementedError

@@ -9,7 +9,7 @@ import numpy as np
 
 from .base import Sampler
 from .candidates import Candidates, top_k_stable
-from .trace import NEGLIGIBLE_LOGIT_GAP, RawStats, SampleTrace, Scratch, StageTrace, raw_stats
+from .trace import HEAD_SIZE, NEGLIGIBLE_LOGIT_GAP, RawStats, SampleTrace, Scratch, StageTrace, raw_stats
 
 TOP_K_DISPLAY = 10
 TOP_SURVIVORS = 5
@@ -47,6 +47,8 @@ class Chain(Sampler):
         self.samplers: list[Sampler] = list(samplers)
         self.trace = trace
         self._scratch = Scratch()
+        # a head of the best candidates pays off only when a truncating sampler can use it
+        self._head_size = HEAD_SIZE if any(getattr(s, "uses_head", False) for s in self.samplers) else 0
 
     # -- llama_sampler_i -------------------------------------------------------
 
@@ -75,7 +77,7 @@ class Chain(Sampler):
     # -- sampling with a trace -----------------------------------------------------
 
     def sample(self, logits: np.ndarray) -> SampleTrace:
-        raw = raw_stats(logits, TOP_K_DISPLAY, self._scratch)
+        raw = raw_stats(logits, TOP_K_DISPLAY, self._scratch, self._head_size)
         cur = Candidates.from_logits(logits)
         cur.hint_argmax(raw.argmax)
         if raw.head is not None:

@@ -247,6 +247,7 @@ class TopK(Sampler):
     """Keep the k highest logits (sorted). k <= 0 disables it."""
 
     name = "top_k"
+    uses_head = True  # truncates from the chain's precomputed head when it can
 
     def __init__(self, k: int = 40) -> None:
         self.k = int(k)
@@ -295,6 +296,7 @@ class MinP(Sampler):
     """Keep candidates whose probability is at least p times the best one's."""
 
     name = "min_p"
+    uses_head = True  # truncates from the chain's precomputed head when it can
 
     def __init__(self, p: float = 0.05, min_keep: int = 1) -> None:
         self.p, self.min_keep = F32(p), int(min_keep)

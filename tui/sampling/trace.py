@@ -99,7 +99,7 @@ class Scratch:
 HEAD_SIZE = 128  # like llama.cpp's partial-sort cut-over; covers top_k up to ~128 without a scan
 
 
-def raw_stats(logits: np.ndarray, k: int, scratch: Scratch | None = None) -> RawStats:
+def raw_stats(logits: np.ndarray, k: int, scratch: Scratch | None = None, head_size: int = HEAD_SIZE) -> RawStats:
     """Top-k, softmax normaliser and entropy of ``logits``.
 
     Five passes over the vocabulary (argmax, subtract, exp, sum, dot) plus the
@@ -132,8 +132,8 @@ def raw_stats(logits: np.ndarray, k: int, scratch: Scratch | None = None) -> Raw
         dot = float(np.dot(ex, shifted))
     entropy = max(0.0, float(np.log(z)) - dot / z)
     log_z = m + float(np.log(z))
-    head = Head.of(logits, HEAD_SIZE, m)
-    order = head.idx[:k] if len(head.idx) >= k else top_k_stable(logits, k, m)
+    head = Head.of(logits, head_size, m) if head_size > k else None
+    order = head.idx[:k] if head is not None and len(head.idx) >= k else top_k_stable(logits, k, m)
     top_logits = logits[order].astype(np.float32)
     return RawStats(
         max_logit=m,
