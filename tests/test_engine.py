@@ -241,3 +241,25 @@ def test_bad_model_files_raise_one_line_errors(tmp_path: Path, smollm2_path: Pat
         LlamaEngine(bad)
     msg = str(err.value)
     assert problem in msg and str(bad) in msg and "\n" not in msg
+
+
+def test_resample_pending_step_without_redecoding(engine) -> None:
+    from tui.sampling.presets import BUILTIN_PRESETS
+
+    engine.clear()
+    balanced = BUILTIN_PRESETS["balanced"].build(engine.build_context(5))
+    gen = Generation(engine, engine.tokenize(PROMPT), balanced, max_tokens=8)
+    it = iter(gen)
+    steps = [next(it) for _ in range(3)]
+    n_past = engine.n_past
+    greedy_step = gen.resample(Chain([Greedy()]))
+    assert engine.n_past == n_past  # nothing was decoded again
+    assert greedy_step.index == steps[-1].index
+    assert greedy_step.token == int(np.argmax(engine.logits()))
+    rest = list(it)
+    assert gen.stats.generated == 8 and len(rest) == 5
+    assert gen.stats.text.startswith("".join(s.text for s in steps[:2]) + greedy_step.text)
+    assert gen.sampler.__class__ is Chain and gen.sampler.names == ["greedy"]
+    # after the run the last step's logits are kept for re-sampling it later
+    assert gen.last_logits is not None
+    assert int(np.argmax(gen.last_logits)) == rest[-1].token

@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser)
     _engine_args(parser)
     _sampling_args(parser)
-    parser.add_argument("--prompt", "-p", metavar="TEXT", help="prompt to put in the dashboard's input")
+    parser.add_argument("--prompt", metavar="TEXT", help="prompt to put in the dashboard's input")
+    parser.add_argument("--max-tokens", type=int, default=256, metavar="N",
+                        help="tokens per generation in the dashboard (default 256)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     gen = sub.add_parser("generate", help="generate text headlessly, streaming to stdout",
@@ -333,13 +335,50 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
+    from .config import app_dirs, load_state
+
     config = _config(args)
     settings = engine_settings(args, config)
-    preset = pick_preset(args, config)
+    state = load_state()
+    if not getattr(args, "preset", None) and not config.preset and state.get("preset"):
+        args.preset = state["preset"]
+    try:
+        preset = pick_preset(args, config)
+    except CliError:
+        if getattr(args, "preset", None) == state.get("preset"):  # a remembered preset that is gone
+            args.preset = None
+            preset = pick_preset(args, config)
+        else:
+            raise
     entry = pick_model(args, config)
-    from .app.app import run_app  # Textual is imported only here
 
-    return run_app(entry=entry, settings=settings, preset=preset, prompt=args.prompt)
+    from .app.app import run_app  # Textual is imported only here
+    from .app.themes import load_themes, shipped_theme_dir
+    from .engine.llama import LlamaEngine
+    from .sampling.presets import load_presets
+
+    dirs = app_dirs()
+    catalog = load_presets(dirs.presets)
+    themes = load_themes(shipped_theme_dir(), dirs.themes)
+    notices = [*catalog.errors, *themes.errors]
+
+    def discover() -> list[Any]:
+        return find_models(args, config)
+
+    return run_app(
+        engine_factory=lambda: LlamaEngine(entry.path, settings),
+        model_label=entry.name,
+        settings=settings,
+        preset=preset,
+        catalog=catalog,
+        prompt=args.prompt,
+        max_tokens=args.max_tokens,
+        themes=themes.themes,
+        theme=config.theme or state.get("theme"),
+        keymap=config.keys,
+        discover=discover,
+        notices=notices,
+    )
 
 
 COMMANDS = {"generate": cmd_generate, "models": cmd_models, "presets": cmd_presets, None: cmd_app}

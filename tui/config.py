@@ -80,6 +80,7 @@ class Config:
     engine: dict[str, Any] = field(default_factory=dict)  # EngineSettings overrides
     theme: str | None = None
     preset: str | None = None
+    keys: dict[str, str] = field(default_factory=dict)  # binding id -> key(s)
     source: Path | None = None  # the file this came from (None = defaults)
 
 
@@ -103,7 +104,8 @@ def load_config(path: Path | None = None) -> Config:
     models = data.get("models", {})
     engine = data.get("engine", {})
     ui = data.get("ui", {})
-    for section, value in (("models", models), ("engine", engine), ("ui", ui)):
+    keys = data.get("keys", {})
+    for section, value in (("models", models), ("engine", engine), ("ui", ui), ("keys", keys)):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
     dirs = models.get("dirs", [])
@@ -111,6 +113,9 @@ def load_config(path: Path | None = None) -> Config:
         dirs = [dirs]
     if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
         raise ConfigError(f"{path}: models.dirs must be a list of paths")
+    bad_keys = [k for k, v in keys.items() if not isinstance(v, str)]
+    if bad_keys:
+        raise ConfigError(f"{path}: [keys] {bad_keys[0]}: expected a key name string like \"ctrl+s\"")
     unknown = set(engine) - _ENGINE_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown [engine] key(s): {', '.join(sorted(unknown))}")
@@ -121,6 +126,7 @@ def load_config(path: Path | None = None) -> Config:
         engine=dict(engine),
         theme=ui.get("theme"),
         preset=ui.get("preset"),
+        keys=dict(keys),
         source=path,
     )
 

@@ -1,76 +1,602 @@
-"""A minimal streaming screen (the dashboard issue replaces it)."""
+"""The llmtui dashboard.
+
+Generation runs in a Textual thread worker through :class:`Controller`; the
+worker never touches a widget. It hands immutable events to the UI: per-token
+steps go into an inbox that a timer drains at a bounded rate (``REFRESH_HZ``)
+whatever the token rate, and state changes (started, prompt done, finished,
+pending step) also post a message so they show at once. Plots re-plot at
+``PLOT_HZ``.
+"""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
+import dataclasses
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import psutil
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
+from textual.worker import Worker, WorkerState
+
+from ..config import save_state
+from ..engine.controller import (
+    Advance,
+    Controller,
+    Finished,
+    PresetChanged,
+    PromptDone,
+    Resample,
+    Resampled,
+    SetPreset,
+    SetStepMode,
+    Started,
+    StepEvent,
+)
+from ..engine.errors import EngineError
+from .screens.help import HelpScreen
+from .screens.models import ModelsScreen
+from .themes import DEFAULT_THEME
+from .widgets.graphs import MemoryGraph, ThroughputGraph
+from .widgets.panels import ChainTrace, KvGauge, TopKHistogram
+from .widgets.token_stream import TokenStream
+
+REFRESH_HZ = 12
+PLOT_HZ = 1.0
+SAMPLE_HZ = 4  # RSS / KV samples for the memory graph
 
 
-@dataclass
-class StepText(Message):
-    text: str
+class EngineNotice(Message):
+    """Wakes the UI to drain the inbox now (state changes, step-mode steps)."""
 
 
-@dataclass
-class Finished(Message):
-    reason: str
+class EngineLoaded(Message):
+    def __init__(self, engine: Any | None, error: str | None) -> None:
+        super().__init__()
+        self.engine = engine
+        self.error = error
+
+
+# (binding id, keys, action, description, shown in the footer)
+KEYS: list[tuple[str, str, str, str, bool]] = [
+    ("gen.stop", "escape", "stop", "Stop", True),
+    ("gen.step_mode", "s", "step_mode", "Step mode", True),
+    ("gen.step", "space,n", "step", "Step", True),
+    ("gen.resample", "r", "resample", "Re-sample", True),
+    ("preset.next", "p", "preset(1)", "Preset", True),
+    ("preset.prev", "P", "preset(-1)", "Prev preset", False),
+    ("temp.up", "plus,equals_sign", "temperature(0.1)", "Temp+", True),
+    ("temp.down", "minus,underscore", "temperature(-0.1)", "Temp-", True),
+    ("select.prev", "left,left_square_bracket", "select(-1)", "Prev token", False),
+    ("select.next", "right,right_square_bracket", "select(1)", "Next token", False),
+    ("select.live", "end", "follow", "Live", False),
+    ("prompt.focus", "i,slash", "focus_prompt", "Prompt", True),
+    ("model.pick", "m", "models", "Models", True),
+    ("theme.next", "t", "next_theme", "Theme", True),
+    ("session.new", "ctrl+n", "new_session", "New", True),
+    ("app.help", "question_mark,f1", "help", "Help", True),
+    ("app.quit", "q,ctrl+q", "quit", "Quit", True),
+]
 
 
 class LlmTuiApp(App[int]):
     TITLE = "llmtui"
-    BINDINGS = [Binding("escape", "stop", "Stop", id="gen.stop"), Binding("ctrl+q", "quit", "Quit", id="app.quit")]
+    CSS_PATH = "app.tcss"
+    BINDINGS = [Binding(keys, action, desc, show=show, id=bid) for bid, keys, action, desc, show in KEYS]
+    ENABLE_COMMAND_PALETTE = True
 
-    def __init__(self, entry: Any, settings: Any, preset: Any, prompt: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        engine_factory: Callable[[], Any],
+        model_label: str,
+        settings: Any,
+        preset: Any,
+        catalog: Any,
+        prompt: str | None = None,
+        max_tokens: int = 256,
+        themes: Iterable[Any] = (),
+        theme: str | None = None,
+        keymap: dict[str, str] | None = None,
+        discover: Callable[[], list[Any]] | None = None,
+        notices: Iterable[str] = (),
+        live_metrics: bool = True,
+    ) -> None:
         super().__init__()
-        self.entry = entry
+        self.engine_factory = engine_factory
+        self.model_label = model_label
         self.settings = settings
         self.preset = preset
-        self.initial_prompt = prompt or "Once upon a time"
-        self._cancel = threading.Event()
-        self._text = ""
+        self.catalog = catalog
+        self.initial_prompt = prompt if prompt is not None else "Once upon a time"
+        self.max_tokens = max_tokens
+        self._extra_themes = list(themes)
+        self._start_theme = theme
+        self._keymap = dict(keymap or {})
+        self._discover = discover
+        self._notices = list(notices)
+        self.live_metrics = live_metrics  # off for snapshot tests: RSS and wall times vary run to run
+        self.engine: Any = None
+        self.controller: Controller | None = None
+        self.state = "loading model"
+        self.step_mode = False
+        # what the UI knows about the current run
+        self.steps: list[Any] = []
+        self.pending: Any = None
+        self.selected: int | None = None
+        self.n_prompt = 0
+        self.prompt_tps = 0.0
+        self._inbox: deque[object] = deque()
+        self._token_times: deque[float] = deque(maxlen=64)
+        self._t0 = time.perf_counter()
+        self._proc = psutil.Process()
+        self._dirty_plots = True
+        self.generation_count = 0
+
+    # -- layout ---------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(self.initial_prompt, id="prompt")
-        yield Static("", id="stream")
+        with Horizontal(id="top"):
+            with Vertical(id="left"):
+                yield Input(self.initial_prompt, placeholder="prompt — Enter to generate", id="prompt")
+                yield TokenStream(id="stream")
+            with Vertical(id="right"):
+                yield TopKHistogram(id="hist")
+                yield ChainTrace(id="trace")
+        with Horizontal(id="bottom"):
+            yield KvGauge(id="kv")
+            yield MemoryGraph(id="mem")
+            yield ThroughputGraph(id="tput")
+        yield Static("", id="status")
         yield Footer()
 
-    @on(Input.Submitted)
-    def _generate(self, event: Input.Submitted) -> None:
-        self._cancel.clear()
-        self._text = event.value
-        self.query_one("#stream", Static).update(self._text)
-        self._run(event.value)
+    def on_mount(self) -> None:
+        sys.setswitchinterval(0.0005)  # the worker waits less for the GIL between tokens
+        for theme in self._extra_themes:
+            self.register_theme(theme)
+        wanted = self._start_theme or DEFAULT_THEME
+        for name in (wanted, DEFAULT_THEME, "textual-dark"):
+            if name in self.available_themes:
+                self.theme = name
+                break
+        if self._keymap:
+            self.set_keymap(self._keymap)
+        self.query_one("#stream").border_title = "tokens"
+        self.query_one("#hist").border_title = "top-10 next tokens"
+        self.query_one("#trace").border_title = "sampler chain"
+        self.query_one("#kv").border_title = "KV cache"
+        self.query_one("#mem").border_title = "memory"
+        self.query_one("#tput").border_title = "throughput"
+        self.query_one(TopKHistogram).clear("loading the model…")
+        self.query_one(ChainTrace).clear()
+        self._refresh_timer = self.set_interval(1 / REFRESH_HZ, self._flush, pause=True)
+        if self.live_metrics:
+            self.set_interval(1 / SAMPLE_HZ, self._sample_memory)
+            self.set_interval(1 / PLOT_HZ, self._replot)
+        for notice in self._notices:
+            self.notify(notice, severity="warning", timeout=8)
+        self._apply_size_classes()
+        self._update_status()
+        self._load_engine()
 
-    @work(thread=True, exclusive=True, group="gen", exit_on_error=False)
-    def _run(self, prompt: str) -> None:
-        from ..engine import Generation
-        from ..engine.llama import LlamaEngine
-        with LlamaEngine(self.entry.path, self.settings) as engine:
-            chain = self.preset.build(engine.build_context(self.settings.seed))
-            gen = Generation(engine, engine.tokenize(prompt), chain, max_tokens=256, cancel=self._cancel)
-            for step in gen:
-                self.post_message(StepText(step.text))
-            self.post_message(Finished(gen.stats.stop_reason.describe() if gen.stats.stop_reason else "?"))
+    def on_resize(self) -> None:
+        self._apply_size_classes()
 
-    def on_step_text(self, message: StepText) -> None:
-        self._text += message.text
-        self.query_one("#stream", Static).update(self._text)
+    def _apply_size_classes(self) -> None:
+        w, h = self.size
+        self.screen.set_class(h < 32, "-short")
+        self.screen.set_class(w < 100, "-narrow")
+        self.screen.set_class(w < 60 or h < 16, "-tiny")
 
-    def on_finished(self, message: Finished) -> None:
-        self.sub_title = f"stopped: {message.reason}"
+    # -- engine lifecycle ----------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _load_engine(self) -> None:
+        try:
+            engine = self.engine_factory()
+        except EngineError as exc:
+            self.post_message(EngineLoaded(None, str(exc)))
+            return
+        self.post_message(EngineLoaded(engine, None))
+
+    def on_engine_loaded(self, message: EngineLoaded) -> None:
+        if message.error:
+            self.state = "error: " + message.error
+            self.query_one(TopKHistogram).clear(message.error)
+            self.notify(message.error, severity="error", timeout=15)
+            self._update_status()
+            return
+        self.engine = message.engine
+        self.controller = Controller(self.engine, self.preset, seed=self.settings.seed, emit=self._emit,
+                                     max_tokens=self.max_tokens)
+        self.state = "idle"
+        self.query_one(TopKHistogram).clear()
+        self.query_one(MemoryGraph).model_bytes = getattr(self.engine.info, "file_size", 0)
+        self._update_kv()
+        self._update_status()
+        self.query_one("#prompt", Input).focus()
+
+    # -- worker -> UI ------------------------------------------------------------------------------
+
+    def _emit(self, event: object) -> None:
+        """Called from the worker thread: never touches widgets."""
+        self._inbox.append((self.controller.run_id if self.controller else 0, event))
+        if not (isinstance(event, StepEvent) and not event.pending):
+            self.post_message(EngineNotice())
+
+    def on_engine_notice(self, _: EngineNotice) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        inbox = self._inbox
+        if not inbox:
+            return
+        stream = self.query_one(TokenStream)
+        new_steps = False
+        show: Any = None
+        with self.batch_update():
+            while inbox:
+                run_id, ev = inbox.popleft()
+                if run_id != self.generation_count:
+                    continue  # from a run that was stopped or cleared away
+                if isinstance(ev, StepEvent):
+                    step = ev.step
+                    if ev.pending:
+                        self.pending = step
+                        self.state = "step mode: space accepts, r re-samples"
+                        stream.append(step.index, step.text, step.prob)
+                        stream.set_pending(step.index)
+                        show = step
+                        new_steps = True
+                    else:
+                        if self.pending is not None and self.pending.index == step.index:
+                            self.pending = None
+                            stream.set_pending(None)
+                        else:
+                            stream.append(step.index, step.text, step.prob)
+                        self.steps.append(step)
+                        self._token_times.append(step.t)
+                        new_steps = True
+                        show = step
+                elif isinstance(ev, Resampled):
+                    self._apply_resampled(ev)
+                    show = ev.step
+                elif isinstance(ev, PromptDone):
+                    self.n_prompt = ev.n_tokens
+                    self.prompt_tps = ev.tokens_per_s
+                    self.query_one(ThroughputGraph).prompt_tps = ev.tokens_per_s
+                    self.state = "generating"
+                    new_steps = True
+                elif isinstance(ev, Started):
+                    self.state = "prompt"
+                elif isinstance(ev, PresetChanged):
+                    self.notify(f"preset: {ev.preset}", timeout=2)
+                elif isinstance(ev, Finished):
+                    self._finished(ev)
+            if show is not None and self.selected is None:
+                self._show_step(show, pending=show is self.pending)
+            if new_steps:
+                self._update_kv()
+                if self.steps:
+                    self._add_throughput_sample()
+            self._update_status()
+
+    def _apply_resampled(self, ev: Resampled) -> None:
+        step = ev.step
+        stream = self.query_one(TokenStream)
+        if ev.pending:
+            self.pending = step
+        elif self.steps and self.steps[-1].index == step.index:
+            self.steps[-1] = step
+        stream.replace(step.index, step.text, step.prob)
+        if ev.pending:
+            stream.set_pending(step.index)
+        self.notify(f"re-sampled step {step.index} with {ev.preset}: {step.piece!r}", timeout=3)
+
+    def _finished(self, ev: Finished) -> None:
+        self._refresh_timer.pause()
+        reason = ev.reason.describe() if ev.reason else "?"
+        self.state = f"stopped: {reason}" + (f" ({ev.error})" if ev.error else "")
+        if self.pending is not None:
+            self.query_one(TokenStream).set_pending(None)
+            self.pending = None
+        if ev.error:
+            self.notify(ev.error, severity="error", timeout=10)
+
+    def _show_step(self, step: Any, *, pending: bool = False) -> None:
+        piece = self.engine.piece
+        self.query_one(TopKHistogram).show(step, piece, pending=pending)
+        self.query_one(ChainTrace).show(step, piece, self.preset.name)
+
+    def _add_throughput_sample(self) -> None:
+        if not self.live_metrics:
+            return
+        times = self._token_times
+        if len(times) >= 2:
+            span = times[-1] - times[0]
+            tps = (len(times) - 1) / span if span > 0 else 0.0
+            last = self.steps[-1]
+            self.query_one(ThroughputGraph).add(time.perf_counter() - self._t0, tps, last.decode_ms + last.sample_ms)
+            self._dirty_plots = True
+
+    def _sample_memory(self) -> None:
+        if self.engine is None:
+            return
+        try:
+            rss = self._proc.memory_info().rss
+        except psutil.Error:
+            return
+        kv = self.engine.kv_layout()
+        n_past = self.n_prompt + len(self.steps)
+        self.query_one(MemoryGraph).add(time.perf_counter() - self._t0, rss, kv.used(n_past))
+        self._dirty_plots = True
+
+    def _replot(self) -> None:
+        if not self._dirty_plots:
+            return
+        self._dirty_plots = False
+        for graph in (self.query_one(MemoryGraph), self.query_one(ThroughputGraph)):
+            if graph.display and graph.size.width > 10:
+                graph.replot()
+
+    def _update_kv(self) -> None:
+        if self.engine is None:
+            return
+        kv = self.engine.kv_layout()
+        self.query_one(KvGauge).show(
+            n_prompt=self.n_prompt, n_gen=len(self.steps) + (1 if self.pending is not None else 0),
+            n_ctx=self.engine.n_ctx, bytes_per_token=kv.bytes_per_token, allocated=kv.allocated,
+            type_k=kv.type_k, type_v=kv.type_v,
+        )
+
+    def _update_status(self) -> None:
+        info = getattr(self.engine, "info", None)
+        model = f"{info.name} · {info.arch} · {info.quant}" if info else self.model_label
+        n_ctx = getattr(self.engine, "n_ctx", self.settings.n_ctx)
+        mode = " │ STEP MODE" if self.step_mode else ""
+        sel = f" │ viewing step {self.selected}" if self.selected is not None else ""
+        self.query_one("#status", Static).update(
+            f"{model} │ preset {self.preset.name} │ seed {self.settings.seed} │ threads {self.settings.threads}"
+            f" │ n_ctx {n_ctx:,} │ {self.state}{mode}{sel}"
+        )
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.controller is not None and self.controller.running
+
+    @on(Input.Submitted, "#prompt")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.start_generation(event.value)
+
+    def start_generation(self, prompt: str, *, step_mode: bool | None = None) -> None:
+        if self.controller is None:
+            self.notify("the model is still loading", severity="warning")
+            return
+        if not prompt.strip():
+            self.notify("type a prompt first", severity="warning")
+            return
+        if self.running:
+            self.controller.stop()
+        if step_mode is not None:
+            self.step_mode = step_mode
+        self.steps = []
+        self.pending = None
+        self.selected = None
+        self.n_prompt = 0
+        self._token_times.clear()
+        stream = self.query_one(TokenStream)
+        stream.set_prompt(prompt)
+        stream.select(None)
+        stream.follow = True
+        stream.focus()
+        self.state = "prompt"
+        self.generation_count += 1
+        self._refresh_timer.resume()
+        self._update_kv()
+        self._update_status()
+        self._generate(prompt, self.step_mode, self.generation_count)
+
+    @work(thread=True, group="gen", exit_on_error=False)
+    def _generate(self, prompt: str, step_mode: bool, run_id: int) -> None:
+        assert self.controller is not None
+        self.controller.run(prompt, step_mode=step_mode, run_id=run_id)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.group in ("gen", "load", "resample"):
+            error = event.worker.error
+            self.state = f"error: {error}"
+            self.notify(f"{type(error).__name__}: {error}", severity="error", timeout=15)
+            self._update_status()
 
     def action_stop(self) -> None:
-        self._cancel.set()
+        if self.focused is self.query_one("#prompt"):
+            self.query_one(TokenStream).focus()
+            return
+        if self.running:
+            self.controller.stop()  # type: ignore[union-attr]
+            self.state = "stopping"
+            self._update_status()
+        elif self.selected is not None:
+            self.action_follow()
+
+    def action_step_mode(self) -> None:
+        self.step_mode = not self.step_mode
+        if self.running:
+            self.controller.send(SetStepMode(self.step_mode))  # type: ignore[union-attr]
+        self.notify("step mode on: space accepts one token" if self.step_mode else "step mode off", timeout=2)
+        self._update_status()
+
+    def action_step(self) -> None:
+        if self.running and self.pending is not None:
+            self.controller.send(Advance())  # type: ignore[union-attr]
+        elif not self.running and self.controller is not None:
+            self.start_generation(self.query_one("#prompt", Input).value, step_mode=True)
+
+    def action_preset(self, delta: int) -> None:
+        base = self.catalog.neighbour(self._base_name(self.preset.name), delta)
+        self._set_preset(base)
+
+    def action_temperature(self, delta: float) -> None:
+        temp = next((s for s in self.preset.samplers if s.name in ("temp", "temp_ext")), None)
+        current = float(temp.params.get("t", 0.8)) if temp else 1.0
+        new_t = round(max(0.0, current + delta), 2)
+        preset = self.preset.with_param(temp.name if temp else "temp", "t", new_t)
+        preset = dataclasses.replace(preset, name=f"{self._base_name(self.preset.name)} T={new_t:g}")
+        self._set_preset(preset)
+
+    @staticmethod
+    def _base_name(name: str) -> str:
+        return name.split(" T=")[0]
+
+    def _set_preset(self, preset: Any) -> None:
+        self.preset = preset
+        if self.controller is not None:
+            if self.running:
+                self.controller.send(SetPreset(preset))
+            else:
+                self.controller.preset = preset
+        save_state(preset=self._base_name(preset.name))
+        self.notify(f"preset {preset.name}: {preset.describe()}", timeout=3)
+        self._update_status()
+
+    def action_resample(self) -> None:
+        if self.controller is None:
+            return
+        if self.running:
+            if self.pending is None:
+                self.notify("re-sampling needs a paused step: press s (step mode) first", severity="warning")
+                return
+            self.controller.send(Resample(self.preset))
+        elif self.steps:
+            self._resample_last(self.preset, self.steps[-1])
+        else:
+            self.notify("nothing to re-sample yet", severity="warning")
+
+    @work(thread=True, exclusive=True, group="resample", exit_on_error=False)
+    def _resample_last(self, preset: Any, last: Any) -> None:
+        try:
+            self.controller.resample_last(preset, last)  # type: ignore[union-attr]
+        except EngineError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="warning")
+
+    def action_select(self, delta: int) -> None:
+        if not self.steps:
+            return
+        current = self.selected if self.selected is not None else len(self.steps)
+        index = min(max(current + delta, 0), len(self.steps) - 1)
+        self.select_step(index)
+
+    def select_step(self, index: int) -> None:
+        if not 0 <= index < len(self.steps):
+            return
+        self.selected = index
+        stream = self.query_one(TokenStream)
+        stream.follow = False
+        stream.select(index)
+        self._show_step(self.steps[index])
+        self._update_status()
+
+    def action_follow(self) -> None:
+        self.selected = None
+        stream = self.query_one(TokenStream)
+        stream.select(None)
+        stream.follow = True
+        stream.scroll_end(animate=False)
+        if self.pending is not None:
+            self._show_step(self.pending, pending=True)
+        elif self.steps:
+            self._show_step(self.steps[-1])
+        self._update_status()
+
+    @on(TokenStream.Selected)
+    def _clicked(self, event: TokenStream.Selected) -> None:
+        self.select_step(event.index)
+
+    def action_focus_prompt(self) -> None:
+        self.query_one("#prompt", Input).focus()
+
+    def action_models(self) -> None:
+        if self._discover is None:
+            self.notify("model discovery is not available here", severity="warning")
+            return
+        self._find_models()
+
+    @work(thread=True, exclusive=True, group="models", exit_on_error=False)
+    def _find_models(self) -> None:
+        entries = self._discover()  # type: ignore[misc]
+        self.call_from_thread(self.push_screen, ModelsScreen(entries, self.model_label))
+
+    def action_next_theme(self) -> None:
+        names = [t.name for t in self._extra_themes] or sorted(self.available_themes)
+        i = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(i + 1) % len(names)]
+        save_state(theme=self.theme)
+        self.notify(f"theme: {self.theme}", timeout=2)
+
+    def action_new_session(self) -> None:
+        if self.running:
+            self.controller.stop()  # type: ignore[union-attr]
+        self.generation_count += 1  # whatever the old run still sends is dropped
+        self._inbox.clear()
+        self.steps = []
+        self.pending = None
+        self.selected = None
+        self.n_prompt = 0
+        self.query_one(TokenStream).clear()
+        self.query_one(TopKHistogram).clear("new session: type a prompt and press Enter")
+        self.query_one(ChainTrace).clear()
+        self.state = "idle"
+        self._update_kv()
+        self._update_status()
+        self.query_one("#prompt", Input).focus()
+
+    def action_help(self) -> None:
+        rows = [(self._key_for(bid, keys), desc, bid) for bid, keys, _a, desc, _s in KEYS]
+        self.push_screen(HelpScreen(rows))
+
+    def _key_for(self, binding_id: str, default: str) -> str:
+        return self._keymap.get(binding_id, default)
+
+    async def action_quit(self) -> None:
+        if self.controller is not None and self.running:
+            self.controller.stop()
+            deadline = time.monotonic() + 2.0
+            while self.running and time.monotonic() < deadline:
+                await self._sleep(0.01)
+        self.exit(0)
+
+    @staticmethod
+    async def _sleep(seconds: float) -> None:
+        import asyncio
+
+        await asyncio.sleep(seconds)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for bid, keys, action, desc, _show in KEYS:
+            yield SystemCommand(f"{desc} [{self._key_for(bid, keys)}]", f"{bid}: {action}",
+                                lambda a=action: self.run_action(a))
+
+    def on_unmount(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
 
 
-def run_app(entry: Any, settings: Any, preset: Any, prompt: str | None = None) -> int:
-    LlmTuiApp(entry, settings, preset, prompt).run()
+def run_app(**kwargs: Any) -> int:
+    app = LlmTuiApp(**kwargs)
+    app.run()
+    engine = app.engine
+    if engine is not None and not (app.controller and app.controller.running):
+        engine.close()
     return 0

@@ -19,9 +19,8 @@ import ctypes
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,7 +29,11 @@ import llama_cpp as _ll
 from .errors import ContextError, EngineError, ModelFileError
 from .gguf_header import read_header
 from .logring import LogRing
+from .records import ModelInfo, PerfCounters
 from .settings import CACHE_TYPES, FLASH_ATTN, EngineSettings
+
+if TYPE_CHECKING:
+    from .kv import KvLayout
 
 # --------------------------------------------------------------------------
 # log capture: installed at import, before any model is touched
@@ -81,53 +84,6 @@ def supports_mlock() -> bool:
 
 # --------------------------------------------------------------------------
 # records
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """What llama.cpp itself reports about a loaded model."""
-
-    name: str
-    path: str
-    arch: str
-    quant: str
-    description: str
-    n_params: int
-    size_bytes: int  # tensor data, as llama_model_size reports
-    file_size: int
-    n_ctx_train: int
-    n_vocab: int
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    n_embd: int
-    n_swa: int
-    bos: int
-    eos: int
-    eot: int
-    add_bos: bool
-    chat_template: str | None
-
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(self.chat_template)
-
-
-@dataclass(frozen=True, slots=True)
-class PerfCounters:
-    t_load_ms: float
-    t_prompt_ms: float
-    t_eval_ms: float
-    n_prompt: int
-    n_eval: int
-
-    @property
-    def prompt_tps(self) -> float:
-        return self.n_prompt * 1000.0 / self.t_prompt_ms if self.t_prompt_ms > 0 else 0.0
-
-    @property
-    def eval_tps(self) -> float:
-        return self.n_eval * 1000.0 / self.t_eval_ms if self.t_eval_ms > 0 else 0.0
 
 
 # --------------------------------------------------------------------------
@@ -236,6 +192,8 @@ class LlamaEngine:
         self._memory = _ll.llama_get_memory(ctx)
         self.n_ctx = int(_ll.llama_n_ctx(ctx))
         self.n_past = 0
+        self._context_log = [ln.text for ln in LOG.since(mark)]
+        self._kv = None
 
     def recreate_context(self, settings: EngineSettings) -> None:
         """Apply new context settings; the model stays loaded (and mapped)."""
@@ -455,6 +413,19 @@ class LlamaEngine:
         _ll.llama_memory_seq_rm(self._memory, 0, n_keep, n_keep + n_discard)
         _ll.llama_memory_seq_add(self._memory, 0, n_keep + n_discard, self.n_past, -n_discard)
         self.n_past -= n_discard
+
+    def kv_layout(self) -> "KvLayout":
+        """The KV cache's dimensions and the bytes llama.cpp allocated for it."""
+        if self._kv is None:
+            from .kv import layout_for
+
+            info = self.info
+            self._kv = layout_for(
+                self.metadata(), n_layer=info.n_layer, n_head=info.n_head, n_head_kv=info.n_head_kv,
+                n_embd=info.n_embd, type_k=self.settings.type_k, type_v=self.settings.type_v,
+                n_ctx=self.n_ctx, log_lines=self._context_log,
+            )
+        return self._kv
 
     def pos_max(self) -> int:
         return int(_ll.llama_memory_seq_pos_max(self._memory, 0))

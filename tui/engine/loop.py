@@ -128,10 +128,13 @@ class GenerationStats:
 class Generation:
     """Iterate to generate. ``stats`` is complete once iteration ends.
 
-    ``prompt_tokens`` are evaluated first (after anything already in the cache
-    when ``continue_from_cache`` is set). The loop stops on an end-of-generation
-    token (unless ``ignore_eos``), after ``max_tokens``, when the context is
-    full, when ``cancel`` is set, or on an engine error.
+    Each yielded :class:`Step` is *pending* until the consumer asks for the
+    next one: only then is its token accepted by the sampler chain and decoded.
+    While a step is pending, :meth:`resample` may replace it (another chain on
+    the same logits, no re-decode) — that is what step mode and "re-sample with
+    another preset" use. The loop stops on an end-of-generation token (unless
+    ``ignore_eos``), after ``max_tokens``, when the context is full, when
+    ``cancel`` is set, or on an engine error.
     """
 
     def __init__(
@@ -158,9 +161,48 @@ class Generation:
         self._eog = np.asarray(sorted(eog_tokens), dtype=np.int64)
         self._on_prompt_done = on_prompt_done
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending: Step | None = None
+        self._pending_logits: np.ndarray | None = None
+        self._decoder_state: tuple[bytes, int] = self._decoder.getstate()
+        self.last_logits: np.ndarray | None = None  # a copy of the logits behind the last step
 
     def stop(self) -> None:
         self.cancel.set()
+
+    def _make_step(self, index: int, trace: "SampleTrace", decode_ms: float, sample_ms: float) -> Step:
+        eng = self.engine
+        token = trace.token
+        eog = eng.is_eog(token)
+        piece = eng.piece(token)
+        self._decoder.setstate(self._decoder_state)
+        text = "" if eog else self._decoder.decode(piece)
+        return Step(
+            index=index, token=token, piece=piece, text=text, prob=trace.prob, trace=trace,
+            decode_ms=decode_ms, sample_ms=sample_ms, n_past=eng.n_past, n_ctx=eng.n_ctx,
+            is_eog=eog, t=time.perf_counter(),
+        )
+
+    def resample(self, sampler: TokenSampler) -> Step:
+        """Replace the pending step by sampling its logits with ``sampler`` (which is used from now on)."""
+        if self.pending is None or self._pending_logits is None:
+            raise EngineError("no pending step to re-sample")
+        ts = time.perf_counter()
+        trace = sampler.sample(self._pending_logits)
+        sample_ms = (time.perf_counter() - ts) * 1000.0
+        self.sampler = sampler
+        old = self.pending
+        self.pending = self._make_step(old.index, trace, old.decode_ms, sample_ms)
+        return self.pending
+
+    def _accept(self, step: Step) -> None:
+        self.sampler.accept(step.token)
+        self._decoder_state = self._decoder.getstate()
+        stats = self.stats
+        stats.generated += 1
+        stats.sample_ms += step.sample_ms
+        stats.decode_ms += step.decode_ms
+        stats.texts.append(step.text)
+        self.pending = None
 
     def __iter__(self) -> Iterator[Step]:
         eng, stats = self.engine, self.stats
@@ -181,66 +223,57 @@ class Generation:
         stats.prompt_ms = (t_prompt - t0) * 1000.0
         if self._on_prompt_done is not None:
             self._on_prompt_done(stats)
-        if self.cancel.is_set():
-            stats.stop_reason = StopReason.CANCELLED
-            return
         decode_ms = 0.0
         index = 0
-        while True:
-            if index >= self.max_tokens:
-                stats.stop_reason = StopReason.MAX_TOKENS
-                break
-            if self.cancel.is_set():
-                stats.stop_reason = StopReason.CANCELLED
-                break
-            ts = time.perf_counter()
-            logits = eng.logits()
-            if self.ignore_eos and self._eog.size:
-                logits[self._eog] = -np.inf  # as llama.cpp's --ignore-eos does (a -inf logit bias)
-            trace = self.sampler.sample(logits)
-            token = trace.token
-            self.sampler.accept(token)
-            sample_ms = (time.perf_counter() - ts) * 1000.0
-            eog = eng.is_eog(token)
-            piece = eng.piece(token)
-            text = "" if eog else self._decoder.decode(piece)
-            step = Step(
-                index=index,
-                token=token,
-                piece=piece,
-                text=text,
-                prob=trace.prob,
-                trace=trace,
-                decode_ms=decode_ms,
-                sample_ms=sample_ms,
-                n_past=eng.n_past,
-                n_ctx=eng.n_ctx,
-                is_eog=eog,
-                t=time.perf_counter(),
-            )
-            stats.generated += 1
-            stats.sample_ms += sample_ms
-            stats.decode_ms += decode_ms
-            stats.texts.append(text)
-            stats.gen_ms = (step.t - t_prompt) * 1000.0
-            yield step
-            index += 1
-            if eog:
-                stats.stop_reason = StopReason.EOG
-                break
-            if index >= self.max_tokens or self.cancel.is_set():
-                continue  # checked at the top, without decoding a token nobody will use
-            if eng.n_past >= eng.n_ctx:
-                stats.stop_reason = StopReason.CONTEXT_FULL
-                break
-            try:
-                decode_ms = eng.decode([token])
-            except ContextError as exc:
-                stats.stop_reason, stats.error = StopReason.CONTEXT_FULL, str(exc)
-                break
-            except EngineError as exc:
-                stats.stop_reason, stats.error = StopReason.ERROR, str(exc)
-                break
+        try:
+            while True:
+                if index >= self.max_tokens:
+                    stats.stop_reason = StopReason.MAX_TOKENS
+                    break
+                if self.cancel.is_set():
+                    stats.stop_reason = StopReason.CANCELLED
+                    break
+                ts = time.perf_counter()
+                logits = eng.logits()
+                if self.ignore_eos and self._eog.size:
+                    logits[self._eog] = -np.inf  # as llama.cpp's --ignore-eos does (a -inf logit bias)
+                trace = self.sampler.sample(logits)
+                sample_ms = (time.perf_counter() - ts) * 1000.0
+                self._pending_logits = logits
+                self.pending = self._make_step(index, trace, decode_ms, sample_ms)
+                stats.gen_ms = (self.pending.t - t_prompt) * 1000.0
+                try:
+                    yield self.pending
+                except GeneratorExit:
+                    # the consumer saw this step and left: it counts as generated
+                    self._accept(self.pending)
+                    self.last_logits = np.array(logits, copy=True)
+                    stats.stop_reason = stats.stop_reason or StopReason.CANCELLED
+                    raise
+                step = self.pending
+                self._accept(step)
+                index += 1
+                if step.is_eog:
+                    stats.stop_reason = StopReason.EOG
+                    break
+                if index >= self.max_tokens or self.cancel.is_set():
+                    continue  # checked at the top, without decoding a token nobody will use
+                if eng.n_past >= eng.n_ctx:
+                    stats.stop_reason = StopReason.CONTEXT_FULL
+                    break
+                try:
+                    decode_ms = eng.decode([step.token])
+                except ContextError as exc:
+                    stats.stop_reason, stats.error = StopReason.CONTEXT_FULL, str(exc)
+                    break
+                except EngineError as exc:
+                    stats.stop_reason, stats.error = StopReason.ERROR, str(exc)
+                    break
+        finally:
+            self._pending_logits = None
+        if stats.generated and self.last_logits is None and stats.stop_reason is not StopReason.ERROR:
+            # nothing was decoded after the last step: its logits are still in the engine
+            self.last_logits = np.array(eng.logits(), copy=True)
         tail = self._decoder.decode(b"", final=True)
         if tail:
             stats.texts.append(tail)

@@ -1,0 +1,269 @@
+"""Per-step panels: top-k histogram, sampler-chain trace, KV-cache gauge.
+
+Each is a small line-rendered widget: its ``show(...)`` stores plain data and
+the lines are built once per change, not per frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
+from textual.strip import Strip
+from textual.widget import Widget
+
+BAR = "█"
+PARTIALS = " ▏▎▍▌▋▊▉"
+
+
+def escape_piece(piece: bytes) -> str:
+    """A token's bytes as readable text: whitespace and control bytes escaped, invalid UTF-8 as \\xNN."""
+    text = piece.decode("utf-8", errors="backslashreplace")
+    out = []
+    for ch in text:
+        if ch == " ":
+            out.append("␣")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out) or "∅"
+
+
+def fit(text: str, width: int) -> str:
+    """Cut or pad ``text`` to exactly ``width`` cells."""
+    if width <= 0:
+        return ""
+    if cell_len(text) <= width:
+        return text + " " * (width - cell_len(text))
+    out, used = [], 0
+    for ch in text:
+        w = cell_len(ch)
+        if used + w > width - 1:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + "…" + " " * (width - used - 1)
+
+
+def bar(fraction: float, width: int) -> str:
+    """A horizontal bar with eighth-cell resolution."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    eighths = int(round(fraction * width * 8))
+    full, rest = divmod(eighths, 8)
+    text = BAR * full + (PARTIALS[rest] if rest and full < width else "")
+    return text + " " * (width - cell_len(text))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+class LinePanel(Widget):
+    """Renders a list of styled lines, rebuilt only when the data changes."""
+
+    DEFAULT_CSS = """
+    LinePanel { height: 1fr; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._lines: list[Strip] = []
+        self._build: Callable[[int], list[list[tuple[str, str]]]] | None = None
+        self._built_width = -1
+        self._styles: dict[str, Style] = {}
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles = {}
+        self._built_width = -1
+
+    def style_for(self, name: str) -> Style:
+        style = self._styles.get(name)
+        if style is None:
+            style = self.rich_style + (self.get_component_rich_style(name) if name else Style())
+            self._styles[name] = style
+        return style
+
+    def set_builder(self, build: Callable[[int], list[list[tuple[str, str]]]]) -> None:
+        """``build(width)`` returns lines of (text, component class) runs."""
+        self._build = build
+        self._built_width = -1
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if self._built_width != width:
+            self._lines = []
+            if self._build is not None:
+                for runs in self._build(width):
+                    segs = [Segment(text, self.style_for(cls)) for text, cls in runs]
+                    self._lines.append(Strip(segs).crop_extend(0, width, self.rich_style))
+            self._built_width = width
+        if y < len(self._lines):
+            return self._lines[y]
+        return Strip.blank(width, self.rich_style)
+
+
+class TopKHistogram(LinePanel):
+    """The k most likely next tokens: probability before the chain (bar) and after it."""
+
+    COMPONENT_CLASSES = {"hist--title", "hist--before", "hist--after", "hist--removed", "hist--chosen",
+                         "hist--dim", "hist--piece"}
+    DEFAULT_CSS = """
+    TopKHistogram > .hist--title { color: $text; text-style: bold; }
+    TopKHistogram > .hist--before { color: $primary 50%; }
+    TopKHistogram > .hist--after { color: $success; }
+    TopKHistogram > .hist--removed { color: $error 70%; }
+    TopKHistogram > .hist--chosen { color: $accent; text-style: bold; }
+    TopKHistogram > .hist--dim { color: $text-muted; }
+    TopKHistogram > .hist--piece { color: $text; }
+    """
+
+    def show(self, step: Any, piece: Callable[[int], bytes], *, pending: bool = False) -> None:
+        tr = step.trace
+        rows = list(zip(tr.top_ids.tolist(), tr.top_p_before.tolist(), tr.top_p_after.tolist()))
+        head = f"step {step.index}" + (" · pending" if pending else "")
+        sub = f"H {tr.entropy_bits:.2f} bits · chose {escape_piece(step.piece)!s} p={step.prob:.3f}"
+        if tr.rank == 0:
+            sub += " (outside top-10)"
+
+        def build(width: int) -> list[list[tuple[str, str]]]:
+            lines = [[(fit(head, width), "hist--title")], [(fit(sub, width), "hist--dim")]]
+            piece_w = max(6, min(14, width // 4))
+            num_w = 15
+            bar_w = max(4, width - piece_w - num_w - 4)
+            top = max((pb for _, pb, _ in rows), default=1.0) or 1.0
+            for tok, pb, pa in rows:
+                chosen = tok == step.token
+                mark = "▶ " if chosen else "  "
+                name = fit(escape_piece(piece(tok)), piece_w)
+                b = bar(pb / top, bar_w)
+                after = f"{pa * 100:5.1f}%" if pa > 0 else "   cut"
+                nums = f" {pb * 100:5.1f}%→{after}"
+                lines.append([
+                    (mark, "hist--chosen" if chosen else "hist--dim"),
+                    (name, "hist--chosen" if chosen else "hist--piece"),
+                    (" ", ""),
+                    (b, "hist--after" if pa > 0 else "hist--removed"),
+                    (fit(nums, num_w), "hist--chosen" if chosen else "hist--dim"),
+                ])
+            return lines
+
+        self.set_builder(build)
+
+    def clear(self, message: str = "no step yet: type a prompt and press Enter") -> None:
+        self.set_builder(lambda width: [[(fit(message, width), "hist--dim")]])
+
+
+class ChainTrace(LinePanel):
+    """Each sampler stage: candidates in → out, probability mass removed; then the draw."""
+
+    COMPONENT_CLASSES = {"trace--name", "trace--num", "trace--mass", "trace--dim", "trace--draw",
+                         "trace--cdf", "trace--hit"}
+    DEFAULT_CSS = """
+    ChainTrace > .trace--name { color: $secondary; text-style: bold; }
+    ChainTrace > .trace--num { color: $text; }
+    ChainTrace > .trace--mass { color: $warning; }
+    ChainTrace > .trace--dim { color: $text-muted; }
+    ChainTrace > .trace--draw { color: $accent; text-style: bold; }
+    ChainTrace > .trace--cdf { color: $primary 40%; }
+    ChainTrace > .trace--hit { color: $accent; }
+    """
+
+    def show(self, step: Any, piece: Callable[[int], bytes], preset: str) -> None:
+        tr = step.trace
+
+        def build(width: int) -> list[list[tuple[str, str]]]:
+            lines = [[(fit(f"chain: {preset}", width), "trace--dim")]]
+            name_w = 12
+            for st in tr.stages:
+                survivors = " ".join(escape_piece(piece(t)) for t in st.top_ids[:3])
+                counts = f"{st.n_in:>7,} → {st.n_out:<7,}"
+                mass = f"-{st.mass_removed * 100:5.1f}%" if st.mass_removed > 0 else "       "
+                rest = max(0, width - name_w - len(counts) - len(mass) - 2)
+                lines.append([
+                    (fit(st.name, name_w), "trace--name"),
+                    (counts, "trace--num"),
+                    (" " + mass, "trace--mass"),
+                    (" " + fit(survivors, rest), "trace--dim"),
+                ])
+                if st.note:
+                    lines.append([(fit("  " + st.note, width), "trace--dim")])
+            chosen = escape_piece(step.piece)
+            if tr.draw is None:
+                lines.append([(fit(f"deterministic → {chosen} (p {tr.prob:.3f})", width), "trace--draw")])
+            else:
+                lines.append([(fit(f"draw u={tr.draw:.4f} → {chosen} in [{tr.draw_lo:.3f}, {tr.draw_hi:.3f})",
+                                   width), "trace--draw")])
+                lines.append(self._cdf_line(tr, width))
+            return lines
+
+        self.set_builder(build)
+
+    @staticmethod
+    def _cdf_line(tr: Any, width: int) -> list[tuple[str, str]]:
+        """The cumulative distribution as a strip: the chosen interval lit, ▲ where the draw landed."""
+        w = max(10, width - 2)
+        lo, hi = int(tr.draw_lo * w), max(int(tr.draw_lo * w) + 1, int(math.ceil(tr.draw_hi * w)))
+        at = min(w - 1, int((tr.draw or 0.0) * w))
+        runs: list[tuple[str, str]] = [("[", "trace--dim")]
+        for x in range(w):
+            if x == at:
+                runs.append(("▲", "trace--draw"))
+            elif lo <= x < hi:
+                runs.append(("━", "trace--hit"))
+            else:
+                runs.append(("─", "trace--cdf"))
+        runs.append(("]", "trace--dim"))
+        return runs
+
+    def clear(self) -> None:
+        self.set_builder(lambda width: [[(fit("the sampler chain's trace appears here", width), "trace--dim")]])
+
+
+class KvGauge(LinePanel):
+    """n_past / n_ctx as a bar (prompt and generated shares) and the bytes behind it."""
+
+    COMPONENT_CLASSES = {"kv--title", "kv--prompt", "kv--gen", "kv--free", "kv--dim"}
+    DEFAULT_CSS = """
+    KvGauge > .kv--title { color: $text; text-style: bold; }
+    KvGauge > .kv--prompt { color: $secondary; }
+    KvGauge > .kv--gen { color: $success; }
+    KvGauge > .kv--free { color: $panel-lighten-2; }
+    KvGauge > .kv--dim { color: $text-muted; }
+    """
+
+    def show(self, *, n_prompt: int, n_gen: int, n_ctx: int, bytes_per_token: float, allocated: int,
+             type_k: str, type_v: str) -> None:
+        n_past = n_prompt + n_gen
+        used = bytes_per_token * n_past
+
+        def build(width: int) -> list[list[tuple[str, str]]]:
+            w = max(4, width)
+            p = min(w, int(round(n_prompt / n_ctx * w))) if n_ctx else 0
+            g = min(w - p, int(round(n_gen / n_ctx * w))) if n_ctx else 0
+            pct = n_past / n_ctx * 100 if n_ctx else 0.0
+            return [
+                [(fit(f"KV cache {n_past:,} / {n_ctx:,} ({pct:.1f}%)", w), "kv--title")],
+                [("█" * p, "kv--prompt"), ("█" * g, "kv--gen"), ("░" * (w - p - g), "kv--free")],
+                [(fit(f"■ prompt {n_prompt:,}  ■ generated {n_gen:,}", w), "kv--dim")],
+                [(fit(f"{human_bytes(used)} / {human_bytes(allocated)} ({type_k}/{type_v})", w), "kv--dim")],
+                [(fit(f"{human_bytes(bytes_per_token)} per token", w), "kv--dim")],
+            ]
+
+        self.set_builder(build)

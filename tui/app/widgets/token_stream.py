@@ -1,0 +1,300 @@
+"""The prompt and the generated tokens, each a visible token, coloured by probability.
+
+Rendering is incremental: tokens are laid out into lines once (re-laid out only
+when the width changes), each line's Strip is cached, and appending a token
+invalidates only the last line. A refresh therefore costs the same whether the
+stream holds ten tokens or ten thousand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+# probability buckets -> component classes (colours come from the theme)
+BUCKETS = (0.05, 0.2, 0.5, 0.8)
+
+
+def bucket(p: float) -> int:
+    for i, edge in enumerate(BUCKETS):
+        if p < edge:
+            return i
+    return len(BUCKETS)
+
+
+def display_text(text: str) -> str:
+    """Make a token's text printable: tabs and control characters become escapes (newlines stay)."""
+    out = []
+    for ch in text:
+        if ch == "\n":
+            out.append(ch)
+        elif ch == "\t":
+            out.append("→   ")
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+@dataclass(slots=True)
+class _Tok:
+    text: str
+    prob: float
+    index: int  # step index; -1 for the prompt
+
+
+class TokenStream(ScrollView, can_focus=True):
+    """Selectable token stream. Posts :class:`TokenStream.Selected` on click."""
+
+    COMPONENT_CLASSES = {
+        "token-stream--prompt",
+        "token-stream--even",
+        "token-stream--odd",
+        "token-stream--p0",
+        "token-stream--p1",
+        "token-stream--p2",
+        "token-stream--p3",
+        "token-stream--p4",
+        "token-stream--selected",
+        "token-stream--pending",
+        "token-stream--newline",
+    }
+    DEFAULT_CSS = """
+    TokenStream { background: $surface; }
+    TokenStream > .token-stream--prompt { color: $text-muted; text-style: italic; }
+    TokenStream > .token-stream--even { background: $surface; }
+    TokenStream > .token-stream--odd { background: $boost; }
+    TokenStream > .token-stream--p0 { color: $error; }
+    TokenStream > .token-stream--p1 { color: $warning; }
+    TokenStream > .token-stream--p2 { color: $foreground; }
+    TokenStream > .token-stream--p3 { color: $primary; }
+    TokenStream > .token-stream--p4 { color: $success; }
+    TokenStream > .token-stream--selected { background: $accent; color: $background; text-style: bold; }
+    TokenStream > .token-stream--pending { background: $secondary 60%; text-style: bold underline; }
+    TokenStream > .token-stream--newline { color: $text-disabled; }
+    """
+
+    class Selected(Message):
+        def __init__(self, index: int) -> None:
+            super().__init__()
+            self.index = index
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._tokens: list[_Tok] = []
+        # layout: per line, a list of (token position in _tokens, text fragment)
+        self._lines: list[list[tuple[int, str]]] = [[]]
+        self._line_width = 0  # cells used on the last line
+        self._layout_width = 0
+        self._token_lines: list[int] = []  # first line of each token
+        self._cache: dict[int, Strip] = {}
+        self._styles: dict[str, Style] | None = None
+        self.selected: int | None = None  # step index
+        self.pending: int | None = None  # step index of a step-mode pending token
+        self.follow = True
+
+    # -- content -----------------------------------------------------------------------
+
+    def clear(self) -> None:
+        self._tokens.clear()
+        self._relayout()
+
+    def set_prompt(self, text: str) -> None:
+        self._tokens = [_Tok(display_text(text), 1.0, -1)]
+        self._relayout()
+
+    def append(self, index: int, text: str, prob: float) -> None:
+        tok = _Tok(display_text(text), prob, index)
+        self._tokens.append(tok)
+        self._place(len(self._tokens) - 1)
+        self._finish_update()
+
+    def replace(self, index: int, text: str, prob: float) -> None:
+        """Replace a step's token (re-sampled): a re-layout from that token on."""
+        for pos in range(len(self._tokens) - 1, -1, -1):
+            if self._tokens[pos].index == index:
+                self._tokens[pos] = _Tok(display_text(text), prob, index)
+                self._relayout()
+                return
+        self.append(index, text, prob)
+
+    def truncate_to(self, index: int) -> None:
+        """Drop steps >= index."""
+        self._tokens = [t for t in self._tokens if t.index < index]
+        self._relayout()
+
+    @property
+    def token_count(self) -> int:
+        return sum(1 for t in self._tokens if t.index >= 0)
+
+    def text(self) -> str:
+        return "".join(t.text for t in self._tokens if t.index >= 0)
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def _width(self) -> int:
+        return max(8, self.scrollable_content_region.width or self.size.width or 80)
+
+    def _relayout(self) -> None:
+        self._layout_width = self._width()
+        self._lines = [[]]
+        self._line_width = 0
+        self._token_lines = []
+        self._cache.clear()
+        for pos in range(len(self._tokens)):
+            self._place(pos, invalidate=False)
+        self._finish_update()
+
+    def _place(self, pos: int, invalidate: bool = True) -> None:
+        width = self._layout_width or self._width()
+        self._layout_width = width
+        tok = self._tokens[pos]
+        self._token_lines.append(len(self._lines) - 1)
+        first = len(self._lines) - 1
+        parts = tok.text.split("\n")
+        for n, part in enumerate(parts):
+            if n:
+                # show the newline as a faint ⏎ at the end of its line, then break
+                self._lines[-1].append((pos, "⏎"))
+                self._lines.append([])
+                self._line_width = 0
+            while part:
+                room = width - self._line_width
+                if cell_len(part) <= room:
+                    self._lines[-1].append((pos, part))
+                    self._line_width += cell_len(part)
+                    part = ""
+                else:
+                    if self._line_width and cell_len(part) <= width:
+                        # move the whole token to the next line rather than split it
+                        self._lines.append([])
+                        self._line_width = 0
+                        continue
+                    cut, used = 0, 0
+                    while cut < len(part) and used + cell_len(part[cut]) <= room:
+                        used += cell_len(part[cut])
+                        cut += 1
+                    if cut == 0:
+                        self._lines.append([])
+                        self._line_width = 0
+                        continue
+                    self._lines[-1].append((pos, part[:cut]))
+                    part = part[cut:]
+                    self._lines.append([])
+                    self._line_width = 0
+        if invalidate:
+            for y in range(first, len(self._lines)):
+                self._cache.pop(y, None)
+
+    def _finish_update(self) -> None:
+        self.virtual_size = Size(self._layout_width or self._width(), len(self._lines))
+        if self.follow:
+            self.scroll_end(animate=False, immediate=False, x_axis=False)
+        self.refresh()
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._width() != self._layout_width:
+            self._relayout()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles = None
+        self._cache.clear()
+
+    # -- selection ------------------------------------------------------------------------------
+
+    def select(self, index: int | None) -> None:
+        old, self.selected = self.selected, index
+        self._invalidate_step(old)
+        self._invalidate_step(index)
+        if index is not None:
+            self._scroll_to_step(index)
+        self.refresh()
+
+    def set_pending(self, index: int | None) -> None:
+        old, self.pending = self.pending, index
+        self._invalidate_step(old)
+        self._invalidate_step(index)
+        self.refresh()
+
+    def _positions_of(self, index: int | None) -> list[int]:
+        if index is None:
+            return []
+        return [pos for pos in range(len(self._tokens) - 1, max(-1, len(self._tokens) - 4000), -1)
+                if self._tokens[pos].index == index][:1]
+
+    def _invalidate_step(self, index: int | None) -> None:
+        for pos in self._positions_of(index):
+            start = self._token_lines[pos] if pos < len(self._token_lines) else 0
+            for y in range(start, min(len(self._lines), start + 4)):
+                self._cache.pop(y, None)
+
+    def _scroll_to_step(self, index: int) -> None:
+        for pos in self._positions_of(index):
+            y = self._token_lines[pos]
+            if not (self.scroll_y <= y < self.scroll_y + self.size.height):
+                self.scroll_to(y=max(0, y - self.size.height // 2), animate=False)
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        y = int(self.scroll_y) + offset.y
+        x = offset.x + int(self.scroll_x)
+        if not 0 <= y < len(self._lines):
+            return
+        col = 0
+        for pos, frag in self._lines[y]:
+            col += cell_len(frag)
+            if x < col:
+                index = self._tokens[pos].index
+                if index >= 0:
+                    self.post_message(self.Selected(index))
+                return
+
+    # -- rendering ----------------------------------------------------------------------------------
+
+    def _style_table(self) -> dict[str, Style]:
+        if self._styles is None:
+            names = ["prompt", "even", "odd", "selected", "pending", "newline"] + [f"p{i}" for i in range(5)]
+            self._styles = {n: self.get_component_rich_style(f"token-stream--{n}") for n in names}
+        return self._styles
+
+    def render_line(self, y: int) -> Strip:
+        line_y = int(self.scroll_y) + y
+        width = self.size.width
+        if line_y >= len(self._lines):
+            return Strip.blank(width, self.rich_style)
+        strip = self._cache.get(line_y)
+        if strip is None:
+            strip = self._render_stream_line(line_y)
+            self._cache[line_y] = strip
+        return strip.crop_extend(int(self.scroll_x), int(self.scroll_x) + width, self.rich_style)
+
+    def _render_stream_line(self, line_y: int) -> Strip:
+        st = self._style_table()
+        base = self.rich_style
+        segments = []
+        for pos, frag in self._lines[line_y]:
+            tok = self._tokens[pos]
+            if tok.index < 0:
+                style = base + st["prompt"]
+            else:
+                style = base + st["even" if tok.index % 2 == 0 else "odd"] + st[f"p{bucket(tok.prob)}"]
+                if tok.index == self.pending:
+                    style += st["pending"]
+                elif tok.index == self.selected:
+                    style += st["selected"]
+            if frag == "⏎":
+                style += st["newline"]
+            segments.append(Segment(frag, style))
+        return Strip(segments)

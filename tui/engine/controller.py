@@ -1,0 +1,272 @@
+"""Drives generations for an interactive front end (no Textual here).
+
+The front end calls :meth:`Controller.run` in a worker thread and talks to it
+through thread-safe commands; the controller reports back through ``emit``
+with immutable events. It adds what a dashboard needs on top of the plain
+generation loop: step mode (one token per command, the pending step shown
+before it is accepted), switching preset or temperature mid-generation, and
+re-sampling a step with another preset without decoding again.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import EngineError
+from .loop import Generation, GenerationStats, Step, StopReason
+
+
+# -- events (controller -> front end) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    prompt: str
+    prompt_tokens: tuple[int, ...]
+    preset: str
+    seed: int
+    step_mode: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PromptDone:
+    n_tokens: int
+    ms: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.n_tokens * 1000.0 / self.ms if self.ms > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StepEvent:
+    step: Step
+    pending: bool = False  # step mode: shown before it is accepted
+
+
+@dataclass(frozen=True, slots=True)
+class Resampled:
+    step: Step  # replaces the step with the same index
+    preset: str
+    pending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PresetChanged:
+    preset: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    reason: StopReason | None
+    error: str | None
+    summary: dict[str, Any]
+    text: str
+
+
+# -- commands (front end -> controller) -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """Step mode: accept the pending token and produce the next one."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetStepMode:
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetPreset:
+    preset: Any  # tui.sampling.presets.Preset
+
+
+@dataclass(frozen=True, slots=True)
+class Resample:
+    preset: Any
+
+
+@dataclass(slots=True)
+class RunState:
+    """What the last run left behind (for re-sampling its last step)."""
+
+    history: list[int] = field(default_factory=list)  # accepted generated tokens
+    last_logits: np.ndarray | None = None
+    last_step: Step | None = None
+
+
+class Controller:
+    def __init__(self, engine: Any, preset: Any, *, seed: int, emit: Callable[[object], None],
+                 max_tokens: int = 512, ignore_eos: bool = False) -> None:
+        self.engine = engine
+        self.preset = preset
+        self.seed = seed
+        self.emit = emit
+        self.max_tokens = max_tokens
+        self.ignore_eos = ignore_eos
+        self.cancel = threading.Event()  # the current run's
+        self.commands: queue.Queue[object] = queue.Queue()
+        self._lock = threading.Lock()  # one run at a time on the engine
+        self.run_id = 0
+        self.step_mode = False
+        self.running = False
+        self.last = RunState()
+
+    # -- thread-safe entry points for the front end ------------------------------------------
+
+    def send(self, command: object) -> None:
+        self.commands.put(command)
+
+    def stop(self) -> None:
+        self.cancel.set()
+        self.commands.put(None)  # wakes a step-mode wait
+
+    # -- chains ---------------------------------------------------------------------------
+
+    def build_chain(self, preset: Any, history: Sequence[int]) -> Any:
+        """A fresh chain for ``preset`` that has seen ``history`` (penalties, DRY remember it)."""
+        chain = preset.build(self.engine.build_context(self.seed))
+        for tok in history:
+            chain.accept(tok)
+        return chain
+
+    # -- the run (worker thread) ---------------------------------------------------------------
+
+    def run(self, prompt: str, *, step_mode: bool = False, add_bos: bool | None = None,
+            parse_special: bool = False, run_id: int = 0) -> GenerationStats:
+        """Generate from ``prompt``; events carry ``run_id`` (see ``emit``).
+
+        A run started while another is finishing waits for it: the engine is
+        never used by two threads. ``stop()`` always reaches the newest run.
+        """
+        self.cancel = cancel = threading.Event()
+        with self._lock:
+            self.run_id = run_id
+            self._drain()
+            self.step_mode = step_mode
+            self.running = True
+            try:
+                return self._run(prompt, cancel, step_mode, add_bos, parse_special)
+            finally:
+                self.running = False
+
+    def _run(self, prompt: str, cancel: threading.Event, step_mode: bool, add_bos: bool | None,
+             parse_special: bool) -> GenerationStats:
+        eng = self.engine
+        if cancel.is_set():
+            stats = GenerationStats(stop_reason=StopReason.CANCELLED)
+            self.emit(Finished(StopReason.CANCELLED, None, stats.summary(), ""))
+            return stats
+        try:
+            tokens = eng.tokenize(prompt, add_bos=add_bos, parse_special=parse_special)
+            eng.clear()
+            history: list[int] = []
+            chain = self.build_chain(self.preset, history)
+            gen = Generation(
+                eng, tokens, chain, max_tokens=self.max_tokens, cancel=cancel,
+                ignore_eos=self.ignore_eos, eog_tokens=eng.eog_tokens() if self.ignore_eos else (),
+                on_prompt_done=lambda st: self.emit(PromptDone(st.prompt_tokens, st.prompt_ms)),
+            )
+            self.emit(Started(prompt, tuple(tokens), self.preset.name, self.seed, step_mode))
+            for step in gen:
+                if self.step_mode:
+                    self.emit(StepEvent(step, pending=True))
+                    self._wait_for_advance(gen, history)
+                    step = gen.pending or step
+                    self.emit(StepEvent(step))  # accepted
+                else:
+                    self.emit(StepEvent(step))
+                    self._apply_commands(gen, history, block=False)
+                    step = gen.pending or step
+                history.append(step.token)
+            stats = gen.stats
+            self.last = RunState(history=history, last_logits=gen.last_logits,
+                                 last_step=None)
+        except EngineError as exc:
+            stats = GenerationStats(stop_reason=StopReason.ERROR, error=str(exc))
+            self.emit(Finished(StopReason.ERROR, str(exc), stats.summary(), ""))
+            return stats
+        self.emit(Finished(stats.stop_reason, stats.error, stats.summary(), stats.text))
+        return stats
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self.commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def _wait_for_advance(self, gen: Generation, history: list[int]) -> None:
+        while not gen.cancel.is_set():
+            cmd = self.commands.get()
+            if cmd is None or isinstance(cmd, Advance):
+                return
+            if isinstance(cmd, SetStepMode) and not cmd.on:
+                self.step_mode = False
+                return
+            self._handle(cmd, gen, history, pending=True)
+
+    def _apply_commands(self, gen: Generation, history: list[int], *, block: bool) -> None:
+        while True:
+            try:
+                cmd = self.commands.get(block=block)
+            except queue.Empty:
+                return
+            if isinstance(cmd, SetStepMode):
+                self.step_mode = cmd.on
+                if cmd.on and gen.pending is not None:
+                    # switching on mid-run: pause before the *next* token (this one is already shown)
+                    return
+                return
+            if cmd is not None and not isinstance(cmd, Advance):
+                self._handle(cmd, gen, history, pending=False)
+
+    def _handle(self, cmd: object, gen: Generation, history: list[int], *, pending: bool) -> None:
+        if isinstance(cmd, SetPreset):
+            self.preset = cmd.preset
+            gen.sampler = self.build_chain(cmd.preset, history)
+            self.emit(PresetChanged(cmd.preset.name))
+        elif isinstance(cmd, Resample):
+            self.preset = cmd.preset
+            step = gen.resample(self.build_chain(cmd.preset, history))
+            self.emit(Resampled(step, cmd.preset.name, pending=pending))
+
+    # -- after a run ------------------------------------------------------------------------------
+
+    def resample_last(self, preset: Any, last: Step) -> Step:
+        """Re-sample the last step of the finished run with ``preset`` (its logits were kept)."""
+        if not self._lock.acquire(blocking=False):
+            raise EngineError("stop the generation first (or use step mode)")
+        try:
+            return self._resample_last(preset, last)
+        finally:
+            self._lock.release()
+
+    def _resample_last(self, preset: Any, last: Step) -> Step:
+        if self.last.last_logits is None or not self.last.history:
+            raise EngineError("nothing to re-sample yet: generate first")
+        history = self.last.history[:-1]
+        chain = self.build_chain(preset, history)
+        t0 = time.perf_counter()
+        trace = chain.sample(self.last.last_logits)
+        sample_ms = (time.perf_counter() - t0) * 1000.0
+        eng = self.engine
+        piece = eng.piece(trace.token)
+        step = Step(
+            index=last.index, token=trace.token, piece=piece,
+            text="" if eng.is_eog(trace.token) else piece.decode("utf-8", errors="replace"),
+            prob=trace.prob, trace=trace, decode_ms=last.decode_ms, sample_ms=sample_ms,
+            n_past=last.n_past, n_ctx=last.n_ctx, is_eog=eng.is_eog(trace.token), t=time.perf_counter(),
+        )
+        self.last.history[-1] = trace.token
+        self.preset = preset
+        self.emit(Resampled(step, preset.name, pending=False))
+        return step

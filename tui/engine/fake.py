@@ -1,0 +1,145 @@
+"""A deterministic, scripted engine for UI tests and screenshots of layout.
+
+It has the real engine's interface (tokenize, decode, logits, pieces, KV
+layout, metadata) and produces word-like text from logits that depend only on
+the position and the previous token, so every run is identical. It never
+stands in for llama.cpp in the engine or sampler tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ContextError
+from .kv import KvLayout
+from .records import ModelInfo, PerfCounters
+from .settings import EngineSettings
+
+WORDS = (
+    "<eos> the a cat dog sat on mat and then ran to house garden sun moon quiet loud small big "
+    "old new bright dark tree river stone under over near far it was is when while happy slowly "
+    "quickly . , ! ? \n café 你好 🙂 lighthouse keeper storm night light sea waves boat"
+).split(" ")
+PIECES = [b"" if w == "<eos>" else (w if w in ".,!?\n" else " " + w).encode() for w in WORDS]
+EOS = 0
+
+
+class FakeEngine:
+    """Scripted logits over a 64-word vocabulary; optional per-token delay."""
+
+    def __init__(self, settings: EngineSettings | None = None, *, delay_s: float = 0.0, seed: int = 0,
+                 eos_after: int | None = None) -> None:
+        self.settings = settings or EngineSettings(n_ctx=512)
+        self.n_ctx = self.settings.n_ctx
+        self.n_vocab = 64
+        self.n_past = 0
+        self.delay_s = delay_s
+        self.eos_after = eos_after
+        self.path = Path("fake-model.gguf")
+        self.load_ms, self.context_ms = 12.5, 3.0
+        self._tokens: list[int] = []
+        self._rng_seed = seed
+        self._pieces = (PIECES + [f" w{i}".encode() for i in range(len(PIECES), self.n_vocab)])[: self.n_vocab]
+        self._logits = np.zeros(self.n_vocab, dtype=np.float32)
+        self._t_eval = 0.0
+        self._n_eval = 0
+        self.info = ModelInfo(
+            name="Fake 64-word model", path=str(self.path), arch="fake", quant="F32", description="fake 1M F32",
+            n_params=1_000_000, size_bytes=4_000_000, file_size=4_000_000, n_ctx_train=4096,
+            n_vocab=self.n_vocab, n_layer=4, n_head=4, n_head_kv=2, n_embd=64, n_swa=0, bos=-1, eos=EOS,
+            eot=-1, add_bos=False, chat_template=None,
+        )
+        self.closed = False
+
+    # -- tokens ---------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool | None = None, parse_special: bool = False) -> list[int]:
+        out = []
+        for word in text.split():
+            key = (" " + word).encode()
+            out.append(self._pieces.index(key) if key in self._pieces else 1 + (sum(key) % 40))
+        return out or [1]
+
+    def piece(self, token: int) -> bytes:
+        return self._pieces[token]
+
+    def detokenize(self, tokens: Sequence[int]) -> bytes:
+        return b"".join(self._pieces[t] for t in tokens)
+
+    def is_eog(self, token: int) -> bool:
+        return token == EOS
+
+    def is_control(self, token: int) -> bool:
+        return token == EOS
+
+    def eog_tokens(self) -> list[int]:
+        return [EOS]
+
+    # -- evaluation --------------------------------------------------------------------
+
+    def decode(self, tokens: Sequence[int], *, should_stop: Callable[[], bool] | None = None) -> float:
+        if self.n_past + len(tokens) > self.n_ctx:
+            raise ContextError(f"context full: {self.n_past} + {len(tokens)} tokens > n_ctx {self.n_ctx}")
+        t0 = time.perf_counter()
+        if self.delay_s:
+            time.sleep(self.delay_s * max(1, len(tokens) // 8))
+        self._tokens.extend(tokens)
+        self.n_past += len(tokens)
+        prev = self._tokens[-1]
+        rng = np.random.default_rng(self._rng_seed * 1_000_003 + self.n_past * 7919 + prev)
+        lg = rng.standard_normal(self.n_vocab).astype(np.float32) * 2.0
+        lg[EOS] = -4.0
+        lg[rng.integers(1, self.n_vocab)] += 5.0  # a clear favourite, like a real model
+        lg[rng.integers(1, self.n_vocab)] += 3.5
+        if self.eos_after is not None and len(self._tokens) >= self.eos_after:
+            lg[EOS] = 30.0
+        self._logits = lg
+        ms = (time.perf_counter() - t0) * 1000.0
+        self._t_eval += ms
+        self._n_eval += len(tokens)
+        return ms
+
+    def logits(self) -> np.ndarray:
+        return self._logits
+
+    # -- memory, counters, lifecycle ------------------------------------------------------
+
+    def clear(self) -> None:
+        self._tokens.clear()
+        self.n_past = 0
+
+    def truncate(self, n_keep: int) -> None:
+        del self._tokens[n_keep:]
+        self.n_past = min(self.n_past, n_keep)
+
+    def pos_max(self) -> int:
+        return self.n_past - 1
+
+    def perf(self) -> PerfCounters:
+        return PerfCounters(self.load_ms, 0.0, self._t_eval, 0, self._n_eval)
+
+    def perf_reset(self) -> None:
+        self._t_eval, self._n_eval = 0.0, 0
+
+    def kv_layout(self) -> KvLayout:
+        return KvLayout(n_layer=4, n_head_kv=2, head_dim_k=16, head_dim_v=16, type_k=self.settings.type_k,
+                        type_v=self.settings.type_v, n_ctx=self.n_ctx)
+
+    def build_context(self, seed: int) -> Any:
+        from ..sampling.presets import BuildContext
+
+        return BuildContext(n_vocab=self.n_vocab, seed=seed, n_ctx=self.n_ctx)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> "FakeEngine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

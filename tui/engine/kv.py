@@ -1,0 +1,80 @@
+"""KV-cache accounting from the model's real dimensions and the cache types.
+
+Every layer stores, per token, a key and a value vector for each KV head:
+``n_head_kv * head_dim_k`` elements of ``type_k`` plus ``n_head_kv *
+head_dim_v`` of ``type_v``. Quantized cache types store blocks (q8_0: 34 bytes
+per 32 elements). llama.cpp rounds the context up (to 256 cells) and gives
+sliding-window (SWA) layers a cache of their own, smaller one; the bytes it
+actually allocated are in its log (``llama_kv_cache: size = … MiB``), which we
+read back and prefer for "allocated".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .gguf_header import ggml_type_info
+from .settings import CACHE_TYPES
+
+_SIZE_LINE = re.compile(r"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells, +(\d+) layers")
+
+
+def type_bytes(cache_type: str, n_elements: int) -> float:
+    """Bytes for ``n_elements`` of a cache type (fractional for block-quantized types)."""
+    _name, block, size = ggml_type_info(CACHE_TYPES[cache_type])
+    return n_elements * size / block
+
+
+@dataclass(frozen=True, slots=True)
+class KvLayout:
+    n_layer: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+    type_k: str
+    type_v: str
+    n_ctx: int
+    allocated_log: int | None = None  # bytes llama.cpp reported allocating (all caches)
+    cells_log: tuple[int, ...] = ()  # cells per cache, from the log
+
+    @property
+    def bytes_per_token(self) -> float:
+        k = type_bytes(self.type_k, self.n_head_kv * self.head_dim_k)
+        v = type_bytes(self.type_v, self.n_head_kv * self.head_dim_v)
+        return self.n_layer * (k + v)
+
+    @property
+    def allocated(self) -> int:
+        if self.allocated_log is not None:
+            return self.allocated_log
+        return int(self.bytes_per_token * self.n_ctx)
+
+    def used(self, n_past: int) -> int:
+        return int(self.bytes_per_token * n_past)
+
+
+def parse_kv_log(lines: list[str]) -> tuple[int, tuple[int, ...]] | None:
+    """Total bytes and cells from llama.cpp's ``llama_kv_cache: size = …`` lines."""
+    total, cells = 0.0, []
+    for line in lines:
+        m = _SIZE_LINE.search(line)
+        if m:
+            total += float(m.group(1)) * 2**20
+            cells.append(int(m.group(2)))
+    if not cells:
+        return None
+    return int(round(total)), tuple(cells)
+
+
+def layout_for(meta: dict[str, str], *, n_layer: int, n_head: int, n_head_kv: int, n_embd: int,
+               type_k: str, type_v: str, n_ctx: int, log_lines: list[str] | None = None) -> KvLayout:
+    arch = meta.get("general.architecture", "")
+    head_k = int(meta.get(f"{arch}.attention.key_length") or (n_embd // max(n_head, 1)))
+    head_v = int(meta.get(f"{arch}.attention.value_length") or head_k)
+    parsed = parse_kv_log(log_lines or [])
+    return KvLayout(
+        n_layer=n_layer, n_head_kv=n_head_kv, head_dim_k=head_k, head_dim_v=head_v,
+        type_k=type_k, type_v=type_v, n_ctx=n_ctx,
+        allocated_log=parsed[0] if parsed else None, cells_log=parsed[1] if parsed else (),
+    )

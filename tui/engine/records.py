@@ -1,0 +1,52 @@
+"""Plain records about a loaded model (no llama_cpp import here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What llama.cpp itself reports about a loaded model."""
+
+    name: str
+    path: str
+    arch: str
+    quant: str
+    description: str
+    n_params: int
+    size_bytes: int  # tensor data, as llama_model_size reports
+    file_size: int
+    n_ctx_train: int
+    n_vocab: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_embd: int
+    n_swa: int
+    bos: int
+    eos: int
+    eot: int
+    add_bos: bool
+    chat_template: str | None
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(self.chat_template)
+
+
+@dataclass(frozen=True, slots=True)
+class PerfCounters:
+    t_load_ms: float
+    t_prompt_ms: float
+    t_eval_ms: float
+    n_prompt: int
+    n_eval: int
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.n_prompt * 1000.0 / self.t_prompt_ms if self.t_prompt_ms > 0 else 0.0
+
+    @property
+    def eval_tps(self) -> float:
+        return self.n_eval * 1000.0 / self.t_eval_ms if self.t_eval_ms > 0 else 0.0
