@@ -275,10 +275,12 @@ async def test_resize_keeps_panels_and_survives_tiny() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await generate(pilot)
-        for size in [(80, 24), (40, 12), (120, 40)]:
+        for size, classes in [((80, 24), {"-short", "-narrow"}), ((40, 12), {"-tiny"}), ((120, 40), set())]:
             await pilot.resize_terminal(*size)
             await pilot.pause(0.1)
             assert app.query_one(TokenStream).token_count == 60
+            assert classes <= set(app.screen.classes) and (classes or not app.screen.classes)
+            assert app.query_one(TokenStream).size.height >= 3
         await pilot.resize_terminal(80, 24)
         await pilot.pause(0.1)
         for wid in ("#stream", "#hist", "#trace", "#kv"):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import psutil
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -188,8 +188,9 @@ class LlmTuiApp(App[int]):
         self._update_status()
         self._load_engine()
 
-    def on_resize(self) -> None:
-        self._apply_size_classes()
+    @on(events.Resize)
+    def _resized(self, event: events.Resize) -> None:
+        self.call_after_refresh(self._apply_size_classes)
 
     def _apply_size_classes(self) -> None:
         w, h = self.size

@@ -1,0 +1,59 @@
+"""End to end: the real app on the real SmolLM2 model in a real terminal (tmux)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
+
+
+def capture(session: str) -> str:
+    return tmux("capture-pane", "-t", session, "-p")
+
+
+def wait_for(session: str, needle: str, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = capture(session)
+        if needle in screen:
+            return screen
+        time.sleep(0.2)
+    raise AssertionError(f"{needle!r} never appeared; the screen was:\n{screen}")
+
+
+def test_real_app_generates_in_tmux(tmp_path: Path) -> None:
+    session = f"llmtui-test-{os.getpid()}"
+    env = f"LLMTUI_HOME={tmp_path} HF_HUB_CACHE={tmp_path}/hf TERM=xterm-256color"
+    cmd = f"env -u COLUMNS -u LINES {env} {sys.executable} -m tui.cli --max-tokens 48 --seed 3; echo EXITED-$?; sleep 30"
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", "-c", str(Path(__file__).parents[1]), cmd)
+    tmux("set-option", "-t", session, "window-size", "manual")
+    tmux("resize-window", "-t", session, "-x", "120", "-y", "40")
+    try:
+        wait_for(session, "no step yet")  # the model is loaded
+        tmux("send-keys", "-t", session, "Enter")
+        screen = wait_for(session, "stopped:")
+        # generated text in the stream, and every panel filled in
+        assert "Once upon a time" in screen
+        stream_text = "".join(line[1:70] for line in screen.splitlines()[5:20])
+        assert len(stream_text.split()) > 15
+        for needle in ("top-10 next tokens", "step 47", "bits", "penalties", "top_k", "draw u=",
+                       "KV cache", "per token", "memory", "throughput", "SmolLM2".lower()[:5]):
+            assert needle.lower() in screen.lower(), needle
+        assert "preset balanced" in screen and "seed 3" in screen
+        tmux("send-keys", "-t", session, "q")
+        screen = wait_for(session, "EXITED-0", timeout=15)
+        assert "Traceback" not in screen
+    finally:
+        tmux("kill-session", "-t", session)
