@@ -176,7 +176,7 @@ async def test_preset_keys_and_temperature_live() -> None:
         assert next(s for s in app.preset.samplers if s.name == "temp").params["t"] == pytest.approx(0.9)
         await pilot.press("minus")
         assert next(s for s in app.preset.samplers if s.name == "temp").params["t"] == pytest.approx(0.8)
-        assert "preset balanced T=0.8" in str(app.query_one("#status").render())
+        assert "preset balanced T=0.8" in app.query_one("#status").text
 
 
 async def test_temperature_change_applies_mid_generation() -> None:
@@ -203,7 +203,7 @@ async def test_select_past_tokens_with_keys_and_mouse() -> None:
         await pilot.press("left", "left")
         assert app.selected == 28
         assert app.query_one("#hist")._build(60)[0][0][0].startswith("step 28")
-        assert "viewing step 28" in str(app.query_one("#status").render())
+        assert "viewing step 28" in app.query_one("#status").text
         await pilot.press("end")
         assert app.selected is None
         # the prompt "the cat sat" fills the first 11 cells of line 0; the first tokens follow

@@ -24,7 +24,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Input
 from textual.worker import Worker, WorkerState
 
 from ..config import save_state
@@ -46,10 +46,11 @@ from .screens.help import HelpScreen
 from .screens.models import ModelsScreen
 from .themes import DEFAULT_THEME
 from .widgets.graphs import MemoryGraph, ThroughputGraph
-from .widgets.panels import ChainTrace, KvGauge, TopKHistogram
+from .widgets.panels import ChainTrace, KvGauge, StatusLine, TopKHistogram
 from .widgets.token_stream import TokenStream
 
-REFRESH_HZ = 12
+REFRESH_HZ = 10  # the token stream
+PANEL_HZ = 4  # histogram, trace, gauge while tokens pour in (at once in step mode or on selection)
 PLOT_HZ = 1.0
 SAMPLE_HZ = 4  # RSS / KV samples for the memory graph
 
@@ -139,6 +140,7 @@ class LlmTuiApp(App[int]):
         self._t0 = time.perf_counter()
         self._proc = psutil.Process()
         self._dirty_plots = True
+        self._panels_at = 0.0
         self.generation_count = 0
 
     # -- layout ---------------------------------------------------------------------------------
@@ -156,7 +158,7 @@ class LlmTuiApp(App[int]):
             yield KvGauge(id="kv")
             yield MemoryGraph(id="mem")
             yield ThroughputGraph(id="tput")
-        yield Static("", id="status")
+        yield StatusLine(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -178,7 +180,7 @@ class LlmTuiApp(App[int]):
         self.query_one("#tput").border_title = "throughput"
         self.query_one(TopKHistogram).clear("loading the model…")
         self.query_one(ChainTrace).clear()
-        self._refresh_timer = self.set_interval(1 / REFRESH_HZ, self._flush, pause=True)
+        self._refresh_timer = self.set_interval(1 / REFRESH_HZ, self._drain_inbox, pause=True)
         if self.live_metrics:
             self.set_interval(1 / SAMPLE_HZ, self._sample_memory)
             self.set_interval(1 / PLOT_HZ, self._replot)
@@ -235,15 +237,20 @@ class LlmTuiApp(App[int]):
             self.post_message(EngineNotice())
 
     def on_engine_notice(self, _: EngineNotice) -> None:
-        self._flush()
+        self._drain_inbox()
 
-    def _flush(self) -> None:
+    def _drain_inbox(self) -> None:
         inbox = self._inbox
         if not inbox:
             return
-        stream = self.query_one(TokenStream)
+        streams = self.query(TokenStream)
+        if not streams:  # the app is shutting down
+            inbox.clear()
+            return
+        stream = streams.first()
         new_steps = False
         show: Any = None
+        appended: list[tuple[int, str, float]] = []
         with self.batch_update():
             while inbox:
                 run_id, ev = inbox.popleft()
@@ -263,7 +270,7 @@ class LlmTuiApp(App[int]):
                             self.pending = None
                             stream.set_pending(None)
                         else:
-                            stream.append(step.index, step.text, step.prob)
+                            appended.append((step.index, step.text, step.prob))
                         self.steps.append(step)
                         self._token_times.append(step.t)
                         new_steps = True
@@ -283,13 +290,21 @@ class LlmTuiApp(App[int]):
                     self.notify(f"preset: {ev.preset}", timeout=2)
                 elif isinstance(ev, Finished):
                     self._finished(ev)
-            if show is not None and self.selected is None:
-                self._show_step(show, pending=show is self.pending)
-            if new_steps:
-                self._update_kv()
-                if self.steps:
-                    self._add_throughput_sample()
-            self._update_status()
+            if appended:
+                stream.append_many(appended)
+            now = time.perf_counter()
+            urgent = self.pending is not None or not self.running
+            if urgent or now - self._panels_at >= 1 / PANEL_HZ:
+                self._panels_at = now
+                if show is not None and self.selected is None:
+                    self._show_step(show, pending=show is self.pending)
+                elif self.selected is None and self.steps:
+                    self._show_step(self.steps[-1])
+                if new_steps or urgent:
+                    self._update_kv()
+                self._update_status()
+            if new_steps and self.steps:
+                self._add_throughput_sample()
 
     def _apply_resampled(self, ev: Resampled) -> None:
         step = ev.step
@@ -305,6 +320,7 @@ class LlmTuiApp(App[int]):
 
     def _finished(self, ev: Finished) -> None:
         self._refresh_timer.pause()
+        self._panels_at = 0.0  # the final state shows at once
         reason = ev.reason.describe() if ev.reason else "?"
         self.state = f"stopped: {reason}" + (f" ({ev.error})" if ev.error else "")
         if self.pending is not None:
@@ -338,14 +354,15 @@ class LlmTuiApp(App[int]):
             return
         kv = self.engine.kv_layout()
         n_past = self.n_prompt + len(self.steps)
-        self.query_one(MemoryGraph).add(time.perf_counter() - self._t0, rss, kv.used(n_past))
-        self._dirty_plots = True
+        for graph in self.query(MemoryGraph):  # absent while the app shuts down
+            graph.add(time.perf_counter() - self._t0, rss, kv.used(n_past))
+            self._dirty_plots = True
 
     def _replot(self) -> None:
         if not self._dirty_plots:
             return
         self._dirty_plots = False
-        for graph in (self.query_one(MemoryGraph), self.query_one(ThroughputGraph)):
+        for graph in [*self.query(MemoryGraph), *self.query(ThroughputGraph)]:
             if graph.display and graph.size.width > 10:
                 graph.replot()
 
@@ -365,7 +382,7 @@ class LlmTuiApp(App[int]):
         n_ctx = getattr(self.engine, "n_ctx", self.settings.n_ctx)
         mode = " │ STEP MODE" if self.step_mode else ""
         sel = f" │ viewing step {self.selected}" if self.selected is not None else ""
-        self.query_one("#status", Static).update(
+        self.query_one(StatusLine).set_text(
             f"{model} │ preset {self.preset.name} │ seed {self.settings.seed} │ threads {self.settings.threads}"
             f" │ n_ctx {n_ctx:,} │ {self.state}{mode}{sel}"
         )
@@ -512,8 +529,7 @@ class LlmTuiApp(App[int]):
         self.selected = None
         stream = self.query_one(TokenStream)
         stream.select(None)
-        stream.follow = True
-        stream.scroll_end(animate=False)
+        stream.follow_latest()
         if self.pending is not None:
             self._show_step(self.pending, pending=True)
         elif self.steps:

@@ -108,15 +108,17 @@ class LinePanel(Widget):
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         if self._built_width != width:
+            base = self.style_for("")
             self._lines = []
             if self._build is not None:
                 for runs in self._build(width):
                     segs = [Segment(text, self.style_for(cls)) for text, cls in runs]
-                    self._lines.append(Strip(segs).crop_extend(0, width, self.rich_style))
+                    self._lines.append(Strip(segs).crop_extend(0, width, base))
+            self._blank = Strip.blank(width, base)
             self._built_width = width
         if y < len(self._lines):
             return self._lines[y]
-        return Strip.blank(width, self.rich_style)
+        return self._blank
 
 
 class TopKHistogram(LinePanel):
@@ -267,3 +269,22 @@ class KvGauge(LinePanel):
             ]
 
         self.set_builder(build)
+
+
+class StatusLine(LinePanel):
+    """One line of status; updating it repaints one line, never the layout (unlike Static.update)."""
+
+    COMPONENT_CLASSES = {"status--text"}
+    DEFAULT_CSS = """
+    StatusLine { height: 1; }
+    StatusLine > .status--text { color: $text; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.text = ""
+
+    def set_text(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            self.set_builder(lambda width: [[(fit(text, width), "status--text")]])

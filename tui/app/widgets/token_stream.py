@@ -2,8 +2,11 @@
 
 Rendering is incremental: tokens are laid out into lines once (re-laid out only
 when the width changes), each line's Strip is cached, and appending a token
-invalidates only the last line. A refresh therefore costs the same whether the
-stream holds ten tokens or ten thousand.
+repaints only the lines it touched. A refresh therefore costs the same whether
+the stream holds ten tokens or ten thousand. Two more things keep a frame
+cheap while tokens pour in: the virtual height grows in chunks (a change of
+``virtual_size`` is a layout pass for the whole screen), and following the
+newest token scrolls by half a page at a time instead of a line per line.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
+from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
@@ -54,6 +58,13 @@ class _Tok:
 
 class TokenStream(ScrollView, can_focus=True):
     """Selectable token stream. Posts :class:`TokenStream.Selected` on click."""
+
+    # ScrollView binds these to scrolling; here they move the token selection
+    BINDINGS = [
+        Binding("left,left_square_bracket", "app.select(-1)", "Prev token", show=False, id="select.prev"),
+        Binding("right,right_square_bracket", "app.select(1)", "Next token", show=False, id="select.next"),
+        Binding("end", "app.follow", "Live", show=False, id="select.live"),
+    ]
 
     COMPONENT_CLASSES = {
         "token-stream--prompt",
@@ -101,6 +112,7 @@ class TokenStream(ScrollView, can_focus=True):
         self.selected: int | None = None  # step index
         self.pending: int | None = None  # step index of a step-mode pending token
         self.follow = True
+        self._dirty_from: int | None = None  # first line changed since the last repaint
 
     # -- content -----------------------------------------------------------------------
 
@@ -113,10 +125,7 @@ class TokenStream(ScrollView, can_focus=True):
         self._relayout()
 
     def append(self, index: int, text: str, prob: float) -> None:
-        tok = _Tok(display_text(text), prob, index)
-        self._tokens.append(tok)
-        self._place(len(self._tokens) - 1)
-        self._finish_update()
+        self.append_many([(index, text, prob)])
 
     def replace(self, index: int, text: str, prob: float) -> None:
         """Replace a step's token (re-sampled): a re-layout from that token on."""
@@ -194,16 +203,51 @@ class TokenStream(ScrollView, can_focus=True):
         if invalidate:
             for y in range(first, len(self._lines)):
                 self._cache.pop(y, None)
+            self._dirty_from = first if self._dirty_from is None else min(self._dirty_from, first)
+
+    CHUNK = 64  # virtual height grows by this many lines at a time
+
+    @property
+    def line_count(self) -> int:
+        return len(self._lines)
 
     def _finish_update(self) -> None:
-        self.virtual_size = Size(self._layout_width or self._width(), len(self._lines))
-        if self.follow:
-            self.scroll_end(animate=False, immediate=False, x_axis=False)
-        self.refresh()
+        n = len(self._lines)
+        width = self._layout_width or self._width()
+        height = -(-n // self.CHUNK) * self.CHUNK
+        if self.virtual_size.width != width or self.virtual_size.height < n or self.virtual_size.height > height:
+            self.virtual_size = Size(width, height)
+        view = max(1, self.scrollable_content_region.height or self.size.height or 1)
+        if self.follow and n > self.scroll_y + view:
+            # jump so the newest line sits mid-view: the next half page needs no scrolling
+            self.scroll_to(y=max(0, n - view // 2), animate=False, immediate=True)
+            self._dirty_from = None
+            self.refresh()
+            return
+        if self._dirty_from is None:
+            self.refresh()
+        else:
+            self.refresh_lines(self._dirty_from, n - self._dirty_from)
+            self._dirty_from = None
+
+    def follow_latest(self) -> None:
+        """Follow new tokens again, showing the last lines of content (not the padding below)."""
+        self.follow = True
+        view = max(1, self.scrollable_content_region.height or self.size.height or 1)
+        self.scroll_to(y=max(0, len(self._lines) - view), animate=False, immediate=True)
+
+    def append_many(self, items: list[tuple[int, str, float]]) -> None:
+        """Append several tokens with one repaint."""
+        for index, text, prob in items:
+            self._tokens.append(_Tok(display_text(text), prob, index))
+            self._place(len(self._tokens) - 1)
+        self._finish_update()
 
     def on_resize(self, event: events.Resize) -> None:
         if self._width() != self._layout_width:
             self._relayout()
+        else:
+            self._cache.clear()
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -267,22 +311,24 @@ class TokenStream(ScrollView, can_focus=True):
         if self._styles is None:
             names = ["prompt", "even", "odd", "selected", "pending", "newline"] + [f"p{i}" for i in range(5)]
             self._styles = {n: self.get_component_rich_style(f"token-stream--{n}") for n in names}
+            self._styles["base"] = self.rich_style
         return self._styles
 
     def render_line(self, y: int) -> Strip:
         line_y = int(self.scroll_y) + y
         width = self.size.width
+        base = self._style_table()["base"]
         if line_y >= len(self._lines):
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, base)
         strip = self._cache.get(line_y)
         if strip is None:
-            strip = self._render_stream_line(line_y)
+            strip = self._render_stream_line(line_y).crop_extend(0, width, base)
             self._cache[line_y] = strip
-        return strip.crop_extend(int(self.scroll_x), int(self.scroll_x) + width, self.rich_style)
+        return strip
 
     def _render_stream_line(self, line_y: int) -> Strip:
         st = self._style_table()
-        base = self.rich_style
+        base = st["base"]
         segments = []
         for pos, frag in self._lines[line_y]:
             tok = self._tokens[pos]
