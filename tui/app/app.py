@@ -11,6 +11,7 @@ pending step) also post a message so they show at once. Plots re-plot at
 from __future__ import annotations
 
 import dataclasses
+import gc
 import sys
 import time
 from collections import deque
@@ -49,10 +50,11 @@ from .widgets.graphs import MemoryGraph, ThroughputGraph
 from .widgets.panels import ChainTrace, KvGauge, StatusLine, TopKHistogram
 from .widgets.token_stream import TokenStream
 
-REFRESH_HZ = 10  # the token stream
-PANEL_HZ = 4  # histogram, trace, gauge while tokens pour in (at once in step mode or on selection)
+REFRESH_HZ = 8  # the token stream
+PANEL_HZ = 3  # histogram, trace, gauge while tokens pour in (at once in step mode or on selection)
 PLOT_HZ = 1.0
-SAMPLE_HZ = 4  # RSS / KV samples for the memory graph
+SWITCH_INTERVAL = 0.0005
+SAMPLE_HZ = 2  # RSS / KV samples for the memory graph
 
 
 class EngineNotice(Message):
@@ -162,7 +164,7 @@ class LlmTuiApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        sys.setswitchinterval(0.0005)  # the worker waits less for the GIL between tokens
+        sys.setswitchinterval(SWITCH_INTERVAL)  # the worker waits less for the GIL between tokens
         for theme in self._extra_themes:
             self.register_theme(theme)
         wanted = self._start_theme or DEFAULT_THEME
@@ -222,6 +224,9 @@ class LlmTuiApp(App[int]):
         self.controller = Controller(self.engine, self.preset, seed=self.settings.seed, emit=self._emit,
                                      max_tokens=self.max_tokens)
         self.state = "idle"
+        # Start-up objects (widgets, styles, the model's records) live as long as the app:
+        # freezing them keeps the collector's full passes off them while tokens stream.
+        self.call_after_refresh(gc.freeze)
         self.query_one(TopKHistogram).clear()
         self.query_one(MemoryGraph).model_bytes = getattr(self.engine.info, "file_size", 0)
         self._update_kv()
