@@ -1,0 +1,85 @@
+"""Re-create the README's screenshots: the real app on the real SmolLM2 model.
+
+    python screenshots/make_screenshots.py
+
+Each SVG is taken with Textual's save_screenshot while the model is generating
+(or paused in step mode), so the panels show real data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from textual.widgets import Input
+
+from tui.app.app import LlmTuiApp
+from tui.app.themes import load_themes, shipped_theme_dir
+from tui.app.widgets.token_stream import TokenStream
+from tui.engine import EngineSettings
+from tui.engine.llama import LlamaEngine
+from tui.engine.models import embedded_model_path
+from tui.sampling.presets import load_presets
+
+OUT = Path(__file__).resolve().parent
+PROMPT = "Once upon a time"
+
+
+def make_app(engine: LlamaEngine, preset: str = "balanced", theme: str | None = None) -> LlmTuiApp:
+    catalog = load_presets(None)
+    return LlmTuiApp(
+        engine_factory=lambda: engine, model_label="SmolLM2-135M-Instruct.Q4_1", settings=engine.settings,
+        preset=catalog.get(preset), catalog=catalog, prompt=PROMPT, max_tokens=400,
+        themes=load_themes(shipped_theme_dir()).themes, theme=theme,
+    )
+
+
+async def wait(pilot, cond, timeout: float = 60.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise TimeoutError
+
+
+async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario: str, **kw) -> None:
+    app = make_app(engine, **kw)
+    async with app.run_test(size=size) as pilot:
+        await wait(pilot, lambda: app.controller is not None)
+        app.query_one("#prompt", Input).cursor_blink = False
+        if scenario == "step":
+            app.query_one(TokenStream).focus()
+            await pilot.press("s", "space")
+            for i in range(1, 12):
+                await wait(pilot, lambda: app.pending is not None)
+                await pilot.press("space")
+            await wait(pilot, lambda: app.pending is not None and app.pending.index == 11)
+        else:
+            app.start_generation(PROMPT)
+            await wait(pilot, lambda: len(app.steps) >= 60 or (app.steps and not app.running))
+            if scenario == "select":
+                app.query_one(TokenStream).focus()
+                app.select_step(40)
+            elif scenario == "help":
+                app.action_help()
+        await pilot.pause(1.2)  # let the plots catch up
+        app.save_screenshot(str(OUT / f"{name}.svg"))
+        print("wrote", OUT / f"{name}.svg")
+        if app.controller:
+            app.controller.stop()
+        await pilot.pause(0.2)
+
+
+async def main() -> None:
+    engine = LlamaEngine(embedded_model_path(), EngineSettings(n_ctx=2048, seed=7))
+    await shoot(engine, "dashboard", (120, 40), "run")
+    await shoot(engine, "step-mode", (120, 40), "step")
+    await shoot(engine, "selected-token", (120, 40), "select", preset="creative")
+    await shoot(engine, "small-terminal", (80, 24), "run")
+    await shoot(engine, "light-theme", (120, 40), "run", theme="llmtui-light", preset="wild")
+    await shoot(engine, "help", (120, 40), "help")
+    engine.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
