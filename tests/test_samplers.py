@@ -225,9 +225,15 @@ def test_typical(native, lg, p, min_keep) -> None:
     h64 = -(p64[p64 > 0] * np.log(p64[p64 > 0])).sum()
     score = np.abs(-np.log(p64) - h64)
     cut = score[b["ids"]].max()
-    assert abs(len(a.ids) - len(b["ids"])) <= 1
+    # With exactly equal logits, llama.cpp's sort order among them is unspecified, and its
+    # float32 entropy sum runs in that order: the entropy (so every score) can move by up to
+    # ~n * eps * H. Without ties only expf/logf last-bit noise remains.
+    largest_tie_group = int(np.unique(lg, return_counts=True)[1].max())
+    has_ties = largest_tie_group > 1
+    tol = len(lg) * 2e-7 * h64 if has_ties else 1e-5
+    assert abs(len(a.ids) - len(b["ids"])) <= max(1, largest_tie_group)
     for t in differ:
-        assert abs(score[t] - cut) < 1e-5, (t, score[t], cut)
+        assert abs(score[t] - cut) < tol, (t, score[t], cut, tol)
 
 
 @HYP
