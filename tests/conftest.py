@@ -6,6 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Deterministic property tests by default (CI must not depend on luck);
+# `pytest --hypothesis-profile=explore` draws new examples each run.
+settings.register_profile("default", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, max_examples=200)
+settings.load_profile("default")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -264,8 +264,10 @@ def test_top_n_sigma(native, lg, n) -> None:
     # Only tokens within that noise of the cut may differ.
     valid = lg[lg != -np.inf].astype(np.float64)
     cut = valid.max() - n * valid.std()
+    # a sequential float32 sum over N terms drifts by ~sqrt(N) ulps: bound the cut's noise by it
+    tol = max(1e-5 * max(1.0, abs(cut)), n * valid.std() * np.sqrt(len(valid)) * 6e-8 * 4)
     for t in kept_a ^ kept_b:
-        assert abs(float(lg[t]) - cut) < 1e-5 * max(1.0, abs(cut)), (t, float(lg[t]), cut)
+        assert abs(float(lg[t]) - cut) < tol, (t, float(lg[t]), cut, tol)
 
 
 @HYP
