@@ -453,7 +453,8 @@ def _temp(cur: Candidates, t: np.float32) -> None:
         lg[best] = cur.logits[best]
         cur.logits = lg
         return
-    cur.logits = (cur.logits / t).astype(F32)
+    with np.errstate(over="ignore"):  # a tiny t overflows to inf, as in C
+        cur.logits = (cur.logits / t).astype(F32)
 
 
 class TempExt(Sampler):
@@ -481,7 +482,8 @@ class TempExt(Sampler):
         dyn_t = F32(min_t + (max_t - min_t) * F32(float(norm) ** float(self.exponent)))
         _temp(cur, dyn_t)
         # llama.cpp re-normalises in double after scaling
-        ex = np.exp(cur.logits.astype(np.float64) - np.float64(cur.logits[0]))
+        with np.errstate(invalid="ignore", over="ignore"):
+            ex = np.exp(cur.logits.astype(np.float64) - np.float64(cur.logits[0]))
         cur.probs = (ex.astype(F32) / ex.sum()).astype(F32)
         self.last_note = f"T={float(dyn_t):.3f}"
 
