@@ -15,7 +15,7 @@ from textual.widgets import Input
 
 from tui.app.app import LlmTuiApp
 from tui.app.screens.help import HelpScreen
-from tui.app.screens.models import ModelsScreen
+from tui.app.screens.models import ModelPicker
 from tui.app.themes import load_themes, shipped_theme_dir
 from tui.app.widgets.token_stream import TokenStream
 from tui.engine import EngineSettings, Generation
@@ -221,11 +221,13 @@ async def test_models_key_lists_models() -> None:
         await ready(pilot)
         app.query_one(TokenStream).focus()
         await pilot.press("m")
-        await until(pilot, lambda: isinstance(app.screen, ModelsScreen))
+        await until(pilot, lambda: isinstance(app.screen, ModelPicker))
         table = app.screen.query_one("DataTable")
         assert table.row_count == 2
+        await pilot.press("b", "r", "o")  # type to filter
+        await until(pilot, lambda: table.row_count == 1)
         await pilot.press("escape")
-        assert not isinstance(app.screen, ModelsScreen)
+        assert not isinstance(app.screen, ModelPicker)
 
 
 async def test_theme_key_cycles_and_persists(tmp_path: Path, monkeypatch) -> None:

@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print a JSON array")
     _common(models, sub=True)
 
+    inspect = sub.add_parser("inspect", help="a model's anatomy: hyperparameters, tensors by layer and type",
+                             description="Read MODEL's GGUF with llama.cpp's gguf reader and print its "
+                             "hyperparameters, bytes per tensor type and the tensors of each layer.")
+    inspect.add_argument("model", metavar="MODEL", help="a name from `llmtui models` or a .gguf path")
+    inspect.add_argument("--json", action="store_true", help="print everything as JSON")
+    inspect.add_argument("--layers", action="store_true", help="list every layer's tensors (default: layer 0 only)")
+    _common(inspect, sub=True)
+
     presets = sub.add_parser("presets", help="list the sampling presets",
                              description="List the built-in sampling presets and the user presets "
                              "(TOML files in the config dir's presets/ folder).")
@@ -206,6 +214,43 @@ def pick_preset(args: argparse.Namespace, config: Config) -> Any:
 
 
 # -- commands ------------------------------------------------------------------------
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .engine.anatomy import read_anatomy
+    from .engine.models import resolve_model
+
+    config = _config(args)
+    entry = resolve_model(args.model, find_models(args, config))
+    if not entry.usable:
+        raise CliError(f"{entry.path}: {entry.error}")
+    a = read_anatomy(entry.path)
+    if args.json:
+        print(json.dumps(a.as_dict(), indent=2, default=str))
+        return 0
+    print(f"{a.name}  ({a.arch}, {a.file_type})  {entry.path}")
+    print(f"file {_human_bytes(a.file_size)}, tensor data {_human_bytes(a.total_bytes)} in {len(a.tensors)} tensors, "
+          f"{a.total_elements / 1e6:.1f}M parameters, {a.bits_per_weight:.2f} bits per weight, vocab {a.vocab_size:,}")
+    print()
+    for label, value in a.hyper.items():
+        print(f"  {label:<22} {value}")
+    print()
+    print(f"  {'type':<8} {'tensors':>7} {'parameters':>12} {'bytes':>12} {'bits/weight':>11}")
+    for t, row in a.by_type().items():
+        bpw = row["bytes"] * 8 / row["elements"] if row["elements"] else 0
+        print(f"  {t:<8} {row['tensors']:>7} {row['elements']:>12,} {_human_bytes(row['bytes']):>12} {bpw:>11.2f}")
+    print()
+    for group, tensors in a.by_layer().items():
+        if group.startswith("layer") and not args.layers and group.split()[-1] != "0":
+            continue
+        total = sum(t.n_bytes for t in tensors)
+        print(f"  {group} ({_human_bytes(total)})")
+        for t in tensors:
+            shape = "×".join(str(d) for d in t.shape)
+            print(f"    {t.name:<34} {shape:>14} {t.type:<6} {_human_bytes(t.n_bytes):>10}")
+    if not args.layers:
+        print("  … (--layers lists every layer)")
+    return 0
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -355,6 +400,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     from .app.app import run_app  # Textual is imported only here
     from .app.themes import load_themes, shipped_theme_dir
     from .engine.llama import LlamaEngine
+    from .engine.pool import EnginePool
     from .sampling.presets import load_presets
 
     dirs = app_dirs()
@@ -365,8 +411,12 @@ def cmd_app(args: argparse.Namespace) -> int:
     def discover() -> list[Any]:
         return find_models(args, config)
 
+    pool = EnginePool(lambda path, progress: LlamaEngine(path, settings, on_progress=progress),
+                      capacity=config.keep_loaded)
     return run_app(
-        engine_factory=lambda: LlamaEngine(entry.path, settings),
+        load=lambda e, progress: pool.get(e.path, progress),
+        entry=entry,
+        loaded_paths=lambda: pool.loaded,
         model_label=entry.name,
         settings=settings,
         preset=preset,
@@ -381,7 +431,8 @@ def cmd_app(args: argparse.Namespace) -> int:
     )
 
 
-COMMANDS = {"generate": cmd_generate, "models": cmd_models, "presets": cmd_presets, None: cmd_app}
+COMMANDS = {"generate": cmd_generate, "models": cmd_models, "inspect": cmd_inspect, "presets": cmd_presets,
+            None: cmd_app}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

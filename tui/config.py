@@ -77,6 +77,7 @@ class Config:
     models_dirs: tuple[Path, ...] = ()
     model: str | None = None  # default model: a name from `llmtui models` or a path
     scan_hf_cache: bool = True
+    keep_loaded: int = 2  # models kept in memory (an LRU) so switching back is instant
     engine: dict[str, Any] = field(default_factory=dict)  # EngineSettings overrides
     theme: str | None = None
     preset: str | None = None
@@ -88,6 +89,12 @@ _ENGINE_KEYS = {
     "n_ctx", "n_threads", "n_threads_batch", "n_batch", "n_ubatch", "use_mmap", "use_mlock",
     "n_gpu_layers", "type_k", "type_v", "flash_attn", "seed",
 }
+
+
+def _positive_int(path: Path, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{path}: {name}: expected a positive integer, got {value!r}")
+    return value
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -123,6 +130,7 @@ def load_config(path: Path | None = None) -> Config:
         models_dirs=tuple(Path(d).expanduser() for d in dirs),
         model=models.get("default"),
         scan_hf_cache=bool(models.get("scan_hf_cache", True)),
+        keep_loaded=_positive_int(path, "models.keep_loaded", models.get("keep_loaded", 2)),
         engine=dict(engine),
         theme=ui.get("theme"),
         preset=ui.get("preset"),

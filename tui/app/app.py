@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import sys
 import time
 from collections import deque
@@ -44,7 +45,9 @@ from ..engine.controller import (
 )
 from ..engine.errors import EngineError
 from .screens.help import HelpScreen
-from .screens.models import ModelsScreen
+from .screens.anatomy import AnatomyScreen
+from .screens.models import ModelPicker
+from .screens.presets import PresetScreen
 from .themes import DEFAULT_THEME
 from .widgets.graphs import MemoryGraph, ThroughputGraph
 from .widgets.panels import ChainTrace, KvGauge, StatusLine, TopKHistogram
@@ -62,10 +65,21 @@ class EngineNotice(Message):
 
 
 class EngineLoaded(Message):
-    def __init__(self, engine: Any | None, error: str | None) -> None:
+    def __init__(self, engine: Any | None, error: str | None, *, entry: Any = None, cold: bool = True,
+                 ms: float = 0.0, resume: str | None = None) -> None:
         super().__init__()
         self.engine = engine
         self.error = error
+        self.entry = entry
+        self.cold = cold
+        self.ms = ms
+        self.resume = resume  # a prompt to generate again on the new model
+
+
+class LoadProgress(Message):
+    def __init__(self, fraction: float) -> None:
+        super().__init__()
+        self.fraction = fraction
 
 
 # (binding id, keys, action, description, shown in the footer)
@@ -83,6 +97,8 @@ KEYS: list[tuple[str, str, str, str, bool]] = [
     ("select.live", "end", "follow", "Live", False),
     ("prompt.focus", "i,slash", "focus_prompt", "Prompt", True),
     ("model.pick", "m", "models", "Models", True),
+    ("model.anatomy", "a", "anatomy", "Anatomy", True),
+    ("preset.pick", "e", "presets", "Presets", True),
     ("theme.next", "t", "next_theme", "Theme", True),
     ("session.new", "ctrl+n", "new_session", "New", True),
     ("app.help", "question_mark,f1", "help", "Help", True),
@@ -99,7 +115,10 @@ class LlmTuiApp(App[int]):
     def __init__(
         self,
         *,
-        engine_factory: Callable[[], Any],
+        engine_factory: Callable[[], Any] | None = None,
+        load: Callable[[Any, Callable[[float], None] | None], Any] | None = None,
+        entry: Any = None,
+        loaded_paths: Callable[[], list[str]] = list,
         model_label: str,
         settings: Any,
         preset: Any,
@@ -114,8 +133,23 @@ class LlmTuiApp(App[int]):
         live_metrics: bool = True,
     ) -> None:
         super().__init__()
-        self.engine_factory = engine_factory
+        if load is None:
+            if engine_factory is None:
+                raise ValueError("give load= or engine_factory=")
+            factory = engine_factory
+
+            def load(_entry: Any, _progress: Any) -> Any:
+                from ..engine.pool import Loaded
+
+                t0 = time.perf_counter()
+                engine = factory()
+                return Loaded(engine, True, (time.perf_counter() - t0) * 1000.0)
+
+        self.load = load
+        self._loaded_paths = loaded_paths
+        self.entry = entry
         self.model_label = model_label
+        self.load_info = ""
         self.settings = settings
         self.preset = preset
         self.catalog = catalog
@@ -205,13 +239,31 @@ class LlmTuiApp(App[int]):
     # -- engine lifecycle ----------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def _load_engine(self) -> None:
+    def _load_engine(self, entry: Any = None, resume: str | None = None) -> None:
+        old = self.controller
+        if old is not None:
+            old.stop()
+            with old._lock:  # wait until its run has finished with the old engine
+                pass
+        last_sent = [0.0]
+
+        def progress(fraction: float) -> None:
+            now = time.perf_counter()
+            if now - last_sent[0] > 0.1 or fraction >= 1.0:
+                last_sent[0] = now
+                self.post_message(LoadProgress(fraction))
+
         try:
-            engine = self.engine_factory()
+            loaded = self.load(entry if entry is not None else self.entry, progress)
         except EngineError as exc:
-            self.post_message(EngineLoaded(None, str(exc)))
+            self.post_message(EngineLoaded(None, str(exc), entry=entry))
             return
-        self.post_message(EngineLoaded(engine, None))
+        self.post_message(EngineLoaded(loaded.engine, None, entry=entry, cold=loaded.cold, ms=loaded.ms,
+                                       resume=resume))
+
+    def on_load_progress(self, message: LoadProgress) -> None:
+        self.state = f"loading {message.fraction:.0%}"
+        self._update_status()
 
     def on_engine_loaded(self, message: EngineLoaded) -> None:
         if message.error:
@@ -221,9 +273,17 @@ class LlmTuiApp(App[int]):
             self._update_status()
             return
         self.engine = message.engine
+        if message.entry is not None:
+            self.entry = message.entry
+            self.model_label = message.entry.name
+        self.load_info = f"loaded in {message.ms:,.0f} ms ({'cold' if message.cold else 'warm'})"
         self.controller = Controller(self.engine, self.preset, seed=self.settings.seed, emit=self._emit,
                                      max_tokens=self.max_tokens)
         self.state = "idle"
+        self.steps = []
+        self.pending = None
+        self.selected = None
+        self.n_prompt = 0
         # Start-up objects (widgets, styles, the model's records) live as long as the app:
         # freezing them keeps the collector's full passes off them while tokens stream.
         self.call_after_refresh(gc.freeze)
@@ -231,7 +291,26 @@ class LlmTuiApp(App[int]):
         self.query_one(MemoryGraph).model_bytes = getattr(self.engine.info, "file_size", 0)
         self._update_kv()
         self._update_status()
-        self.query_one("#prompt", Input).focus()
+        if message.resume:
+            self.start_generation(message.resume)
+        else:
+            self.query_one("#prompt", Input).focus()
+
+    def switch_model(self, entry: Any) -> None:
+        """Stop what runs, then load ``entry`` (warm if it is still in the pool)."""
+        if self.entry is not None and entry.path == self.entry.path and self.engine is not None:
+            self.notify(f"{entry.name} is already loaded", timeout=3)
+            return
+        resume = self.query_one("#prompt", Input).value if self.running else None
+        if self.controller is not None:
+            self.controller.stop()
+        self.generation_count += 1  # drop whatever the old run still sends
+        self._inbox.clear()
+        self.state = f"loading {entry.name}"
+        self.model_label = entry.name
+        self.engine = None
+        self._update_status()
+        self._load_engine(entry, resume)
 
     # -- worker -> UI ------------------------------------------------------------------------------
 
@@ -335,6 +414,8 @@ class LlmTuiApp(App[int]):
             self.notify(ev.error, severity="error", timeout=10)
 
     def _show_step(self, step: Any, *, pending: bool = False) -> None:
+        if self.engine is None:  # between two models
+            return
         piece = self.engine.piece
         self.query_one(TopKHistogram).show(step, piece, pending=pending)
         self.query_one(ChainTrace).show(step, piece, self.preset.name)
@@ -372,7 +453,7 @@ class LlmTuiApp(App[int]):
                 graph.replot()
 
     def _update_kv(self) -> None:
-        if self.engine is None:
+        if self.engine is None or not self.query(KvGauge):
             return
         kv = self.engine.kv_layout()
         self.query_one(KvGauge).show(
@@ -383,13 +464,15 @@ class LlmTuiApp(App[int]):
 
     def _update_status(self) -> None:
         info = getattr(self.engine, "info", None)
-        model = f"{info.name} · {info.arch} · {info.quant}" if info else self.model_label
+        model = f"{self.model_label} · {info.arch} · {info.quant}" if info else self.model_label
+        # wall-clock figures are left out in deterministic (snapshot) mode
+        loaded = f" │ {self.load_info}" if self.load_info and self.live_metrics else ""
         n_ctx = getattr(self.engine, "n_ctx", self.settings.n_ctx)
         mode = " │ STEP MODE" if self.step_mode else ""
         sel = f" │ viewing step {self.selected}" if self.selected is not None else ""
         self.query_one(StatusLine).set_text(
             f"{model} │ preset {self.preset.name} │ seed {self.settings.seed} │ threads {self.settings.threads}"
-            f" │ n_ctx {n_ctx:,} │ {self.state}{mode}{sel}"
+            f" │ n_ctx {n_ctx:,} │ {self.state}{mode}{sel}{loaded}"
         )
 
     # -- actions ---------------------------------------------------------------------------------
@@ -489,7 +572,8 @@ class LlmTuiApp(App[int]):
                 self.controller.send(SetPreset(preset))
             else:
                 self.controller.preset = preset
-        save_state(preset=self._base_name(preset.name))
+        if preset.source != "edited":
+            save_state(preset=self._base_name(preset.name))
         self.notify(f"preset {preset.name}: {preset.describe()}", timeout=3)
         self._update_status()
 
@@ -557,7 +641,53 @@ class LlmTuiApp(App[int]):
     @work(thread=True, exclusive=True, group="models", exit_on_error=False)
     def _find_models(self) -> None:
         entries = self._discover()  # type: ignore[misc]
-        self.call_from_thread(self.push_screen, ModelsScreen(entries, self.model_label))
+        loaded = self._loaded_paths()
+        self.call_from_thread(self.push_screen, ModelPicker(entries, self.model_label, loaded), self._picked)
+
+    def _picked(self, entry: Any) -> None:
+        if entry is not None:
+            self.switch_model(entry)
+
+    def action_anatomy(self) -> None:
+        path = getattr(self.engine, "path", None)
+        if path is None or not str(path).endswith(".gguf") or not os.path.exists(path):
+            self.notify("no model file to inspect", severity="warning")
+            return
+        self.notify("reading the model's tensors…", timeout=2)
+        self._read_anatomy(str(path))
+
+    @work(thread=True, exclusive=True, group="anatomy", exit_on_error=False)
+    def _read_anatomy(self, path: str) -> None:
+        from ..engine.anatomy import read_anatomy
+
+        try:
+            anatomy = read_anatomy(path)
+        except EngineError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.call_from_thread(self.push_screen, AnatomyScreen(anatomy))
+
+    def action_presets(self) -> None:
+        self.push_screen(PresetScreen(self.catalog, self.preset, self._preset_edited, self._save_preset),
+                         self._preset_picked)
+
+    def _preset_picked(self, preset: Any) -> None:
+        if preset is not None and preset is not self.preset:
+            self._set_preset(preset)
+
+    def _preset_edited(self, preset: Any) -> None:
+        """A parameter changed in the editor: use it now and re-sample the current step."""
+        self._set_preset(preset)
+        if (self.running and self.pending is not None) or (not self.running and self.steps):
+            self.action_resample()
+
+    def _save_preset(self, preset: Any) -> str:
+        from ..config import app_dirs
+        from ..sampling.presets import load_presets, save_preset
+
+        path = save_preset(preset, app_dirs().presets)
+        self.catalog = load_presets(app_dirs().presets)
+        return str(path)
 
     def action_next_theme(self) -> None:
         names = [t.name for t in self._extra_themes] or sorted(self.available_themes)
@@ -618,7 +748,5 @@ class LlmTuiApp(App[int]):
 def run_app(**kwargs: Any) -> int:
     app = LlmTuiApp(**kwargs)
     app.run()
-    engine = app.engine
-    if engine is not None and not (app.controller and app.controller.running):
-        engine.close()
+    # models are freed by the process exit; a run still finishing must not lose its engine under it
     return 0

@@ -565,3 +565,35 @@ class NativeSampler:
             self.close()
         except Exception:
             pass
+
+
+# --------------------------------------------------------------------------
+# quantization (llama_model_quantize)
+
+QUANT_TYPES: dict[str, int] = {
+    "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10,
+    "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18,
+}
+
+
+def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: str, *,
+             threads: int = 0) -> list[str]:
+    """Write ``src`` re-quantized to ``qtype`` at ``dst``; returns llama.cpp's log of it.
+
+    Requantizing is allowed (our embedded sources are already quantized).
+    """
+    key = qtype.lower()
+    if key not in QUANT_TYPES:
+        raise EngineError(f"unsupported quantization type {qtype!r} (one of {', '.join(QUANT_TYPES)})")
+    read_header(src)  # a clear error for a bad input file
+    _ensure_backend()
+    params = _ll.llama_model_quantize_default_params()
+    params.nthread = threads
+    params.ftype = QUANT_TYPES[key]
+    params.allow_requantize = True
+    mark = LOG.mark
+    rc = _ll.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    lines = [ln.text for ln in LOG.since(mark)]
+    if rc != 0:
+        raise EngineError(f"{src}: quantization to {qtype} failed: {_error_from_log(mark)}")
+    return lines

@@ -1,43 +1,85 @@
-"""Model list (the picker that loads a model comes with the models issue)."""
+"""The model picker: every discovered model, searchable; Enter loads the highlighted one."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from ..widgets.panels import human_bytes
 
 
-class ModelsScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q,m", "dismiss", "Close", id="models.close")]
+class ModelPicker(ModalScreen[Any]):
+    """Dismisses with the chosen ModelEntry (or None)."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close", id="models.close")]
     DEFAULT_CSS = """
-    ModelsScreen { align: center middle; }
-    ModelsScreen > Vertical { width: 110; max-width: 95%; height: auto; max-height: 90%;
-                              border: round $primary; background: $surface; padding: 1 2; }
-    ModelsScreen DataTable { height: auto; max-height: 24; }
+    ModelPicker { align: center middle; }
+    ModelPicker > Vertical { width: 120; max-width: 96%; height: auto; max-height: 90%;
+                             border: round $primary; background: $surface; padding: 0 1; }
+    ModelPicker DataTable { height: auto; max-height: 22; }
+    ModelPicker #filter { margin: 0 0 1 0; }
     """
 
-    def __init__(self, entries: list[Any], current: str) -> None:
+    def __init__(self, entries: list[Any], current: str, loaded: list[str]) -> None:
         super().__init__()
         self.entries = entries
         self.current = current
+        self.loaded = set(loaded)
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"[b]Models[/b] (what `llmtui models` finds) — loaded: [b]{self.current}[/b]\n"
-                         "[dim]Start llmtui with --model NAME to use another one.[/dim]")
-            table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True)
-            table.add_columns("name", "arch", "quant", "params", "size", "ctx", "vocab", "chat", "source")
-            for e in self.entries:
-                if e.usable:
-                    table.add_row(e.name, e.arch, e.quant, f"{e.n_params / 1e6:.0f}M", human_bytes(e.size),
-                                  f"{e.n_ctx_train:,}", f"{e.n_vocab:,}", "yes" if e.has_chat_template else "no",
-                                  e.source)
-                else:
-                    table.add_row(e.name, "unusable", e.error or "", "", "", "", "", "", e.source)
+            yield Static(f"[b]Models[/b] — loaded now: [b]{self.current}[/b] · "
+                         "type to filter, ↑↓ and Enter to switch ([i]warm[/i] = still in memory), Esc to close")
+            yield Input(placeholder="filter by name, arch, quant…", id="filter")
+            table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="models")
+            table.add_columns("name", "arch", "quant", "params", "size", "ctx", "vocab", "chat", "source", "")
             yield table
+
+    def on_mount(self) -> None:
+        self._fill("")
+        self.query_one("#filter", Input).focus()
+
+    def on_key(self, event) -> None:
+        # ↓ from the filter box goes to the list
+        if event.key == "down" and self.focused is self.query_one("#filter", Input):
+            self.query_one(DataTable).focus()
+            event.stop()
+
+    def _fill(self, needle: str) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        low = needle.lower()
+        for i, e in enumerate(self.entries):
+            hay = f"{e.name} {e.arch} {e.quant} {e.source}".lower()
+            if low and low not in hay:
+                continue
+            if e.usable:
+                state = "● loaded" if e.name == self.current else ("warm" if e.path in self.loaded else "")
+                table.add_row(e.name, e.arch, e.quant, f"{e.n_params / 1e6:.0f}M", human_bytes(e.size),
+                              f"{e.n_ctx_train:,}", f"{e.n_vocab:,}", "yes" if e.has_chat_template else "no",
+                              e.source, state, key=str(i))
+            else:
+                table.add_row(e.name, "unusable", (e.error or "")[:60], "", "", "", "", "", e.source, "",
+                              key=str(i))
+
+    @on(Input.Changed, "#filter")
+    def _filter(self, event: Input.Changed) -> None:
+        self._fill(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _to_table(self) -> None:
+        self.query_one(DataTable).focus()
+
+    @on(DataTable.RowSelected, "#models")
+    def _chosen(self, event: DataTable.RowSelected) -> None:
+        entry = self.entries[int(event.row_key.value)]
+        if not entry.usable:
+            self.notify(f"{entry.name}: {entry.error}", severity="error")
+            return
+        self.dismiss(entry)
