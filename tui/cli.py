@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", metavar="TEXT", help="prompt to put in the dashboard's input")
     parser.add_argument("--max-tokens", type=int, default=256, metavar="N",
                         help="tokens per generation in the dashboard (default 256)")
+    parser.add_argument("--record", nargs="?", const="", metavar="FILE",
+                        help="record every generation (the first to FILE, later ones next to it, "
+                        "or all in the sessions directory); ctrl+r toggles it in the app")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     gen = sub.add_parser("generate", help="generate text headlessly, streaming to stdout",
@@ -99,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--special", action="store_true", help="parse special tokens such as <|im_start|> in the prompt")
     gen.add_argument("--json", action="store_true",
                      help="print one JSON object per generated token, then one summary object")
+    gen.add_argument("--record", nargs="?", const="", metavar="FILE",
+                     help="record the session (JSON Lines) to FILE, or to the sessions directory")
     _common(gen, sub=True)
     _engine_args(gen, sub=True)
     _sampling_args(gen, sub=True)
@@ -117,6 +122,28 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print everything as JSON")
     inspect.add_argument("--layers", action="store_true", help="list every layer's tensors (default: layer 0 only)")
     _common(inspect, sub=True)
+
+    replay = sub.add_parser("replay", help="replay a recorded session in the dashboard (no model needed)",
+                            description="Open FILE in the dashboard and play it back: space plays/pauses, "
+                            "←/→ step, +/- speed, g jumps to a step, f forks. --verify re-runs it with its model "
+                            "and reports the first step where the tokens differ. --fork N continues from step N "
+                            "headlessly with another preset or seed, as a new recording.")
+    replay.add_argument("file", metavar="FILE", type=Path)
+    replay.add_argument("--verify", action="store_true", help="re-run with the recorded model, settings and seed")
+    replay.add_argument("--fork", type=int, metavar="N", help="continue from step N (needs the model)")
+    replay.add_argument("--max-tokens", type=int, default=128, metavar="N", help="tokens to generate in a fork")
+    replay.add_argument("--record", metavar="OUT", help="where the fork's recording goes")
+    replay.add_argument("--seed", type=int, metavar="S", default=argparse.SUPPRESS,
+                        help="seed for the fork (default: the recorded one)")
+    _common(replay, sub=True)
+    _sampling_args(replay, sub=True)
+
+    export = sub.add_parser("export", help="write a readable report of a recorded session",
+                            description="Markdown or HTML: the text with tokens coloured by probability and "
+                            "every step's top-10 with probabilities before and after the sampler chain.")
+    export.add_argument("file", metavar="FILE", type=Path)
+    export.add_argument("--format", choices=["md", "html"], default="md")
+    export.add_argument("-o", "--output", type=Path, metavar="OUT", help="default: FILE with .md/.html")
 
     presets = sub.add_parser("presets", help="list the sampling presets",
                              description="List the built-in sampling presets and the user presets "
@@ -364,8 +391,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
             eog_tokens=engine.eog_tokens() if args.ignore_eos else (),
         )
         out = sys.stdout
+        writer = _open_recording(args, engine, preset, settings, args.prompt, tokens, args.max_tokens)
+        if writer is not None:
+            gen = _recorded(gen, writer, engine)
         stream_generation(gen, engine, out, as_json=args.json)
         stats = gen.stats
+        if writer is not None:
+            _finish_recording(writer, stats)
         if args.json:
             summary = {"summary": {**stats.summary(), "model": entry.name, "preset": preset.name,
                                    "samplers": preset.describe(), "seed": settings.seed,
@@ -376,6 +408,206 @@ def cmd_generate(args: argparse.Namespace) -> int:
         out.flush()
         if stats.stop_reason is not None and stats.stop_reason.value == "error":
             raise CliError(stats.error or "generation failed")
+    return 0
+
+
+def _open_recording(args: argparse.Namespace, engine: Any, preset: Any, settings: Any, prompt: str,
+                    tokens: list[int], max_tokens: int, parent: dict[str, Any] | None = None,
+                    history: list[int] | None = None) -> Any:
+    """A SessionWriter when --record was given (an unwritable place is a one-line error)."""
+    target = getattr(args, "record", None)
+    if target is None:
+        return None
+    from .config import app_dirs
+    from .record import RecordError, SessionWriter, default_session_path
+    from .record.session import session_header
+
+    path = Path(target) if target else default_session_path(app_dirs().sessions, engine.info.name)
+    header = session_header(engine, preset, settings.seed, prompt, tokens, max_tokens=max_tokens,
+                            ignore_eos=getattr(args, "ignore_eos", False), parent=parent,
+                            history=history or ())
+    try:
+        writer = SessionWriter(path, header, engine.piece)
+    except RecordError as exc:
+        raise CliError(str(exc)) from None
+    print(f"llmtui: recording to {path}", file=sys.stderr)
+    return writer
+
+
+class _recorded:
+    """Wraps a Generation: every step it yields is written to the recording first."""
+
+    def __init__(self, gen: Any, writer: Any, engine: Any) -> None:
+        self.gen, self.writer, self.engine = gen, writer, engine
+        self.stats = gen.stats
+
+    def stop(self) -> None:
+        self.gen.stop()
+
+    def __iter__(self) -> Any:
+        from .record import RecordError
+
+        for step in self.gen:
+            if self.writer is not None:
+                try:
+                    self.writer.step(step, kv_bytes=self.engine.kv_layout().used(step.n_past + 1))
+                except RecordError as exc:
+                    print(f"llmtui: warning: {exc}", file=sys.stderr)
+                    self.writer = None
+            yield step
+
+
+def _finish_recording(writer: Any, stats: Any) -> None:
+    from .record import RecordError
+
+    reason = stats.stop_reason.value if stats.stop_reason else None
+    try:
+        writer.event("stopped", stats.generated, reason=reason, error=stats.error)
+        writer.footer(stop_reason=reason, summary=stats.summary(), text=stats.text)
+    except RecordError as exc:
+        print(f"llmtui: warning: {exc}", file=sys.stderr)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .record import SessionFileError, read_session
+
+    try:
+        session = read_session(args.file)
+    except SessionFileError as exc:
+        raise CliError(str(exc)) from None
+    for problem in session.problems:
+        print(f"llmtui: warning: {args.file}: {problem}", file=sys.stderr)
+    if args.verify or args.fork is not None:
+        return _replay_with_model(args, session)
+    from .app.app import run_app
+    from .app.themes import load_themes, shipped_theme_dir
+    from .config import app_dirs, load_state
+    from .record.replay import ReplayEngine
+    from .sampling.presets import load_presets
+
+    config = _config(args)
+    dirs = app_dirs()
+    engine = ReplayEngine(session)
+    themes = load_themes(shipped_theme_dir(), dirs.themes)
+    from .record.tools import preset_from
+
+    return run_app(
+        engine_factory=lambda: engine,
+        model_label=f"replay · {session.header['model']['name']}",
+        settings=engine.settings,
+        preset=preset_from(session.header["preset"], str(args.file)),
+        catalog=load_presets(dirs.presets),
+        prompt=session.header["prompt"],
+        themes=themes.themes,
+        theme=config.theme or load_state().get("theme"),
+        keymap=config.keys,
+        replay=session,
+        notices=[f"{args.file}: {p}" for p in session.problems],
+        fork_load=lambda s: _fork_loader(args, s),
+        discover=lambda: find_models(args, config),
+    )
+
+
+def _fork_loader(args: argparse.Namespace, session: Any) -> Any:
+    """Load the recorded model with the recorded settings, for forking a replay (runs in a worker)."""
+    from .engine import EngineSettings
+    from .engine.llama import LlamaEngine
+    from .engine.pool import Loaded
+
+    try:
+        entry = _model_for(args, session)
+    except CliError as exc:
+        from .engine.errors import EngineError
+
+        raise EngineError(str(exc)) from None
+    recorded = session.header["engine"]
+    settings = EngineSettings(**{k: v for k, v in recorded.items() if k in EngineSettings.__dataclass_fields__})
+    import time as _time
+
+    t0 = _time.perf_counter()
+    engine = LlamaEngine(entry.path, settings)
+    return Loaded(engine, True, (_time.perf_counter() - t0) * 1000.0)
+
+
+def _model_for(args: argparse.Namespace, session: Any) -> Any:
+    """The recorded model: by --model, else by fingerprint among the discovered models, else its path."""
+    from .engine.models import describe_file, resolve_model
+    from .record.session import fingerprint
+
+    config = _config(args)
+    if getattr(args, "model", None):
+        return resolve_model(args.model, find_models(args, config))
+    rec = session.header["model"]
+    for e in find_models(args, config):
+        if e.usable and e.size == rec.get("file_size"):
+            try:
+                if fingerprint(e.path) == rec.get("fingerprint"):
+                    return e
+            except OSError:
+                continue
+    entry = describe_file(rec["path"])
+    if not entry.usable:
+        raise CliError(f"the recorded model {rec['name']} is not available here ({rec['path']}: {entry.error}); "
+                       "pass --model")
+    return entry
+
+
+def _replay_with_model(args: argparse.Namespace, session: Any) -> int:
+    from .engine import EngineSettings
+    from .engine.llama import LlamaEngine
+    from .record.tools import fork_prefix, preset_from, verify
+
+    entry = _model_for(args, session)
+    recorded = dict(session.header["engine"])
+    settings = EngineSettings(**{k: v for k, v in recorded.items() if k in EngineSettings.__dataclass_fields__})
+    with LlamaEngine(entry.path, settings) as engine:
+        if args.verify:
+            result = verify(session, engine)
+            if result.ok:
+                print(f"all {result.steps} steps match ({entry.name}, seed {session.header['seed']})")
+                return 0
+            i = result.first_difference
+            want = engine.piece(result.recorded).decode("utf-8", "replace") if result.recorded is not None else "?"
+            now = engine.piece(result.now).decode("utf-8", "replace") if result.now is not None else "(stopped)"
+            print(f"first difference at step {i} of {result.steps}: recorded {result.recorded} {want!r}, "
+                  f"now {result.now} {now!r}")
+            return 1
+        # fork
+        from .engine import Generation
+
+        prefix, kept = fork_prefix(session, args.fork)
+        seed = args.seed if getattr(args, "seed", None) is not None else settings.seed
+        settings = settings.with_(seed=seed)
+        preset = pick_preset(args, _config(args)) if getattr(args, "preset", None) else preset_from(
+            session.header["preset"], str(args.file))
+        chain = preset.build(engine.build_context(seed))
+        for tok in kept:
+            chain.accept(tok)
+        parent = {"file": str(args.file), "fork_step": args.fork}
+        if getattr(args, "record", None) is None:
+            args.record = ""
+        writer = _open_recording(args, engine, preset, settings, session.header["prompt"], prefix,
+                                 args.max_tokens, parent=parent, history=kept)
+        gen = Generation(engine, prefix, chain, max_tokens=args.max_tokens)
+        sys.stdout.write(session.header["prompt"] + "".join(s.text for s in session.steps[: args.fork]))
+        sys.stdout.write("⟨fork⟩")
+        stream_generation(_recorded(gen, writer, engine), engine, sys.stdout, as_json=False)
+        _finish_recording(writer, gen.stats)
+        sys.stdout.write("\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .record import SessionFileError, read_session
+    from .record.tools import export
+
+    try:
+        session = read_session(args.file)
+    except SessionFileError as exc:
+        raise CliError(str(exc)) from None
+    for problem in session.problems:
+        print(f"llmtui: warning: {args.file}: {problem}", file=sys.stderr)
+    print(export(session, args.format, args.output))
     return 0
 
 
@@ -428,11 +660,12 @@ def cmd_app(args: argparse.Namespace) -> int:
         keymap=config.keys,
         discover=discover,
         notices=notices,
+        record=args.record,
     )
 
 
 COMMANDS = {"generate": cmd_generate, "models": cmd_models, "inspect": cmd_inspect, "presets": cmd_presets,
-            None: cmd_app}
+            "replay": cmd_replay, "export": cmd_export, None: cmd_app}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

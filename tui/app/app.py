@@ -36,6 +36,8 @@ from ..engine.controller import (
     Finished,
     PresetChanged,
     PromptDone,
+    RecordingFailed,
+    RecordingStarted,
     Resample,
     Resampled,
     SetPreset,
@@ -101,6 +103,10 @@ KEYS: list[tuple[str, str, str, str, bool]] = [
     ("preset.pick", "e", "presets", "Presets", True),
     ("theme.next", "t", "next_theme", "Theme", True),
     ("session.new", "ctrl+n", "new_session", "New", True),
+    ("record.toggle", "ctrl+r", "record", "Record", True),
+    ("session.browse", "b", "sessions", "Sessions", True),
+    ("replay.jump", "g", "jump", "Jump", False),
+    ("replay.fork", "f", "fork", "Fork", False),
     ("app.help", "question_mark,f1", "help", "Help", True),
     ("app.quit", "q,ctrl+q", "quit", "Quit", True),
 ]
@@ -131,6 +137,9 @@ class LlmTuiApp(App[int]):
         discover: Callable[[], list[Any]] | None = None,
         notices: Iterable[str] = (),
         live_metrics: bool = True,
+        record: str | None = None,
+        replay: Any = None,
+        fork_load: Callable[[Any], Any] | None = None,
     ) -> None:
         super().__init__()
         if load is None:
@@ -161,6 +170,19 @@ class LlmTuiApp(App[int]):
         self._discover = discover
         self._notices = list(notices)
         self.live_metrics = live_metrics  # off for snapshot tests: RSS and wall times vary run to run
+        # recording: None = off; "" = on, into the sessions directory; a path = on, first session there
+        self.recording = record is not None
+        self._record_next: str | None = record or None
+        self.record_path = ""
+        # replay mode: a recorded Session played back instead of a model
+        self.replay = replay
+        self.replay_pos = 0
+        self.replay_playing = False
+        self.replay_speed = 20.0  # tokens per second
+        self._replay_due = 0.0
+        self._fork_load = fork_load
+        if replay is not None:
+            self.live_metrics = False
         self.engine: Any = None
         self.controller: Controller | None = None
         self.state = "loading model"
@@ -217,9 +239,8 @@ class LlmTuiApp(App[int]):
         self.query_one(TopKHistogram).clear("loading the model…")
         self.query_one(ChainTrace).clear()
         self._refresh_timer = self.set_interval(1 / REFRESH_HZ, self._drain_inbox, pause=True)
-        if self.live_metrics:
-            self.set_interval(1 / SAMPLE_HZ, self._sample_memory)
-            self.set_interval(1 / PLOT_HZ, self._replot)
+        self.set_interval(1 / SAMPLE_HZ, self._sample_memory)
+        self.set_interval(1 / PLOT_HZ, self._replot)
         for notice in self._notices:
             self.notify(notice, severity="warning", timeout=8)
         self._apply_size_classes()
@@ -279,6 +300,7 @@ class LlmTuiApp(App[int]):
         self.load_info = f"loaded in {message.ms:,.0f} ms ({'cold' if message.cold else 'warm'})"
         self.controller = Controller(self.engine, self.preset, seed=self.settings.seed, emit=self._emit,
                                      max_tokens=self.max_tokens)
+        self.controller.recorder_factory = self._new_recording if self.recording else None
         self.state = "idle"
         self.steps = []
         self.pending = None
@@ -291,7 +313,9 @@ class LlmTuiApp(App[int]):
         self.query_one(MemoryGraph).model_bytes = getattr(self.engine.info, "file_size", 0)
         self._update_kv()
         self._update_status()
-        if message.resume:
+        if getattr(self.engine, "replay", False):
+            self._replay_start()
+        elif message.resume:
             self.start_generation(message.resume)
         else:
             self.query_one("#prompt", Input).focus()
@@ -374,6 +398,11 @@ class LlmTuiApp(App[int]):
                     self.notify(f"preset: {ev.preset}", timeout=2)
                 elif isinstance(ev, Finished):
                     self._finished(ev)
+                elif isinstance(ev, RecordingStarted):
+                    self.record_path = ev.path
+                elif isinstance(ev, RecordingFailed):
+                    self.notify(ev.message, severity="error", timeout=10)
+                    self.record_path = ""
             if appended:
                 stream.append_many(appended)
             now = time.perf_counter()
@@ -432,7 +461,7 @@ class LlmTuiApp(App[int]):
             self._dirty_plots = True
 
     def _sample_memory(self) -> None:
-        if self.engine is None:
+        if self.engine is None or not self.live_metrics:
             return
         try:
             rss = self._proc.memory_info().rss
@@ -469,6 +498,11 @@ class LlmTuiApp(App[int]):
         loaded = f" │ {self.load_info}" if self.load_info and self.live_metrics else ""
         n_ctx = getattr(self.engine, "n_ctx", self.settings.n_ctx)
         mode = " │ STEP MODE" if self.step_mode else ""
+        if self.recording:
+            mode += " │ ● REC"
+        if self.replay is not None and getattr(self.engine, "replay", False):
+            mode += (f" │ REPLAY {self.replay_pos}/{len(self.replay.steps)} "
+                     f"{'▶' if self.replay_playing else '⏸'} {self.replay_speed:g} tok/s")
         sel = f" │ viewing step {self.selected}" if self.selected is not None else ""
         self.query_one(StatusLine).set_text(
             f"{model} │ preset {self.preset.name} │ seed {self.settings.seed} │ threads {self.settings.threads}"
@@ -486,6 +520,9 @@ class LlmTuiApp(App[int]):
         self.start_generation(event.value)
 
     def start_generation(self, prompt: str, *, step_mode: bool | None = None) -> None:
+        if getattr(self.engine, "replay", False):
+            self.notify("this is a replay: press f to fork it and generate with the model", severity="warning")
+            return
         if self.controller is None:
             self.notify("the model is still loading", severity="warning")
             return
@@ -525,7 +562,175 @@ class LlmTuiApp(App[int]):
             self.notify(f"{type(error).__name__}: {error}", severity="error", timeout=15)
             self._update_status()
 
+    # -- recording -----------------------------------------------------------------------------
+
+    def _new_recording(self, header: dict) -> Any:
+        """Called in the worker at the start of each run (recording on)."""
+        from ..config import app_dirs
+        from ..record import SessionWriter, default_session_path
+
+        path = self._record_next or str(default_session_path(app_dirs().sessions, self.model_label))
+        self._record_next = None
+        return SessionWriter(path, header, self.engine.piece)
+
+    def action_record(self) -> None:
+        if getattr(self.engine, "replay", False):
+            self.notify("a replay is already a recording", severity="warning")
+            return
+        self.recording = not self.recording
+        if self.controller is not None:
+            self.controller.recorder_factory = self._new_recording if self.recording else None
+        self.notify("recording from the next generation on" if self.recording else "recording off", timeout=3)
+        self._update_status()
+
+    def action_sessions(self) -> None:
+        from ..config import app_dirs
+        from .screens.sessions import SessionsScreen
+
+        self.push_screen(SessionsScreen(app_dirs().sessions), self._session_chosen)
+
+    def _session_chosen(self, path: Any) -> None:
+        if path is None:
+            return
+        from ..record import SessionFileError, read_session
+        from ..record.replay import ReplayEngine
+
+        try:
+            session = read_session(path)
+        except SessionFileError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        for problem in session.problems:
+            self.notify(f"{path}: {problem}", severity="warning", timeout=8)
+        if self.controller is not None:
+            self.controller.stop()
+        self.replay = session
+        self.live_metrics = False
+        self.model_label = f"replay · {session.header['model']['name']}"
+        self.on_engine_loaded(EngineLoaded(ReplayEngine(session), None, cold=False))
+
+    # -- replay ------------------------------------------------------------------------------------
+
+    def _replay_start(self) -> None:
+        session = self.replay
+        self.steps = []
+        self.replay_pos = 0
+        self.replay_playing = False
+        self.n_prompt = len(session.header.get("prompt_tokens", []))
+        stream = self.query_one(TokenStream)
+        stream.set_prompt(session.header.get("prompt", ""))
+        stream.focus()
+        self.query_one(TopKHistogram).clear("replay: space plays, → steps, g jumps, f forks")
+        self.state = "replay"
+        self._replay_timer = self.set_interval(1 / 30, self._replay_tick, pause=True)
+        self._update_kv()
+        self._update_status()
+
+    def _replay_tick(self) -> None:
+        if not self.replay_playing:
+            return
+        self._replay_due += self.replay_speed / 30
+        n = int(self._replay_due)
+        if n:
+            self._replay_due -= n
+            self.replay_goto(self.replay_pos + n)
+
+    def replay_goto(self, position: int) -> None:
+        """Show the first ``position`` recorded steps (forwards or backwards)."""
+        session = self.replay
+        position = min(max(position, 0), len(session.steps))
+        stream = self.query_one(TokenStream)
+        if position < self.replay_pos:
+            del self.steps[position:]
+            stream.truncate_to(position)
+        elif position > self.replay_pos:
+            new = session.steps[self.replay_pos:position]
+            self.steps.extend(new)
+            stream.append_many([(s.index, s.text, s.prob) for s in new])
+            for s, (rss, kv) in zip(new, session.metrics[self.replay_pos:position]):
+                self.query_one(MemoryGraph).add(s.index, rss, kv)
+                self.query_one(ThroughputGraph).add(s.index, 1000.0 / max(1e-3, s.decode_ms + s.sample_ms),
+                                                    s.decode_ms + s.sample_ms)
+            self._dirty_plots = True
+        self.replay_pos = position
+        if position >= len(session.steps) and self.replay_playing:
+            self.replay_playing = False
+            self._replay_timer.pause()
+            self.state = "replay: end" + (f" ({session.footer.get('stop_reason')})" if session.footer else
+                                          " (the recording was cut off)")
+        if self.steps:
+            self._show_step(self.steps[-1])
+        else:
+            self.query_one(TopKHistogram).clear("replay: space plays, → steps, g jumps, f forks")
+            self.query_one(ChainTrace).clear()
+        self._update_kv()
+        self._replot()
+        self._update_status()
+
+    def _replaying(self) -> bool:
+        return self.replay is not None and getattr(self.engine, "replay", False)
+
+    def action_jump(self) -> None:
+        if not self._replaying():
+            return
+        from .screens.sessions import JumpScreen
+
+        self.push_screen(JumpScreen(len(self.replay.steps)), lambda n: n is not None and self.replay_goto(n))
+
+    def action_fork(self) -> None:
+        if not self._replaying():
+            self.notify("fork works on a replay: open one with b (sessions)", severity="warning")
+            return
+        if self._fork_load is None:
+            self.notify("forking needs the model: run `llmtui replay FILE` where the model is installed",
+                        severity="warning")
+            return
+        self.replay_playing = False
+        self._fork(self.replay_pos)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _fork(self, at_step: int) -> None:
+        from ..record.tools import fork_prefix
+
+        session = self.replay
+        try:
+            loaded = self._fork_load(session)
+            prefix, kept = fork_prefix(session, at_step)
+        except EngineError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            return
+        self.call_from_thread(self._forked, loaded, session, at_step, prefix, kept)
+
+    def _forked(self, loaded: Any, session: Any, at_step: int, prefix: list[int], kept: list[int]) -> None:
+        self.replay = None
+        self.live_metrics = True
+        self.on_engine_loaded(EngineLoaded(loaded.engine, None, cold=loaded.cold, ms=loaded.ms))
+        # the fork is a new recording that names its parent
+        self.recording = True
+        self.controller.recorder_factory = self._new_recording
+        kept_steps = session.steps[:at_step]
+        stream = self.query_one(TokenStream)
+        self.generation_count += 1
+        stream.set_prompt(session.header.get("prompt", "") + "".join(s.text for s in kept_steps) + "⟨fork⟩")
+        stream.follow = True
+        stream.focus()
+        self.steps = []
+        self.state = "prompt"
+        self._refresh_timer.resume()
+        parent = {"file": str(session.path), "fork_step": at_step}
+        self._generate_tokens(session.header.get("prompt", ""), prefix, kept, parent, self.generation_count)
+        self.notify(f"forked at step {at_step} with {self.preset.name}, seed {self.settings.seed}", timeout=4)
+
+    @work(thread=True, group="gen", exit_on_error=False)
+    def _generate_tokens(self, prompt: str, prefix: list[int], history: list[int], parent: dict, run_id: int) -> None:
+        assert self.controller is not None
+        self.controller.run(prompt, prefix=prefix, history=history, parent=parent, run_id=run_id)
+
     def action_stop(self) -> None:
+        if self._replaying():
+            self.replay_playing = False
+            self._update_status()
+            return
         if self.focused is self.query_one("#prompt"):
             self.query_one(TokenStream).focus()
             return
@@ -544,6 +749,16 @@ class LlmTuiApp(App[int]):
         self._update_status()
 
     def action_step(self) -> None:
+        if self._replaying():  # play / pause
+            self.replay_playing = not self.replay_playing
+            if self.replay_playing:
+                if self.replay_pos >= len(self.replay.steps):
+                    self.replay_goto(0)
+                self._replay_timer.resume()
+            else:
+                self._replay_timer.pause()
+            self._update_status()
+            return
         if self.running and self.pending is not None:
             self.controller.send(Advance())  # type: ignore[union-attr]
         elif not self.running and self.controller is not None:
@@ -554,6 +769,13 @@ class LlmTuiApp(App[int]):
         self._set_preset(base)
 
     def action_temperature(self, delta: float) -> None:
+        if self._replaying():  # + / - change the replay speed
+            self.replay_speed = min(400.0, self.replay_speed * 2) if delta > 0 else max(1.0, self.replay_speed / 2)
+            self._update_status()
+            return
+        self._set_temperature(delta)
+
+    def _set_temperature(self, delta: float) -> None:
         temp = next((s for s in self.preset.samplers if s.name in ("temp", "temp_ext")), None)
         current = float(temp.params.get("t", 0.8)) if temp else 1.0
         new_t = round(max(0.0, current + delta), 2)
@@ -578,7 +800,7 @@ class LlmTuiApp(App[int]):
         self._update_status()
 
     def action_resample(self) -> None:
-        if self.controller is None:
+        if self.controller is None or self._replaying():
             return
         if self.running:
             if self.pending is None:
@@ -598,6 +820,11 @@ class LlmTuiApp(App[int]):
             self.call_from_thread(self.notify, str(exc), severity="warning")
 
     def action_select(self, delta: int) -> None:
+        if self._replaying():  # ← / → step back / forward
+            self.replay_playing = False
+            self._replay_timer.pause()
+            self.replay_goto(self.replay_pos + delta)
+            return
         if not self.steps:
             return
         current = self.selected if self.selected is not None else len(self.steps)

@@ -64,6 +64,16 @@ class PresetChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingStarted:
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFailed:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     reason: StopReason | None
     error: str | None
@@ -119,6 +129,10 @@ class Controller:
         self.step_mode = False
         self.running = False
         self.last = RunState()
+        # set to record every run: header dict -> a tui.record.SessionWriter
+        self.recorder_factory: Callable[[dict[str, Any]], Any] | None = None
+        self._writer: Any = None
+        self._rss = 0
 
     # -- thread-safe entry points for the front end ------------------------------------------
 
@@ -141,7 +155,8 @@ class Controller:
     # -- the run (worker thread) ---------------------------------------------------------------
 
     def run(self, prompt: str, *, step_mode: bool = False, add_bos: bool | None = None,
-            parse_special: bool = False, run_id: int = 0) -> GenerationStats:
+            parse_special: bool = False, run_id: int = 0, prefix: Sequence[int] | None = None,
+            history: Sequence[int] = (), parent: dict[str, Any] | None = None) -> GenerationStats:
         """Generate from ``prompt``; events carry ``run_id`` (see ``emit``).
 
         A run started while another is finishing waits for it: the engine is
@@ -154,21 +169,67 @@ class Controller:
             self.step_mode = step_mode
             self.running = True
             try:
-                return self._run(prompt, cancel, step_mode, add_bos, parse_special)
+                return self._run(prompt, cancel, step_mode, add_bos, parse_special, prefix, list(history), parent)
             finally:
                 self.running = False
 
+    # -- recording ----------------------------------------------------------------------------
+
+    def _start_recording(self, prompt: str, tokens: Sequence[int], parent: dict[str, Any] | None,
+                         history: Sequence[int] = ()) -> None:
+        self._writer = None
+        if self.recorder_factory is None:
+            return
+        from ..record.session import RecordError
+
+        try:
+            from ..record.session import session_header
+
+            self._writer = self.recorder_factory(session_header(
+                self.engine, self.preset, self.seed, prompt, tokens, max_tokens=self.max_tokens,
+                ignore_eos=self.ignore_eos, parent=parent, history=history))
+        except RecordError as exc:
+            self.emit(RecordingFailed(str(exc)))
+            return
+        self.emit(RecordingStarted(str(self._writer.path)))
+
+    def _record(self, write: Callable[[Any], None]) -> None:
+        """Write to the recording; a failure stops recording, never the generation."""
+        if self._writer is None:
+            return
+        from ..record.session import RecordError
+
+        try:
+            write(self._writer)
+        except RecordError as exc:
+            self._writer = None
+            self.emit(RecordingFailed(str(exc)))
+
+    def _record_step(self, step: Step) -> None:
+        if self._writer is None:
+            return
+        if step.index % 8 == 0:
+            try:
+                import psutil
+
+                self._rss = psutil.Process().memory_info().rss
+            except Exception:  # psutil can fail in odd containers: record 0
+                self._rss = 0
+        kv = self.engine.kv_layout().used(step.n_past + 1)
+        self._record(lambda w: w.step(step, rss=self._rss, kv_bytes=kv))
+
     def _run(self, prompt: str, cancel: threading.Event, step_mode: bool, add_bos: bool | None,
-             parse_special: bool) -> GenerationStats:
+             parse_special: bool, prefix: Sequence[int] | None, history: list[int],
+             parent: dict[str, Any] | None) -> GenerationStats:
         eng = self.engine
         if cancel.is_set():
             stats = GenerationStats(stop_reason=StopReason.CANCELLED)
             self.emit(Finished(StopReason.CANCELLED, None, stats.summary(), ""))
             return stats
         try:
-            tokens = eng.tokenize(prompt, add_bos=add_bos, parse_special=parse_special)
+            tokens = list(prefix) if prefix is not None else eng.tokenize(
+                prompt, add_bos=add_bos, parse_special=parse_special)
             eng.clear()
-            history: list[int] = []
             chain = self.build_chain(self.preset, history)
             gen = Generation(
                 eng, tokens, chain, max_tokens=self.max_tokens, cancel=cancel,
@@ -176,6 +237,7 @@ class Controller:
                 on_prompt_done=lambda st: self.emit(PromptDone(st.prompt_tokens, st.prompt_ms)),
             )
             self.emit(Started(prompt, tuple(tokens), self.preset.name, self.seed, step_mode))
+            self._start_recording(prompt, tokens, parent, history)
             for step in gen:
                 if self.step_mode:
                     self.emit(StepEvent(step, pending=True))
@@ -187,13 +249,18 @@ class Controller:
                     self._apply_commands(gen, history, block=False)
                     step = gen.pending or step
                 history.append(step.token)
+                self._record_step(step)
             stats = gen.stats
             self.last = RunState(history=history, last_logits=gen.last_logits,
                                  last_step=None)
         except EngineError as exc:
             stats = GenerationStats(stop_reason=StopReason.ERROR, error=str(exc))
+            self._record(lambda w: w.footer(stop_reason="error", error=str(exc), summary=stats.summary()))
             self.emit(Finished(StopReason.ERROR, str(exc), stats.summary(), ""))
             return stats
+        reason = stats.stop_reason.value if stats.stop_reason else None
+        self._record(lambda w: w.event("stopped", len(history), reason=reason, error=stats.error))
+        self._record(lambda w: w.footer(stop_reason=reason, summary=stats.summary(), text=stats.text))
         self.emit(Finished(stats.stop_reason, stats.error, stats.summary(), stats.text))
         return stats
 
@@ -233,10 +300,12 @@ class Controller:
         if isinstance(cmd, SetPreset):
             self.preset = cmd.preset
             gen.sampler = self.build_chain(cmd.preset, history)
+            self._record(lambda w: w.event("preset_changed", len(history) + 1, preset=cmd.preset.as_dict()))
             self.emit(PresetChanged(cmd.preset.name))
         elif isinstance(cmd, Resample):
             self.preset = cmd.preset
             step = gen.resample(self.build_chain(cmd.preset, history))
+            self._record(lambda w: w.event("resampled", step.index, preset=cmd.preset.as_dict(), token=step.token))
             self.emit(Resampled(step, cmd.preset.name, pending=pending))
 
     # -- after a run ------------------------------------------------------------------------------

@@ -15,6 +15,17 @@ from .candidates import Head, top_k_stable
 NEGLIGIBLE_LOGIT_GAP = 30.0
 
 
+# probability buckets for colouring a token by the probability it was drawn with
+PROB_BUCKETS = (0.05, 0.2, 0.5, 0.8)
+
+
+def prob_bucket(p: float) -> int:
+    for i, edge in enumerate(PROB_BUCKETS):
+        if p < edge:
+            return i
+    return len(PROB_BUCKETS)
+
+
 def _frozen(a: np.ndarray) -> np.ndarray:
     a.flags.writeable = False
     return a

@@ -23,16 +23,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-# probability buckets -> component classes (colours come from the theme)
-BUCKETS = (0.05, 0.2, 0.5, 0.8)
-
-
-def bucket(p: float) -> int:
-    for i, edge in enumerate(BUCKETS):
-        if p < edge:
-            return i
-    return len(BUCKETS)
-
+from ...sampling.trace import prob_bucket as bucket  # buckets -> component classes (theme colours)
 
 def display_text(text: str) -> str:
     """Make a token's text printable: tabs and control characters become escapes (newlines stay)."""

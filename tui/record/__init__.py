@@ -1,0 +1,15 @@
+"""Session recording and replay. Never imports textual."""
+
+from .session import (
+    FORMAT,
+    VERSION,
+    RecordError,
+    Session,
+    SessionFileError,
+    SessionWriter,
+    default_session_path,
+    read_session,
+)
+
+__all__ = ["FORMAT", "VERSION", "RecordError", "Session", "SessionFileError", "SessionWriter",
+           "default_session_path", "read_session"]

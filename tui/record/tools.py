@@ -1,0 +1,175 @@
+"""What can be done with a recording besides watching it: verify, fork, export."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..engine.errors import EngineError
+from ..engine.loop import Generation
+from ..sampling.presets import Preset, PresetError, validate_specs
+from ..sampling.trace import prob_bucket
+from .session import Session
+
+
+def preset_from(data: dict[str, Any], where: str) -> Preset:
+    """Rebuild a recorded preset (validated like a preset file)."""
+    try:
+        return Preset(data.get("name", "recorded"), validate_specs(data["samplers"], where=where),
+                      data.get("description", ""), "recorded")
+    except (KeyError, TypeError, PresetError) as exc:
+        raise EngineError(f"{where}: the recorded preset is unusable: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    steps: int
+    first_difference: int | None
+    recorded: int | None = None
+    now: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_difference is None
+
+
+def verify(session: Session, engine: Any) -> VerifyResult:
+    """Re-run the recording with its settings, presets (changes included) and seed on ``engine``."""
+    head = session.header
+    where = str(session.path)
+    preset = preset_from(head["preset"], where)
+    seed = int(head["seed"])
+    changes: dict[int, Preset] = {}
+    for ev in session.events:
+        if ev.get("kind") in ("preset_changed", "resampled") and "preset" in ev:
+            changes[int(ev["at_step"])] = preset_from(ev["preset"], where)
+    recorded = session.tokens
+    if not recorded:
+        return VerifyResult(0, None)
+
+    seen_before = [int(t) for t in head.get("history", [])]
+
+    def chain_for(p: Preset, history: list[int]) -> Any:
+        chain = p.build(engine.build_context(seed))
+        for tok in [*seen_before, *history]:
+            chain.accept(tok)
+        return chain
+
+    engine.clear()
+    ignore_eos = bool(head.get("ignore_eos"))
+    gen = Generation(engine, head["prompt_tokens"], chain_for(preset, []), max_tokens=len(recorded),
+                     ignore_eos=ignore_eos, eog_tokens=engine.eog_tokens() if ignore_eos else ())
+    history: list[int] = []
+    it = iter(gen)
+    for i, want in enumerate(recorded):
+        try:
+            step = next(it)
+        except StopIteration:
+            return VerifyResult(len(recorded), i, want, None)
+        if i in changes:
+            # the live run switched chains before this step (a preset change or a re-sample)
+            step = gen.resample(chain_for(changes[i], history))
+        if step.token != want:
+            return VerifyResult(len(recorded), i, want, step.token)
+        history.append(step.token)
+    return VerifyResult(len(recorded), None)
+
+
+def fork_prefix(session: Session, at_step: int) -> tuple[list[int], list[int]]:
+    """(prompt tokens for a fork at ``at_step``, the generated tokens it keeps)."""
+    if not 0 <= at_step <= len(session.steps):
+        raise EngineError(f"fork step {at_step} is outside the recording (0..{len(session.steps)})")
+    kept = session.tokens[:at_step]
+    return list(session.header["prompt_tokens"]) + kept, kept
+
+
+# -- export -----------------------------------------------------------------------------------
+
+_BUCKET_COLOURS = ["#e06c75", "#e5c07b", "#abb2bf", "#61afef", "#98c379"]
+
+
+def _piece(session: Session, token: int) -> str:
+    return session.piece(token).decode("utf-8", errors="backslashreplace")
+
+
+def export_markdown(session: Session) -> str:
+    h = session.header
+    out = [f"# llmtui session: {h['model']['name']}", ""]
+    out.append(f"- model: {h['model']['name']} ({h['model']['arch']}, {h['model']['quant']})")
+    out.append(f"- preset: {h['preset']['name']} — seed {h['seed']} — recorded {h.get('created', '?')}")
+    out.append(f"- prompt: `{h['prompt']}` ({len(h['prompt_tokens'])} tokens)")
+    if session.footer:
+        out.append(f"- stopped: {session.footer.get('stop_reason')} after {len(session.steps)} tokens")
+    if h.get("parent"):
+        out.append(f"- forked from {h['parent'].get('file')} at step {h['parent'].get('fork_step')}")
+    out += ["", "## Text", "", "Each token is shown as `[text|p]` with the probability it was drawn with.", ""]
+    out.append("".join(f"[{s.text}|{s.prob:.2f}]" for s in session.steps))
+    out += ["", "## Steps", ""]
+    for s in session.steps:
+        tr = s.trace
+        out.append(f"### step {s.index}: `{_piece(session, s.token)!s}` (p {s.prob:.3f}, "
+                   f"H {tr.entropy_bits:.2f} bits, draw {tr.draw if tr.draw is not None else '—'})")
+        out.append("")
+        out.append("| rank | token | logit | p before | p after |")
+        out.append("|---:|---|---:|---:|---:|")
+        for r, (t, lg, pb, pa) in enumerate(zip(tr.top_ids.tolist(), tr.top_logits.tolist(),
+                                                 tr.top_p_before.tolist(), tr.top_p_after.tolist()), 1):
+            mark = " ▶" if t == s.token else ""
+            out.append(f"| {r}{mark} | `{_piece(session, t)}` | {lg:.2f} | {pb:.4f} | {pa:.4f} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def export_html(session: Session) -> str:
+    h = session.header
+    spans = []
+    for s in session.steps:
+        colour = _BUCKET_COLOURS[prob_bucket(s.prob)]
+        tip = html.escape(json.dumps({"step": s.index, "p": round(s.prob, 4),
+                                      "top": [[_piece(session, t), round(p, 4)] for t, p in
+                                              zip(s.trace.top_ids.tolist(), s.trace.top_p_before.tolist())][:5]},
+                                     ensure_ascii=False))
+        spans.append(f'<span class="t" style="color:{colour}" title="{tip}">{html.escape(s.text)}</span>')
+    rows = []
+    for s in session.steps:
+        tr = s.trace
+        cells = "".join(
+            f"<td class='{'chosen' if t == s.token else ''}'>{html.escape(_piece(session, t))}<br>"
+            f"<small>{pb:.3f} → {pa:.3f}</small></td>"
+            for t, pb, pa in zip(tr.top_ids.tolist(), tr.top_p_before.tolist(), tr.top_p_after.tolist()))
+        rows.append(f"<tr><th>{s.index}</th>{cells}</tr>")
+    title = html.escape(f"llmtui session: {h['model']['name']} · {h['preset']['name']} · seed {h['seed']}")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ background:#11151c; color:#d8dee9; font-family: ui-monospace, monospace; margin: 2em; }}
+.text {{ white-space: pre-wrap; line-height: 1.6; }}
+.t:nth-child(odd) {{ background: #171c25; }}
+.prompt {{ color: #7a8499; font-style: italic; }}
+table {{ border-collapse: collapse; font-size: 12px; }}
+td, th {{ border: 1px solid #2a3140; padding: 2px 6px; vertical-align: top; }}
+td.chosen {{ background: #3a2f12; }}
+</style></head><body>
+<h1>{title}</h1>
+<p>prompt: <span class="prompt">{html.escape(h['prompt'])}</span> — {len(session.steps)} tokens;
+colour = probability the token was drawn with (red &lt; 5% … green ≥ 80%); hover a token for its top-5.</p>
+<div class="text"><span class="prompt">{html.escape(h['prompt'])}</span>{''.join(spans)}</div>
+<h2>Top-10 per step (p before → after the sampler chain)</h2>
+<table>{''.join(rows)}</table>
+</body></html>
+"""
+
+
+EXPORTERS: dict[str, Callable[[Session], str]] = {"md": export_markdown, "html": export_html}
+
+
+def export(session: Session, fmt: str, out: Path | None = None) -> Path:
+    if fmt not in EXPORTERS:
+        raise EngineError(f"unknown export format {fmt!r} (md or html)")
+    target = out or session.path.with_suffix(f".{fmt}")
+    target.write_text(EXPORTERS[fmt](session), encoding="utf-8")
+    return target
