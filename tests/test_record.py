@@ -253,3 +253,27 @@ async def test_record_toggle_sessions_browser_replay_and_delete(tmp_path: Path, 
         assert path.exists()  # asks first
         await pilot.press("d")
         assert not path.exists()
+
+
+async def test_fork_from_a_replay_in_the_app(recorded: Path, smollm2_path: Path, tmp_path: Path, monkeypatch) -> None:
+    from tui.engine.llama import LlamaEngine
+    from tui.engine.pool import Loaded
+
+    monkeypatch.setenv("LLMTUI_HOME", str(tmp_path))
+    session = read_session(recorded)
+    engine = ReplayEngine(session)
+    app = LlmTuiApp(engine_factory=lambda: engine, model_label="replay", settings=engine.settings.with_(seed=3),
+                    preset=BUILTIN_PRESETS["creative"], catalog=load_presets(None), replay=session,
+                    live_metrics=False, max_tokens=20,
+                    fork_load=lambda s: Loaded(LlamaEngine(smollm2_path, EngineSettings(n_ctx=1024)), True, 1.0))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.state == "replay")
+        app.replay_goto(10)
+        await pilot.press("f")
+        await until(pilot, lambda: app.state.startswith("stopped"), timeout=60)
+        assert len(app.steps) == 20
+        await until(pilot, lambda: bool(app.record_path))
+        fork = read_session(app.record_path)
+        assert fork.header["parent"] == {"file": str(recorded), "fork_step": 10}
+        assert fork.header["prompt_tokens"] == session.header["prompt_tokens"] + session.tokens[:10]
+        assert fork.header["preset"]["name"] == "creative" and len(fork.steps) == 20
