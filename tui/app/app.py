@@ -197,7 +197,7 @@ class LlmTuiApp(App[int]):
         self._token_times: deque[float] = deque(maxlen=64)
         self._t0 = time.perf_counter()
         self._proc = psutil.Process()
-        self._dirty_plots = True
+        self._dirty_plots = False
         self._panels_at = 0.0
         self.generation_count = 0
 
@@ -241,6 +241,8 @@ class LlmTuiApp(App[int]):
         self._refresh_timer = self.set_interval(1 / REFRESH_HZ, self._drain_inbox, pause=True)
         self.set_interval(1 / SAMPLE_HZ, self._sample_memory)
         self.set_interval(1 / PLOT_HZ, self._replot)
+        self._dirty_plots = True
+        self.call_after_refresh(self._replot)  # empty graphs with their titles, at once
         for notice in self._notices:
             self.notify(notice, severity="warning", timeout=8)
         self._apply_size_classes()
@@ -434,6 +436,9 @@ class LlmTuiApp(App[int]):
     def _finished(self, ev: Finished) -> None:
         self._refresh_timer.pause()
         self._panels_at = 0.0  # the final state shows at once
+        stream = self.query_one(TokenStream)
+        if stream.follow:
+            stream.follow_latest()  # the same final view however the tokens arrived
         reason = ev.reason.describe() if ev.reason else "?"
         self.state = f"stopped: {reason}" + (f" ({ev.error})" if ev.error else "")
         if self.pending is not None:
