@@ -76,6 +76,7 @@ def _sampling_args(parser: argparse.ArgumentParser, sub: bool = False) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmtui",
+        allow_abbrev=False,
         description="Watch a local GGUF model think, one token at a time. "
         "With no subcommand, opens the dashboard on the embedded SmolLM2 model.",
         epilog="Run `llmtui COMMAND --help` for a command's options. No network is ever used.",
@@ -90,7 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--record", nargs="?", const="", metavar="FILE",
                         help="record every generation (the first to FILE, later ones next to it, "
                         "or all in the sessions directory); ctrl+r toggles it in the app")
+    parser.add_argument("--context-policy", choices=["stop", "shift", "drop-oldest-turns"], default="stop",
+                        help="when the context is full: stop, shift (keep --n-keep, drop half of the rest), "
+                        "or drop-oldest-turns in chat mode")
+    parser.add_argument("--n-keep", type=int, default=-1, metavar="N", help="tokens kept by a shift (-1: the prompt)")
+    parser.add_argument("--system", metavar="TEXT", help="system prompt for chat mode (c)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, allow_abbrev=False, **k)  # type: ignore[method-assign]
 
     gen = sub.add_parser("generate", help="generate text headlessly, streaming to stdout",
                          description="Generate from PROMPT and stream the text to stdout as it is produced.")
@@ -104,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print one JSON object per generated token, then one summary object")
     gen.add_argument("--record", nargs="?", const="", metavar="FILE",
                      help="record the session (JSON Lines) to FILE, or to the sessions directory")
+    gen.add_argument("--chat", action="store_true",
+                     help="treat PROMPT as a user message in the model's own chat template")
+    gen.add_argument("--system", metavar="TEXT", help="system prompt for --chat")
+    gen.add_argument("--context-policy", choices=["stop", "shift"], default="stop",
+                     help="when the context is full: stop (default) or shift (llama.cpp's: keep --n-keep "
+                     "tokens, drop half of the rest)")
+    gen.add_argument("--n-keep", type=int, default=-1, metavar="N",
+                     help="tokens kept at the start on a context shift (default: the whole prompt)")
     _common(gen, sub=True)
     _engine_args(gen, sub=True)
     _sampling_args(gen, sub=True)
@@ -121,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("model", metavar="MODEL", help="a name from `llmtui models` or a .gguf path")
     inspect.add_argument("--json", action="store_true", help="print everything as JSON")
     inspect.add_argument("--layers", action="store_true", help="list every layer's tensors (default: layer 0 only)")
+    inspect.add_argument("--n-ctx", type=int, default=4096, metavar="N", help="context size for the KV figures")
+    inspect.add_argument("--cache-type", default="f16", metavar="TYPE", help="KV cache type for the KV figures")
     _common(inspect, sub=True)
 
     replay = sub.add_parser("replay", help="replay a recorded session in the dashboard (no model needed)",
@@ -144,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("file", metavar="FILE", type=Path)
     export.add_argument("--format", choices=["md", "html"], default="md")
     export.add_argument("-o", "--output", type=Path, metavar="OUT", help="default: FILE with .md/.html")
+
+    tok = sub.add_parser("tokenize", help="show how the model's tokenizer splits TEXT",
+                         description="Print TEXT's tokens: id, bytes, piece, and whether each is a special token.")
+    tok.add_argument("text", metavar="TEXT")
+    tok.add_argument("--no-bos", action="store_true", help="do not add BOS (default: as the model asks)")
+    tok.add_argument("--bos", action="store_true", help="always add BOS")
+    tok.add_argument("--special", action="store_true", help="parse special tokens such as <|im_start|>")
+    tok.add_argument("--json", action="store_true")
+    _common(tok, sub=True)
 
     presets = sub.add_parser("presets", help="list the sampling presets",
                              description="List the built-in sampling presets and the user presets "
@@ -243,6 +270,39 @@ def pick_preset(args: argparse.Namespace, config: Config) -> Any:
 # -- commands ------------------------------------------------------------------------
 
 
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from .engine import EngineSettings
+    from .engine.llama import LlamaEngine
+
+    config = _config(args)
+    entry = pick_model(args, config)
+    if args.bos and args.no_bos:
+        raise CliError("--bos and --no-bos contradict each other")
+    add_bos = True if args.bos else False if args.no_bos else None
+    with LlamaEngine(entry.path, EngineSettings(n_ctx=256)) as engine:
+        rows = tokenize_rows(engine, args.text, add_bos=add_bos, parse_special=args.special)
+    if args.json:
+        print(json.dumps({"model": entry.name, "text": args.text, "tokens": rows}, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{len(rows)} tokens ({entry.name}, add_bos={'model default' if add_bos is None else add_bos}, "
+          f"parse_special={args.special})")
+    for r in rows:
+        flags = " ".join(f for f in ("BOS" if r["bos"] else "", "EOS" if r["eos"] else "",
+                                     "special" if r["special"] else "") if f)
+        print(f"{r['id']:>8}  {r['bytes']:>2} B  {r['piece']!r:<24} {flags}")
+    return 0
+
+
+def tokenize_rows(engine: Any, text: str, *, add_bos: bool | None, parse_special: bool) -> list[dict[str, Any]]:
+    info = engine.info
+    out = []
+    for t in engine.tokenize(text, add_bos=add_bos, parse_special=parse_special):
+        piece = engine.piece(t)
+        out.append({"id": t, "piece": piece.decode("utf-8", "backslashreplace"), "bytes": len(piece),
+                    "bos": t == info.bos, "eos": engine.is_eog(t), "special": engine.is_control(t)})
+    return out
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .engine.anatomy import read_anatomy
     from .engine.models import resolve_model
@@ -252,12 +312,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if not entry.usable:
         raise CliError(f"{entry.path}: {entry.error}")
     a = read_anatomy(entry.path)
+    kv = _kv_figures(a, args.n_ctx, args.cache_type)
     if args.json:
-        print(json.dumps(a.as_dict(), indent=2, default=str))
+        print(json.dumps({**a.as_dict(), "kv": kv}, indent=2, default=str))
         return 0
     print(f"{a.name}  ({a.arch}, {a.file_type})  {entry.path}")
     print(f"file {_human_bytes(a.file_size)}, tensor data {_human_bytes(a.total_bytes)} in {len(a.tensors)} tensors, "
           f"{a.total_elements / 1e6:.1f}M parameters, {a.bits_per_weight:.2f} bits per weight, vocab {a.vocab_size:,}")
+    print(f"KV cache at n_ctx {kv['n_ctx']:,} ({kv['cache_type']}): {_human_bytes(kv['bytes'])} allocated, "
+          f"{_human_bytes(kv['bytes_per_token'])} per token ({kv['full_layers']} full-context layers, "
+          f"{kv['swa_layers']} sliding-window)")
     print()
     for label, value in a.hyper.items():
         print(f"  {label:<22} {value}")
@@ -278,6 +342,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if not args.layers:
         print("  … (--layers lists every layer)")
     return 0
+
+
+def _kv_figures(a: Any, n_ctx: int, cache_type: str) -> dict[str, Any]:
+    from .engine.kv import computed_allocation, padded_ctx, type_bytes
+    from .engine.settings import CACHE_TYPES
+
+    if cache_type not in CACHE_TYPES:
+        raise CliError(f"--cache-type must be one of {', '.join(CACHE_TYPES)} (got {cache_type!r})")
+    h = a.hyper
+    n_head = int(h.get("attention heads", 1) or 1)
+    n_head_kv = h.get("KV heads", n_head)
+    n_head_kv = int(max(n_head_kv) if isinstance(n_head_kv, list) else n_head_kv)
+    head_k = int(h.get("key head size") or int(h.get("embedding size", 0)) // n_head)
+    head_v = int(h.get("value head size") or head_k)
+    total, full, swa = computed_allocation(
+        arch=a.arch, n_layer=int(h.get("layers", 0)), n_head_kv=n_head_kv, head_dim_k=head_k, head_dim_v=head_v,
+        type_k=cache_type, type_v=cache_type, n_ctx=n_ctx, n_swa=int(h.get("sliding window", 0) or 0))
+    per_token = int(h.get("layers", 0)) * (type_bytes(cache_type, n_head_kv * head_k)
+                                           + type_bytes(cache_type, n_head_kv * head_v))
+    return {"n_ctx": padded_ctx(n_ctx), "cache_type": cache_type, "bytes": total, "bytes_per_token": per_token,
+            "full_layers": full, "swa_layers": swa}
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -384,11 +469,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CliError("--bos and --no-bos contradict each other")
     add_bos = True if args.bos else False if args.no_bos else None
     with LlamaEngine(entry.path, settings) as engine:
-        tokens = engine.tokenize(args.prompt, add_bos=add_bos, parse_special=args.special)
+        for warning in engine.warnings:
+            print(f"llmtui: warning: {warning}", file=sys.stderr)
+        if args.chat:
+            from .engine.chat import ChatSession
+
+            tokens = ChatSession(engine, system=args.system).prepare(args.prompt).tokens
+        else:
+            tokens = engine.tokenize(args.prompt, add_bos=add_bos, parse_special=args.special)
         gen = Generation(
             engine, tokens, preset.build(engine.build_context(settings.seed)),
             max_tokens=args.max_tokens, ignore_eos=args.ignore_eos,
             eog_tokens=engine.eog_tokens() if args.ignore_eos else (),
+            context_policy=args.context_policy, n_keep=args.n_keep,
         )
         out = sys.stdout
         writer = _open_recording(args, engine, preset, settings, args.prompt, tokens, args.max_tokens)
@@ -661,11 +754,14 @@ def cmd_app(args: argparse.Namespace) -> int:
         discover=discover,
         notices=notices,
         record=args.record,
+        context_policy=args.context_policy,
+        n_keep=args.n_keep,
+        system=args.system,
     )
 
 
 COMMANDS = {"generate": cmd_generate, "models": cmd_models, "inspect": cmd_inspect, "presets": cmd_presets,
-            "replay": cmd_replay, "export": cmd_export, None: cmd_app}
+            "replay": cmd_replay, "export": cmd_export, "tokenize": cmd_tokenize, None: cmd_app}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

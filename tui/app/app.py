@@ -35,6 +35,7 @@ from ..engine.controller import (
     Controller,
     Finished,
     PresetChanged,
+    ChatTurn,
     PromptDone,
     RecordingFailed,
     RecordingStarted,
@@ -93,18 +94,21 @@ KEYS: list[tuple[str, str, str, str, bool]] = [
     ("preset.next", "p", "preset(1)", "Preset", True),
     ("preset.prev", "P", "preset(-1)", "Prev preset", False),
     ("temp.up", "plus,equals_sign", "temperature(0.1)", "Temp+", True),
-    ("temp.down", "minus,underscore", "temperature(-0.1)", "Temp-", True),
+    ("temp.down", "minus,underscore", "temperature(-0.1)", "Temp-", False),
     ("select.prev", "left,left_square_bracket", "select(-1)", "Prev token", False),
     ("select.next", "right,right_square_bracket", "select(1)", "Next token", False),
     ("select.live", "end", "follow", "Live", False),
-    ("prompt.focus", "i,slash", "focus_prompt", "Prompt", True),
+    ("prompt.focus", "i,slash", "focus_prompt", "Prompt", False),
     ("model.pick", "m", "models", "Models", True),
-    ("model.anatomy", "a", "anatomy", "Anatomy", True),
+    ("model.anatomy", "a", "anatomy", "Anatomy", False),
     ("preset.pick", "e", "presets", "Presets", True),
-    ("theme.next", "t", "next_theme", "Theme", True),
-    ("session.new", "ctrl+n", "new_session", "New", True),
+    ("theme.next", "t", "next_theme", "Theme", False),
+    ("session.new", "ctrl+n", "new_session", "New", False),
     ("record.toggle", "ctrl+r", "record", "Record", True),
-    ("session.browse", "b", "sessions", "Sessions", True),
+    ("chat.toggle", "c", "chat", "Chat", True),
+    ("tokenizer.open", "k", "tokenizer", "Tokenizer", False),
+    ("settings.open", "comma", "settings", "Settings", False),
+    ("session.browse", "b", "sessions", "Sessions", False),
     ("replay.jump", "g", "jump", "Jump", False),
     ("replay.fork", "f", "fork", "Fork", False),
     ("app.help", "question_mark,f1", "help", "Help", True),
@@ -140,6 +144,9 @@ class LlmTuiApp(App[int]):
         record: str | None = None,
         replay: Any = None,
         fork_load: Callable[[Any], Any] | None = None,
+        context_policy: str = "stop",
+        n_keep: int = -1,
+        system: str | None = None,
     ) -> None:
         super().__init__()
         if load is None:
@@ -183,6 +190,14 @@ class LlmTuiApp(App[int]):
         self._fork_load = fork_load
         if replay is not None:
             self.live_metrics = False
+        # context: what happens when it is full, and chat mode (prefix reuse)
+        self.context_policy = context_policy
+        self.n_keep = n_keep
+        self.system = system
+        self.chat_mode = False
+        self.chat_info = ""
+        self.n_reused = 0
+        self.shifts: list[tuple[int, int, int]] = []
         self.engine: Any = None
         self.controller: Controller | None = None
         self.state = "loading model"
@@ -301,8 +316,13 @@ class LlmTuiApp(App[int]):
             self.model_label = message.entry.name
         self.load_info = f"loaded in {message.ms:,.0f} ms ({'cold' if message.cold else 'warm'})"
         self.controller = Controller(self.engine, self.preset, seed=self.settings.seed, emit=self._emit,
-                                     max_tokens=self.max_tokens)
+                                     max_tokens=self.max_tokens,
+                                     context_policy="shift" if self.context_policy == "shift" else "stop",
+                                     n_keep=self.n_keep)
         self.controller.recorder_factory = self._new_recording if self.recording else None
+        self.chat_mode = False
+        for warning in getattr(self.engine, "warnings", []):
+            self.notify(warning, severity="warning", timeout=8)
         self.state = "idle"
         self.steps = []
         self.pending = None
@@ -385,6 +405,10 @@ class LlmTuiApp(App[int]):
                         self._token_times.append(step.t)
                         new_steps = True
                         show = step
+                        if step.shift is not None:
+                            self.shifts.append((step.index, *step.shift))
+                            self.notify(f"context shift at step {step.index}: kept {step.shift[0]}, "
+                                        f"dropped {step.shift[1]} tokens", timeout=3)
                 elif isinstance(ev, Resampled):
                     self._apply_resampled(ev)
                     show = ev.step
@@ -396,6 +420,12 @@ class LlmTuiApp(App[int]):
                     new_steps = True
                 elif isinstance(ev, Started):
                     self.state = "prompt"
+                    if self.chat_mode:
+                        stream.set_prompt(ev.prompt)  # the conversation, rendered by the chat template
+                elif isinstance(ev, ChatTurn):
+                    self.n_reused = ev.reused
+                    self.chat_info = (f"reused {ev.reused:,}, evaluated {ev.evaluated:,}, saved ~{ev.saved_ms:.0f} ms"
+                                      + (f", dropped {ev.dropped_turns} old turn(s)" if ev.dropped_turns else ""))
                 elif isinstance(ev, PresetChanged):
                     self.notify(f"preset: {ev.preset}", timeout=2)
                 elif isinstance(ev, Finished):
@@ -490,11 +520,21 @@ class LlmTuiApp(App[int]):
         if self.engine is None or not self.query(KvGauge):
             return
         kv = self.engine.kv_layout()
+        last = self.pending or (self.steps[-1] if self.steps else None)
+        n_prompt = self.n_prompt
+        if self.shifts:  # after a shift only n_keep prompt tokens remain at the front
+            n_prompt = min(n_prompt, self.shifts[-1][1])
+        n_past = last.n_past + 1 if last is not None else self.n_prompt + self.n_reused
         self.query_one(KvGauge).show(
-            n_prompt=self.n_prompt, n_gen=len(self.steps) + (1 if self.pending is not None else 0),
-            n_ctx=self.engine.n_ctx, bytes_per_token=kv.bytes_per_token, allocated=kv.allocated,
-            type_k=kv.type_k, type_v=kv.type_v,
+            n_ctx=self.engine.n_ctx, n_past=n_past, n_prompt=n_prompt + self.n_reused if not self.shifts else n_prompt,
+            n_reused=self.n_reused, n_keep=self._n_keep_cells(), shifts=tuple(self.shifts),
+            bytes_per_token=kv.bytes_per_token, allocated=kv.allocated, type_k=kv.type_k, type_v=kv.type_v,
         )
+
+    def _n_keep_cells(self) -> int | None:
+        if self.context_policy != "shift":
+            return None
+        return self.n_prompt + self.n_reused if self.n_keep < 0 else self.n_keep
 
     def _update_status(self) -> None:
         info = getattr(self.engine, "info", None)
@@ -503,6 +543,10 @@ class LlmTuiApp(App[int]):
         loaded = f" │ {self.load_info}" if self.load_info and self.live_metrics else ""
         n_ctx = getattr(self.engine, "n_ctx", self.settings.n_ctx)
         mode = " │ STEP MODE" if self.step_mode else ""
+        if self.chat_mode:
+            mode += " │ CHAT" + (f" ({self.chat_info})" if self.chat_info else "")
+        if self.context_policy == "shift":
+            mode += " │ shift"
         if self.recording:
             mode += " │ ● REC"
         if self.replay is not None and getattr(self.engine, "replay", False):
@@ -542,6 +586,8 @@ class LlmTuiApp(App[int]):
         self.pending = None
         self.selected = None
         self.n_prompt = 0
+        self.n_reused = 0
+        self.shifts = []
         self._token_times.clear()
         stream = self.query_one(TokenStream)
         stream.set_prompt(prompt)
@@ -566,6 +612,102 @@ class LlmTuiApp(App[int]):
             self.state = f"error: {error}"
             self.notify(f"{type(error).__name__}: {error}", severity="error", timeout=15)
             self._update_status()
+
+    # -- chat, tokenizer, settings --------------------------------------------------------------
+
+    def action_chat(self) -> None:
+        if self.controller is None or self._replaying():
+            return
+        if self.running:
+            self.notify("stop the generation first (esc)", severity="warning")
+            return
+        from ..engine.chat import ChatSession
+
+        self.chat_mode = not self.chat_mode
+        policy = "drop-oldest-turns" if self.context_policy == "drop-oldest-turns" else "stop"
+        self.controller.chat = ChatSession(self.engine, system=self.system, policy=policy) if self.chat_mode else None
+        self.chat_info = ""
+        self.notify("chat mode: each prompt is a user turn; only new tokens are evaluated" if self.chat_mode
+                    else "chat mode off", timeout=4)
+        self._update_status()
+        self.query_one("#prompt", Input).focus()
+
+    def action_tokenizer(self) -> None:
+        if self.engine is None or self._replaying():
+            return
+        from .screens.tokenizer import TokenizerScreen
+
+        self.push_screen(TokenizerScreen(self.query_one("#prompt", Input).value, self._tokenizer_job))
+
+    def _tokenizer_job(self, text: str, add_bos: bool | None, special: bool, done: Callable[[Any], None]) -> None:
+        """Tokenize and compare next-token top-k for text variants, in the engine's thread."""
+        if self.running:
+            done(EngineError("stop the generation first: the inspector uses the model"))
+            return
+        self._run_tokenizer(text, add_bos, special, done)
+
+    @work(thread=True, exclusive=True, group="tokenizer", exit_on_error=False)
+    def _run_tokenizer(self, text: str, add_bos: bool | None, special: bool, done: Callable[[Any], None]) -> None:
+        from ..engine.inspect_tokens import inspect_text
+
+        controller = self.controller
+        try:
+            with controller._lock:  # not while a generation runs
+                result = inspect_text(self.engine, text, add_bos=add_bos, parse_special=special)
+                controller.last = type(controller.last)()  # the cache no longer holds the last run
+                if controller.chat is not None:
+                    controller.chat.cached = []
+        except EngineError as exc:
+            result = exc
+        self.call_from_thread(done, result)
+
+    def action_settings(self) -> None:
+        if self.engine is None or self._replaying():
+            return
+        from .screens.settings import SettingsScreen
+
+        self.push_screen(SettingsScreen(self.settings, self.context_policy, self.n_keep), self._settings_chosen)
+
+    def _settings_chosen(self, result: Any) -> None:
+        if result is None:
+            return
+        settings, policy, n_keep = result
+        self.context_policy, self.n_keep = policy, n_keep
+        if self.controller is not None:
+            self.controller.context_policy = "shift" if policy == "shift" else "stop"
+            self.controller.n_keep = n_keep
+            if self.controller.chat is not None:
+                self.controller.chat.policy = "drop-oldest-turns" if policy == "drop-oldest-turns" else "stop"
+        if settings != self.settings:
+            self._apply_settings(settings)
+        self._update_status()
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _apply_settings(self, settings: Any) -> None:
+        """Recreate the context with new settings; the model stays loaded (and mapped)."""
+        controller = self.controller
+        controller.stop()
+        t0 = time.perf_counter()
+        try:
+            with controller._lock:
+                self.engine.recreate_context(settings)
+                controller.last = type(controller.last)()
+                if controller.chat is not None:
+                    controller.chat.cached = []
+        except EngineError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            return
+        ms = (time.perf_counter() - t0) * 1000.0
+        self.settings = settings
+        self.call_from_thread(self._settings_applied, ms)
+
+    def _settings_applied(self, ms: float) -> None:
+        self.load_info = f"context recreated in {ms:,.0f} ms"
+        self.steps, self.pending, self.selected = [], None, None
+        self._update_kv()
+        self._update_status()
+        self.notify(f"new context: n_ctx {self.engine.n_ctx:,}, KV {self.settings.type_k}/{self.settings.type_v}, "
+                    f"threads {self.settings.threads}", timeout=4)
 
     # -- recording -----------------------------------------------------------------------------
 

@@ -46,6 +46,16 @@ class PromptDone:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """A chat turn's prompt: how much of the cache was reused."""
+
+    reused: int
+    evaluated: int
+    dropped_turns: int
+    saved_ms: float  # prompt processing the reuse saved (at this turn's measured rate)
+
+
+@dataclass(frozen=True, slots=True)
 class StepEvent:
     step: Step
     pending: bool = False  # step mode: shown before it is accepted
@@ -115,7 +125,8 @@ class RunState:
 
 class Controller:
     def __init__(self, engine: Any, preset: Any, *, seed: int, emit: Callable[[object], None],
-                 max_tokens: int = 512, ignore_eos: bool = False) -> None:
+                 max_tokens: int = 512, ignore_eos: bool = False, context_policy: str = "stop",
+                 n_keep: int = -1) -> None:
         self.engine = engine
         self.preset = preset
         self.seed = seed
@@ -131,6 +142,9 @@ class Controller:
         self.last = RunState()
         # set to record every run: header dict -> a tui.record.SessionWriter
         self.recorder_factory: Callable[[dict[str, Any]], Any] | None = None
+        self.context_policy = context_policy  # stop | shift (generation); chats may also drop old turns
+        self.n_keep = n_keep
+        self.chat: Any = None  # a ChatSession when in chat mode
         self._writer: Any = None
         self._rss = 0
 
@@ -227,16 +241,31 @@ class Controller:
             self.emit(Finished(StopReason.CANCELLED, None, stats.summary(), ""))
             return stats
         try:
-            tokens = list(prefix) if prefix is not None else eng.tokenize(
-                prompt, add_bos=add_bos, parse_special=parse_special)
-            eng.clear()
+            plan = None
+            if self.chat is not None and prefix is None:
+                plan = self.chat.prepare(prompt)  # cuts the cache to the shared prefix
+                tokens = plan.tokens
+                shown = eng.render_chat(self.chat.messages)
+            else:
+                tokens = list(prefix) if prefix is not None else eng.tokenize(
+                    prompt, add_bos=add_bos, parse_special=parse_special)
+                eng.clear()
+                shown = prompt
             chain = self.build_chain(self.preset, history)
+            policy = self.context_policy if self.context_policy in ("stop", "shift") else "stop"
+
+            def prompt_done(st: GenerationStats) -> None:
+                self.emit(PromptDone(st.prompt_tokens, st.prompt_ms))
+                if plan is not None:
+                    per_token = st.prompt_ms / max(1, st.prompt_tokens)
+                    self.emit(ChatTurn(plan.reused, st.prompt_tokens, plan.dropped_turns, plan.reused * per_token))
+
             gen = Generation(
-                eng, tokens, chain, max_tokens=self.max_tokens, cancel=cancel,
-                ignore_eos=self.ignore_eos, eog_tokens=eng.eog_tokens() if self.ignore_eos else (),
-                on_prompt_done=lambda st: self.emit(PromptDone(st.prompt_tokens, st.prompt_ms)),
+                eng, plan.evaluate if plan is not None else tokens, chain, max_tokens=self.max_tokens,
+                cancel=cancel, ignore_eos=self.ignore_eos, eog_tokens=eng.eog_tokens() if self.ignore_eos else (),
+                on_prompt_done=prompt_done, context_policy=policy, n_keep=self.n_keep,
             )
-            self.emit(Started(prompt, tuple(tokens), self.preset.name, self.seed, step_mode))
+            self.emit(Started(shown, tuple(tokens), self.preset.name, self.seed, step_mode))
             self._start_recording(prompt, tokens, parent, history)
             for step in gen:
                 if self.step_mode:
@@ -251,6 +280,8 @@ class Controller:
                 history.append(step.token)
                 self._record_step(step)
             stats = gen.stats
+            if plan is not None:
+                self.chat.finish(plan, history, stats.text)
             self.last = RunState(history=history, last_logits=gen.last_logits,
                                  last_step=None)
         except EngineError as exc:

@@ -117,6 +117,13 @@ class FakeEngine:
         del self._tokens[n_keep:]
         self.n_past = min(self.n_past, n_keep)
 
+    def can_shift(self) -> bool:
+        return True
+
+    def shift(self, n_keep: int, n_discard: int) -> None:
+        del self._tokens[n_keep:n_keep + n_discard]
+        self.n_past -= n_discard
+
     def pos_max(self) -> int:
         return self.n_past - 1
 
@@ -129,6 +136,15 @@ class FakeEngine:
     def kv_layout(self) -> KvLayout:
         return KvLayout(n_layer=4, n_head_kv=2, head_dim_k=16, head_dim_v=16, type_k=self.settings.type_k,
                         type_v=self.settings.type_v, n_ctx=self.n_ctx)
+
+    def recreate_context(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self.n_ctx = settings.n_ctx
+        self.clear()
+
+    def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+        text = " ".join(f"{m['role']}: {m['content']}" for m in messages)
+        return text + (" assistant:" if add_generation_prompt else "")
 
     def build_context(self, seed: int) -> Any:
         from ..sampling.presets import BuildContext

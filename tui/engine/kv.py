@@ -18,6 +18,15 @@ from .gguf_header import ggml_type_info
 from .settings import CACHE_TYPES
 
 _SIZE_LINE = re.compile(r"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells, +(\d+) layers")
+CTX_PAD = 256  # llama.cpp rounds n_ctx up to a multiple of this
+
+# Sliding-window architectures: llama.cpp marks layer il as SWA when il % pattern < pattern - 1
+# (set_swa_pattern); the pattern is in llama.cpp's code, not in the GGUF.
+SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "cohere2": 4, "llama4": 4}
+
+
+def padded_ctx(n_ctx: int) -> int:
+    return -(-n_ctx // CTX_PAD) * CTX_PAD
 
 
 def type_bytes(cache_type: str, n_elements: int) -> float:
@@ -52,6 +61,25 @@ class KvLayout:
 
     def used(self, n_past: int) -> int:
         return int(self.bytes_per_token * n_past)
+
+
+def computed_allocation(*, arch: str, n_layer: int, n_head_kv: int, head_dim_k: int, head_dim_v: int,
+                        type_k: str, type_v: str, n_ctx: int, n_ubatch: int = 512, n_swa: int = 0,
+                        swa_full: bool = True) -> tuple[int, int, int]:
+    """(bytes, full-context layers, sliding-window layers) llama.cpp allocates for the KV cache.
+
+    Full-context layers get ``padded_ctx(n_ctx)`` cells; sliding-window layers
+    (Gemma 3: 5 of every 6) get as many when ``swa_full`` (llama.cpp's
+    default), else ``pad(min(n_ctx, n_swa + n_ubatch))`` cells.
+    """
+    ctx = padded_ctx(n_ctx)
+    per_cell = type_bytes(type_k, n_head_kv * head_dim_k) + type_bytes(type_v, n_head_kv * head_dim_v)
+    pattern = SWA_PATTERN.get(arch, 0) if n_swa else 0
+    n_swa_layers = sum(1 for il in range(n_layer) if pattern and il % pattern < pattern - 1)
+    n_full = n_layer - n_swa_layers
+    swa_cells = ctx if swa_full else padded_ctx(min(ctx, n_swa + n_ubatch))
+    total = per_cell * (n_full * ctx + n_swa_layers * swa_cells)
+    return int(total), n_full, n_swa_layers
 
 
 def parse_kv_log(lines: list[str]) -> tuple[int, tuple[int, ...]] | None:

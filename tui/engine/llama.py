@@ -82,6 +82,12 @@ def supports_mlock() -> bool:
     return bool(_ll.llama_supports_mlock())
 
 
+# ChatML, for models whose GGUF carries no chat template
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
 # --------------------------------------------------------------------------
 # records
 
@@ -119,6 +125,7 @@ class LlamaEngine:
         self.settings = settings or EngineSettings()
         self._model: Any = None
         self._ctx: Any = None
+        self.warnings: list[str] = []
         self._piece_cache: dict[int, bytes] = {}
         self._eog_cache: list[int] | None = None
         self._dry_vocab: Any = None
@@ -183,7 +190,9 @@ class LlamaEngine:
         cparams.type_k = CACHE_TYPES[s.type_k]
         cparams.type_v = CACHE_TYPES[s.type_v]
         cparams.flash_attn_type = FLASH_ATTN[s.flash_attn]
+        cparams.swa_full = s.swa_full
         cparams.no_perf = False
+        self._guard_memory()
         mark = LOG.mark
         ctx = _ll.llama_init_from_model(self._model, cparams)
         if not ctx:
@@ -195,13 +204,74 @@ class LlamaEngine:
         self._context_log = [ln.text for ln in LOG.since(mark)]
         self._kv = None
 
+    # -- memory guard ------------------------------------------------------------------
+
+    def estimate_context_bytes(self, n_ctx: int) -> tuple[int, int]:
+        """(KV cache bytes, compute buffer bytes) a context of ``n_ctx`` would need (an upper estimate)."""
+        from .kv import computed_allocation
+
+        s, info = self.settings, self._model_dims()
+        kv, _full, _swa = computed_allocation(
+            arch=info["arch"], n_layer=info["n_layer"], n_head_kv=info["n_head_kv"], head_dim_k=info["head_k"],
+            head_dim_v=info["head_v"], type_k=s.type_k, type_v=s.type_v, n_ctx=n_ctx,
+            n_ubatch=min(s.n_ubatch, s.n_batch), n_swa=info["n_swa"], swa_full=s.swa_full)
+        ub = min(s.n_ubatch, s.n_batch, n_ctx)
+        # logits for a micro-batch, plus attention scores (one head at a time with flash attention off)
+        compute = ub * self.n_vocab * 4 + ub * min(n_ctx, 1 << 20) * 4 * max(1, info["n_head"]) // 2 + (64 << 20)
+        return kv, compute
+
+    def _model_dims(self) -> dict[str, Any]:
+        m = self._model
+        arch = self.meta("general.architecture") or "?"
+        n_embd, n_head = int(_ll.llama_model_n_embd(m)), int(_ll.llama_model_n_head(m))
+        head_k = int(self.meta(f"{arch}.attention.key_length") or (n_embd // max(n_head, 1)))
+        head_v = int(self.meta(f"{arch}.attention.value_length") or head_k)
+        return {"arch": arch, "n_layer": int(_ll.llama_model_n_layer(m)), "n_head": n_head,
+                "n_head_kv": int(_ll.llama_model_n_head_kv(m)), "head_k": head_k, "head_v": head_v,
+                "n_swa": int(_ll.llama_model_n_swa(m))}
+
+    def _guard_memory(self) -> None:
+        """Refuse a context whose KV cache cannot fit, naming the largest n_ctx that would."""
+        import psutil
+
+        from .kv import CTX_PAD
+
+        n_ctx = self.settings.n_ctx
+        kv, compute = self.estimate_context_bytes(n_ctx)
+        available = psutil.virtual_memory().available
+        self.warnings: list[str] = []
+        n_train = int(_ll.llama_model_n_ctx_train(self._model))
+        if n_ctx > n_train:
+            self.warnings.append(f"n_ctx {n_ctx:,} is beyond the model's training context {n_train:,}: "
+                                 "expect degraded output past it")
+        if kv + compute <= available:
+            return
+        lo, hi = CTX_PAD, n_ctx
+        while hi - lo > CTX_PAD:
+            mid = (lo + hi) // 2 // CTX_PAD * CTX_PAD
+            if sum(self.estimate_context_bytes(mid)) <= available:
+                lo = mid
+            else:
+                hi = mid
+        gib = 2**30
+        raise ContextError(
+            f"n_ctx {n_ctx:,} needs ~{kv / gib:.1f} GiB of KV cache (+{compute / gib:.1f} GiB of buffers) but only "
+            f"{available / gib:.1f} GiB of memory is available: the largest n_ctx that fits is about {lo:,}"
+        )
+
     def recreate_context(self, settings: EngineSettings) -> None:
         """Apply new context settings; the model stays loaded (and mapped)."""
+        old = self.settings
         if self._ctx:
             _ll.llama_free(self._ctx)
             self._ctx = None
         self.settings = settings
-        self._create_context()
+        try:
+            self._create_context()
+        except EngineError:
+            self.settings = old  # put the working context back, then report
+            self._create_context()
+            raise
 
     def close(self) -> None:
         """Free the context and the model (their memory is returned to the OS)."""
@@ -332,6 +402,23 @@ class LlamaEngine:
         if self._eog_cache is None:
             self._eog_cache = [t for t in range(self.n_vocab) if self.is_eog(t)]
         return self._eog_cache
+
+    # -- chat ------------------------------------------------------------------------
+
+    def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+        """The conversation as the model expects it: its own GGUF chat template, rendered with
+        llama-cpp-python's Jinja formatter (ChatML when the model has no template)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self.info.chat_template or CHATML
+        bos = self.piece(self.info.bos).decode("utf-8", "replace") if self.info.bos >= 0 else ""
+        eos = self.piece(self.info.eos).decode("utf-8", "replace") if self.info.eos >= 0 else ""
+        try:
+            fmt = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos,
+                                      add_generation_prompt=add_generation_prompt)
+            return fmt(messages=messages).prompt
+        except Exception as exc:  # a template that does not render is a user-facing problem
+            raise EngineError(f"the chat template does not render: {exc}") from None
 
     # -- evaluation ------------------------------------------------------------
 

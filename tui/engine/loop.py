@@ -44,6 +44,9 @@ class StopReason(str, enum.Enum):
         }[self.value]
 
 
+CONTEXT_POLICIES = ("stop", "shift")
+
+
 class TokenSampler(Protocol):
     """The seam where the sampler chain plugs in (see ``tui.sampling.Chain``)."""
 
@@ -84,6 +87,7 @@ class Step:
     n_ctx: int
     is_eog: bool
     t: float  # time.perf_counter() when the step was ready
+    shift: tuple[int, int] | None = None  # (n_keep, n_discard) if the context was shifted before this step
 
 
 @dataclass(slots=True)
@@ -148,9 +152,17 @@ class Generation:
         cancel: threading.Event | None = None,
         eog_tokens: Sequence[int] = (),
         on_prompt_done: Callable[["GenerationStats"], None] | None = None,
+        context_policy: str = "stop",
+        n_keep: int = -1,
     ) -> None:
         if max_tokens < 0:
             raise EngineError("max_tokens must be >= 0")
+        if context_policy not in CONTEXT_POLICIES:
+            raise EngineError(f"context policy must be one of {', '.join(CONTEXT_POLICIES)} (got {context_policy!r})")
+        self.context_policy = context_policy
+        self.n_keep = n_keep  # -1: the whole prompt (capped at half the context)
+        self.shifts: list[tuple[int, int, int]] = []  # (step index, n_keep, n_discard)
+        self._shift: tuple[int, int] | None = None
         self.engine = engine
         self.prompt_tokens = list(prompt_tokens)
         self.sampler = sampler
@@ -179,8 +191,23 @@ class Generation:
         return Step(
             index=index, token=token, piece=piece, text=text, prob=trace.prob, trace=trace,
             decode_ms=decode_ms, sample_ms=sample_ms, n_past=eng.n_past, n_ctx=eng.n_ctx,
-            is_eog=eog, t=time.perf_counter(),
+            is_eog=eog, t=time.perf_counter(), shift=self._shift,
         )
+
+    def _context_shift(self, next_index: int) -> None:
+        """llama.cpp's context shift: keep the first n_keep positions, drop half of the rest."""
+        eng = self.engine
+        if not getattr(eng, "can_shift", lambda: False)():
+            raise EngineError("context full and this model's KV cache cannot shift positions; "
+                              "use a larger --n-ctx")
+        n_keep = len(self.prompt_tokens) if self.n_keep < 0 else self.n_keep
+        n_keep = max(0, min(n_keep, eng.n_ctx // 2))
+        n_discard = (eng.n_past - n_keep) // 2
+        if n_discard <= 0:
+            raise EngineError(f"context full: nothing to discard after keeping {n_keep} tokens")
+        eng.shift(n_keep, n_discard)
+        self._shift = (n_keep, n_discard)
+        self.shifts.append((next_index, n_keep, n_discard))
 
     def resample(self, sampler: TokenSampler) -> Step:
         """Replace the pending step by sampling its logits with ``sampler`` (which is used from now on)."""
@@ -241,6 +268,7 @@ class Generation:
                 sample_ms = (time.perf_counter() - ts) * 1000.0
                 self._pending_logits = logits
                 self.pending = self._make_step(index, trace, decode_ms, sample_ms)
+                self._shift = None
                 stats.gen_ms = (self.pending.t - t_prompt) * 1000.0
                 try:
                     yield self.pending
@@ -259,8 +287,16 @@ class Generation:
                 if index >= self.max_tokens or self.cancel.is_set():
                     continue  # checked at the top, without decoding a token nobody will use
                 if eng.n_past >= eng.n_ctx:
-                    stats.stop_reason = StopReason.CONTEXT_FULL
-                    break
+                    if self.context_policy != "shift":
+                        stats.stop_reason = StopReason.CONTEXT_FULL
+                        stats.error = (f"context full at {eng.n_ctx} tokens (policy stop): raise --n-ctx or use "
+                                       "--context-policy shift")
+                        break
+                    try:
+                        self._context_shift(index)
+                    except EngineError as exc:
+                        stats.stop_reason, stats.error = StopReason.CONTEXT_FULL, str(exc)
+                        break
                 try:
                     decode_ms = eng.decode([step.token])
                 except ContextError as exc:

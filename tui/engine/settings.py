@@ -46,6 +46,7 @@ class EngineSettings:
     type_k: str = "f16"
     type_v: str = "f16"
     flash_attn: str = "auto"
+    swa_full: bool = True  # full-size cache for sliding-window layers (llama.cpp's default)
     seed: int = 42
 
     def __post_init__(self) -> None:

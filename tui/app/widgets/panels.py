@@ -239,34 +239,69 @@ class ChainTrace(LinePanel):
 
 
 class KvGauge(LinePanel):
-    """n_past / n_ctx as a bar (prompt and generated shares) and the bytes behind it."""
+    """The KV cache as a strip of cells coloured by origin, and the bytes behind it.
 
-    COMPONENT_CLASSES = {"kv--title", "kv--prompt", "kv--gen", "kv--free", "kv--dim"}
+    Cells, left to right as llama.cpp fills them: reused from the previous chat
+    turn, prompt, generated, free. ``│`` marks n_keep (what a context shift
+    keeps); a shift is listed under the strip.
+    """
+
+    COMPONENT_CLASSES = {"kv--title", "kv--reused", "kv--prompt", "kv--gen", "kv--free", "kv--dim", "kv--keep",
+                         "kv--shift"}
     DEFAULT_CSS = """
     KvGauge > .kv--title { color: $text; text-style: bold; }
+    KvGauge > .kv--reused { color: $primary; }
     KvGauge > .kv--prompt { color: $secondary; }
     KvGauge > .kv--gen { color: $success; }
     KvGauge > .kv--free { color: $panel-lighten-2; }
     KvGauge > .kv--dim { color: $text-muted; }
+    KvGauge > .kv--keep { color: $accent; text-style: bold; }
+    KvGauge > .kv--shift { color: $warning; }
     """
 
-    def show(self, *, n_prompt: int, n_gen: int, n_ctx: int, bytes_per_token: float, allocated: int,
-             type_k: str, type_v: str) -> None:
-        n_past = n_prompt + n_gen
+    def show(self, *, n_ctx: int, n_past: int, n_prompt: int, bytes_per_token: float, allocated: int,
+             type_k: str, type_v: str, n_reused: int = 0, n_keep: int | None = None,
+             shifts: tuple[tuple[int, int, int], ...] = ()) -> None:
+        n_past = min(n_past, n_ctx)
+        n_prompt = min(n_prompt, n_past)
+        n_reused = min(n_reused, n_prompt)
+        n_gen = n_past - n_prompt
         used = bytes_per_token * n_past
+
+        def origin(cell: int) -> str:
+            if cell < n_reused:
+                return "kv--reused"
+            if cell < n_prompt:
+                return "kv--prompt"
+            if cell < n_past:
+                return "kv--gen"
+            return "kv--free"
 
         def build(width: int) -> list[list[tuple[str, str]]]:
             w = max(4, width)
-            p = min(w, int(round(n_prompt / n_ctx * w))) if n_ctx else 0
-            g = min(w - p, int(round(n_gen / n_ctx * w))) if n_ctx else 0
+            runs: list[tuple[str, str]] = []
+            keep_at = int(n_keep / n_ctx * w) if (n_keep is not None and n_ctx) else -1
+            for x in range(w):
+                cell = int((x + 0.5) * n_ctx / w)
+                cls = origin(cell)
+                ch = "│" if x == keep_at else ("█" if cls != "kv--free" else "░")
+                runs.append((ch, "kv--keep" if x == keep_at else cls))
             pct = n_past / n_ctx * 100 if n_ctx else 0.0
-            return [
-                [(fit(f"KV cache {n_past:,} / {n_ctx:,} ({pct:.1f}%)", w), "kv--title")],
-                [("█" * p, "kv--prompt"), ("█" * g, "kv--gen"), ("░" * (w - p - g), "kv--free")],
-                [(fit(f"■ prompt {n_prompt:,}  ■ generated {n_gen:,}", w), "kv--dim")],
-                [(fit(f"{human_bytes(used)} / {human_bytes(allocated)} ({type_k}/{type_v})", w), "kv--dim")],
-                [(fit(f"{human_bytes(bytes_per_token)} per token", w), "kv--dim")],
+            legend = [("■", "kv--reused"), (f" reused {n_reused:,}  ", "kv--dim")] if n_reused else []
+            legend += [("■", "kv--prompt"), (f" prompt {n_prompt - n_reused:,}  ", "kv--dim"),
+                       ("■", "kv--gen"), (f" generated {n_gen:,}", "kv--dim")]
+            lines = [
+                [(fit(f"KV cache {n_past:,} / {n_ctx:,} cells ({pct:.1f}%)", w), "kv--title")],
+                runs,
+                legend,
+                [(fit(f"{human_bytes(used)} / {human_bytes(allocated)} ({type_k}/{type_v}), "
+                      f"{human_bytes(bytes_per_token)}/token", w), "kv--dim")],
             ]
+            if shifts:
+                _i, keep, drop = shifts[-1]
+                lines.append([(fit(f"shifted ×{len(shifts)}: kept {keep}, dropped {drop} (last at step {_i})", w),
+                               "kv--shift")])
+            return lines
 
         self.set_builder(build)
 

@@ -1,0 +1,87 @@
+"""Multi-turn chat with KV-cache prefix reuse ("feed only the new tokens").
+
+Each user turn re-renders the whole conversation with the model's chat
+template and tokenizes it; the tokens already in the KV cache that match its
+beginning (the longest common prefix) are kept, the cache is cut there
+(``llama_memory_seq_rm``) and only the rest is evaluated. When the
+conversation no longer fits, the ``drop-oldest-turns`` policy drops the oldest
+user/assistant exchange (the system prompt stays) and re-evaluates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ContextError
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPlan:
+    tokens: list[int]  # the whole conversation, rendered and tokenized
+    reused: int  # tokens kept from the cache
+    dropped_turns: int = 0
+
+    @property
+    def evaluate(self) -> list[int]:
+        return self.tokens[self.reused:]
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass(slots=True)
+class ChatSession:
+    engine: Any
+    system: str | None = None
+    policy: str = "stop"  # or "drop-oldest-turns"
+    reserve: int = 256  # room kept free for the answer when dropping turns
+    messages: list[dict[str, str]] = field(default_factory=list)
+    cached: list[int] = field(default_factory=list)  # what the KV cache holds, in order
+
+    def __post_init__(self) -> None:
+        if self.system:
+            self.messages.append({"role": "system", "content": self.system})
+
+    def _tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        eng = self.engine
+        text = eng.render_chat(messages, add_generation_prompt=True)
+        bos = eng.piece(eng.info.bos).decode("utf-8", "replace") if eng.info.bos >= 0 else None
+        add_bos = False if bos and text.startswith(bos) else None  # the template already wrote it
+        return eng.tokenize(text, add_bos=add_bos, parse_special=True)
+
+    def prepare(self, user_text: str) -> TurnPlan:
+        """Add the user's turn and cut the cache to the part the new conversation shares."""
+        self.messages.append({"role": "user", "content": user_text})
+        tokens = self._tokens(self.messages)
+        dropped = 0
+        n_ctx = self.engine.n_ctx
+        while len(tokens) + self.reserve > n_ctx:
+            if self.policy != "drop-oldest-turns":
+                self.messages.pop()
+                raise ContextError(f"the conversation ({len(tokens)} tokens) no longer fits n_ctx {n_ctx}: "
+                                   "use --context-policy drop-oldest-turns or a larger --n-ctx")
+            first = 1 if self.messages and self.messages[0]["role"] == "system" else 0
+            if len(self.messages) - first <= 1:
+                self.messages.pop()
+                raise ContextError(f"this message alone ({len(tokens)} tokens) does not fit n_ctx {n_ctx}")
+            del self.messages[first:first + 2]  # the oldest user/assistant exchange
+            dropped += 1
+            tokens = self._tokens(self.messages)
+        reused = common_prefix(self.cached, tokens)
+        if reused >= len(tokens):  # something must be evaluated to get logits
+            reused = len(tokens) - 1
+        self.engine.truncate(reused)
+        self.cached = tokens[:reused]
+        return TurnPlan(tokens, reused, dropped)
+
+    def finish(self, plan: TurnPlan, generated: list[int], text: str) -> None:
+        """Record the answer; the cache now holds the conversation and every answer token but the last
+        (the loop never decodes the final token)."""
+        self.messages.append({"role": "assistant", "content": text})
+        self.cached = plan.tokens + generated[:-1]
