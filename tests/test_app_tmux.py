@@ -49,7 +49,7 @@ def test_real_app_generates_in_tmux(tmp_path: Path) -> None:
         stream_text = "".join(line[1:70] for line in screen.splitlines()[5:20])
         assert len(stream_text.split()) > 15
         for needle in ("top-10 next tokens", "step 47", "bits", "penalties", "top_k", "draw u=",
-                       "KV cache", "/token", "memory", "throughput", "SmolLM2".lower()[:5]):
+                       "KV cache", "per token", "memory", "throughput", "SmolLM2".lower()[:5]):
             assert needle.lower() in screen.lower(), needle
         assert "preset balanced" in screen and "seed 3" in screen
         tmux("send-keys", "-t", session, "q")

@@ -93,7 +93,7 @@ async def test_replay_in_the_app_shows_what_was_live(recorded: Path) -> None:
         await until(pilot, lambda: app.replay_pos == 120, timeout=20)
         assert stream.text() == session.text
         assert app.state.startswith("replay: end")
-        assert app.query_one("#kv")._build(40)[0][0][0].startswith(f"KV cache {4 + 120}")
+        assert app.query_one("#kv")._build(40)[0][0][0].startswith(f"{4 + 120} / 2,048 cells")
         app.action_jump()
         await pilot.pause(0.1)
         app.screen.query_one("Input").value = "40"

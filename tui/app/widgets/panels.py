@@ -291,11 +291,11 @@ class KvGauge(LinePanel):
             legend += [("■", "kv--prompt"), (f" prompt {n_prompt - n_reused:,}  ", "kv--dim"),
                        ("■", "kv--gen"), (f" generated {n_gen:,}", "kv--dim")]
             lines = [
-                [(fit(f"KV cache {n_past:,} / {n_ctx:,} cells ({pct:.1f}%)", w), "kv--title")],
+                [(fit(f"{n_past:,} / {n_ctx:,} cells ({pct:.1f}%)", w), "kv--title")],
                 runs,
                 legend,
-                [(fit(f"{human_bytes(used)} / {human_bytes(allocated)} ({type_k}/{type_v}), "
-                      f"{human_bytes(bytes_per_token)}/token", w), "kv--dim")],
+                [(fit(f"{human_bytes(used)} / {human_bytes(allocated)} ({type_k}/{type_v})", w), "kv--dim")],
+                [(fit(f"{human_bytes(bytes_per_token)} per token", w), "kv--dim")],
             ]
             if shifts:
                 _i, keep, drop = shifts[-1]
