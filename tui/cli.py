@@ -163,6 +163,47 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["md", "html"], default="md")
     export.add_argument("-o", "--output", type=Path, metavar="OUT", help="default: FILE with .md/.html")
 
+    qz = sub.add_parser("quantize", help="(re)quantize a model with llama.cpp (llama_model_quantize)",
+                        description="Write MODEL re-quantized to --type. Our embedded sources are already "
+                        "quantized (Q4_1, Q4_K_M), so this re-quantizes; --type f16 dequantizes (the lab's "
+                        "reference, numerically the source model itself). The output lands in the user models "
+                        "dir (listed by `llmtui models`) unless --out is given.")
+    qz.add_argument("model", metavar="MODEL")
+    qz.add_argument("--type", required=True, metavar="TYPE",
+                    help="q8_0, q5_1, q5_0, q4_1, q4_0, q4_k_m, q5_k_m, q6_k, q2_k or f16")
+    qz.add_argument("--out", type=Path, metavar="PATH")
+    qz.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    qz.add_argument("--json", action="store_true")
+    _common(qz, sub=True)
+
+    cmp_ = sub.add_parser("compare", help="perplexity, KL divergence and top-1 agreement against a reference",
+                          description="Evaluate REF and each OTHER on a text (built in, or --text FILE): file size, "
+                          "bits per weight, load time, prompt and generation tok/s, perplexity, mean and p99 KL "
+                          "divergence from REF's next-token distributions, and how often the top-1 token agrees — "
+                          "what llama-perplexity --kl-divergence reports.")
+    cmp_.add_argument("models", nargs="+", metavar="MODEL", help="REF first, then the others")
+    cmp_.add_argument("--text", type=Path, metavar="FILE", help="text to evaluate (default: a built-in text)")
+    cmp_.add_argument("--json", action="store_true")
+    cmp_.add_argument("--md", action="store_true", help="a Markdown table")
+    _common(cmp_, sub=True)
+
+    bn = sub.add_parser("bench", help="llama-bench-like pp/tg table over threads, batch, mmap, cache types, GPU layers",
+                        description="pp (prompt processing, --pp tokens in one batch) and tg (generation, --tg "
+                        "tokens one by one) tok/s with ± stddev over --reps, cold (page cache dropped with "
+                        "posix_fadvise) and warm load times, and an estimate of the memory bandwidth generation "
+                        "uses (model bytes × tok/s). Lists are comma-separated.")
+    bn.add_argument("--threads", default="0", metavar="LIST", help="e.g. 1,2 (0 = physical cores)")
+    bn.add_argument("--batch", default="512", metavar="LIST")
+    bn.add_argument("--mmap", default="on", metavar="LIST", help="on,off")
+    bn.add_argument("--cache-type", default="f16", metavar="LIST", help="e.g. f16,q8_0")
+    bn.add_argument("--ngl", default="0", metavar="LIST", help="GPU layers (needs a GPU build)")
+    bn.add_argument("--pp", type=int, default=512)
+    bn.add_argument("--tg", type=int, default=128)
+    bn.add_argument("--reps", type=int, default=3)
+    bn.add_argument("--json", action="store_true")
+    bn.add_argument("--md", action="store_true")
+    _common(bn, sub=True)
+
     tok = sub.add_parser("tokenize", help="show how the model's tokenizer splits TEXT",
                          description="Print TEXT's tokens: id, bytes, piece, and whether each is a special token.")
     tok.add_argument("text", metavar="TEXT")
@@ -268,6 +309,111 @@ def pick_preset(args: argparse.Namespace, config: Config) -> Any:
 
 
 # -- commands ------------------------------------------------------------------------
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .engine.lab import quantize_model
+    from .engine.models import resolve_model
+
+    from .engine.llama import QUANT_TYPES
+
+    if args.type.lower() not in QUANT_TYPES:
+        raise CliError(f"unsupported --type {args.type!r}: one of {', '.join(QUANT_TYPES)}")
+    config = _config(args)
+    entry = resolve_model(args.model, find_models(args, config))
+    if not entry.usable:
+        raise CliError(f"{entry.path}: {entry.error}")
+    r = quantize_model(entry.path, args.type, args.out, force=args.force)
+    if args.json:
+        print(json.dumps(r.as_dict(), indent=2))
+        return 0
+    print(f"wrote {r.output} ({_human_bytes(r.file_size)}, {r.bits_per_weight:.2f} bits per weight) in {r.seconds:.1f} s")
+    if r.requantized:
+        print("note: the source was already quantized — this is a re-quantization of its (dequantized) weights")
+    print("tensor types in the output:")
+    for t, row in r.by_type.items():
+        print(f"  {t:<6} {row['tensors']:>4} tensors {_human_bytes(row['bytes']):>10}")
+    if r.fallback:
+        print(f"llama.cpp used other types for {r.fallback[0]} of {r.fallback[1]} tensors: a type only fits rows whose "
+              "width is a multiple of its block (K-quants: 256; SmolLM2's rows are 576 wide), and llama.cpp keeps "
+              "some tensors (token embeddings, norms) in higher precision by design")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .engine.lab import compare_models
+    from .engine.models import resolve_model
+
+    config = _config(args)
+    entries = find_models(args, config)
+    paths = []
+    for spec in args.models:
+        e = resolve_model(spec, entries)
+        if not e.usable:
+            raise CliError(f"{e.path}: {e.error}")
+        paths.append(e.path)
+    text = None
+    if args.text:
+        try:
+            text = args.text.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"{args.text}: cannot read: {exc.strerror or exc}") from None
+    result = compare_models(paths, text, on_progress=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+    print(compare_markdown(result) if args.md else compare_table(result))
+    return 0
+
+
+def compare_table(result: Any) -> str:
+    lines = [f"reference: {Path(result.reference).name} · {len(result.tokens)} tokens",
+             f"{'model':<36} {'size':>9} {'bpw':>5} {'load ms':>8} {'pp t/s':>7} {'tg t/s':>7} {'PPL':>8} "
+             f"{'KL mean':>8} {'KL p99':>8} {'top-1':>6}"]
+    for s in result.scores:
+        lines.append(f"{Path(s.path).stem[:36]:<36} {_human_bytes(s.file_size):>9} {s.bits_per_weight:>5.2f} "
+                     f"{s.load_ms:>8.0f} {s.prompt_tps:>7.0f} {s.gen_tps:>7.1f} {s.perplexity:>8.3f} "
+                     f"{s.kl_mean:>8.4f} {s.kl_p99:>8.4f} {s.top1_agreement:>6.1%}")
+    return "\n".join(lines)
+
+
+def compare_markdown(result: Any) -> str:
+    lines = [f"Reference: `{Path(result.reference).name}`, {len(result.tokens)} tokens of the built-in text.", "",
+             "| model | size | bits/weight | perplexity | KL mean | KL p99 | top-1 agreement | tg tok/s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in result.scores:
+        lines.append(f"| {Path(s.path).stem} | {_human_bytes(s.file_size)} | {s.bits_per_weight:.2f} | "
+                     f"{s.perplexity:.3f} | {s.kl_mean:.4f} | {s.kl_p99:.4f} | {s.top1_agreement:.1%} | {s.gen_tps:.1f} |")
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .engine.lab import bench, bench_markdown
+    from .engine.llama import supports_gpu_offload
+
+    config = _config(args)
+    entry = pick_model(args, config)
+
+    def ints(text: str, name: str) -> list[int]:
+        try:
+            return [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise CliError(f"--{name}: expected comma-separated integers, got {text!r}") from None
+
+    mmaps = []
+    for x in args.mmap.split(","):
+        if x.strip() not in ("on", "off"):
+            raise CliError(f"--mmap: expected on/off values, got {x!r}")
+        mmaps.append(x.strip() == "on")
+    rows = bench(entry.path, threads=ints(args.threads, "threads"), batches=ints(args.batch, "batch"), mmaps=mmaps,
+                 cache_types=[c.strip() for c in args.cache_type.split(",")], ngls=ints(args.ngl, "ngl"),
+                 pp=args.pp, tg=args.tg, reps=args.reps, on_progress=lambda m: print(m, file=sys.stderr))
+    gpu = supports_gpu_offload()
+    if args.json:
+        print(json.dumps({"model": entry.path, "gpu_offload": gpu, "rows": [r.as_dict() for r in rows]}, indent=2))
+    else:
+        print(bench_markdown(entry.path, rows, gpu))
+    return 0
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
@@ -761,7 +907,8 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"generate": cmd_generate, "models": cmd_models, "inspect": cmd_inspect, "presets": cmd_presets,
-            "replay": cmd_replay, "export": cmd_export, "tokenize": cmd_tokenize, None: cmd_app}
+            "replay": cmd_replay, "export": cmd_export, "tokenize": cmd_tokenize, "quantize": cmd_quantize,
+            "compare": cmd_compare, "bench": cmd_bench, None: cmd_app}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

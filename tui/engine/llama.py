@@ -462,6 +462,41 @@ class LlamaEngine:
             raise EngineError(f"llama_decode failed with code {rc}: {_error_from_log(LOG.mark - 5)}")
         self.n_past += n
 
+    def evaluate_all(self, tokens: Sequence[int]) -> np.ndarray:
+        """Logits for every position of ``tokens`` (a fresh sequence), shape (n, n_vocab), float32.
+
+        Each chunk of n_batch tokens is one llama_decode with every position's
+        output requested (what llama-perplexity does); the cache is cleared first.
+        """
+        self._require_open()
+        self.clear()
+        n = len(tokens)
+        if n > self.n_ctx:
+            raise ContextError(f"{n} tokens do not fit n_ctx {self.n_ctx}")
+        out = np.empty((n, self.n_vocab), dtype=np.float32)
+        step = min(self.settings.n_batch, self.settings.n_ubatch)
+        batch = _ll.llama_batch_init(step, 0, 1)
+        try:
+            for start in range(0, n, step):
+                chunk = tokens[start:start + step]
+                batch.n_tokens = len(chunk)
+                for i, tok in enumerate(chunk):
+                    batch.token[i] = tok
+                    batch.pos[i] = start + i
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = 0
+                    batch.logits[i] = 1
+                rc = _ll.llama_decode(self._ctx, batch)
+                if rc != 0:
+                    raise EngineError(f"llama_decode failed with code {rc} while evaluating")
+                for i in range(len(chunk)):
+                    ptr = _ll.llama_get_logits_ith(self._ctx, i)
+                    out[start + i] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        finally:
+            _ll.llama_batch_free(batch)
+        self.n_past = n
+        return out
+
     def logits(self) -> np.ndarray:
         """Zero-copy float32 view of the last evaluated position's logits.
 

@@ -1,0 +1,306 @@
+"""Quantization and performance labs (what llama-quantize, llama-perplexity --kl-divergence and
+llama-bench answer, as library calls the CLI and the dashboard share)."""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+import os
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import app_dirs
+from .errors import EngineError
+from .settings import EngineSettings
+
+_FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantization")
+
+
+# -- quantize -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class QuantizeResult:
+    source: str
+    output: str
+    qtype: str
+    seconds: float
+    file_size: int
+    bits_per_weight: float
+    by_type: dict[str, dict[str, int]]
+    fallback: tuple[int, int] | None  # (tensors that fell back, total) when llama.cpp said so
+    requantized: bool  # the source was already quantized
+    log_tail: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_output(source: Path, qtype: str) -> Path:
+    stem = re.sub(r"[.-](Q\d\w*|F16|BF16|F32|q\d\w*|f16)$", "", source.stem)
+    return app_dirs().models / f"{stem}.{qtype.upper()}.gguf"
+
+
+def quantize_model(source: str | os.PathLike[str], qtype: str, out: str | os.PathLike[str] | None = None, *,
+                   force: bool = False, threads: int = 0) -> QuantizeResult:
+    """Quantize (or re-quantize) ``source``; clear errors for every bad input."""
+    from .anatomy import read_anatomy
+    from .gguf_header import read_header
+    from .llama import QUANT_TYPES, quantize
+
+    key = qtype.lower()
+    if key not in QUANT_TYPES:
+        raise EngineError(f"unsupported --type {qtype!r}: one of {', '.join(QUANT_TYPES)}")
+    src = Path(source)
+    header = read_header(src)  # missing / not GGUF / truncated → ModelFileError
+    target = Path(out) if out else default_output(src, key)
+    if target.exists() and not force:
+        raise EngineError(f"{target}: already exists (use --force to overwrite)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EngineError(f"{target.parent}: cannot create the output directory: {exc.strerror or exc}") from None
+    if not os.access(target.parent, os.W_OK):
+        raise EngineError(f"{target.parent}: the output directory is not writable")
+    t0 = time.perf_counter()
+    log = quantize(src, target, key, threads=threads)
+    seconds = time.perf_counter() - t0
+    anatomy = read_anatomy(target)
+    fallback = None
+    for line in log:
+        m = _FALLBACK.search(line)
+        if m:
+            fallback = (int(m.group(1)), int(m.group(2)))
+    src_type = header.get("general.file_type")
+    return QuantizeResult(
+        source=str(src), output=str(target), qtype=key, seconds=seconds, file_size=target.stat().st_size,
+        bits_per_weight=anatomy.bits_per_weight, by_type=anatomy.by_type(), fallback=fallback,
+        requantized=src_type not in (0, 1, None), log_tail=[ln for ln in log if "size" in ln][-3:],
+    )
+
+
+# -- compare (perplexity, KL divergence, top-1 agreement) ---------------------------------------
+
+
+def builtin_text() -> str:
+    return importlib.resources.files("tui.engine").joinpath("compare_text.txt").read_text(encoding="utf-8")
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    x -= x.max(axis=1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+
+@dataclass(slots=True)
+class ModelScore:
+    name: str
+    path: str
+    file_size: int
+    bits_per_weight: float
+    load_ms: float
+    prompt_tps: float
+    gen_tps: float
+    perplexity: float
+    kl_mean: float
+    kl_p99: float
+    top1_agreement: float
+    per_token_kl: list[float] = field(default_factory=list)
+    top1: list[int] = field(default_factory=list)
+
+    def as_dict(self, *, per_token: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not per_token:
+            d.pop("per_token_kl")
+            d.pop("top1")
+        return d
+
+
+@dataclass(slots=True)
+class Comparison:
+    reference: str
+    tokens: list[int]
+    scores: list[ModelScore]
+    ref_top1: list[int] = field(default_factory=list)
+
+    def as_dict(self, *, per_token: bool = False) -> dict[str, Any]:
+        return {"reference": self.reference, "n_tokens": len(self.tokens),
+                "models": [s.as_dict(per_token=per_token) for s in self.scores]}
+
+
+def compare_models(paths: Sequence[str], text: str | None = None, *, settings: EngineSettings | None = None,
+                   max_tokens: int = 384, gen_tokens: int = 32,
+                   on_progress: Callable[[str], None] | None = None) -> Comparison:
+    """The first path is the reference. Same tokenizer required (quantized variants of one model)."""
+    from .anatomy import read_anatomy
+    from .llama import LlamaEngine
+
+    if len(paths) < 1:
+        raise EngineError("give a reference model and at least one other")
+    text = text or builtin_text()
+    settings = settings or EngineSettings(n_ctx=1024)
+    ref_logp: np.ndarray | None = None
+    tokens: list[int] = []
+    vocab = None
+    scores: list[ModelScore] = []
+    ref_top1: list[int] = []
+    for path in paths:
+        if on_progress:
+            on_progress(f"evaluating {Path(path).name}")
+        with LlamaEngine(path, settings) as eng:
+            if not tokens:
+                tokens = eng.tokenize(text)[:max_tokens]
+                if len(tokens) < 16:
+                    raise EngineError("the comparison text is too short (needs at least 16 tokens)")
+                vocab = eng.n_vocab
+            elif eng.n_vocab != vocab or eng.tokenize(text)[:max_tokens] != tokens:
+                raise EngineError(f"{path}: a different tokenizer than the reference: compare variants of one model")
+            t0 = time.perf_counter()
+            logits = eng.evaluate_all(tokens)
+            pp_ms = (time.perf_counter() - t0) * 1000.0
+            logp = log_softmax(logits[:-1])  # predictions for tokens[1:]
+            nll = -logp[np.arange(len(tokens) - 1), tokens[1:]]
+            top1 = logp.argmax(axis=1)
+            if ref_logp is None:
+                ref_logp, ref_top1 = logp, top1.tolist()
+                kl = np.zeros(len(tokens) - 1)
+            else:
+                p_ref = np.exp(ref_logp)
+                kl = (p_ref * (ref_logp - logp)).sum(axis=1)
+            agreement = float((top1 == np.asarray(ref_top1)).mean())
+            gen_tps = _gen_speed(eng, tokens[:8], gen_tokens)
+            scores.append(ModelScore(
+                name=eng.info.name if eng.info.quant in eng.info.name else f"{Path(path).stem}",
+                path=str(path), file_size=eng.info.file_size,
+                bits_per_weight=read_anatomy(path).bits_per_weight, load_ms=eng.load_ms,
+                prompt_tps=len(tokens) * 1000.0 / pp_ms, gen_tps=gen_tps,
+                perplexity=float(math.exp(nll.mean())), kl_mean=float(kl.mean()),
+                kl_p99=float(np.percentile(kl, 99)), top1_agreement=agreement,
+                per_token_kl=[float(x) for x in kl], top1=top1.tolist(),
+            ))
+    return Comparison(reference=str(paths[0]), tokens=tokens, scores=scores, ref_top1=ref_top1)
+
+
+def _gen_speed(eng: Any, prompt: list[int], n: int) -> float:
+    eng.clear()
+    eng.decode(prompt)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        tok = int(np.argmax(eng.logits()))
+        eng.decode([tok])
+    return n / (time.perf_counter() - t0)
+
+
+# -- bench (llama-bench's pp / tg, load times) ---------------------------------------------------
+
+
+@dataclass(slots=True)
+class BenchRow:
+    threads: int
+    batch: int
+    mmap: bool
+    cache_type: str
+    n_gpu_layers: int
+    pp_tps: float
+    pp_std: float
+    tg_tps: float
+    tg_std: float
+    load_cold_ms: float
+    load_warm_ms: float
+    rss_after_load: int
+    rss_after_run: int
+    bandwidth_gbs: float  # model bytes read per generated token × tok/s
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def drop_page_cache(path: str | os.PathLike[str]) -> bool:
+    """Evict the file from the page cache (posix_fadvise DONTNEED) so the next read is cold."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return True
+    except (OSError, AttributeError):
+        return False
+    finally:
+        os.close(fd)
+
+
+def bench(path: str, *, threads: Sequence[int] = (0,), batches: Sequence[int] = (512,),
+          mmaps: Sequence[bool] = (True,), cache_types: Sequence[str] = ("f16",), ngls: Sequence[int] = (0,),
+          pp: int = 512, tg: int = 128, reps: int = 3,
+          on_progress: Callable[[str], None] | None = None) -> list[BenchRow]:
+    import psutil
+
+    from .llama import LlamaEngine
+
+    proc = psutil.Process()
+    size = Path(path).stat().st_size
+    rows = []
+    for th in threads:
+        for nb in batches:
+            for mm in mmaps:
+                for ct in cache_types:
+                    for ngl in ngls:
+                        settings = EngineSettings(n_ctx=max(1024, pp + tg + 16), n_threads=th, n_batch=nb,
+                                                  n_ubatch=nb, use_mmap=mm, type_k=ct, type_v=ct, n_gpu_layers=ngl)
+                        if on_progress:
+                            on_progress(f"threads {settings.threads}, batch {nb}, mmap {'on' if mm else 'off'}, "
+                                        f"cache {ct}, ngl {ngl}")
+                        drop_page_cache(path)
+                        t0 = time.perf_counter()
+                        eng = LlamaEngine(path, settings)
+                        cold = (time.perf_counter() - t0) * 1000.0
+                        rss_load = proc.memory_info().rss
+                        try:
+                            pps, tgs = [], []
+                            tokens = [int(t) % eng.n_vocab for t in range(100, 100 + pp)]
+                            for _ in range(reps):
+                                eng.clear()
+                                t1 = time.perf_counter()
+                                eng.decode(tokens)
+                                pps.append(pp / (time.perf_counter() - t1))
+                                eng.clear()
+                                eng.decode(tokens[:1])
+                                t1 = time.perf_counter()
+                                for i in range(tg):
+                                    eng.decode([tokens[(i * 7) % pp]])
+                                tgs.append(tg / (time.perf_counter() - t1))
+                            rss_run = proc.memory_info().rss
+                        finally:
+                            eng.close()
+                        t0 = time.perf_counter()
+                        LlamaEngine(path, settings).close()
+                        warm = (time.perf_counter() - t0) * 1000.0
+                        tg_mean = statistics.mean(tgs)
+                        rows.append(BenchRow(
+                            threads=settings.threads, batch=nb, mmap=mm, cache_type=ct, n_gpu_layers=ngl,
+                            pp_tps=statistics.mean(pps), pp_std=statistics.pstdev(pps),
+                            tg_tps=tg_mean, tg_std=statistics.pstdev(tgs), load_cold_ms=cold, load_warm_ms=warm,
+                            rss_after_load=rss_load, rss_after_run=rss_run,
+                            bandwidth_gbs=size * tg_mean / 1e9,
+                        ))
+    return rows
+
+
+def bench_markdown(path: str, rows: list[BenchRow], gpu: bool) -> str:
+    lines = [f"model: {Path(path).name} ({Path(path).stat().st_size / 2**20:.1f} MiB) — GPU offload in this "
+             f"llama.cpp build: {'yes' if gpu else 'no (CPU build: -ngl has no effect)'}", "",
+             "| threads | batch | mmap | cache | ngl | pp t/s | tg t/s | load cold ms | load warm ms | ~GB/s read |",
+             "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.threads} | {r.batch} | {'on' if r.mmap else 'off'} | {r.cache_type} | {r.n_gpu_layers} | "
+                     f"{r.pp_tps:.1f} ± {r.pp_std:.1f} | {r.tg_tps:.1f} ± {r.tg_std:.1f} | {r.load_cold_ms:.0f} | "
+                     f"{r.load_warm_ms:.0f} | {r.bandwidth_gbs:.1f} |")
+    return "\n".join(lines) + "\n"
