@@ -120,3 +120,46 @@ def test_quantize_non_gguf_input_is_one_error(tmp_path: Path) -> None:
     bad.write_text("not weights")
     out = run("quantize", str(bad), "--type", "q8_0", home=tmp_path)
     assert out.returncode == 2 and "not a GGUF file" in out.stderr and out.stderr.count("\n") == 1
+
+
+async def test_quant_and_perf_lab_screens(smollm2_path: Path, tmp_path: Path, monkeypatch) -> None:
+    from textual.widgets import DataTable
+
+    from tests.test_app import until
+    from tests.test_models import llama_pool, real_app
+    from tui.app.screens.labs import PerfLab, QuantLab
+    from tui.app.widgets.token_stream import TokenStream
+    from tui.engine.models import describe_file
+
+    monkeypatch.setenv("LLMTUI_HOME", str(tmp_path))
+    pool = llama_pool()
+    app = real_app([describe_file(smollm2_path, source="embedded")], pool)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await until(pilot, lambda: app.controller is not None, timeout=30)
+        app.query_one(TokenStream).focus()
+        await pilot.press("Q")
+        await until(pilot, lambda: isinstance(app.screen, QuantLab))
+        lab = app.screen
+        await pilot.click("#make")
+        await until(pilot, lambda: "Q2_K" in str(lab.query_one("#status").render()), timeout=120)
+        assert (tmp_path / "data" / "models" / "SmolLM2-135M-Instruct.Q4_0.gguf").exists()
+        await pilot.click("#compare")
+        await until(pilot, lambda: lab.result is not None, timeout=240)
+        table = lab.query_one("#scores", DataTable)
+        assert table.row_count == 6
+        names = [table.get_row_at(i)[0] for i in range(6)]
+        assert names[0].endswith("F16") and names[-1] == "SmolLM2-135M-Instruct.Q4_1"
+        lab.show_position(5)
+        assert lab.query_one("#flip", DataTable).row_count == 5
+        await pilot.click("#save")
+        assert list((tmp_path / "data" / "labs").glob("*-quant.md"))
+        await pilot.press("escape")
+        await pilot.press("B")
+        await until(pilot, lambda: isinstance(app.screen, PerfLab))
+        perf = app.screen
+        await pilot.click("#run")
+        await until(pilot, lambda: bool(perf.rows), timeout=300)
+        rows = perf.query_one("#rows", DataTable)
+        assert rows.row_count == len(perf.rows) >= 4
+        assert any(not r.mmap for r in perf.rows) and all(r.tg_tps > 0 for r in perf.rows)
+    pool.close_all()

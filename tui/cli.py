@@ -358,33 +358,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
             text = args.text.read_text(encoding="utf-8")
         except OSError as exc:
             raise CliError(f"{args.text}: cannot read: {exc.strerror or exc}") from None
+    from .engine.lab import compare_markdown, compare_table
+
     result = compare_models(paths, text, on_progress=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
         return 0
     print(compare_markdown(result) if args.md else compare_table(result))
     return 0
-
-
-def compare_table(result: Any) -> str:
-    lines = [f"reference: {Path(result.reference).name} · {len(result.tokens)} tokens",
-             f"{'model':<36} {'size':>9} {'bpw':>5} {'load ms':>8} {'pp t/s':>7} {'tg t/s':>7} {'PPL':>8} "
-             f"{'KL mean':>8} {'KL p99':>8} {'top-1':>6}"]
-    for s in result.scores:
-        lines.append(f"{Path(s.path).stem[:36]:<36} {_human_bytes(s.file_size):>9} {s.bits_per_weight:>5.2f} "
-                     f"{s.load_ms:>8.0f} {s.prompt_tps:>7.0f} {s.gen_tps:>7.1f} {s.perplexity:>8.3f} "
-                     f"{s.kl_mean:>8.4f} {s.kl_p99:>8.4f} {s.top1_agreement:>6.1%}")
-    return "\n".join(lines)
-
-
-def compare_markdown(result: Any) -> str:
-    lines = [f"Reference: `{Path(result.reference).name}`, {len(result.tokens)} tokens of the built-in text.", "",
-             "| model | size | bits/weight | perplexity | KL mean | KL p99 | top-1 agreement | tg tok/s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for s in result.scores:
-        lines.append(f"| {Path(s.path).stem} | {_human_bytes(s.file_size)} | {s.bits_per_weight:.2f} | "
-                     f"{s.perplexity:.3f} | {s.kl_mean:.4f} | {s.kl_p99:.4f} | {s.top1_agreement:.1%} | {s.gen_tps:.1f} |")
-    return "\n".join(lines)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

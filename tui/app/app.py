@@ -108,6 +108,8 @@ KEYS: list[tuple[str, str, str, str, bool]] = [
     ("chat.toggle", "c", "chat", "Chat", True),
     ("tokenizer.open", "k", "tokenizer", "Tokenizer", False),
     ("settings.open", "comma", "settings", "Settings", False),
+    ("lab.quant", "Q", "quant_lab", "Quant lab", False),
+    ("lab.perf", "B", "perf_lab", "Perf lab", False),
     ("session.browse", "b", "sessions", "Sessions", False),
     ("replay.jump", "g", "jump", "Jump", False),
     ("replay.fork", "f", "fork", "Fork", False),
@@ -708,6 +710,46 @@ class LlmTuiApp(App[int]):
         self._update_status()
         self.notify(f"new context: n_ctx {self.engine.n_ctx:,}, KV {self.settings.type_k}/{self.settings.type_v}, "
                     f"threads {self.settings.threads}", timeout=4)
+
+    # -- labs ------------------------------------------------------------------------------------
+
+    def _run_guarded(self, job: Callable[[], Any]) -> Any:
+        """Run a lab job (in a worker thread) while no generation uses the CPU or the engine."""
+        controller = self.controller
+        if controller is None:
+            return job()
+        controller.stop()
+        with controller._lock:
+            return job()
+
+    def _lab_model(self) -> str | None:
+        path = getattr(self.engine, "path", None)
+        if path is None or self._replaying():
+            self.notify("the labs need a loaded model", severity="warning")
+            return None
+        return str(path)
+
+    def action_quant_lab(self) -> None:
+        path = self._lab_model()
+        if path:
+            from .screens.labs import QuantLab
+
+            self.push_screen(QuantLab(path, self._run_guarded))
+
+    def action_perf_lab(self) -> None:
+        path = self._lab_model()
+        if path:
+            from ..engine.settings import default_threads
+            from .screens.labs import PerfLab
+
+            gpu = False
+            try:
+                from ..engine.llama import supports_gpu_offload
+
+                gpu = supports_gpu_offload()
+            except Exception:  # the fake engine has no llama.cpp behind it
+                gpu = False
+            self.push_screen(PerfLab(path, default_threads(), self._run_guarded, gpu))
 
     # -- recording -----------------------------------------------------------------------------
 

@@ -114,12 +114,13 @@ class ModelScore:
     top1_agreement: float
     per_token_kl: list[float] = field(default_factory=list)
     top1: list[int] = field(default_factory=list)
+    topk: list[list[tuple[int, float]]] = field(default_factory=list)  # per position: best 5 (id, p)
 
     def as_dict(self, *, per_token: bool = False) -> dict[str, Any]:
         d = asdict(self)
         if not per_token:
-            d.pop("per_token_kl")
-            d.pop("top1")
+            for key in ("per_token_kl", "top1", "topk"):
+                d.pop(key)
         return d
 
 
@@ -129,6 +130,7 @@ class Comparison:
     tokens: list[int]
     scores: list[ModelScore]
     ref_top1: list[int] = field(default_factory=list)
+    pieces: dict[int, str] = field(default_factory=dict)  # token id -> text, for the per-token view
 
     def as_dict(self, *, per_token: bool = False) -> dict[str, Any]:
         return {"reference": self.reference, "n_tokens": len(self.tokens),
@@ -151,6 +153,7 @@ def compare_models(paths: Sequence[str], text: str | None = None, *, settings: E
     vocab = None
     scores: list[ModelScore] = []
     ref_top1: list[int] = []
+    pieces: dict[int, str] = {}
     for path in paths:
         if on_progress:
             on_progress(f"evaluating {Path(path).name}")
@@ -175,6 +178,17 @@ def compare_models(paths: Sequence[str], text: str | None = None, *, settings: E
                 p_ref = np.exp(ref_logp)
                 kl = (p_ref * (ref_logp - logp)).sum(axis=1)
             agreement = float((top1 == np.asarray(ref_top1)).mean())
+            best = np.argpartition(-logp, 5, axis=1)[:, :5]
+            topk = []
+            for row, ids in zip(logp, best):
+                ids = ids[np.argsort(-row[ids])]
+                topk.append([(int(t), float(np.exp(row[t]))) for t in ids])
+                for t in ids:
+                    if int(t) not in pieces:
+                        pieces[int(t)] = eng.piece(int(t)).decode("utf-8", "replace")
+            for t in tokens:
+                if t not in pieces:
+                    pieces[t] = eng.piece(t).decode("utf-8", "replace")
             gen_tps = _gen_speed(eng, tokens[:8], gen_tokens)
             scores.append(ModelScore(
                 name=eng.info.name if eng.info.quant in eng.info.name else f"{Path(path).stem}",
@@ -183,9 +197,9 @@ def compare_models(paths: Sequence[str], text: str | None = None, *, settings: E
                 prompt_tps=len(tokens) * 1000.0 / pp_ms, gen_tps=gen_tps,
                 perplexity=float(math.exp(nll.mean())), kl_mean=float(kl.mean()),
                 kl_p99=float(np.percentile(kl, 99)), top1_agreement=agreement,
-                per_token_kl=[float(x) for x in kl], top1=top1.tolist(),
+                per_token_kl=[float(x) for x in kl], top1=top1.tolist(), topk=topk,
             ))
-    return Comparison(reference=str(paths[0]), tokens=tokens, scores=scores, ref_top1=ref_top1)
+    return Comparison(reference=str(paths[0]), tokens=tokens, scores=scores, ref_top1=ref_top1, pieces=pieces)
 
 
 def _gen_speed(eng: Any, prompt: list[int], n: int) -> float:
@@ -196,6 +210,35 @@ def _gen_speed(eng: Any, prompt: list[int], n: int) -> float:
         tok = int(np.argmax(eng.logits()))
         eng.decode([tok])
     return n / (time.perf_counter() - t0)
+
+
+def compare_table(result: Any) -> str:
+    lines = [f"reference: {Path(result.reference).name} · {len(result.tokens)} tokens",
+             f"{'model':<36} {'size':>9} {'bpw':>5} {'load ms':>8} {'pp t/s':>7} {'tg t/s':>7} {'PPL':>8} "
+             f"{'KL mean':>8} {'KL p99':>8} {'top-1':>6}"]
+    for s in result.scores:
+        lines.append(f"{Path(s.path).stem[:36]:<36} {human_bytes(s.file_size):>9} {s.bits_per_weight:>5.2f} "
+                     f"{s.load_ms:>8.0f} {s.prompt_tps:>7.0f} {s.gen_tps:>7.1f} {s.perplexity:>8.3f} "
+                     f"{s.kl_mean:>8.4f} {s.kl_p99:>8.4f} {s.top1_agreement:>6.1%}")
+    return "\n".join(lines)
+
+
+def compare_markdown(result: Any) -> str:
+    lines = [f"Reference: `{Path(result.reference).name}`, {len(result.tokens)} tokens of the built-in text.", "",
+             "| model | size | bits/weight | perplexity | KL mean | KL p99 | top-1 agreement | tg tok/s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in result.scores:
+        lines.append(f"| {Path(s.path).stem} | {human_bytes(s.file_size)} | {s.bits_per_weight:.2f} | "
+                     f"{s.perplexity:.3f} | {s.kl_mean:.4f} | {s.kl_p99:.4f} | {s.top1_agreement:.1%} | {s.gen_tps:.1f} |")
+    return "\n".join(lines)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 # -- bench (llama-bench's pp / tg, load times) ---------------------------------------------------

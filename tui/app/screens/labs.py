@@ -1,0 +1,303 @@
+"""Quantization lab and performance lab screens.
+
+Both run their work in a worker (the model stays usable afterwards), show
+progress, and can save what they produced as JSON and Markdown next to the
+recordings.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Static
+from textual_plotext import PlotextPlot
+
+from ...engine.errors import EngineError
+from ..widgets.panels import human_bytes
+
+KL_COLOURS = ["green", "yellow", "dark_orange", "red"]  # < 0.01, < 0.1, < 1, >= 1 nats
+
+
+def save_lab(kind: str, data: dict[str, Any], markdown: str) -> Path:
+    from ...config import app_dirs
+
+    folder = app_dirs().data / "labs"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (folder / f"{stamp}-{kind}.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
+    path = folder / f"{stamp}-{kind}.md"
+    path.write_text(markdown, encoding="utf-8")
+    return path
+
+
+class QuantLab(ModalScreen[None]):
+    """Make variants of the loaded model, compare them with the reference, see where they flip."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Close", id="quantlab.close")]
+    DEFAULT_CSS = """
+    QuantLab { align: center middle; }
+    QuantLab > Vertical { width: 96%; height: 94%; border: round $primary; background: $surface; padding: 0 1; }
+    QuantLab #buttons { height: 3; }
+    QuantLab #scores { height: auto; max-height: 10; }
+    QuantLab #tokens { height: 1fr; border: round $panel-lighten-2; }
+    QuantLab #flip { height: auto; max-height: 9; }
+    """
+
+    def __init__(self, model_path: str, run_guarded: Callable[[Callable[[], Any]], Any]) -> None:
+        super().__init__()
+        self.model_path = model_path
+        self.run_guarded = run_guarded  # runs a job while no generation uses the engine
+        self.result: Any = None
+        self.shown = 1  # index of the model whose KL colours the text
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(
+                "[b]Quantization lab[/b] — [i]make variants[/i] writes an F16 reference (the loaded model "
+                "dequantized: numerically the model itself) and Q8_0, Q5_1, Q4_0, Q2_K re-quantized from it; "
+                "[i]compare[/i] measures each against the reference. Click a token to see both top-5s. Esc closes.",
+                id="intro")
+            with Horizontal(id="buttons"):
+                yield Button("Make variants", id="make")
+                yield Button("Compare", id="compare", variant="primary")
+                yield Button("Next model", id="next")
+                yield Button("Save", id="save")
+            yield Static("", id="status")
+            scores: DataTable[str] = DataTable(id="scores", zebra_stripes=True, cursor_type="row")
+            scores.add_columns("model", "size", "bits/w", "PPL", "KL mean", "KL p99", "top-1 agree", "tg t/s")
+            yield scores
+            with VerticalScroll(id="tokens"):
+                yield Static("", id="text")
+            flip: DataTable[str] = DataTable(id="flip", zebra_stripes=True, cursor_type="none")
+            flip.add_columns("rank", "reference", "this model")
+            yield flip
+
+    def _variant_paths(self) -> list[str]:
+        from ...engine.lab import default_output
+
+        src = Path(self.model_path)
+        return [str(default_output(src, q)) for q in ("f16", "q8_0", "q5_1", "q4_0", "q2_k")]
+
+    @on(Button.Pressed, "#make")
+    def _make(self) -> None:
+        self.query_one("#status", Static).update("quantizing… (F16 reference, then four types)")
+        self._make_variants()
+
+    @work(thread=True, exclusive=True, group="lab", exit_on_error=False)
+    def _make_variants(self) -> None:
+        from ...engine.lab import quantize_model
+
+        made = []
+        try:
+            f16 = quantize_model(self.model_path, "f16", force=True)
+            made.append(f16)
+            for q in ("q8_0", "q5_1", "q4_0", "q2_k"):
+                self.app.call_from_thread(self.query_one("#status", Static).update, f"quantizing {q}…")
+                made.append(quantize_model(f16.output, q, force=True))
+        except EngineError as exc:
+            self.app.call_from_thread(self.query_one("#status", Static).update, f"[red]{exc}[/red]")
+            return
+        lines = [f"{Path(r.output).name}: {human_bytes(r.file_size)}, {r.bits_per_weight:.2f} bits/weight"
+                 + (f", {r.fallback[0]}/{r.fallback[1]} tensors fell back to other types" if r.fallback else "")
+                 for r in made]
+        self.app.call_from_thread(self.query_one("#status", Static).update, "\n".join(lines))
+
+    @on(Button.Pressed, "#compare")
+    def _compare(self) -> None:
+        paths = [p for p in self._variant_paths() if Path(p).exists()]
+        if len(paths) < 2:
+            self.query_one("#status", Static).update("make the variants first")
+            return
+        self.query_one("#status", Static).update("comparing… (each model evaluates the built-in text)")
+        self._run_compare(paths + [self.model_path])
+
+    @work(thread=True, exclusive=True, group="lab", exit_on_error=False)
+    def _run_compare(self, paths: list[str]) -> None:
+        from ...engine.lab import compare_models
+
+        def job() -> Any:
+            return compare_models(paths, max_tokens=256, gen_tokens=16,
+                                  on_progress=lambda m: self.app.call_from_thread(
+                                      self.query_one("#status", Static).update, m))
+
+        try:
+            result = self.run_guarded(job)
+        except EngineError as exc:
+            self.app.call_from_thread(self.query_one("#status", Static).update, f"[red]{exc}[/red]")
+            return
+        self.app.call_from_thread(self._show, result)
+
+    def _show(self, result: Any) -> None:
+        self.result = result
+        table = self.query_one("#scores", DataTable)
+        table.clear()
+        for s in result.scores:
+            table.add_row(Path(s.path).stem, human_bytes(s.file_size), f"{s.bits_per_weight:.2f}",
+                          f"{s.perplexity:.2f}", f"{s.kl_mean:.4f}", f"{s.kl_p99:.3f}", f"{s.top1_agreement:.1%}",
+                          f"{s.gen_tps:.1f}")
+        self.query_one("#status", Static).update(f"reference {Path(result.reference).name} · "
+                                                 f"{len(result.tokens)} tokens")
+        self.shown = min(3, len(result.scores) - 1)
+        self._paint()
+
+    def _paint(self) -> None:
+        res = self.result
+        score = res.scores[self.shown]
+        text = Text()
+        text.append(f"KL of {Path(score.path).stem} per token (green < 0.01 < yellow < 0.1 < orange < 1 ≤ red nats); "
+                    f"underlined: the top-1 token flips\n\n", style="bold")
+        text.append(res.pieces.get(res.tokens[0], ""))
+        for i, t in enumerate(res.tokens[1:]):
+            kl = score.per_token_kl[i]
+            colour = KL_COLOURS[0 if kl < 0.01 else 1 if kl < 0.1 else 2 if kl < 1 else 3]
+            style = f"{colour}" + (" underline" if score.top1[i] != res.ref_top1[i] else "")
+            text.append(res.pieces.get(t, f"<{t}>"), style=f"{style} link llmtui:{i}")
+        self.query_one("#text", Static).update(text)
+
+    def on_click(self, event: Any) -> None:
+        style = getattr(event, "style", None)
+        link = getattr(style, "link", None) if style is not None else None
+        if self.result is None or not link or not link.startswith("llmtui:"):
+            return
+        self.show_position(int(link.split(":")[1]))
+
+    def show_position(self, i: int) -> None:
+        res = self.result
+        ref, other = res.scores[0].topk[i], res.scores[self.shown].topk[i]
+        table = self.query_one("#flip", DataTable)
+        table.clear()
+        for rank, ((rt, rp), (ot, op)) in enumerate(zip(ref, other), 1):
+            table.add_row(str(rank), f"{res.pieces.get(rt, rt)!r} {rp:.1%}", f"{res.pieces.get(ot, ot)!r} {op:.1%}")
+
+    @on(Button.Pressed, "#next")
+    def _next(self) -> None:
+        if self.result is not None:
+            self.shown = self.shown % (len(self.result.scores) - 1) + 1
+            self._paint()
+
+    @on(Button.Pressed, "#save")
+    def _save(self) -> None:
+        if self.result is None:
+            self.query_one("#status", Static).update("compare first")
+            return
+        from ...engine.lab import compare_markdown
+
+        path = save_lab("quant", self.result.as_dict(), compare_markdown(self.result) + "\n")
+        self.query_one("#status", Static).update(f"saved {path} (and .json)")
+
+
+class PerfLab(ModalScreen[None]):
+    """Threads, batch size, mmap: a llama-bench table and plots, on the loaded model."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Close", id="perflab.close")]
+    DEFAULT_CSS = """
+    PerfLab { align: center middle; }
+    PerfLab > Vertical { width: 96%; height: 94%; border: round $primary; background: $surface; padding: 0 1; }
+    PerfLab #buttons { height: 3; }
+    PerfLab #rows { height: auto; max-height: 12; }
+    PerfLab #plots { height: 1fr; }
+    """
+
+    def __init__(self, model_path: str, threads: int, run_guarded: Callable[[Callable[[], Any]], Any],
+                 gpu: bool) -> None:
+        super().__init__()
+        self.model_path = model_path
+        self.max_threads = threads
+        self.run_guarded = run_guarded
+        self.gpu = gpu
+        self.rows: list[Any] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(
+                "[b]Performance lab[/b] — pp = prompt processing (one batch), tg = generation (one token at a time). "
+                "Generation reads every weight once per token: tok/s × model size ≈ the memory bandwidth it uses, so "
+                "tg stops scaling with threads when that bandwidth runs out. Cold load: page cache dropped first "
+                "(posix_fadvise); mmap maps the file instead of reading it, so warm loads are nearly free. "
+                f"GPU offload in this llama.cpp build: [b]{'yes' if self.gpu else 'no (CPU build)'}[/b]. Esc closes.")
+            with Horizontal(id="buttons"):
+                yield Button("Run", id="run", variant="primary")
+                yield Button("Save", id="save")
+            yield Static("", id="status")
+            rows: DataTable[str] = DataTable(id="rows", zebra_stripes=True, cursor_type="none")
+            rows.add_columns("threads", "batch", "mmap", "pp t/s", "tg t/s", "load cold", "load warm", "~GB/s")
+            yield rows
+            with Horizontal(id="plots"):
+                yield PlotextPlot(id="by_threads")
+                yield PlotextPlot(id="by_batch")
+
+    @on(Button.Pressed, "#run")
+    def _run(self) -> None:
+        self.query_one("#status", Static).update("benchmarking…")
+        self._bench()
+
+    @work(thread=True, exclusive=True, group="lab", exit_on_error=False)
+    def _bench(self) -> None:
+        from ...engine.lab import bench
+
+        threads = list(range(1, self.max_threads + 1))
+
+        def job() -> Any:
+            progress = lambda m: self.app.call_from_thread(self.query_one("#status", Static).update, m)  # noqa: E731
+            rows = bench(self.model_path, threads=threads, batches=(512,), mmaps=(True,), pp=256, tg=32, reps=2,
+                         on_progress=progress)
+            rows += bench(self.model_path, threads=(threads[-1],), batches=(32, 128), mmaps=(True,), pp=256, tg=8,
+                          reps=2, on_progress=progress)
+            rows += bench(self.model_path, threads=(threads[-1],), batches=(512,), mmaps=(False,), pp=256, tg=8,
+                          reps=1, on_progress=progress)
+            return rows
+
+        try:
+            rows = self.run_guarded(job)
+        except EngineError as exc:
+            self.app.call_from_thread(self.query_one("#status", Static).update, f"[red]{exc}[/red]")
+            return
+        self.app.call_from_thread(self._show, rows)
+
+    def _show(self, rows: list[Any]) -> None:
+        self.rows = rows
+        table = self.query_one("#rows", DataTable)
+        table.clear()
+        for r in rows:
+            table.add_row(str(r.threads), str(r.batch), "on" if r.mmap else "off", f"{r.pp_tps:.0f} ± {r.pp_std:.0f}",
+                          f"{r.tg_tps:.1f} ± {r.tg_std:.1f}", f"{r.load_cold_ms:.0f} ms", f"{r.load_warm_ms:.0f} ms",
+                          f"{r.bandwidth_gbs:.1f}")
+        by_threads = [r for r in rows if r.batch == 512 and r.mmap]
+        plt = self.query_one("#by_threads", PlotextPlot).plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title("tok/s vs threads")
+        plt.plot([r.threads for r in by_threads], [r.tg_tps for r in by_threads], label="tg", marker="braille")
+        plt.plot([r.threads for r in by_threads], [r.pp_tps / 10 for r in by_threads], label="pp/10",
+                 marker="braille")
+        self.query_one("#by_threads", PlotextPlot).refresh()
+        last = max(r.threads for r in rows)
+        by_batch = sorted((r for r in rows if r.threads == last and r.mmap), key=lambda r: r.batch)
+        plt = self.query_one("#by_batch", PlotextPlot).plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title("pp tok/s vs batch")
+        plt.plot([r.batch for r in by_batch], [r.pp_tps for r in by_batch], marker="braille")
+        self.query_one("#by_batch", PlotextPlot).refresh()
+        self.query_one("#status", Static).update("done")
+
+    @on(Button.Pressed, "#save")
+    def _save(self) -> None:
+        if not self.rows:
+            self.query_one("#status", Static).update("run first")
+            return
+        from ...engine.lab import bench_markdown
+
+        path = save_lab("perf", {"model": self.model_path, "rows": [r.as_dict() for r in self.rows]},
+                        bench_markdown(self.model_path, self.rows, self.gpu))
+        self.query_one("#status", Static).update(f"saved {path} (and .json)")
