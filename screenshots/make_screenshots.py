@@ -47,7 +47,23 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
     async with app.run_test(size=size) as pilot:
         await wait(pilot, lambda: app.controller is not None)
         app.query_one("#prompt", Input).cursor_blink = False
-        if scenario == "step":
+        if scenario in ("quant", "perf"):
+            from tui.app.screens.labs import PerfLab, QuantLab
+
+            app.query_one(TokenStream).focus()
+            await pilot.press("Q" if scenario == "quant" else "B")
+            await wait(pilot, lambda: isinstance(app.screen, (QuantLab, PerfLab)))
+            lab = app.screen
+            if scenario == "quant":
+                await pilot.click("#make")
+                await wait(pilot, lambda: "Q2_K" in str(lab.query_one("#status").render()), 180)
+                await pilot.click("#compare")
+                await wait(pilot, lambda: lab.result is not None, 300)
+                lab.show_position(40)
+            else:
+                await pilot.click("#run")
+                await wait(pilot, lambda: bool(lab.rows), 300)
+        elif scenario == "step":
             app.query_one(TokenStream).focus()
             await pilot.press("s", "space")
             for i in range(1, 12):
@@ -78,6 +94,8 @@ async def main() -> None:
     await shoot(engine, "small-terminal", (80, 24), "run")
     await shoot(engine, "light-theme", (120, 40), "run", theme="llmtui-light", preset="wild")
     await shoot(engine, "help", (120, 40), "help")
+    await shoot(engine, "quant-lab", (140, 45), "quant")
+    await shoot(engine, "perf-lab", (140, 45), "perf")
     engine.close()
 
 
