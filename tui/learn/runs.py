@@ -1,0 +1,72 @@
+"""Runs the learning experiments need that the dashboard does not do by itself: the same prompt and
+seed under several presets, one after the other, with a summary of what each chain did. Pure
+engine + sampling code (no Textual); the caller holds the engine (no other run may use it)."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..engine.loop import Generation, Step
+
+
+@dataclass(frozen=True, slots=True)
+class StageSummary:
+    name: str
+    note: str
+    kept_mean: float  # candidates left after the stage, mean over steps
+    mass_removed_mean: float  # probability the stage removed, mean over steps
+
+
+@dataclass(frozen=True, slots=True)
+class PresetRun:
+    preset: str
+    chain: str  # the preset's description (sampler → sampler …)
+    text: str
+    n_tokens: int
+    stop_reason: str
+    entropy_mean: float  # nats, of the raw distributions (the model's own uncertainty)
+    chosen_p_mean: float  # raw probability of the chosen tokens: low = the chain took unlikely tokens
+    rank_mean: float  # raw rank of the chosen tokens (1 = the most likely)
+    draws: int  # steps decided by a random draw (0 for greedy)
+    stages: tuple[StageSummary, ...]
+    distinct_ratio: float  # distinct tokens / tokens: low = repetitive
+
+
+def summarise(preset: Any, steps: Sequence[Step], stop_reason: str) -> PresetRun:
+    text = "".join(s.text for s in steps)
+    traces = [s.trace for s in steps]
+    stages: list[StageSummary] = []
+    if traces:
+        for i, first in enumerate(traces[0].stages):
+            same = [t.stages[i] for t in traces if len(t.stages) > i]
+            stages.append(StageSummary(first.name, first.note, statistics.mean(st.n_out for st in same),
+                                       statistics.mean(st.mass_removed for st in same)))
+    ranks = [t.rank or len(t.top_ids) + 1 for t in traces]
+    return PresetRun(
+        preset=preset.name, chain=preset.describe(), text=text, n_tokens=len(steps), stop_reason=stop_reason,
+        entropy_mean=statistics.mean(t.entropy for t in traces) if traces else 0.0,
+        chosen_p_mean=statistics.mean(t.raw_p for t in traces) if traces else 0.0,
+        rank_mean=statistics.mean(ranks) if ranks else 0.0,
+        draws=sum(t.draw is not None for t in traces), stages=tuple(stages),
+        distinct_ratio=len({s.token for s in steps}) / len(steps) if steps else 0.0,
+    )
+
+
+def run_presets(engine: Any, prompt: str, presets: Sequence[Any], *, seed: int, max_tokens: int,
+                on_progress: Any = None) -> list[PresetRun]:
+    """Generate from the same prompt and seed with each preset (a fresh cache and chain each time)."""
+    runs = []
+    tokens = engine.tokenize(prompt)
+    for preset in presets:
+        if on_progress:
+            on_progress(f"generating with {preset.name}…")
+        engine.clear()
+        chain = preset.build(engine.build_context(seed))
+        gen = Generation(engine, tokens, chain, max_tokens=max_tokens)
+        steps = list(gen)
+        reason = gen.stats.stop_reason.value if gen.stats.stop_reason else "?"
+        runs.append(summarise(preset, steps, reason))
+    engine.clear()
+    return runs
