@@ -88,7 +88,8 @@ async def test_generate_and_ui_matches_step_records() -> None:
         stage_names = [line[0][0].strip() for line in trace_lines[1:7]]
         assert stage_names == ["penalties", "top_k", "top_p", "min_p", "temp", "dist"]
         kv_lines = app.query_one("#kv")._build(40)
-        assert kv_lines[0][0][0].startswith(f"{3 + 40} / 512 cells")
+        # 3 prompt tokens + 40 generated, less the last one: sampled, never decoded
+        assert kv_lines[0][0][0].startswith(f"{3 + 40 - 1} / 512 cells")
 
 
 async def test_stop_mid_generation() -> None:

@@ -217,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
                              description="List the built-in sampling presets and the user presets "
                              "(TOML files in the config dir's presets/ folder).")
     presets.add_argument("--json", action="store_true", help="print a JSON array")
+
+    learn = sub.add_parser("learn", help="the learning path: the llama.cpp study roadmap's questions, each with a "
+                           "live experiment",
+                           description="Open the dashboard on the Learn screen (L in the app), at QUESTION if "
+                           "given (an id such as s2-kv-cache, or a number such as 2.1). Enter runs a question's "
+                           "experiment; 1 and 2 run its variations. --list prints the questions.")
+    learn.add_argument("question", nargs="?", metavar="QUESTION")
+    learn.add_argument("--list", action="store_true", help="print the questions (English and Chinese) and exit")
+    learn.add_argument("--json", action="store_true", help="with --list: a JSON array")
+    _common(learn, sub=True)
+    _engine_args(learn, sub=True)
     return parser
 
 
@@ -831,7 +842,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_app(args: argparse.Namespace) -> int:
+def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
     from .config import app_dirs, load_state
 
     config = _config(args)
@@ -884,12 +895,39 @@ def cmd_app(args: argparse.Namespace) -> int:
         context_policy=args.context_policy,
         n_keep=args.n_keep,
         system=args.system,
+        learn=learn,
     )
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from .learn import find, load_questions, STAGES
+
+    questions = load_questions()
+    if args.list:
+        if args.json:
+            print(json.dumps([{"id": q.id, "number": q.number, "stage": q.stage, "title": q.title,
+                               "title_zh": q.title_zh, "experiment": q.experiment, "variations": len(q.try_next)}
+                              for q in questions], ensure_ascii=False, indent=2))
+            return 0
+        stage = 0
+        for q in questions:
+            if q.stage != stage:
+                stage = q.stage
+                print(f"Stage {stage}: {STAGES[stage][0]} / {STAGES[stage][1]}")
+            print(f"  {q.number:4} {q.id:16} {q.title}")
+            print(f"  {'':4} {'':16} {q.title_zh}")
+        return 0
+    if args.question is not None:
+        try:
+            args.question = find(args.question).id
+        except KeyError as exc:
+            raise CliError(str(exc.args[0])) from None
+    return cmd_app(args, learn=args.question or "")
 
 
 COMMANDS = {"generate": cmd_generate, "models": cmd_models, "inspect": cmd_inspect, "presets": cmd_presets,
             "replay": cmd_replay, "export": cmd_export, "tokenize": cmd_tokenize, "quantize": cmd_quantize,
-            "compare": cmd_compare, "bench": cmd_bench, None: cmd_app}
+            "compare": cmd_compare, "bench": cmd_bench, "learn": cmd_learn, None: cmd_app}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input
+from textual.widgets import Footer, Header, Input, Static
 from textual.worker import Worker, WorkerState
 
 from ..config import save_state
@@ -113,6 +113,9 @@ KEYS: list[tuple[str, str, str, str, bool]] = [
     ("session.browse", "b", "sessions", "Sessions", False),
     ("replay.jump", "g", "jump", "Jump", False),
     ("replay.fork", "f", "fork", "Fork", False),
+    ("learn.open", "L", "learn", "Learn", True),
+    ("learn.try1", "1", "learn_try(1)", "Try next 1", False),
+    ("learn.try2", "2", "learn_try(2)", "Try next 2", False),
     ("app.help", "question_mark,f1", "help", "Help", True),
     ("app.quit", "q,ctrl+q", "quit", "Quit", True),
 ]
@@ -149,6 +152,7 @@ class LlmTuiApp(App[int]):
         context_policy: str = "stop",
         n_keep: int = -1,
         system: str | None = None,
+        learn: str | None = None,
     ) -> None:
         super().__init__()
         if load is None:
@@ -169,6 +173,7 @@ class LlmTuiApp(App[int]):
         self.model_label = model_label
         self.load_info = ""
         self.settings = settings
+        self.base_settings = settings  # what experiments start from
         self.preset = preset
         self.catalog = catalog
         self.initial_prompt = prompt if prompt is not None else "Once upon a time"
@@ -217,6 +222,14 @@ class LlmTuiApp(App[int]):
         self._dirty_plots = False
         self._panels_at = 0.0
         self.generation_count = 0
+        self.last_summary: dict[str, Any] = {}  # of the last finished run
+        self.chat_turn: ChatTurn | None = None  # the last chat turn's reuse figures
+        # learn mode: the question whose experiment ran last, and what each one found
+        self.learn_open_at = learn  # open the Learn screen at this question once the model is loaded
+        self.learn_question: str | None = None
+        self.learn_findings: dict[str, Any] = {}
+        self.learn_quick = False  # shortened experiments (tests)
+        self.learn_marked: list[Any] = []
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -233,6 +246,7 @@ class LlmTuiApp(App[int]):
             yield KvGauge(id="kv")
             yield MemoryGraph(id="mem")
             yield ThroughputGraph(id="tput")
+        yield Static("", id="learnbar")
         yield StatusLine(id="status")
         yield Footer()
 
@@ -339,6 +353,9 @@ class LlmTuiApp(App[int]):
         self._update_status()
         if getattr(self.engine, "replay", False):
             self._replay_start()
+        elif self.learn_open_at is not None:
+            current, self.learn_open_at = self.learn_open_at, None
+            self.action_learn(current)
         elif message.resume:
             self.start_generation(message.resume)
         else:
@@ -425,12 +442,16 @@ class LlmTuiApp(App[int]):
                     if self.chat_mode:
                         stream.set_prompt(ev.prompt)  # the conversation, rendered by the chat template
                 elif isinstance(ev, ChatTurn):
+                    self.chat_turn = ev
                     self.n_reused = ev.reused
                     self.chat_info = (f"reused {ev.reused:,}, evaluated {ev.evaluated:,}, saved ~{ev.saved_ms:.0f} ms"
                                       + (f", dropped {ev.dropped_turns} old turn(s)" if ev.dropped_turns else ""))
                 elif isinstance(ev, PresetChanged):
                     self.notify(f"preset: {ev.preset}", timeout=2)
                 elif isinstance(ev, Finished):
+                    if appended:  # the final view is laid out from every token, however they were batched
+                        stream.append_many(appended)
+                        appended = []
                     self._finished(ev)
                 elif isinstance(ev, RecordingStarted):
                     self.record_path = ev.path
@@ -466,6 +487,7 @@ class LlmTuiApp(App[int]):
         self.notify(f"re-sampled step {step.index} with {ev.preset}: {step.piece!r}", timeout=3)
 
     def _finished(self, ev: Finished) -> None:
+        self.last_summary = dict(ev.summary or {})
         self._refresh_timer.pause()
         self._panels_at = 0.0  # the final state shows at once
         stream = self.query_one(TokenStream)
@@ -476,6 +498,7 @@ class LlmTuiApp(App[int]):
         if self.pending is not None:
             self.query_one(TokenStream).set_pending(None)
             self.pending = None
+        self._update_kv()
         if ev.error:
             self.notify(ev.error, severity="error", timeout=10)
 
@@ -526,7 +549,12 @@ class LlmTuiApp(App[int]):
         n_prompt = self.n_prompt
         if self.shifts:  # after a shift only n_keep prompt tokens remain at the front
             n_prompt = min(n_prompt, self.shifts[-1][1])
-        n_past = last.n_past + 1 if last is not None else self.n_prompt + self.n_reused
+        if last is None:
+            n_past = self.n_prompt + self.n_reused
+        elif self.state.startswith("stopped") and self.pending is None and hasattr(self.engine, "n_past"):
+            n_past = self.engine.n_past  # what the cache holds: the last sampled token was never decoded
+        else:
+            n_past = last.n_past + 1  # the token being decoded now
         self.query_one(KvGauge).show(
             n_ctx=self.engine.n_ctx, n_past=n_past, n_prompt=n_prompt + self.n_reused if not self.shifts else n_prompt,
             n_reused=self.n_reused, n_keep=self._n_keep_cells(), shifts=tuple(self.shifts),
@@ -614,6 +642,9 @@ class LlmTuiApp(App[int]):
             self.state = f"error: {error}"
             self.notify(f"{type(error).__name__}: {error}", severity="error", timeout=15)
             self._update_status()
+        elif event.state == WorkerState.ERROR and event.worker.group == "learn":
+            error = event.worker.error
+            self.notify(f"the experiment failed: {type(error).__name__}: {error}", severity="error", timeout=15)
 
     # -- chat, tokenizer, settings --------------------------------------------------------------
 
@@ -623,16 +654,24 @@ class LlmTuiApp(App[int]):
         if self.running:
             self.notify("stop the generation first (esc)", severity="warning")
             return
-        from ..engine.chat import ChatSession
-
-        self.chat_mode = not self.chat_mode
-        policy = "drop-oldest-turns" if self.context_policy == "drop-oldest-turns" else "stop"
-        self.controller.chat = ChatSession(self.engine, system=self.system, policy=policy) if self.chat_mode else None
-        self.chat_info = ""
+        self.set_chat(not self.chat_mode)
         self.notify("chat mode: each prompt is a user turn; only new tokens are evaluated" if self.chat_mode
                     else "chat mode off", timeout=4)
         self._update_status()
         self.query_one("#prompt", Input).focus()
+
+    def set_chat(self, on: bool, system: str | None = None) -> None:
+        """Chat mode on (a fresh conversation, with ``system`` if given) or off."""
+        from ..engine.chat import ChatSession
+
+        if system is not None:
+            self.system = system
+        self.chat_mode = on
+        policy = "drop-oldest-turns" if self.context_policy == "drop-oldest-turns" else "stop"
+        self.controller.chat = ChatSession(self.engine, system=self.system, policy=policy) if on else None
+        self.chat_info = ""
+        self.chat_turn = None
+        self._update_status()
 
     def action_tokenizer(self) -> None:
         if self.engine is None or self._replaying():
@@ -1129,12 +1168,64 @@ class LlmTuiApp(App[int]):
         self._update_status()
         self.query_one("#prompt", Input).focus()
 
+    # -- learn mode --------------------------------------------------------------------------------
+
+    def action_learn(self, question: str | None = None) -> None:
+        from ..learn import load_questions
+        from .screens.learn import LearnScreen
+
+        questions = load_questions()
+        current = question or self.learn_question
+        if current is not None and all(current != q.id for q in questions):
+            from ..learn import find
+
+            try:
+                current = find(current).id
+            except KeyError as exc:
+                self.notify(str(exc.args[0]), severity="error", timeout=8)
+                current = None
+        self.push_screen(LearnScreen(questions, current, self.learn_findings), self._learn_chosen)
+
+    def _learn_chosen(self, choice: tuple[str, int] | None) -> None:
+        if choice is not None:
+            self.run_experiment(*choice)
+
+    def action_learn_try(self, variant: int) -> None:
+        if self.learn_question is None:
+            self.notify("no experiment yet: press L (Learn) and run one", severity="warning", timeout=4)
+            return
+        from ..learn import find
+
+        q = find(self.learn_question)
+        if variant > len(q.try_next):
+            self.notify(f"{q.number} has no variation {variant}", severity="warning", timeout=3)
+            return
+        self.run_experiment(q.id, variant)
+
+    def run_experiment(self, question_id: str, variant: int = 0) -> Worker[Any]:
+        from .experiments import run_experiment
+
+        return self.run_worker(run_experiment(self, question_id, variant), group="learn", exclusive=True,
+                               exit_on_error=False)
+
+    def show_finding(self, finding: Any) -> None:
+        self.learn_question = finding.question
+        self.learn_findings[finding.question] = finding
+        bar = self.query_one("#learnbar", Static)
+        bar.update(finding.bar_text())
+        bar.display = True
+
     def action_help(self) -> None:
         rows = [(self._key_for(bid, keys), desc, bid) for bid, keys, _a, desc, _s in KEYS]
         self.push_screen(HelpScreen(rows))
 
     def _key_for(self, binding_id: str, default: str) -> str:
         return self._keymap.get(binding_id, default)
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None,
+               markup: bool = False) -> None:
+        """Notifications carry model text, paths and error messages: plain text unless asked."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     async def action_quit(self) -> None:
         if self.controller is not None and self.running:

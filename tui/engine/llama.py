@@ -230,13 +230,13 @@ class LlamaEngine:
                 "n_head_kv": int(_ll.llama_model_n_head_kv(m)), "head_k": head_k, "head_v": head_v,
                 "n_swa": int(_ll.llama_model_n_swa(m))}
 
-    def _guard_memory(self) -> None:
+    def _guard_memory(self, n_ctx: int | None = None) -> None:
         """Refuse a context whose KV cache cannot fit, naming the largest n_ctx that would."""
         import psutil
 
         from .kv import CTX_PAD
 
-        n_ctx = self.settings.n_ctx
+        n_ctx = self.settings.n_ctx if n_ctx is None else n_ctx
         kv, compute = self.estimate_context_bytes(n_ctx)
         available = psutil.virtual_memory().available
         self.warnings: list[str] = []
@@ -258,6 +258,17 @@ class LlamaEngine:
             f"n_ctx {n_ctx:,} needs ~{kv / gib:.1f} GiB of KV cache (+{compute / gib:.1f} GiB of buffers) but only "
             f"{available / gib:.1f} GiB of memory is available: the largest n_ctx that fits is about {lo:,}"
         )
+
+    def check_context(self, n_ctx: int, settings: EngineSettings | None = None) -> None:
+        """Raise the memory guard's ContextError if a context of ``n_ctx`` would not fit (with
+        ``settings``' cache types if given); the current context is left alone."""
+        warnings, current = self.warnings, self.settings
+        if settings is not None:
+            self.settings = settings
+        try:
+            self._guard_memory(n_ctx)
+        finally:
+            self.warnings, self.settings = warnings, current
 
     def recreate_context(self, settings: EngineSettings) -> None:
         """Apply new context settings; the model stays loaded (and mapped)."""

@@ -53,10 +53,16 @@ class QuantLab(ModalScreen[None]):
     QuantLab #flip { height: auto; max-height: 9; }
     """
 
-    def __init__(self, model_path: str, run_guarded: Callable[[Callable[[], Any]], Any]) -> None:
+    TYPES = ("q8_0", "q5_1", "q4_0", "q2_k")
+
+    def __init__(self, model_path: str, run_guarded: Callable[[Callable[[], Any]], Any], *,
+                 types: tuple[str, ...] = TYPES, max_tokens: int = 256) -> None:
         super().__init__()
         self.model_path = model_path
         self.run_guarded = run_guarded  # runs a job while no generation uses the engine
+        self.types = types  # re-quantized from the F16 reference
+        self.max_tokens = max_tokens  # tokens of the built-in text each model evaluates
+        self.made: list[Any] = []  # QuantizeResults of the last "make variants"
         self.result: Any = None
         self.shown = 1  # index of the model whose KL colours the text
 
@@ -86,7 +92,7 @@ class QuantLab(ModalScreen[None]):
         from ...engine.lab import default_output
 
         src = Path(self.model_path)
-        return [str(default_output(src, q)) for q in ("f16", "q8_0", "q5_1", "q4_0", "q2_k")]
+        return [str(default_output(src, q)) for q in ("f16", *self.types)]
 
     @on(Button.Pressed, "#make")
     def _make(self) -> None:
@@ -101,7 +107,7 @@ class QuantLab(ModalScreen[None]):
         try:
             f16 = quantize_model(self.model_path, "f16", force=True)
             made.append(f16)
-            for q in ("q8_0", "q5_1", "q4_0", "q2_k"):
+            for q in self.types:
                 self.app.call_from_thread(self.query_one("#status", Static).update, f"quantizing {q}…")
                 made.append(quantize_model(f16.output, q, force=True))
         except EngineError as exc:
@@ -110,23 +116,28 @@ class QuantLab(ModalScreen[None]):
         lines = [f"{Path(r.output).name}: {human_bytes(r.file_size)}, {r.bits_per_weight:.2f} bits/weight"
                  + (f", {r.fallback[0]}/{r.fallback[1]} tensors fell back to other types" if r.fallback else "")
                  for r in made]
+        self.made = made
         self.app.call_from_thread(self.query_one("#status", Static).update, "\n".join(lines))
 
     @on(Button.Pressed, "#compare")
     def _compare(self) -> None:
+        if self.compare() is None:
+            self.query_one("#status", Static).update("make the variants first")
+
+    def compare(self) -> Any:
+        """Compare the variants that exist (the worker, to await); None if there are none."""
         paths = [p for p in self._variant_paths() if Path(p).exists()]
         if len(paths) < 2:
-            self.query_one("#status", Static).update("make the variants first")
-            return
+            return None
         self.query_one("#status", Static).update("comparing… (each model evaluates the built-in text)")
-        self._run_compare(paths + [self.model_path])
+        return self._run_compare(paths + [self.model_path])
 
     @work(thread=True, exclusive=True, group="lab", exit_on_error=False)
     def _run_compare(self, paths: list[str]) -> None:
         from ...engine.lab import compare_models
 
         def job() -> Any:
-            return compare_models(paths, max_tokens=256, gen_tokens=16,
+            return compare_models(paths, max_tokens=self.max_tokens, gen_tokens=16,
                                   on_progress=lambda m: self.app.call_from_thread(
                                       self.query_one("#status", Static).update, m))
 
@@ -209,8 +220,9 @@ class PerfLab(ModalScreen[None]):
     """
 
     def __init__(self, model_path: str, threads: int, run_guarded: Callable[[Callable[[], Any]], Any],
-                 gpu: bool) -> None:
+                 gpu: bool, *, quick: bool = False) -> None:
         super().__init__()
+        self.quick = quick  # threads only, short runs (tests and a first look)
         self.model_path = model_path
         self.max_threads = threads
         self.run_guarded = run_guarded
@@ -249,6 +261,9 @@ class PerfLab(ModalScreen[None]):
 
         def job() -> Any:
             progress = lambda m: self.app.call_from_thread(self.query_one("#status", Static).update, m)  # noqa: E731
+            if self.quick:
+                return bench(self.model_path, threads=threads, batches=(64,), mmaps=(True,), pp=64, tg=8, reps=1,
+                             on_progress=progress)
             rows = bench(self.model_path, threads=threads, batches=(512,), mmaps=(True,), pp=256, tg=32, reps=2,
                          on_progress=progress)
             rows += bench(self.model_path, threads=(threads[-1],), batches=(32, 128), mmaps=(True,), pp=256, tg=8,
@@ -272,22 +287,25 @@ class PerfLab(ModalScreen[None]):
             table.add_row(str(r.threads), str(r.batch), "on" if r.mmap else "off", f"{r.pp_tps:.0f} ± {r.pp_std:.0f}",
                           f"{r.tg_tps:.1f} ± {r.tg_std:.1f}", f"{r.load_cold_ms:.0f} ms", f"{r.load_warm_ms:.0f} ms",
                           f"{r.bandwidth_gbs:.1f}")
-        by_threads = [r for r in rows if r.batch == 512 and r.mmap]
+        first_batch = rows[0].batch if rows else 512
+        by_threads = [r for r in rows if r.batch == first_batch and r.mmap]
         plt = self.query_one("#by_threads", PlotextPlot).plt
         plt.clear_data()
         plt.clear_figure()
         plt.title("tok/s vs threads")
-        plt.plot([r.threads for r in by_threads], [r.tg_tps for r in by_threads], label="tg", marker="braille")
-        plt.plot([r.threads for r in by_threads], [r.pp_tps / 10 for r in by_threads], label="pp/10",
-                 marker="braille")
+        if by_threads:  # (plotext cannot draw a legend without data)
+            plt.plot([r.threads for r in by_threads], [r.tg_tps for r in by_threads], label="tg", marker="braille")
+            plt.plot([r.threads for r in by_threads], [r.pp_tps / 10 for r in by_threads], label="pp/10",
+                     marker="braille")
         self.query_one("#by_threads", PlotextPlot).refresh()
-        last = max(r.threads for r in rows)
+        last = max((r.threads for r in rows), default=0)
         by_batch = sorted((r for r in rows if r.threads == last and r.mmap), key=lambda r: r.batch)
         plt = self.query_one("#by_batch", PlotextPlot).plt
         plt.clear_data()
         plt.clear_figure()
         plt.title("pp tok/s vs batch")
-        plt.plot([r.batch for r in by_batch], [r.pp_tps for r in by_batch], marker="braille")
+        if by_batch:
+            plt.plot([r.batch for r in by_batch], [r.pp_tps for r in by_batch], marker="braille")
         self.query_one("#by_batch", PlotextPlot).refresh()
         self.query_one("#status", Static).update("done")
 

@@ -28,10 +28,12 @@ class TokenizerScreen(ModalScreen[None]):
     TokenizerScreen #compare { height: auto; max-height: 10; }
     """
 
-    def __init__(self, text: str, job: Callable[..., None]) -> None:
+    def __init__(self, text: str, job: Callable[..., None], *, special: bool = False) -> None:
         super().__init__()
         self.text = text
         self.job = job
+        self.special = special
+        self.result: Any = None  # the last inspection (rows, variants, top-5s) or an EngineError
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -40,7 +42,7 @@ class TokenizerScreen(ModalScreen[None]):
             yield Input(self.text, id="text")
             with Horizontal(id="toggles"):
                 yield Checkbox("add BOS (off = as the model asks)", id="bos")
-                yield Checkbox("parse special tokens", id="special")
+                yield Checkbox("parse special tokens", self.special, id="special")
             yield Static("", id="chips")
             yield Static("[b]next-token top-5[/b] for variants of the text (the prompt-format traps)")
             table: DataTable[str] = DataTable(id="compare", cursor_type="none", zebra_stripes=True)
@@ -61,6 +63,7 @@ class TokenizerScreen(ModalScreen[None]):
         self.job(text, add_bos, self.query_one("#special", Checkbox).value, self._show)
 
     def _show(self, result: Any) -> None:
+        self.result = result
         if isinstance(result, EngineError):
             self.query_one("#chips", Static).update(f"[red]{result}[/red]")
             return

@@ -65,6 +65,11 @@ def bar(fraction: float, width: int) -> str:
     return text + " " * (width - cell_len(text))
 
 
+def escape(text: str) -> str:
+    """Text (model output, paths, errors) safe inside Textual markup: every ``[`` escaped."""
+    return text.replace("[", "\\[")
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
