@@ -1,6 +1,6 @@
 """Re-create the README's screenshots: the real app on the real SmolLM2 model.
 
-    python screenshots/make_screenshots.py
+    python screenshots/make_screenshots.py [NAME ...]
 
 Each SVG is taken with Textual's save_screenshot while the model is generating
 (or paused in step mode), so the panels show real data.
@@ -47,7 +47,18 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
     async with app.run_test(size=size) as pilot:
         await wait(pilot, lambda: app.controller is not None)
         app.query_one("#prompt", Input).cursor_blink = False
-        if scenario in ("quant", "perf"):
+        if scenario.startswith("learn"):
+            from tui.app.screens.learn import LearnScreen
+
+            app.query_one(TokenStream).focus()
+            if scenario == "learn":
+                app.action_learn("s2-kv-cache")
+                await wait(pilot, lambda: isinstance(app.screen, LearnScreen))
+            else:
+                question = scenario.split(":", 1)[1]
+                worker = app.run_experiment(question)
+                await worker.wait()
+        elif scenario in ("quant", "perf"):
             from tui.app.screens.labs import PerfLab, QuantLab
 
             app.query_one(TokenStream).focus()
@@ -86,8 +97,15 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
         await pilot.pause(0.2)
 
 
-async def main() -> None:
+async def main(only: list[str]) -> None:
     engine = LlamaEngine(embedded_model_path(), EngineSettings(n_ctx=2048, seed=7))
+    if only:
+        global shoot
+        real = shoot
+
+        async def shoot(engine: LlamaEngine, name: str, *a, **kw) -> None:  # type: ignore[no-redef]
+            if name in only:
+                await real(engine, name, *a, **kw)
     await shoot(engine, "dashboard", (120, 40), "run")
     await shoot(engine, "step-mode", (120, 40), "step")
     await shoot(engine, "selected-token", (120, 40), "select", preset="creative")
@@ -96,8 +114,14 @@ async def main() -> None:
     await shoot(engine, "help", (120, 40), "help")
     await shoot(engine, "quant-lab", (140, 45), "quant")
     await shoot(engine, "perf-lab", (140, 45), "perf")
+    await shoot(engine, "learn", (140, 45), "learn")
+    await shoot(engine, "learn-kv-cache", (140, 45), "learn:s2-kv-cache")
+    await shoot(engine, "learn-next-token", (140, 45), "learn:s1-next-token")
+    await shoot(engine, "learn-stories", (140, 45), "learn:s3-stories")
     engine.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import sys
+
+    asyncio.run(main(sys.argv[1:]))  # names of the shots to take (default: all)
