@@ -35,6 +35,14 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
+def chat_tokens(eng: Any, messages: list[dict[str, str]]) -> list[int]:
+    """The conversation rendered with the model's chat template (ready for the answer), tokenized."""
+    text = eng.render_chat(messages, add_generation_prompt=True)
+    bos = eng.piece(eng.info.bos).decode("utf-8", "replace") if eng.info.bos >= 0 else None
+    add_bos = False if bos and text.startswith(bos) else None  # the template already wrote it
+    return eng.tokenize(text, add_bos=add_bos, parse_special=True)
+
+
 @dataclass(slots=True)
 class ChatSession:
     engine: Any
@@ -49,11 +57,7 @@ class ChatSession:
             self.messages.append({"role": "system", "content": self.system})
 
     def _tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        eng = self.engine
-        text = eng.render_chat(messages, add_generation_prompt=True)
-        bos = eng.piece(eng.info.bos).decode("utf-8", "replace") if eng.info.bos >= 0 else None
-        add_bos = False if bos and text.startswith(bos) else None  # the template already wrote it
-        return eng.tokenize(text, add_bos=add_bos, parse_special=True)
+        return chat_tokens(self.engine, messages)
 
     def prepare(self, user_text: str) -> TurnPlan:
         """Add the user's turn and cut the cache to the part the new conversation shares."""

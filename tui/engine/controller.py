@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .chat import common_prefix
 from .errors import EngineError
 from .loop import Generation, GenerationStats, Step, StopReason
 
@@ -147,6 +148,7 @@ class Controller:
         self.chat: Any = None  # a ChatSession when in chat mode
         self._writer: Any = None
         self._rss = 0
+        self._cached: list[int] = []  # the tokens the KV cache holds, when known (for prefix reuse)
 
     # -- thread-safe entry points for the front end ------------------------------------------
 
@@ -170,22 +172,53 @@ class Controller:
 
     def run(self, prompt: str, *, step_mode: bool = False, add_bos: bool | None = None,
             parse_special: bool = False, run_id: int = 0, prefix: Sequence[int] | None = None,
-            history: Sequence[int] = (), parent: dict[str, Any] | None = None) -> GenerationStats:
+            history: Sequence[int] = (), parent: dict[str, Any] | None = None, preset: Any = None,
+            seed: int | None = None, max_tokens: int | None = None,
+            listener: Callable[[object], None] | None = None, cancel: threading.Event | None = None,
+            reuse: bool = False) -> GenerationStats:
         """Generate from ``prompt``; events carry ``run_id`` (see ``emit``).
 
         A run started while another is finishing waits for it: the engine is
         never used by two threads. ``stop()`` always reaches the newest run.
+        ``preset``/``seed``/``max_tokens`` apply to this run only (an API
+        request); ``listener`` also gets every event of this run; ``reuse``
+        keeps the part of the KV cache that ``prefix`` shares with what it holds.
         """
-        self.cancel = cancel = threading.Event()
+        self.cancel = cancel = cancel or threading.Event()
         with self._lock:
+            self.cancel = cancel  # a run that waited for the lock is the newest
             self.run_id = run_id
             self._drain()
             self.step_mode = step_mode
             self.running = True
+            saved = (self.preset, self.seed, self.max_tokens, self.emit)
+            if preset is not None:
+                self.preset = preset
+            if seed is not None:
+                self.seed = seed
+            if max_tokens is not None:
+                self.max_tokens = max_tokens
+            if listener is not None:
+                front = self.emit
+
+                def emit(event: object) -> None:
+                    listener(event)
+                    front(event)
+
+                self.emit = emit
             try:
-                return self._run(prompt, cancel, step_mode, add_bos, parse_special, prefix, list(history), parent)
+                return self._run(prompt, cancel, step_mode, add_bos, parse_special, prefix, list(history), parent,
+                                 reuse)
             finally:
                 self.running = False
+                if self.preset is preset and preset is not None:  # not changed by the user meanwhile
+                    self.preset = saved[0]
+                self.seed, self.max_tokens, self.emit = saved[1], saved[2], saved[3]
+
+    def reusable_prefix(self, tokens: Sequence[int]) -> int:
+        """How many of ``tokens`` the KV cache already holds, in order (at least one is always evaluated)."""
+        n = common_prefix(self._cached, list(tokens))
+        return max(0, min(n, len(tokens) - 1))
 
     # -- recording ----------------------------------------------------------------------------
 
@@ -234,14 +267,16 @@ class Controller:
 
     def _run(self, prompt: str, cancel: threading.Event, step_mode: bool, add_bos: bool | None,
              parse_special: bool, prefix: Sequence[int] | None, history: list[int],
-             parent: dict[str, Any] | None) -> GenerationStats:
+             parent: dict[str, Any] | None, reuse: bool = False) -> GenerationStats:
         eng = self.engine
+        cached, self._cached = self._cached, []  # unknown until this run ends cleanly
         if cancel.is_set():
             stats = GenerationStats(stop_reason=StopReason.CANCELLED)
             self.emit(Finished(StopReason.CANCELLED, None, stats.summary(), ""))
             return stats
         try:
             plan = None
+            n_reuse = 0
             if self.chat is not None and prefix is None:
                 plan = self.chat.prepare(prompt)  # cuts the cache to the shared prefix
                 tokens = plan.tokens
@@ -249,21 +284,33 @@ class Controller:
             else:
                 tokens = list(prefix) if prefix is not None else eng.tokenize(
                     prompt, add_bos=add_bos, parse_special=parse_special)
-                eng.clear()
+                n_reuse = 0
+                if reuse and not history:
+                    n_reuse = max(0, min(common_prefix(cached, tokens), len(tokens) - 1))
+                if n_reuse:
+                    eng.truncate(n_reuse)  # llama_memory_seq_rm from n_reuse on
+                else:
+                    eng.clear()
+                if self.chat is not None:
+                    self.chat.cached = []  # the cache no longer holds the dashboard's conversation
                 shown = prompt
             chain = self.build_chain(self.preset, history)
             policy = self.context_policy if self.context_policy in ("stop", "shift") else "stop"
 
             def prompt_done(st: GenerationStats) -> None:
                 self.emit(PromptDone(st.prompt_tokens, st.prompt_ms))
+                per_token = st.prompt_ms / max(1, st.prompt_tokens)
                 if plan is not None:
-                    per_token = st.prompt_ms / max(1, st.prompt_tokens)
                     self.emit(ChatTurn(plan.reused, st.prompt_tokens, plan.dropped_turns, plan.reused * per_token))
+                elif n_reuse:  # an API request that continues a conversation already in the cache
+                    self.emit(ChatTurn(n_reuse, st.prompt_tokens, 0, n_reuse * per_token))
 
+            evaluate = plan.evaluate if plan is not None else tokens[n_reuse:]
             gen = Generation(
-                eng, plan.evaluate if plan is not None else tokens, chain, max_tokens=self.max_tokens,
+                eng, evaluate, chain, max_tokens=self.max_tokens,
                 cancel=cancel, ignore_eos=self.ignore_eos, eog_tokens=eng.eog_tokens() if self.ignore_eos else (),
-                on_prompt_done=prompt_done, context_policy=policy, n_keep=self.n_keep,
+                on_prompt_done=prompt_done, context_policy=policy,
+                n_keep=len(tokens) if n_reuse and self.n_keep < 0 else self.n_keep,
             )
             self.emit(Started(shown, tuple(tokens), self.preset.name, self.seed, step_mode))
             self._start_recording(prompt, tokens, parent, history)
@@ -282,6 +329,9 @@ class Controller:
             stats = gen.stats
             if plan is not None:
                 self.chat.finish(plan, history, stats.text)
+            held = tokens + history[:-1]  # the loop never decodes the last token
+            if not gen.shifts and stats.stop_reason is not StopReason.ERROR and eng.n_past == len(held):
+                self._cached = held
             self.last = RunState(history=history, last_logits=gen.last_logits,
                                  last_step=None)
         except EngineError as exc:
