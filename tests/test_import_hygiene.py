@@ -14,9 +14,15 @@ PKG = Path(__file__).resolve().parents[1] / "tui"
 
 @pytest.mark.parametrize("module", ["tui.engine", "tui.engine.llama", "tui.engine.models", "tui.engine.controller",
                                     "tui.sampling", "tui.record", "tui.record.tools", "tui.config",
-                                    "tui.learn", "tui.learn.runs"])
+                                    "tui.learn", "tui.learn.runs", "tui.server", "tui.server.http"])
 def test_domain_modules_do_not_import_textual(module: str) -> None:
     code = f"import sys, {module}; print('textual' in sys.modules, 'rich' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+
+
+def test_the_api_service_imports_no_web_framework() -> None:
+    code = "import sys, tui.server.service; print('fastapi' in sys.modules, 'starlette' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
 

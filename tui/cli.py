@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "or drop-oldest-turns in chat mode")
     parser.add_argument("--n-keep", type=int, default=-1, metavar="N", help="tokens kept by a shift (-1: the prompt)")
     parser.add_argument("--system", metavar="TEXT", help="system prompt for chat mode (c)")
+    parser.add_argument("--serve", nargs="?", const="127.0.0.1:8000", metavar="[HOST:]PORT",
+                        help="also serve the OpenAI-compatible API (default 127.0.0.1:8000): every request shows "
+                        "up live in the panels; S toggles it in the app")
+    parser.add_argument("--api-key", metavar="KEY", default=os.environ.get("LLMTUI_API_KEY"),
+                        help="with --serve / serve: require 'Authorization: Bearer KEY' (default $LLMTUI_API_KEY)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add = sub.add_parser
     sub.add_parser = lambda *a, **k: _add(*a, allow_abbrev=False, **k)  # type: ignore[method-assign]
@@ -217,6 +223,22 @@ def build_parser() -> argparse.ArgumentParser:
                              description="List the built-in sampling presets and the user presets "
                              "(TOML files in the config dir's presets/ folder).")
     presets.add_argument("--json", action="store_true", help="print a JSON array")
+
+    srv = sub.add_parser("serve", help="an OpenAI-compatible API (FastAPI + uvicorn) on the instrumented engine",
+                         description="Serve the model on /v1/models, /v1/completions and /v1/chat/completions "
+                         "(streaming or not, logprobs included) and /health. One model, one request at a time: "
+                         "requests queue and are served in order. Binds to loopback unless --host says otherwise.")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    srv.add_argument("--api-key", metavar="KEY", default=argparse.SUPPRESS,
+                     help="require 'Authorization: Bearer KEY' on every request (default $LLMTUI_API_KEY)")
+    srv.add_argument("--max-tokens", type=int, default=256, metavar="N",
+                     help="max_tokens for chat requests that set none (default 256)")
+    srv.add_argument("--record", nargs="?", const="", metavar="DIR",
+                     help="record every request as a session (into DIR or the sessions directory)")
+    _common(srv, sub=True)
+    _engine_args(srv, sub=True)
+    _sampling_args(srv, sub=True)
 
     learn = sub.add_parser("learn", help="the learning path: the llama.cpp study roadmap's questions, each with a "
                            "live experiment",
@@ -896,7 +918,67 @@ def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
         n_keep=args.n_keep,
         system=args.system,
         learn=learn,
+        serve=_host_port(args.serve) if getattr(args, "serve", None) else None,
+        api_key=getattr(args, "api_key", None),
     )
+
+
+def _host_port(spec: str) -> tuple[str, int]:
+    host, _, port = spec.rpartition(":")
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise CliError(f"--serve: expected [HOST:]PORT, got {spec!r}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .engine.llama import LlamaEngine
+    from .record import RecordError, SessionWriter, default_session_path
+    from .server import start_local
+    from .sampling.presets import load_presets
+    from .config import app_dirs
+
+    config = _config(args)
+    settings = engine_settings(args, config)
+    preset = pick_preset(args, config)
+    entry = pick_model(args, config)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"llmtui: warning: listening on {args.host} without --api-key: anyone who can reach this port "
+              "can use the model", file=sys.stderr)
+    engine = LlamaEngine(entry.path, settings)
+    for warning in engine.warnings:
+        print(f"llmtui: warning: {warning}", file=sys.stderr)
+    recorder = None
+    if args.record is not None:
+        directory = Path(args.record) if args.record else app_dirs().sessions
+
+        def recorder(header: dict[str, Any]) -> Any:
+            try:
+                return SessionWriter(default_session_path(directory, entry.name), header, engine.piece)
+            except RecordError as exc:
+                print(f"llmtui: warning: {exc}", file=sys.stderr)
+                raise
+
+    try:
+        server = start_local(engine, entry, catalog=load_presets(app_dirs().presets), preset=preset,
+                             seed=settings.seed, host=args.host, port=args.port, api_key=args.api_key,
+                             max_tokens=args.max_tokens, models=lambda: find_models(args, config),
+                             recorder_factory=recorder)
+    except OSError as exc:
+        engine.close()
+        raise CliError(str(exc)) from None
+    print(f"llmtui: serving {entry.name} ({preset.name}, seed {settings.seed}, n_ctx {engine.n_ctx}) on "
+          f"{server.url}" + (" — API key required" if args.api_key else "") + "; Ctrl+C stops", file=sys.stderr,
+          flush=True)
+    try:
+        while server.http.thread.is_alive():
+            server.http.thread.join(0.5)
+    except KeyboardInterrupt:
+        print("llmtui: stopping", file=sys.stderr)
+    finally:
+        server.stop()
+        engine.close()
+    return 0
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
@@ -927,7 +1009,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 COMMANDS = {"generate": cmd_generate, "models": cmd_models, "inspect": cmd_inspect, "presets": cmd_presets,
             "replay": cmd_replay, "export": cmd_export, "tokenize": cmd_tokenize, "quantize": cmd_quantize,
-            "compare": cmd_compare, "bench": cmd_bench, "learn": cmd_learn, None: cmd_app}
+            "compare": cmd_compare, "bench": cmd_bench, "learn": cmd_learn, "serve": cmd_serve, None: cmd_app}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

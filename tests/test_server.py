@@ -1,0 +1,261 @@
+"""The OpenAI-compatible API on the real SmolLM2 model, driven by the official ``openai`` client."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import openai
+import pytest
+from hypothesis import given, strategies as st
+
+from tests.test_app import until
+from tests.test_models import llama_pool, real_app
+from tui.app.widgets.token_stream import TokenStream
+from tui.engine.controller import StepEvent
+from tui.engine.models import describe_file
+from tui.sampling.presets import BUILTIN_PRESETS, load_presets
+from tui.server import start_local
+from tui.server.service import StopFilter
+
+CHAT = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def server(engine, smollm2_path):
+    entry = describe_file(smollm2_path, source="embedded")
+    srv = start_local(engine, entry, catalog=load_presets(None), preset=BUILTIN_PRESETS["balanced"], seed=42,
+                      port=0, models=lambda: [entry])
+    steps: list = []
+    srv.controller.emit = lambda ev: steps.append(ev.step) if isinstance(ev, StepEvent) else None
+    # steps: what the engine produced, step by step
+    yield SimpleNamespace(url=srv.url, controller=srv.controller, service=srv.service, steps=steps,
+                          model=entry.name)
+    srv.stop()
+
+
+@pytest.fixture()
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+
+
+def model_id(server) -> str:
+    return server.model
+
+
+def test_lists_the_local_models(server, client) -> None:
+    models = client.models.list().data
+    assert [m.id for m in models] == [model_id(server)]
+    assert models[0].model_extra["loaded"] is True and models[0].model_extra["arch"] == "llama"
+
+
+def test_chat_non_streaming_and_streaming_give_the_same_text(server, client) -> None:
+    full = client.chat.completions.create(model=model_id(server), messages=CHAT, max_tokens=24, seed=7)
+    choice = full.choices[0]
+    assert choice.message.role == "assistant" and len(choice.message.content) > 10
+    assert choice.finish_reason in ("stop", "length")
+    usage = full.usage
+    assert usage.completion_tokens >= 1 and usage.prompt_tokens > 10
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    timings = usage.model_extra["timings"]
+    assert timings["generation_tok_per_s"] > 0 and timings["prompt_ms"] > 0
+    parts, finish, streamed_usage = [], None, None
+    for chunk in client.chat.completions.create(model=model_id(server), messages=CHAT, max_tokens=24, seed=7,
+                                                stream=True, stream_options={"include_usage": True}):
+        if chunk.usage is not None:
+            streamed_usage = chunk.usage
+        for c in chunk.choices:
+            parts.append(c.delta.content or "")
+            finish = c.finish_reason or finish
+    assert "".join(parts) == choice.message.content
+    assert finish == choice.finish_reason
+    assert streamed_usage.completion_tokens == usage.completion_tokens
+    # the same conversation again: its prompt was already in the KV cache (prefix reuse)
+    assert streamed_usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1
+    # another seed samples another story
+    other = client.chat.completions.create(model=model_id(server), messages=CHAT, max_tokens=24, seed=8)
+    assert other.choices[0].message.content != choice.message.content
+
+
+def test_logprobs_equal_the_engine_step_data(server, client) -> None:
+    server.steps.clear()
+    out = client.chat.completions.create(model=model_id(server), messages=CHAT, max_tokens=12, seed=3,
+                                         logprobs=True, top_logprobs=5)
+    content = out.choices[0].logprobs.content
+    steps = [s for s in server.steps if not s.is_eog]
+    assert len(content) == len(steps) > 0
+    piece = server.controller.engine.piece
+    for lp, step in zip(content, steps):
+        assert bytes(lp.bytes) == step.piece
+        assert lp.logprob == pytest.approx(math.log(step.trace.raw_p), abs=1e-9)
+        assert len(lp.top_logprobs) == 5
+        for top, tid, p in zip(lp.top_logprobs, step.trace.top_ids[:5], step.trace.top_p_before[:5]):
+            assert bytes(top.bytes) == piece(int(tid))
+            assert top.logprob == pytest.approx(math.log(p), abs=1e-9)
+        assert lp.top_logprobs[0].logprob >= lp.top_logprobs[-1].logprob
+
+
+def test_completion_with_stop_and_logprobs(server, client) -> None:
+    out = client.completions.create(model=model_id(server), prompt="The capital of France is", max_tokens=20,
+                                    stop=["."], logprobs=2, temperature=0)
+    choice = out.choices[0]
+    assert "Paris" in choice.text and "." not in choice.text
+    assert choice.finish_reason == "stop"
+    lp = choice.logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
+    assert all(len(t) == 2 for t in lp.top_logprobs)
+
+
+def _status(exc: pytest.ExceptionInfo) -> tuple[int, dict]:
+    return exc.value.status_code, exc.value.body
+
+
+def test_errors_have_openai_shape_and_status(server, client) -> None:
+    with pytest.raises(openai.NotFoundError) as exc:
+        client.chat.completions.create(model="no-such-model", messages=CHAT)
+    status, body = _status(exc)
+    assert status == 404 and body["code"] == "model_not_found" and body["param"] == "model"
+    assert set(body) == {"message", "type", "param", "code"}
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=model_id(server), messages=CHAT, temperature=7)
+    status, body = _status(exc)
+    assert status == 400 and body["param"] == "temperature" and body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=model_id(server), messages=CHAT, logprobs=True, top_logprobs=15)
+    assert _status(exc)[1]["param"] == "top_logprobs"
+    n_ctx = server.controller.engine.n_ctx
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model=model_id(server), prompt="word " * (n_ctx + 10), max_tokens=4)
+    status, body = _status(exc)
+    assert status == 400 and body["code"] == "context_length_exceeded" and str(n_ctx) in body["message"]
+    # and the server still answers
+    assert client.completions.create(model=model_id(server), prompt="Hello", max_tokens=3).choices[0].text
+
+
+def test_api_key_is_required_when_set(engine, smollm2_path) -> None:
+    entry = describe_file(smollm2_path, source="embedded")
+    srv = start_local(engine, entry, catalog=load_presets(None), preset=BUILTIN_PRESETS["greedy"], seed=1,
+                      port=0, api_key="s3cret")
+    try:
+        c = openai.OpenAI(base_url=srv.url, api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as exc:
+            c.models.list()
+        assert exc.value.status_code == 401 and exc.value.body["code"] == "invalid_api_key"
+        with pytest.raises(urllib.error.HTTPError) as http_exc:  # no Authorization header at all
+            urllib.request.urlopen(srv.url + "/models", timeout=10)
+        assert http_exc.value.code == 401
+        assert json.load(http_exc.value)["error"]["code"] == "invalid_api_key"
+        ok = openai.OpenAI(base_url=srv.url, api_key="s3cret", max_retries=0)
+        assert [m.id for m in ok.models.list().data] == [entry.name]
+    finally:
+        srv.stop()
+
+
+def test_two_concurrent_clients_are_served_one_after_the_other(server, client) -> None:
+    answers: dict[int, object] = {}
+
+    def ask(seed: int) -> None:
+        answers[seed] = client.chat.completions.create(model=model_id(server), messages=CHAT, max_tokens=20,
+                                                       seed=seed)
+
+    threads = [threading.Thread(target=ask, args=(s,)) for s in (11, 12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert set(answers) == {11, 12}
+    waited = sorted(a.usage.model_extra["timings"]["queue_ms"] for a in answers.values())
+    first = min(answers.values(), key=lambda a: a.usage.model_extra["timings"]["queue_ms"])
+    # the second waited for (most of) the first one's generation
+    assert waited[1] >= 0.5 * first.usage.model_extra["timings"]["generation_ms"]
+    for seed, answer in answers.items():  # complete and correct: the same as asking alone
+        alone = client.chat.completions.create(model=model_id(server), messages=CHAT, max_tokens=20, seed=seed)
+        assert answer.choices[0].message.content == alone.choices[0].message.content
+
+
+def test_a_dropped_stream_frees_the_engine_within_a_token(server, client) -> None:
+    server.steps.clear()
+    stream = client.completions.create(model=model_id(server), prompt="1, 2, 3, 4, 5,", max_tokens=400,
+                                       stream=True, extra_body={"preset": "greedy"})
+    got = 0
+    for _ in stream:
+        got += 1
+        if got == 5:
+            break
+    at_close = len(server.steps)
+    stream.close()
+    svc = server.service
+    deadline = time.monotonic() + 10
+    while svc.busy and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert not svc.busy
+    assert len(server.steps) - at_close <= 2  # at most the token being generated when it left
+    assert len(server.steps) < 100
+    # the next request is served at once
+    out = client.completions.create(model=model_id(server), prompt="Hello", max_tokens=4)
+    assert out.usage.model_extra["timings"]["queue_ms"] < 100
+
+
+def test_health_reports_the_queue(server) -> None:
+    with urllib.request.urlopen(server.url.removesuffix("/v1") + "/health", timeout=10) as r:
+        health = json.load(r)
+    assert health["status"] == "ok" and health["queue_length"] == 0 and health["served"] >= 1
+
+
+@given(st.lists(st.text(alphabet="ab.\n", max_size=3), max_size=12),
+       st.lists(st.text(alphabet="ab.\n", min_size=1, max_size=3), max_size=2))
+def test_stop_filter_never_releases_a_stop_string(pieces: list[str], stops: list[str]) -> None:
+    f = StopFilter(stops)
+    released = "".join(f.feed(p) for p in pieces)
+    text = "".join(pieces)
+    assert f.final.startswith(released)
+    assert not any(s in f.final for s in stops)
+    hits = [text.find(s) for s in stops if s in text]
+    assert f.final == (text[:min(hits)] if hits else text)
+
+
+async def test_a_request_to_the_dashboard_server_shows_up_in_the_token_stream(smollm2_path) -> None:
+    entries = [describe_file(smollm2_path, source="embedded")]
+    app = real_app(entries, llama_pool(), serve=("127.0.0.1", 0))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.api is not None, timeout=30)
+        c = openai.OpenAI(base_url=app.api.http.url, api_key="x", max_retries=0, timeout=60)
+        done: list = []
+        thread = threading.Thread(target=lambda: done.append(c.chat.completions.create(
+            model=entries[0].name, messages=[{"role": "user", "content": "Name a colour."}], max_tokens=16,
+            seed=5)))
+        thread.start()
+        await until(pilot, lambda: bool(done), timeout=60)
+        thread.join()
+        await until(pilot, lambda: app.state.startswith("API request #1 stopped"), timeout=10)
+        stream = app.query_one(TokenStream)
+        answer = done[0].choices[0].message.content
+        assert stream.text() == answer
+        assert "Name a colour." in stream.prompt()
+        assert len(app.steps) == done[0].usage.completion_tokens
+        assert f"API :{app.api.http.port} (1 request)" in app.query_one("#status").text
+
+
+def test_cli_serve_starts_and_stops(tmp_path: Path) -> None:
+    env = {**os.environ, "LLMTUI_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hf")}
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve", "--port", "0", "--n-ctx", "512"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stderr.readline()
+        assert "serving" in line and "http://127.0.0.1:" in line, line
+        url = line.split(" on ")[1].split(";")[0].strip()
+        c = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=60)
+        assert c.completions.create(model=c.models.list().data[0].id, prompt="Hi", max_tokens=2).choices
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0

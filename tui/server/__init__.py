@@ -1,0 +1,55 @@
+"""A local OpenAI-compatible API on the instrumented engine (``llmtui serve``, ``llmtui --serve``).
+
+:mod:`tui.server.service` is the engine side (queue, worker, stop strings,
+logprobs) and imports no web framework; :mod:`tui.server.http` is the FastAPI
+app and the uvicorn runner. Neither imports Textual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .service import ApiError, GenRequest, Job, Service
+
+__all__ = ["ApiError", "GenRequest", "Job", "Service", "LocalServer", "start_local"]
+
+
+@dataclass(slots=True)
+class LocalServer:
+    """A running server: the service, its HTTP thread and what it serves."""
+
+    service: Service
+    http: Any  # tui.server.http.ServerThread
+    controller: Any
+
+    @property
+    def url(self) -> str:
+        return self.http.url
+
+    def stop(self) -> None:
+        self.http.stop()
+        self.service.close()
+
+
+def start_local(engine: Any, entry: Any, *, catalog: Any, preset: Any, seed: int, host: str = "127.0.0.1",
+                port: int = 0, api_key: str | None = None, max_tokens: int = 256,
+                models: Callable[[], Sequence[Any]] | None = None, recorder_factory: Any = None,
+                context_policy: str = "stop") -> LocalServer:
+    """Serve ``engine`` (already loaded from ``entry``) in background threads; ``port=0`` picks a free one."""
+    from ..engine.controller import Controller
+    from .http import ServerConfig, ServerThread, create_app
+
+    controller = Controller(engine, preset, seed=seed, emit=lambda event: None, max_tokens=max_tokens,
+                            context_policy=context_policy)
+    controller.recorder_factory = recorder_factory
+    service = Service(lambda: controller).start()
+    config = ServerConfig(catalog=catalog, default_preset=preset.name, seed=seed, max_tokens=max_tokens,
+                          api_key=api_key, loaded=lambda: entry, models=models or (lambda: [entry]))
+    try:
+        http = ServerThread(create_app(service, config), host, port).start()
+    except BaseException:
+        service.close()
+        raise
+    return LocalServer(service, http, controller)

@@ -1,0 +1,430 @@
+"""The OpenAI-compatible HTTP API (FastAPI) on top of :class:`~tui.server.service.Service`.
+
+Routes: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``
+(both streaming as server-sent events or not), ``GET /health``. Errors use
+OpenAI's JSON shape ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from .service import TOP_LOGPROBS_MAX, Accepted, ApiError, Done, GenRequest, Service, TokenOut
+
+log = logging.getLogger("llmtui.server")
+
+
+# -- request bodies -----------------------------------------------------------------------------------
+
+
+class _Sampling(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int = Field(1, ge=1, le=1, description="llmtui generates one choice per request")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    # llmtui extensions
+    preset: str | None = None
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(None, ge=0.0)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text":
+                raise ApiError(400, f"llmtui serves text models: content part type {part.get('type')!r} is not "
+                               "supported", param="messages")
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+
+
+class ChatRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=TOP_LOGPROBS_MAX)
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str]
+    max_tokens: int | None = Field(16, ge=1)
+    logprobs: int | None = Field(None, ge=0, le=TOP_LOGPROBS_MAX)
+    echo: bool = False
+
+
+# -- configuration ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    catalog: Any  # PresetCatalog
+    default_preset: str = "balanced"
+    seed: int = 42
+    max_tokens: int = 256  # chat default when the client sets none
+    api_key: str | None = None
+    loaded: Callable[[], Any] = lambda: None  # the loaded ModelEntry (or None while loading)
+    models: Callable[[], Sequence[Any]] = tuple  # every discovered ModelEntry
+
+
+def _error(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+def _model_id(entry: Any) -> str:
+    return entry.name
+
+
+# -- the app ---------------------------------------------------------------------------------------------
+
+
+def create_app(service: Service, config: ServerConfig) -> FastAPI:
+    app = FastAPI(title="llmtui", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+    app.state.config = config
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [p for p in first.get("loc", ()) if isinstance(p, str) and p != "body"]
+        param = ".".join(loc) or None
+        msg = first.get("msg", "invalid request")
+        return _error(ApiError(400, f"{param}: {msg}" if param else msg, param=param, code="invalid_value"))
+
+    @app.exception_handler(404)
+    async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+        return _error(ApiError(404, f"no route {request.method} {request.url.path}", code="not_found"))
+
+    async def auth(request: Request) -> None:
+        key = config.api_key
+        if not key:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not given or not hmac.compare_digest(given.encode(), key.encode()):
+            raise ApiError(401, "missing or incorrect API key: send 'Authorization: Bearer <key>' with the key "
+                           "llmtui serve was started with (--api-key)", code="invalid_api_key")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        loaded = config.loaded()
+        return {"status": "ok" if loaded is not None else "loading", "model": loaded.name if loaded else None,
+                "busy": service.busy, "queue_length": service.queue_length, "served": service.served}
+
+    @app.get("/v1/models", dependencies=[Depends(auth)])
+    async def models() -> dict[str, Any]:
+        loaded = config.loaded()
+        data = []
+        for e in config.models():
+            if not e.usable:
+                continue
+            try:
+                created = int(os.path.getmtime(e.path))
+            except OSError:
+                created = 0
+            data.append({"id": _model_id(e), "object": "model", "created": created, "owned_by": "local",
+                         "arch": e.arch, "quant": e.quant, "size": e.size, "n_ctx_train": e.n_ctx_train,
+                         "loaded": loaded is not None and Path(e.path) == Path(loaded.path)})
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(auth)], response_model=None)
+    async def chat(body: ChatRequest) -> Any:
+        messages = tuple({"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                         for m in body.messages)
+        k = body.top_logprobs if body.logprobs else None
+        if body.top_logprobs is not None and not body.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        if body.logprobs and k is None:
+            k = 0
+        max_tokens = body.max_completion_tokens or body.max_tokens or config.max_tokens
+        req = _gen_request(config, body, "chat", max_tokens=max_tokens, messages=messages, top_logprobs=k)
+        return await _respond(service, req, body, chat=True, label=f"chat · {len(messages)} message(s)")
+
+    @app.post("/v1/completions", dependencies=[Depends(auth)], response_model=None)
+    async def completions(body: CompletionRequest) -> Any:
+        prompt = body.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise ApiError(400, "llmtui completes one prompt per request", param="prompt")
+            prompt = prompt[0]
+        if body.echo:
+            raise ApiError(400, "echo is not supported", param="echo")
+        req = _gen_request(config, body, "completion", max_tokens=body.max_tokens or 16, prompt=prompt,
+                           top_logprobs=body.logprobs)
+        return await _respond(service, req, body, chat=False, label="completion")
+
+    return app
+
+
+def _gen_request(config: ServerConfig, body: _Sampling, kind: str, **kw: Any) -> GenRequest:
+    from ..sampling.presets import PresetError
+
+    loaded = config.loaded()
+    if loaded is None:
+        raise ApiError(503, "no model is loaded yet; try again in a moment", type="server_error",
+                       code="model_loading")
+    known = [e for e in config.models() if e.usable]
+    if body.model != _model_id(loaded) and body.model != Path(loaded.path).stem:
+        if any(_model_id(e) == body.model for e in known):
+            raise ApiError(400, f"model {body.model!r} is not the loaded one: this server runs {loaded.name!r} "
+                           "(one model at a time; switch models in the dashboard or restart with --model)",
+                           param="model", code="model_not_loaded")
+        raise ApiError(404, f"The model {body.model!r} does not exist (this server runs {loaded.name!r}; "
+                       "GET /v1/models lists the local models)", param="model", code="model_not_found")
+    try:
+        preset = config.catalog.get(body.preset or config.default_preset)
+    except Exception as exc:  # KeyError / PresetError: an unknown preset name
+        raise ApiError(400, f"unknown preset {body.preset!r}: {exc}", param="preset") from None
+    overrides = (("temperature", "temp", "t"), ("top_p", "top_p", "p"), ("top_k", "top_k", "k"),
+                 ("min_p", "min_p", "p"), ("frequency_penalty", "penalties", "frequency"),
+                 ("presence_penalty", "penalties", "presence"), ("repeat_penalty", "penalties", "repeat"))
+    try:
+        for field, sampler, param in overrides:
+            value = getattr(body, field)
+            if value is not None:
+                preset = preset.with_param(sampler, param, value)
+    except PresetError as exc:
+        raise ApiError(400, str(exc), param=field) from None
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    if len(stop) > 4:
+        raise ApiError(400, "at most 4 stop sequences", param="stop")
+    seed = body.seed if body.seed is not None else config.seed
+    return GenRequest(kind=kind, model=loaded.name, preset=preset, seed=seed, stop=stop, **kw)
+
+
+# -- responses -------------------------------------------------------------------------------------------
+
+
+def _token_str(piece: bytes) -> str:
+    return piece.decode("utf-8", errors="replace")
+
+
+def _chat_logprobs(tokens: Sequence[TokenOut]) -> dict[str, Any]:
+    return {"content": [
+        {"token": _token_str(t.piece), "logprob": t.logprob, "bytes": list(t.piece),
+         "top_logprobs": [{"token": _token_str(p), "logprob": lp, "bytes": list(p)} for _, p, lp in t.top]}
+        for t in tokens
+    ], "refusal": None}
+
+
+def _completion_logprobs(tokens: Sequence[TokenOut], offset: int = 0) -> dict[str, Any]:
+    offsets, pos = [], offset
+    for t in tokens:
+        offsets.append(pos)
+        pos += len(t.delta)
+    return {"tokens": [_token_str(t.piece) for t in tokens], "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [{_token_str(p): lp for _, p, lp in t.top} for t in tokens], "text_offset": offsets}
+
+
+def _usage(done: Done) -> dict[str, Any]:
+    return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+            "total_tokens": done.prompt_tokens + done.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": done.cached_tokens}, "timings": done.timings}
+
+
+class _Stream:
+    """A job's events, moved from the worker thread onto the event loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+
+    def sink(self, item: object) -> None:  # worker thread
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop is gone (server shutting down)
+            pass
+
+    async def get(self) -> object:
+        item = await self.queue.get()
+        if isinstance(item, ApiError):
+            raise item
+        return item
+
+
+async def _respond(service: Service, req: GenRequest, body: _Sampling, *, chat: bool, label: str) -> Any:
+    stream = _Stream()
+    job = service.submit(req, stream.sink, label)
+    try:
+        accepted = await stream.get()  # a context overflow is a 400 before any byte is sent
+    except BaseException:
+        job.cancel.set()
+        raise
+    assert isinstance(accepted, Accepted)
+    rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+    created = int(time.time())
+    if body.stream:
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(_sse(stream, job, req, rid, created, chat, include_usage),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    tokens: list[TokenOut] = []
+    try:
+        while True:
+            item = await stream.get()
+            if isinstance(item, TokenOut):
+                tokens.append(item)
+            elif isinstance(item, Done):
+                break
+    except BaseException:
+        job.cancel.set()
+        raise
+    done = item
+    if chat:
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": done.text},
+                                  "finish_reason": done.finish_reason,
+                                  "logprobs": _chat_logprobs(tokens) if req.top_logprobs is not None else None}
+        obj = "chat.completion"
+    else:
+        choice = {"index": 0, "text": done.text, "finish_reason": done.finish_reason,
+                  "logprobs": _completion_logprobs(tokens) if req.top_logprobs is not None else None}
+        obj = "text_completion"
+    return {"id": rid, "object": obj, "created": created, "model": req.model, "choices": [choice],
+            "usage": _usage(done), "system_fingerprint": f"llmtui-{req.preset.name}-seed{req.seed}"}
+
+
+def _sse_line(obj: Any) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+async def _sse(stream: _Stream, job: Any, req: GenRequest, rid: str, created: int, chat: bool,
+               include_usage: bool) -> AsyncIterator[str]:
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    base = {"id": rid, "object": obj, "created": created, "model": req.model,
+            "system_fingerprint": f"llmtui-{req.preset.name}-seed{req.seed}"}
+    want_lp = req.top_logprobs is not None
+
+    def chunk(delta: str | None, finish: str | None, tokens: Sequence[TokenOut] = (), role: bool = False,
+              offset: int = 0) -> str:
+        if chat:
+            d: dict[str, Any] = {}
+            if role:
+                d["role"] = "assistant"
+            if delta is not None:
+                d["content"] = delta
+            choice: dict[str, Any] = {"index": 0, "delta": d, "finish_reason": finish,
+                                      "logprobs": _chat_logprobs(tokens) if want_lp and tokens else None}
+        else:
+            choice = {"index": 0, "text": delta or "", "finish_reason": finish,
+                      "logprobs": _completion_logprobs(tokens, offset) if want_lp and tokens else None}
+        return _sse_line({**base, "choices": [choice]})
+
+    offset = 0
+    try:
+        if chat:
+            yield chunk("", None, role=True)
+        while True:
+            try:
+                item = await stream.get()
+            except ApiError as exc:  # after the stream started: report it in-band, as OpenAI does
+                yield _sse_line(exc.body())
+                break
+            if isinstance(item, TokenOut):
+                if item.delta or want_lp:
+                    yield chunk(item.delta, None, (item,), offset=offset)
+                    offset += len(item.delta)
+            elif isinstance(item, Done):
+                if item.tail:
+                    yield chunk(item.tail, None)
+                yield chunk(None if chat else "", item.finish_reason)
+                if include_usage:
+                    yield _sse_line({**base, "choices": [], "usage": _usage(item)})
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancel.set()  # the client went away (or we are done): free the engine before the next token
+
+
+# -- running it ---------------------------------------------------------------------------------------
+
+
+class ServerThread:
+    """uvicorn in a background thread (the dashboard, the tests); ``port=0`` picks a free port."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
+        import uvicorn
+
+        self.host = host
+        self.config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                                     lifespan="off", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self._run, name="llmtui-api-http", daemon=True)
+        self.error: BaseException | None = None
+        self.port = port
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except BaseException as exc:  # e.g. the port is taken (uvicorn exits through SystemExit)
+            self.error = exc
+
+    def start(self, timeout: float = 15.0) -> "ServerThread":
+        quiet_uvicorn()
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise OSError(f"the API server could not listen on {self.host}:{self.config.port} "
+                              "(is the port taken?)")
+            time.sleep(0.02)
+        for server in self.server.servers:
+            for sock in server.sockets:
+                self.port = sock.getsockname()[1]
+                break
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def quiet_uvicorn(handler: logging.Handler | None = None) -> None:
+    """uvicorn must never write to the terminal a TUI is drawing on: its logs go to ``handler`` or nowhere."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "llmtui.server"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = [handler or logging.NullHandler()]
+        lg.propagate = False

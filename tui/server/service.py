@@ -1,0 +1,298 @@
+"""The API server's engine side: one queue, one worker thread, one engine (no web framework here).
+
+Requests are served strictly in order by a single worker thread that drives
+the same :class:`~tui.engine.controller.Controller` the dashboard uses, so a
+request is an ordinary run: it can be watched in the panels and recorded.
+The worker talks to the web layer through a ``sink`` per job (called from the
+worker thread; the web layer hops to its event loop). Each job first gets an
+:class:`Accepted` (or an :class:`ApiError`), then one :class:`TokenOut` per
+generated token, then :class:`Done`. Cancelling a job (the client went away)
+stops its generation before the next token.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.chat import chat_tokens
+from ..engine.controller import Finished, PromptDone, StepEvent
+from ..engine.errors import EngineError
+from ..engine.loop import StopReason
+
+TOP_LOGPROBS_MAX = 10  # the trace keeps the 10 most likely tokens of every step
+
+
+class ApiError(Exception):
+    """An error the client gets as OpenAI's error JSON with an HTTP status."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True, slots=True)
+class GenRequest:
+    """One completion to generate, already validated by the web layer."""
+
+    kind: str  # "chat" | "completion"
+    model: str  # the model's id (name) as the client gave it, resolved
+    preset: Any  # tui.sampling.presets.Preset with the request's overrides applied
+    seed: int
+    max_tokens: int
+    prompt: str = ""  # completion: the text; chat: unused
+    messages: tuple[dict[str, str], ...] = ()  # chat: the conversation
+    stop: tuple[str, ...] = ()
+    top_logprobs: int | None = None  # None: no logprobs; 0: only the chosen token's
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    prompt_tokens: int
+    cached_tokens: int  # tokens of the prompt already in the KV cache (prefix reuse)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOut:
+    """One generated token as the client sees it."""
+
+    index: int
+    token: int
+    piece: bytes
+    delta: str  # text released by this token (held back while it may start a stop string)
+    logprob: float  # log of the token's probability under the model (softmax of the raw logits)
+    top: tuple[tuple[int, bytes, float], ...]  # (token, piece, logprob) of the most likely tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    text: str
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    timings: dict[str, float]
+    tail: str = ""  # text not yet released by any TokenOut (held back, or the decoder's last bytes)
+
+
+@dataclass(slots=True)
+class Job:
+    request: GenRequest
+    sink: Callable[[object], None]  # called from the worker thread
+    id: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    created: float = field(default_factory=time.perf_counter)
+    label: str = ""
+    shown: str = ""  # the prompt as the model reads it (a chat rendered by its template)
+
+
+def _lp(p: float) -> float:
+    return math.log(p) if p > 0 else -9999.0  # OpenAI's floor for an impossible token
+
+
+class StopFilter:
+    """Releases generated text except what might be the start of a stop string."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.text = ""  # everything generated
+        self.sent = 0  # characters released
+        self.hit: int | None = None  # where a stop string starts, once found
+
+    def feed(self, piece: str) -> str:
+        if self.hit is not None:
+            return ""
+        start = max(0, len(self.text) - max((len(s) for s in self.stops), default=0))
+        self.text += piece
+        if not self.stops:
+            out, self.sent = self.text[self.sent:], len(self.text)
+            return out
+        found = [i for s in self.stops if (i := self.text.find(s, start)) >= 0]
+        if found:
+            self.hit = min(found)
+            out = self.text[self.sent:self.hit] if self.hit > self.sent else ""
+            self.sent = max(self.sent, self.hit)
+            return out
+        hold = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(s[:n]):
+                    hold = max(hold, n)
+                    break
+        safe = len(self.text) - hold
+        out = self.text[self.sent:safe] if safe > self.sent else ""
+        self.sent = max(self.sent, safe)
+        return out
+
+    @property
+    def final(self) -> str:
+        return self.text if self.hit is None else self.text[:self.hit]
+
+
+class Service:
+    """Serves :class:`Job` s one at a time on the controller ``controller()`` returns.
+
+    ``begin(job)`` (optional) runs on the worker thread before a job starts and
+    returns the run id for the controller's events: the dashboard uses it to
+    show the request as a new live session.
+    """
+
+    def __init__(self, controller: Callable[[], Any], *, begin: Callable[[Job], int] | None = None,
+                 max_queue: int = 64) -> None:
+        self._controller = controller
+        self._begin = begin
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._ids = itertools.count(1)
+        self._run_ids = itertools.count(1_000_000)
+        self.current: Job | None = None
+        self.served = 0  # requests finished (answered or failed)
+        self.started = 0  # requests that reached the engine
+        self._thread: threading.Thread | None = None
+
+    # -- the web layer's side ----------------------------------------------------------------
+
+    @property
+    def queue_length(self) -> int:
+        """Jobs waiting (not counting the one being served)."""
+        return self._queue.qsize()
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None
+
+    def controller(self) -> Any:
+        return self._controller()
+
+    def submit(self, request: GenRequest, sink: Callable[[object], None], label: str = "") -> Job:
+        job = Job(request, sink, next(self._ids), label=label)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise ApiError(429, f"too many requests waiting ({self._queue.maxsize}); try again later",
+                           type="rate_limit_error", code="queue_full") from None
+        return job
+
+    def start(self) -> "Service":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="llmtui-api-worker", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None:
+            job = self.current
+            if job is not None:
+                job.cancel.set()
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    # -- the worker --------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if job.cancel.is_set():
+                continue  # the client left while it waited
+            self.current = job
+            try:
+                self._serve(job)
+            except ApiError as exc:
+                job.sink(exc)
+            except EngineError as exc:
+                job.sink(ApiError(500, str(exc), type="server_error"))
+            except Exception as exc:  # never let one request kill the worker
+                job.sink(ApiError(500, f"{type(exc).__name__}: {exc}", type="server_error"))
+            finally:
+                self.current = None
+                self.served += 1
+
+    def _tokens(self, ctl: Any, req: GenRequest) -> list[int]:
+        eng = ctl.engine
+        if req.kind == "chat":
+            return chat_tokens(eng, [dict(m) for m in req.messages])
+        return eng.tokenize(req.prompt, add_bos=None, parse_special=True)
+
+    def _serve(self, job: Job) -> None:
+        ctl = self._controller()
+        if ctl is None:
+            raise ApiError(503, "no model is loaded yet; try again in a moment", type="server_error",
+                           code="model_loading")
+        req = job.request
+        t_start = time.perf_counter()
+        tokens = self._tokens(ctl, req)
+        n_ctx = ctl.engine.n_ctx
+        if not tokens:
+            raise ApiError(400, "the prompt is empty", param="prompt")
+        if len(tokens) >= n_ctx:
+            raise ApiError(400, f"This model's maximum context length is {n_ctx} tokens, but the prompt has "
+                           f"{len(tokens)} tokens (llmtui: start it with a larger --n-ctx, or shorten the "
+                           "prompt)", param="messages" if req.kind == "chat" else "prompt",
+                           code="context_length_exceeded")
+        cached = ctl.reusable_prefix(tokens)
+        job.sink(Accepted(len(tokens), cached))
+        job.shown = req.prompt if req.kind == "completion" else ctl.engine.render_chat([dict(m) for m in req.messages])
+        self.started += 1
+        run_id = self._begin(job) if self._begin is not None else next(self._run_ids)
+        stop = StopFilter(req.stop)
+        t: dict[str, float] = {"first": 0.0, "prompt_ms": 0.0}
+        k = req.top_logprobs or 0
+        finished: list[Finished] = []
+
+        def listen(ev: object) -> None:
+            if isinstance(ev, StepEvent) and not ev.pending:
+                step = ev.step
+                if not t["first"]:
+                    t["first"] = time.perf_counter()
+                if step.is_eog:
+                    return
+                delta = stop.feed(step.text)
+                top: tuple[tuple[int, bytes, float], ...] = ()
+                tr = step.trace
+                if req.top_logprobs is not None:
+                    piece = ctl.engine.piece
+                    top = tuple((int(i), piece(int(i)), _lp(float(p)))
+                                for i, p in zip(tr.top_ids[:k], tr.top_p_before[:k]))
+                job.sink(TokenOut(step.index, step.token, step.piece, delta, _lp(tr.raw_p), top))
+                if stop.hit is not None:
+                    job.cancel.set()  # the loop stops before decoding another token
+            elif isinstance(ev, PromptDone):
+                t["prompt_ms"] = ev.ms
+            elif isinstance(ev, Finished):
+                finished.append(ev)
+
+        stats = ctl.run(job.shown, prefix=tokens, run_id=run_id, preset=req.preset, seed=req.seed,
+                        max_tokens=req.max_tokens, listener=listen, cancel=job.cancel, reuse=True)
+        end = time.perf_counter()
+        if stats.stop_reason is StopReason.ERROR:
+            raise ApiError(500, stats.error or "generation failed", type="server_error")
+        if stop.hit is None and finished:
+            stop.feed(finished[-1].text[len(stop.text):])  # the decoder's last bytes, if any
+        tail = stop.final[stop.sent:]
+        reason = "length" if stats.stop_reason in (StopReason.MAX_TOKENS, StopReason.CONTEXT_FULL) else "stop"
+        if stop.hit is not None:
+            reason = "stop"
+        ttft = (t["first"] - job.created) * 1000.0 if t["first"] else 0.0
+        timings = {
+            "queue_ms": round((t_start - job.created) * 1000.0, 3),
+            "prompt_ms": round(stats.prompt_ms, 3),
+            "prompt_tok_per_s": round(stats.prompt_tps, 2),
+            "generation_ms": round(stats.gen_ms, 3),
+            "generation_tok_per_s": round(stats.gen_tps, 2),
+            "time_to_first_token_ms": round(ttft, 3),
+            "overhead_ms": round(max(0.0, ttft - (t_start - job.created) * 1000.0 - stats.prompt_ms), 3),
+            "total_ms": round((end - job.created) * 1000.0, 3),
+        }
+        job.sink(Done(stop.final, reason, len(tokens), stats.generated, cached, timings, tail))
