@@ -114,6 +114,7 @@ KEYS: list[tuple[str, str, str, str, bool]] = [
     ("replay.jump", "g", "jump", "Jump", False),
     ("replay.fork", "f", "fork", "Fork", False),
     ("learn.open", "L", "learn", "Learn", True),
+    ("api.serve", "S", "serve", "API server", False),
     ("learn.try1", "1", "learn_try(1)", "Try next 1", False),
     ("learn.try2", "2", "learn_try(2)", "Try next 2", False),
     ("app.help", "question_mark,f1", "help", "Help", True),
@@ -153,6 +154,8 @@ class LlmTuiApp(App[int]):
         n_keep: int = -1,
         system: str | None = None,
         learn: str | None = None,
+        serve: tuple[str, int] | None = None,
+        api_key: str | None = None,
     ) -> None:
         super().__init__()
         if load is None:
@@ -230,6 +233,12 @@ class LlmTuiApp(App[int]):
         self.learn_findings: dict[str, Any] = {}
         self.learn_quick = False  # shortened experiments (tests)
         self.learn_marked: list[Any] = []
+        # the OpenAI-compatible API server running inside the dashboard (--serve, S)
+        self.serve_at = serve or ("127.0.0.1", 8000)
+        self._serve_on_load = serve is not None
+        self.api_key = api_key
+        self.api: Any = None  # tui.server.LocalServer-like: .service, .http
+        self.api_job: Any = None  # the request shown in the panels
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -351,6 +360,9 @@ class LlmTuiApp(App[int]):
         self.query_one(MemoryGraph).model_bytes = getattr(self.engine.info, "file_size", 0)
         self._update_kv()
         self._update_status()
+        if self._serve_on_load and not getattr(self.engine, "replay", False):
+            self._serve_on_load = False
+            self.start_api()
         if getattr(self.engine, "replay", False):
             self._replay_start()
         elif self.learn_open_at is not None:
@@ -435,7 +447,7 @@ class LlmTuiApp(App[int]):
                     self.n_prompt = ev.n_tokens
                     self.prompt_tps = ev.tokens_per_s
                     self.query_one(ThroughputGraph).prompt_tps = ev.tokens_per_s
-                    self.state = "generating"
+                    self.state = "generating" if self.api_job is None else f"API request #{self.api_job.id}: generating"
                     new_steps = True
                 elif isinstance(ev, Started):
                     self.state = "prompt"
@@ -495,6 +507,8 @@ class LlmTuiApp(App[int]):
             stream.follow_latest()  # the same final view however the tokens arrived
         reason = ev.reason.describe() if ev.reason else "?"
         self.state = f"stopped: {reason}" + (f" ({ev.error})" if ev.error else "")
+        if self.api_job is not None:
+            self.state = f"API request #{self.api_job.id} {self.state}"
         if self.pending is not None:
             self.query_one(TokenStream).set_pending(None)
             self.pending = None
@@ -582,6 +596,10 @@ class LlmTuiApp(App[int]):
         if self.replay is not None and getattr(self.engine, "replay", False):
             mode += (f" │ REPLAY {self.replay_pos}/{len(self.replay.steps)} "
                      f"{'▶' if self.replay_playing else '⏸'} {self.replay_speed:g} tok/s")
+        if self.api is not None:
+            svc = self.api.service
+            mode += f" │ API :{self.api.http.port} ({svc.started} request{'s' if svc.started != 1 else ''}" + (
+                f", {svc.queue_length} waiting)" if svc.queue_length else ")")
         sel = f" │ viewing step {self.selected}" if self.selected is not None else ""
         self.query_one(StatusLine).set_text(
             f"{model} │ preset {self.preset.name} │ seed {self.settings.seed} │ threads {self.settings.threads}"
@@ -610,6 +628,7 @@ class LlmTuiApp(App[int]):
             return
         if self.running:
             self.controller.stop()
+        self.api_job = None
         if step_mode is not None:
             self.step_mode = step_mode
         self.steps = []
@@ -1250,6 +1269,82 @@ class LlmTuiApp(App[int]):
     def on_unmount(self) -> None:
         if self.controller is not None:
             self.controller.stop()
+        self.stop_api()
+
+    # -- the API server inside the dashboard ---------------------------------------------------------
+
+    def action_serve(self) -> None:
+        if self.api is not None:
+            self.stop_api()
+            self.notify("API server stopped", timeout=3)
+        else:
+            self.start_api()
+        self._update_status()
+
+    def start_api(self) -> None:
+        """Serve the loaded model on the OpenAI API; every request shows up in the panels."""
+        if self.api is not None:
+            return
+        if self.controller is None or self._replaying():
+            self.notify("load a model first (a replay cannot serve requests)", severity="warning")
+            return
+        try:
+            from ..server import LocalServer, Service
+            from ..server.http import ServerConfig, ServerThread, create_app
+        except ImportError as exc:  # fastapi / uvicorn missing from a partial install
+            self.notify(f"the API server needs fastapi and uvicorn: {exc}", severity="error", timeout=10)
+            return
+        service = Service(lambda: None if self._replaying() else self.controller, begin=self._api_begin).start()
+        config = ServerConfig(
+            catalog=self.catalog, default_preset=self.preset.name, seed=self.settings.seed,
+            max_tokens=self.max_tokens, api_key=self.api_key,
+            loaded=lambda: self.entry if self.engine is not None and not self._replaying() else None,
+            models=lambda: self._discover() if self._discover is not None else [e for e in [self.entry] if e],
+        )
+        host, port = self.serve_at
+        try:
+            http = ServerThread(create_app(service, config), host, port).start()
+        except OSError as exc:
+            service.close()
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.api = LocalServer(service, http, None)
+        self.serve_at = (host, http.port)
+        self.notify(f"OpenAI-compatible API on {http.url}" + (" (API key required)" if self.api_key else "")
+                    + " — requests show up here live", timeout=8)
+        self._update_status()
+
+    def stop_api(self) -> None:
+        api, self.api = self.api, None
+        if api is not None:
+            api.stop()
+
+    def _api_begin(self, job: Any) -> int:
+        """Worker thread: a request is about to run; the panels switch to it. Returns its run id."""
+        try:
+            return self.call_from_thread(self._api_show, job)
+        except Exception:  # the app is closing: the request still runs, unseen
+            return -1
+
+    def _api_show(self, job: Any) -> int:
+        self.api_job = job
+        self.steps = []
+        self.pending = None
+        self.selected = None
+        self.n_prompt = 0
+        self.n_reused = 0
+        self.shifts = []
+        self._token_times.clear()
+        stream = self.query_one(TokenStream)
+        stream.set_prompt(job.shown)
+        stream.select(None)
+        stream.follow = True
+        self.state = f"API request #{job.id} ({job.label})"
+        self.generation_count += 1
+        self._refresh_timer.resume()
+        self._update_kv()
+        self._update_status()
+        return self.generation_count
 
 
 def run_app(**kwargs: Any) -> int:

@@ -139,6 +139,9 @@ class TokenStream(ScrollView, can_focus=True):
     def text(self) -> str:
         return "".join(t.text for t in self._tokens if t.index >= 0)
 
+    def prompt(self) -> str:
+        return "".join(t.text for t in self._tokens if t.index < 0)
+
     # -- layout ----------------------------------------------------------------------------
 
     def _width(self) -> int:
