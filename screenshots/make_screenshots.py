@@ -74,6 +74,25 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
             else:
                 await pilot.click("#run")
                 await wait(pilot, lambda: bool(lab.rows), 300)
+        elif scenario == "serve":
+            import threading
+
+            import openai
+
+            app.start_api()
+            await wait(pilot, lambda: app.api is not None)
+            client = openai.OpenAI(base_url=app.api.http.url, api_key="x", max_retries=0)
+
+            def ask() -> None:
+                for _ in client.chat.completions.create(
+                        model=app.model_label, stream=True,
+                        messages=[{"role": "system", "content": "You are a helpful assistant."},
+                                  {"role": "user", "content": "Tell me a short story about a lighthouse."}],
+                        max_tokens=300, seed=3):
+                    pass
+
+            threading.Thread(target=ask, daemon=True).start()
+            await wait(pilot, lambda: len(app.steps) >= 50 or (app.steps and not app.running))
         elif scenario == "step":
             app.query_one(TokenStream).focus()
             await pilot.press("s", "space")
@@ -94,6 +113,7 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
         print("wrote", OUT / f"{name}.svg")
         if app.controller:
             app.controller.stop()
+        app.stop_api()
         await pilot.pause(0.2)
 
 
@@ -118,6 +138,7 @@ async def main(only: list[str]) -> None:
     await shoot(engine, "learn-kv-cache", (140, 45), "learn:s2-kv-cache")
     await shoot(engine, "learn-next-token", (140, 45), "learn:s1-next-token")
     await shoot(engine, "learn-stories", (140, 45), "learn:s3-stories")
+    await shoot(engine, "api-server", (130, 40), "serve")
     engine.close()
 
 

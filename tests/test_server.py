@@ -237,7 +237,7 @@ async def test_a_request_to_the_dashboard_server_shows_up_in_the_token_stream(sm
         thread.start()
         await until(pilot, lambda: bool(done), timeout=60)
         thread.join()
-        await until(pilot, lambda: app.state.startswith("API request #1 stopped"), timeout=10)
+        await until(pilot, lambda: app.state.startswith("API #1 stopped"), timeout=10)
         stream = app.query_one(TokenStream)
         answer = done[0].choices[0].message.content
         assert stream.text() == answer
@@ -259,3 +259,35 @@ def test_cli_serve_starts_and_stops(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+
+
+async def test_S_toggles_the_server_and_a_taken_port_is_a_one_line_error() -> None:
+    import socket
+
+    from tests.test_app import make_app, ready
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        app.query_one(TokenStream).focus()
+        app.serve_at = ("127.0.0.1", 0)
+        await pilot.press("S")
+        assert app.api is not None
+        url = app.api.http.url
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=10) as r:
+            assert json.load(r)["model"] == app.model_label
+        await pilot.press("S")
+        assert app.api is None
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=5)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            app.serve_at = ("127.0.0.1", taken.getsockname()[1])
+            await pilot.press("S")
+            await pilot.pause(0.1)
+            assert app.api is None
+            assert any("could not listen" in str(n.message) for n in app._notifications)
+        # the dashboard goes on: a local generation still runs
+        app.start_generation("the cat")
+        await until(pilot, lambda: app.state.startswith("stopped"))

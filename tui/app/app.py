@@ -447,7 +447,7 @@ class LlmTuiApp(App[int]):
                     self.n_prompt = ev.n_tokens
                     self.prompt_tps = ev.tokens_per_s
                     self.query_one(ThroughputGraph).prompt_tps = ev.tokens_per_s
-                    self.state = "generating" if self.api_job is None else f"API request #{self.api_job.id}: generating"
+                    self.state = "generating" if self.api_job is None else f"API #{self.api_job.id} generating"
                     new_steps = True
                 elif isinstance(ev, Started):
                     self.state = "prompt"
@@ -508,7 +508,7 @@ class LlmTuiApp(App[int]):
         reason = ev.reason.describe() if ev.reason else "?"
         self.state = f"stopped: {reason}" + (f" ({ev.error})" if ev.error else "")
         if self.api_job is not None:
-            self.state = f"API request #{self.api_job.id} {self.state}"
+            self.state = f"API #{self.api_job.id} {self.state}"
         if self.pending is not None:
             self.query_one(TokenStream).set_pending(None)
             self.pending = None
@@ -596,14 +596,15 @@ class LlmTuiApp(App[int]):
         if self.replay is not None and getattr(self.engine, "replay", False):
             mode += (f" │ REPLAY {self.replay_pos}/{len(self.replay.steps)} "
                      f"{'▶' if self.replay_playing else '⏸'} {self.replay_speed:g} tok/s")
-        if self.api is not None:
+        api = ""
+        if self.api is not None:  # before the state: the long state line is what a narrow terminal cuts
             svc = self.api.service
-            mode += f" │ API :{self.api.http.port} ({svc.started} request{'s' if svc.started != 1 else ''}" + (
+            api = f" │ API :{self.api.http.port} ({svc.started} request{'s' if svc.started != 1 else ''}" + (
                 f", {svc.queue_length} waiting)" if svc.queue_length else ")")
         sel = f" │ viewing step {self.selected}" if self.selected is not None else ""
         self.query_one(StatusLine).set_text(
             f"{model} │ preset {self.preset.name} │ seed {self.settings.seed} │ threads {self.settings.threads}"
-            f" │ n_ctx {n_ctx:,} │ {self.state}{mode}{sel}{loaded}"
+            f" │ n_ctx {n_ctx:,}{api} │ {self.state}{mode}{sel}{loaded}"
         )
 
     # -- actions ---------------------------------------------------------------------------------
@@ -1297,9 +1298,8 @@ class LlmTuiApp(App[int]):
         service = Service(lambda: None if self._replaying() else self.controller, begin=self._api_begin).start()
         config = ServerConfig(
             catalog=self.catalog, default_preset=self.preset.name, seed=self.settings.seed,
-            max_tokens=self.max_tokens, api_key=self.api_key,
-            loaded=lambda: self.entry if self.engine is not None and not self._replaying() else None,
-            models=lambda: self._discover() if self._discover is not None else [e for e in [self.entry] if e],
+            max_tokens=self.max_tokens, api_key=self.api_key, loaded=self._api_model,
+            models=lambda: self._discover() if self._discover is not None else [e for e in [self._api_model()] if e],
         )
         host, port = self.serve_at
         try:
@@ -1313,6 +1313,16 @@ class LlmTuiApp(App[int]):
         self.notify(f"OpenAI-compatible API on {http.url}" + (" (API key required)" if self.api_key else "")
                     + " — requests show up here live", timeout=8)
         self._update_status()
+
+    def _api_model(self) -> Any:
+        """The loaded model as the API names it (None while loading or replaying)."""
+        if self.engine is None or self._replaying():
+            return None
+        if self.entry is not None:
+            return self.entry
+        from ..engine.models import ModelEntry
+
+        return ModelEntry(name=self.model_label, path=str(getattr(self.engine, "path", "")), source="path")
 
     def stop_api(self) -> None:
         api, self.api = self.api, None
@@ -1339,7 +1349,7 @@ class LlmTuiApp(App[int]):
         stream.set_prompt(job.shown)
         stream.select(None)
         stream.follow = True
-        self.state = f"API request #{job.id} ({job.label})"
+        self.state = f"API #{job.id} {job.label}"
         self.generation_count += 1
         self._refresh_timer.resume()
         self._update_kv()
