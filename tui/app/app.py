@@ -632,6 +632,11 @@ class LlmTuiApp(App[int]):
         self.api_job = None
         if step_mode is not None:
             self.step_mode = step_mode
+        self._new_run(prompt, "prompt").focus()
+        self._generate(prompt, self.step_mode, self.generation_count)
+
+    def _new_run(self, prompt: str, state: str) -> TokenStream:
+        """Clear what the panels know of the last run for a new one (its events carry the new run id)."""
         self.steps = []
         self.pending = None
         self.selected = None
@@ -643,13 +648,12 @@ class LlmTuiApp(App[int]):
         stream.set_prompt(prompt)
         stream.select(None)
         stream.follow = True
-        stream.focus()
-        self.state = "prompt"
+        self.state = state
         self.generation_count += 1
         self._refresh_timer.resume()
         self._update_kv()
         self._update_status()
-        self._generate(prompt, self.step_mode, self.generation_count)
+        return stream
 
     @work(thread=True, group="gen", exit_on_error=False)
     def _generate(self, prompt: str, step_mode: bool, run_id: int) -> None:
@@ -1338,22 +1342,7 @@ class LlmTuiApp(App[int]):
 
     def _api_show(self, job: Any) -> int:
         self.api_job = job
-        self.steps = []
-        self.pending = None
-        self.selected = None
-        self.n_prompt = 0
-        self.n_reused = 0
-        self.shifts = []
-        self._token_times.clear()
-        stream = self.query_one(TokenStream)
-        stream.set_prompt(job.shown)
-        stream.select(None)
-        stream.follow = True
-        self.state = f"API #{job.id} {job.label}"
-        self.generation_count += 1
-        self._refresh_timer.resume()
-        self._update_kv()
-        self._update_status()
+        self._new_run(job.shown, f"API #{job.id} {job.label}")
         return self.generation_count
 
 

@@ -71,7 +71,8 @@ class TokenStream(ScrollView, can_focus=True):
         "token-stream--newline",
     }
     DEFAULT_CSS = """
-    TokenStream { background: $surface; }
+    /* the scrollbar's room is always kept: the wrap width never depends on whether it is shown yet */
+    TokenStream { background: $surface; overflow-x: hidden; overflow-y: scroll; }
     TokenStream > .token-stream--prompt { color: $text-muted; text-style: italic; }
     TokenStream > .token-stream--even { background: $surface; }
     TokenStream > .token-stream--odd { background: $boost; }
@@ -242,6 +243,8 @@ class TokenStream(ScrollView, can_focus=True):
             self._relayout()
         else:
             self._cache.clear()
+        if self.follow and self._tokens:
+            self.follow_latest()  # a taller or shorter view still ends on the newest line
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
