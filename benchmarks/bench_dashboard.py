@@ -28,24 +28,20 @@ from tui.app.widgets.token_stream import TokenStream
 from tui.engine import EngineSettings, Generation
 from tui.engine.llama import LlamaEngine
 from tui.engine.models import embedded_model_path
+from tui.engine.thread import engine_thread
 from tui.sampling.presets import load_presets
 
 PROMPT = "Once upon a time"
 
 
 def headless(engine: LlamaEngine, preset, seed: int, n: int) -> tuple[float, int]:
-    """The `llmtui generate` loop, run in its own thread like the dashboard's worker.
+    """The `llmtui generate` loop, run on the process's engine thread like the dashboard's runs.
 
-    (llama.cpp's OpenMP keeps a thread team per calling thread; decoding from
-    the main thread here and from a worker thread in the app would leave the
-    main thread's team around and slow the app's runs, which is not what a
-    user ever sees.)
+    (llama.cpp's OpenMP keeps a thread team per calling thread; two threads
+    taking turns decoding slow each other down — see tui/engine/thread.py —
+    so both sides of the comparison decode on the same thread.)
     """
-    out: list[tuple[float, int]] = []
-    thread = threading.Thread(target=lambda: out.append(_headless(engine, preset, seed, n)))
-    thread.start()
-    thread.join()
-    return out[0]
+    return engine_thread().call(_headless, engine, preset, seed, n)
 
 
 def _headless(engine: LlamaEngine, preset, seed: int, n: int) -> tuple[float, int]:

@@ -17,9 +17,7 @@ Printed per round and as medians:
 from __future__ import annotations
 
 import argparse
-import queue
 import statistics
-import threading
 import time
 
 import openai
@@ -27,36 +25,26 @@ import openai
 from tui.engine import EngineSettings, Generation
 from tui.engine.llama import LlamaEngine
 from tui.engine.models import describe_file, embedded_model_path
+from tui.engine.thread import engine_thread
 from tui.sampling.presets import load_presets
 from tui.server import start_local
 
 PROMPT = "Once upon a time"
 
 
-class Headless:
-    """The `llmtui generate` loop on one long-lived thread, as the server's worker is (llama.cpp's
-    OpenMP keeps a thread team per calling thread: a fresh thread per round would pay for a new team)."""
+def headless(engine: LlamaEngine, preset, seed: int, n: int) -> tuple[float, str]:
+    """The `llmtui generate` loop on the process's engine thread, where the server's requests run too
+    (two threads taking turns decoding slow each other down: see tui/engine/thread.py)."""
 
-    def __init__(self, engine: LlamaEngine) -> None:
-        self.engine = engine
-        self.jobs: queue.Queue = queue.Queue()
-        self.results: queue.Queue = queue.Queue()
-        threading.Thread(target=self._work, daemon=True).start()
+    def go() -> tuple[float, str]:
+        engine.clear()
+        gen = Generation(engine, engine.tokenize(PROMPT, parse_special=True),
+                         preset.build(engine.build_context(seed)), max_tokens=n)
+        for _ in gen:
+            pass
+        return gen.stats.gen_tps, gen.stats.text
 
-    def _work(self) -> None:
-        while True:
-            preset, seed, n = self.jobs.get()
-            eng = self.engine
-            eng.clear()
-            gen = Generation(eng, eng.tokenize(PROMPT, parse_special=True), preset.build(eng.build_context(seed)),
-                             max_tokens=n)
-            for _ in gen:
-                pass
-            self.results.put((gen.stats.gen_tps, gen.stats.text))
-
-    def __call__(self, preset, seed: int, n: int) -> tuple[float, str]:
-        self.jobs.put((preset, seed, n))
-        return self.results.get()
+    return engine_thread().call(go)
 
 
 def main() -> None:
@@ -76,12 +64,11 @@ def main() -> None:
     client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=300)
     print(f"model {entry.name} · preset {preset.name} · seed {args.seed} · threads {settings.threads} · "
           f"{args.tokens} tokens · server {server.url}")
-    headless = Headless(engine)
-    headless(preset, args.seed, 8)  # warm up both paths
+    headless(engine, preset, args.seed, 8)  # warm up both paths
     client.completions.create(model=entry.name, prompt=PROMPT, max_tokens=8, seed=args.seed)
     h_tps, s_tps, ratios, overheads, client_ttft = [], [], [], [], []
     for r in range(args.rounds):
-        tps_h, text_h = headless(preset, args.seed, args.tokens)
+        tps_h, text_h = headless(engine, preset, args.seed, args.tokens)
         resp = client.completions.create(model=entry.name, prompt=PROMPT, max_tokens=args.tokens, seed=args.seed)
         timings = resp.usage.model_extra["timings"]
         same = resp.choices[0].text == text_h

@@ -47,6 +47,7 @@ from ..engine.controller import (
     StepEvent,
 )
 from ..engine.errors import EngineError
+from ..engine.thread import engine_thread
 from .screens.help import HelpScreen
 from .screens.anatomy import AnatomyScreen
 from .screens.models import ModelPicker
@@ -658,7 +659,7 @@ class LlmTuiApp(App[int]):
     @work(thread=True, group="gen", exit_on_error=False)
     def _generate(self, prompt: str, step_mode: bool, run_id: int) -> None:
         assert self.controller is not None
-        self.controller.run(prompt, step_mode=step_mode, run_id=run_id)
+        engine_thread().call(self.controller.run, prompt, step_mode=step_mode, run_id=run_id)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.group in ("gen", "load", "resample"):
@@ -716,12 +717,17 @@ class LlmTuiApp(App[int]):
         from ..engine.inspect_tokens import inspect_text
 
         controller = self.controller
-        try:
+
+        def inspect() -> Any:
             with controller._lock:  # not while a generation runs
                 result = inspect_text(self.engine, text, add_bos=add_bos, parse_special=special)
                 controller.last = type(controller.last)()  # the cache no longer holds the last run
                 if controller.chat is not None:
                     controller.chat.cached = []
+                return result
+
+        try:
+            result = engine_thread().call(inspect)
         except EngineError as exc:
             result = exc
         self.call_from_thread(done, result)
@@ -780,10 +786,14 @@ class LlmTuiApp(App[int]):
         """Run a lab job (in a worker thread) while no generation uses the CPU or the engine."""
         controller = self.controller
         if controller is None:
-            return job()
+            return engine_thread().call(job)
         controller.stop()
-        with controller._lock:
-            return job()
+
+        def locked() -> Any:
+            with controller._lock:
+                return job()
+
+        return engine_thread().call(locked)
 
     def _lab_model(self) -> str | None:
         path = getattr(self.engine, "path", None)
@@ -976,7 +986,8 @@ class LlmTuiApp(App[int]):
     @work(thread=True, group="gen", exit_on_error=False)
     def _generate_tokens(self, prompt: str, prefix: list[int], history: list[int], parent: dict, run_id: int) -> None:
         assert self.controller is not None
-        self.controller.run(prompt, prefix=prefix, history=history, parent=parent, run_id=run_id)
+        engine_thread().call(self.controller.run, prompt, prefix=prefix, history=history, parent=parent,
+                             run_id=run_id)
 
     def action_stop(self) -> None:
         if self._replaying():

@@ -148,7 +148,6 @@ class Controller:
         self.chat: Any = None  # a ChatSession when in chat mode
         self._writer: Any = None
         self._rss = 0
-        self._cached: list[int] = []  # the tokens the KV cache holds, when known (for prefix reuse)
 
     # -- thread-safe entry points for the front end ------------------------------------------
 
@@ -217,8 +216,10 @@ class Controller:
 
     def reusable_prefix(self, tokens: Sequence[int]) -> int:
         """How many of ``tokens`` the KV cache already holds, in order (at least one is always evaluated)."""
-        n = common_prefix(self._cached, list(tokens))
-        return max(0, min(n, len(tokens) - 1))
+        held = getattr(self.engine, "held", None)
+        if held is None or len(held) != self.engine.n_past:  # an engine that does not know: reuse nothing
+            return 0
+        return max(0, min(common_prefix(held, list(tokens)), len(tokens) - 1))
 
     # -- recording ----------------------------------------------------------------------------
 
@@ -269,7 +270,6 @@ class Controller:
              parse_special: bool, prefix: Sequence[int] | None, history: list[int],
              parent: dict[str, Any] | None, reuse: bool = False) -> GenerationStats:
         eng = self.engine
-        cached, self._cached = self._cached, []  # unknown until this run ends cleanly
         if cancel.is_set():
             stats = GenerationStats(stop_reason=StopReason.CANCELLED)
             self.emit(Finished(StopReason.CANCELLED, None, stats.summary(), ""))
@@ -286,7 +286,7 @@ class Controller:
                     prompt, add_bos=add_bos, parse_special=parse_special)
                 n_reuse = 0
                 if reuse and not history:
-                    n_reuse = max(0, min(common_prefix(cached, tokens), len(tokens) - 1))
+                    n_reuse = self.reusable_prefix(tokens)
                 if n_reuse:
                     eng.truncate(n_reuse)  # llama_memory_seq_rm from n_reuse on
                 else:
@@ -329,9 +329,6 @@ class Controller:
             stats = gen.stats
             if plan is not None:
                 self.chat.finish(plan, history, stats.text)
-            held = tokens + history[:-1]  # the loop never decodes the last token
-            if not gen.shifts and stats.stop_reason is not StopReason.ERROR and eng.n_past == len(held):
-                self._cached = held
             self.last = RunState(history=history, last_logits=gen.last_logits,
                                  last_step=None)
         except EngineError as exc:

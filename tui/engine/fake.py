@@ -109,6 +109,11 @@ class FakeEngine:
 
     # -- memory, counters, lifecycle ------------------------------------------------------
 
+    @property
+    def held(self) -> list[int]:
+        """The tokens the (pretend) KV cache holds, in position order."""
+        return self._tokens
+
     def clear(self) -> None:
         self._tokens.clear()
         self.n_past = 0

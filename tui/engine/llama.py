@@ -131,6 +131,7 @@ class LlamaEngine:
         self._dry_vocab: Any = None
         self._one = (ctypes.c_int32 * 1)()
         self.n_past = 0
+        self.held: list[int] = []
         header = read_header(self.path)  # fast validation with a clear message
         _ensure_backend()
         self.load_ms, self.context_ms = self._load(on_progress, header.file_size)
@@ -201,6 +202,7 @@ class LlamaEngine:
         self._memory = _ll.llama_get_memory(ctx)
         self.n_ctx = int(_ll.llama_n_ctx(ctx))
         self.n_past = 0
+        self.held: list[int] = []  # the tokens the KV cache holds, in position order
         self._context_log = [ln.text for ln in LOG.since(mark)]
         self._kv = None
 
@@ -450,6 +452,7 @@ class LlamaEngine:
         if len(tokens) == 1:
             self._one[0] = tokens[0]
             self._decode_batch(self._one, 1)
+            self.held.append(int(tokens[0]))
         else:
             arr = np.ascontiguousarray(tokens, dtype=np.int32)
             base = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
@@ -462,6 +465,7 @@ class LlamaEngine:
                     ctypes.addressof(base.contents) + start * 4, ctypes.POINTER(ctypes.c_int32)
                 )
                 self._decode_batch(ptr, n)
+                self.held.extend(arr[start:start + n].tolist())
         return (time.perf_counter() - t0) * 1000.0
 
     def _decode_batch(self, ptr: Any, n: int) -> None:
@@ -506,6 +510,7 @@ class LlamaEngine:
         finally:
             _ll.llama_batch_free(batch)
         self.n_past = n
+        self.held = [int(t) for t in tokens]
         return out
 
     def logits(self) -> np.ndarray:
@@ -525,6 +530,7 @@ class LlamaEngine:
         self._require_open()
         _ll.llama_memory_clear(self._memory, True)
         self.n_past = 0
+        self.held = []
 
     def truncate(self, n_keep: int) -> None:
         """Drop every cached position >= n_keep (to re-use a common prefix)."""
@@ -534,6 +540,7 @@ class LlamaEngine:
         if not _ll.llama_memory_seq_rm(self._memory, 0, n_keep, -1):
             raise EngineError("this model's memory cannot be truncated (recurrent?)")
         self.n_past = n_keep
+        del self.held[n_keep:]
 
     def can_shift(self) -> bool:
         return bool(_ll.llama_memory_can_shift(self._memory))
@@ -546,6 +553,7 @@ class LlamaEngine:
         _ll.llama_memory_seq_rm(self._memory, 0, n_keep, n_keep + n_discard)
         _ll.llama_memory_seq_add(self._memory, 0, n_keep + n_discard, self.n_past, -n_discard)
         self.n_past -= n_discard
+        del self.held[n_keep:n_keep + n_discard]
 
     def kv_layout(self) -> "KvLayout":
         """The KV cache's dimensions and the bytes llama.cpp allocated for it."""

@@ -25,6 +25,7 @@ from ..engine.chat import chat_tokens
 from ..engine.controller import Finished, PromptDone, StepEvent
 from ..engine.errors import EngineError
 from ..engine.loop import StopReason
+from ..engine.thread import engine_thread
 
 TOP_LOGPROBS_MAX = 10  # the trace keeps the 10 most likely tokens of every step
 
@@ -148,8 +149,10 @@ class Service:
     """
 
     def __init__(self, controller: Callable[[], Any], *, begin: Callable[[Job], int] | None = None,
-                 max_queue: int = 64) -> None:
+                 max_queue: int = 64, call: Callable[..., Any] | None = None) -> None:
         self._controller = controller
+        # generations run on the process's one engine thread (see tui.engine.thread)
+        self._call = call or engine_thread().call
         self._begin = begin
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._ids = itertools.count(1)
@@ -273,7 +276,7 @@ class Service:
             elif isinstance(ev, Finished):
                 finished.append(ev)
 
-        stats = ctl.run(job.shown, prefix=tokens, run_id=run_id, preset=req.preset, seed=req.seed,
+        stats = self._call(ctl.run, job.shown, prefix=tokens, run_id=run_id, preset=req.preset, seed=req.seed,
                         max_tokens=req.max_tokens, listener=listen, cancel=job.cancel, reuse=True)
         end = time.perf_counter()
         if stats.stop_reason is StopReason.ERROR:
