@@ -17,7 +17,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 from textual import events, on, work
@@ -57,8 +57,9 @@ from .widgets.graphs import MemoryGraph, ThroughputGraph
 from .widgets.panels import ChainTrace, KvGauge, StatusLine, TopKHistogram
 from .widgets.token_stream import TokenStream
 
+W = TypeVar("W")
 REFRESH_HZ = 8  # the token stream
-PANEL_HZ = 3  # histogram, trace, gauge while tokens pour in (at once in step mode or on selection)
+PANEL_HZ = 2  # histogram, trace, gauge while tokens pour in (at once in step mode or on selection)
 PLOT_HZ = 1.0
 SWITCH_INTERVAL = 0.0005
 SAMPLE_HZ = 2  # RSS / KV samples for the memory graph
@@ -225,6 +226,7 @@ class LlmTuiApp(App[int]):
         self._proc = psutil.Process()
         self._dirty_plots = False
         self._panels_at = 0.0
+        self._panels: dict[type, Any] = {}
         self.generation_count = 0
         self.last_summary: dict[str, Any] = {}  # of the last finished run
         self.chat_turn: ChatTurn | None = None  # the last chat turn's reuse figures
@@ -405,11 +407,10 @@ class LlmTuiApp(App[int]):
         inbox = self._inbox
         if not inbox:
             return
-        streams = self.query(TokenStream)
-        if not streams:  # the app is shutting down
+        stream = self._panel(TokenStream)
+        if stream is None:  # the app is shutting down
             inbox.clear()
             return
-        stream = streams.first()
         new_steps = False
         show: Any = None
         appended: list[tuple[int, str, float]] = []
@@ -447,7 +448,7 @@ class LlmTuiApp(App[int]):
                 elif isinstance(ev, PromptDone):
                     self.n_prompt = ev.n_tokens
                     self.prompt_tps = ev.tokens_per_s
-                    self.query_one(ThroughputGraph).prompt_tps = ev.tokens_per_s
+                    self._panel(ThroughputGraph).prompt_tps = ev.tokens_per_s
                     self.state = "generating" if self.api_job is None else f"API #{self.api_job.id} generating"
                     new_steps = True
                 elif isinstance(ev, Started):
@@ -517,12 +518,25 @@ class LlmTuiApp(App[int]):
         if ev.error:
             self.notify(ev.error, severity="error", timeout=10)
 
+    def _panel(self, kind: type[W]) -> W | None:
+        """The main screen's panel of type ``kind``, cached: a DOM query per refresh costs more than the
+        panel's own update (None while the app shuts down)."""
+        widget = self._panels.get(kind)
+        if widget is None or not widget.is_attached:
+            found = self.screen_stack[0].query(kind) if self.screen_stack else None
+            widget = found.first() if found else None
+            if widget is None:
+                self._panels.pop(kind, None)
+                return None
+            self._panels[kind] = widget
+        return widget
+
     def _show_step(self, step: Any, *, pending: bool = False) -> None:
         if self.engine is None:  # between two models
             return
         piece = self.engine.piece
-        self.query_one(TopKHistogram).show(step, piece, pending=pending)
-        self.query_one(ChainTrace).show(step, piece, self.preset.name)
+        self._panel(TopKHistogram).show(step, piece, pending=pending)
+        self._panel(ChainTrace).show(step, piece, self.preset.name)
 
     def _add_throughput_sample(self) -> None:
         if not self.live_metrics:
@@ -532,7 +546,7 @@ class LlmTuiApp(App[int]):
             span = times[-1] - times[0]
             tps = (len(times) - 1) / span if span > 0 else 0.0
             last = self.steps[-1]
-            self.query_one(ThroughputGraph).add(time.perf_counter() - self._t0, tps, last.decode_ms + last.sample_ms)
+            self._panel(ThroughputGraph).add(time.perf_counter() - self._t0, tps, last.decode_ms + last.sample_ms)
             self._dirty_plots = True
 
     def _sample_memory(self) -> None:
@@ -544,7 +558,8 @@ class LlmTuiApp(App[int]):
             return
         kv = self.engine.kv_layout()
         n_past = self.n_prompt + len(self.steps)
-        for graph in self.query(MemoryGraph):  # absent while the app shuts down
+        graph = self._panel(MemoryGraph)
+        if graph is not None:  # absent while the app shuts down
             graph.add(time.perf_counter() - self._t0, rss, kv.used(n_past))
             self._dirty_plots = True
 
@@ -552,12 +567,13 @@ class LlmTuiApp(App[int]):
         if not self._dirty_plots:
             return
         self._dirty_plots = False
-        for graph in [*self.query(MemoryGraph), *self.query(ThroughputGraph)]:
-            if graph.display and graph.size.width > 10:
+        for graph in (self._panel(MemoryGraph), self._panel(ThroughputGraph)):
+            if graph is not None and graph.display and graph.size.width > 10:
                 graph.replot()
 
     def _update_kv(self) -> None:
-        if self.engine is None or not self.query(KvGauge):
+        gauge = self._panel(KvGauge)
+        if self.engine is None or gauge is None:
             return
         kv = self.engine.kv_layout()
         last = self.pending or (self.steps[-1] if self.steps else None)
@@ -570,7 +586,7 @@ class LlmTuiApp(App[int]):
             n_past = self.engine.n_past  # what the cache holds: the last sampled token was never decoded
         else:
             n_past = last.n_past + 1  # the token being decoded now
-        self.query_one(KvGauge).show(
+        gauge.show(
             n_ctx=self.engine.n_ctx, n_past=n_past, n_prompt=n_prompt + self.n_reused if not self.shifts else n_prompt,
             n_reused=self.n_reused, n_keep=self._n_keep_cells(), shifts=tuple(self.shifts),
             bytes_per_token=kv.bytes_per_token, allocated=kv.allocated, type_k=kv.type_k, type_v=kv.type_v,
@@ -603,7 +619,10 @@ class LlmTuiApp(App[int]):
             api = f" │ API :{self.api.http.port} ({svc.started} request{'s' if svc.started != 1 else ''}" + (
                 f", {svc.queue_length} waiting)" if svc.queue_length else ")")
         sel = f" │ viewing step {self.selected}" if self.selected is not None else ""
-        self.query_one(StatusLine).set_text(
+        status = self._panel(StatusLine)
+        if status is None:
+            return
+        status.set_text(
             f"{model} │ preset {self.preset.name} │ seed {self.settings.seed} │ threads {self.settings.threads}"
             f" │ n_ctx {n_ctx:,}{api} │ {self.state}{mode}{sel}{loaded}"
         )
