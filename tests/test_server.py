@@ -24,6 +24,7 @@ from tests.test_models import llama_pool, real_app
 from tui.app.widgets.token_stream import TokenStream
 from tui.engine.controller import StepEvent
 from tui.engine.models import describe_file
+from tui.record import read_session
 from tui.sampling.presets import BUILTIN_PRESETS, load_presets
 from tui.server import start_local
 from tui.server.service import StopFilter
@@ -226,7 +227,7 @@ def test_stop_filter_never_releases_a_stop_string(pieces: list[str], stops: list
 
 async def test_a_request_to_the_dashboard_server_shows_up_in_the_token_stream(smollm2_path) -> None:
     entries = [describe_file(smollm2_path, source="embedded")]
-    app = real_app(entries, llama_pool(), serve=("127.0.0.1", 0))
+    app = real_app(entries, llama_pool(), serve=("127.0.0.1", 0), record="")
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.api is not None, timeout=30)
         c = openai.OpenAI(base_url=app.api.http.url, api_key="x", max_retries=0, timeout=60)
@@ -244,6 +245,10 @@ async def test_a_request_to_the_dashboard_server_shows_up_in_the_token_stream(sm
         assert "Name a colour." in stream.prompt()
         assert len(app.steps) == done[0].usage.completion_tokens
         assert f"API :{app.api.http.port} (1 request)" in app.query_one("#status").text
+        # recorded like any session: the conversation as the prompt, every step
+        session = read_session(Path(app.record_path))
+        assert "Name a colour." in session.header["prompt"]
+        assert "".join(s.text for s in session.steps) == answer
 
 
 def test_cli_serve_starts_and_stops(tmp_path: Path) -> None:
