@@ -133,7 +133,7 @@ async def test_quant_and_perf_lab_screens(smollm2_path: Path, tmp_path: Path, mo
 
     monkeypatch.setenv("LLMTUI_HOME", str(tmp_path))
     pool = llama_pool()
-    app = real_app([describe_file(smollm2_path, source="embedded")], pool)
+    app = real_app([describe_file(smollm2_path, source="embedded")], pool, record="")  # recording on
     async with app.run_test(size=(140, 45)) as pilot:
         await until(pilot, lambda: app.controller is not None, timeout=30)
         app.query_one(TokenStream).focus()
@@ -163,3 +163,11 @@ async def test_quant_and_perf_lab_screens(smollm2_path: Path, tmp_path: Path, mo
         assert rows.row_count == len(perf.rows) >= 4
         assert any(not r.mmap for r in perf.rows) and all(r.tg_tps > 0 for r in perf.rows)
     pool.close_all()
+    # with recording on, both labs' results are part of the session recording (nothing generated yet:
+    # a session of its own), readable like any other
+    from tui.record import read_session
+
+    session = read_session(app.record_path)
+    labs = {e["lab"]: e["result"] for e in session.events if e["kind"] == "lab"}
+    assert set(labs) == {"quant", "perf"} and not session.problems
+    assert len(labs["quant"]["models"]) == 6 and len(labs["perf"]["rows"]) == len(perf.rows)

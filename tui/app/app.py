@@ -854,6 +854,29 @@ class LlmTuiApp(App[int]):
         self._record_next = None
         return SessionWriter(path, header, self.engine.piece)
 
+    def record_lab(self, lab: str, data: dict[str, Any]) -> None:
+        """A lab run from the UI while recording: its results become an event of the session recording
+        (the current one, or a session of its own when nothing was generated yet)."""
+        if not self.recording or self.engine is None or self._replaying():
+            return
+        from ..record import RecordError, append_event
+        from ..record.session import session_header
+
+        try:
+            if self.record_path and os.path.exists(self.record_path):
+                append_event(self.record_path, "lab", len(self.steps), lab=lab, result=data)
+                where = self.record_path
+            else:
+                writer = self._new_recording(session_header(self.engine, self.preset, self.settings.seed, "", [],
+                                                            max_tokens=self.max_tokens))
+                writer.event("lab", 0, lab=lab, result=data)
+                writer.footer(stop_reason="lab", summary={})
+                where = self.record_path = str(writer.path)
+        except RecordError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.notify(f"{lab} lab results recorded in {os.path.basename(where)}", timeout=4)
+
     def action_record(self) -> None:
         if getattr(self.engine, "replay", False):
             self.notify("a replay is already a recording", severity="warning")

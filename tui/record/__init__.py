@@ -7,9 +7,10 @@ from .session import (
     Session,
     SessionFileError,
     SessionWriter,
+    append_event,
     default_session_path,
     read_session,
 )
 
 __all__ = ["FORMAT", "VERSION", "RecordError", "Session", "SessionFileError", "SessionWriter",
-           "default_session_path", "read_session"]
+           "append_event", "default_session_path", "read_session"]

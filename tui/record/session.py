@@ -188,6 +188,24 @@ class SessionWriter:
                 return
 
 
+def append_event(path: str | os.PathLike[str], kind: str, at_step: int, **data: Any) -> None:
+    """Add one event line to a finished recording (a lab run from the UI after it); one whole write,
+    like every other line. Readers take events wherever they are, footer or not."""
+    line = (json.dumps({"type": "event", "kind": kind, "at_step": at_step, **data}, ensure_ascii=False,
+                       separators=(",", ":")) + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot add to the recording: {exc.strerror or exc}") from None
+    try:
+        if os.write(fd, line) != len(line):
+            raise RecordError(f"{path}: short write (disk full?)")
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot add to the recording: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
 def default_session_path(directory: Path, model: str) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)[:40]

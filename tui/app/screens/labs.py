@@ -150,6 +150,9 @@ class QuantLab(ModalScreen[None]):
 
     def _show(self, result: Any) -> None:
         self.result = result
+        record = getattr(self.app, "record_lab", None)
+        if record is not None:
+            record("quant", result.as_dict())
         table = self.query_one("#scores", DataTable)
         table.clear()
         for s in result.scores:
@@ -281,6 +284,9 @@ class PerfLab(ModalScreen[None]):
 
     def _show(self, rows: list[Any]) -> None:
         self.rows = rows
+        record = getattr(self.app, "record_lab", None)
+        if record is not None:
+            record("perf", {"model": self.model_path, "rows": [r.as_dict() for r in rows]})
         table = self.query_one("#rows", DataTable)
         table.clear()
         for r in rows:
