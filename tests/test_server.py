@@ -21,6 +21,7 @@ from hypothesis import given, strategies as st
 
 from tests.test_app import until
 from tests.test_models import llama_pool, real_app
+from tui.app.widgets.panels import ChainTrace
 from tui.app.widgets.token_stream import TokenStream
 from tui.engine.controller import StepEvent
 from tui.engine.models import describe_file
@@ -234,7 +235,7 @@ async def test_a_request_to_the_dashboard_server_shows_up_in_the_token_stream(sm
         done: list = []
         thread = threading.Thread(target=lambda: done.append(c.chat.completions.create(
             model=entries[0].name, messages=[{"role": "user", "content": "Name a colour."}], max_tokens=16,
-            seed=5)))
+            seed=5, extra_body={"preset": "precise"})))
         thread.start()
         await until(pilot, lambda: bool(done), timeout=60)
         thread.join()
@@ -244,6 +245,9 @@ async def test_a_request_to_the_dashboard_server_shows_up_in_the_token_stream(sm
         assert stream.text() == answer
         assert "Name a colour." in stream.prompt()
         assert len(app.steps) == done[0].usage.completion_tokens
+        trace = app.query_one(ChainTrace)
+        lines = trace._build(80) if trace._build else []
+        assert "chain: precise" in "".join(text for text, _ in lines[0])  # the request's preset, not the app's
         assert f"API :{app.api.http.port} (1 request)" in app.query_one("#status").text
         # recorded like any session: the conversation as the prompt, every step
         session = read_session(Path(app.record_path))

@@ -227,6 +227,7 @@ class LlmTuiApp(App[int]):
         self._dirty_plots = False
         self._panels_at = 0.0
         self._panels: dict[type, Any] = {}
+        self._shown_run = -1  # the run whose step the panels show
         self.generation_count = 0
         self.last_summary: dict[str, Any] = {}  # of the last finished run
         self.chat_turn: ChatTurn | None = None  # the last chat turn's reuse figures
@@ -476,7 +477,8 @@ class LlmTuiApp(App[int]):
                 stream.append_many(appended)
             now = time.perf_counter()
             urgent = self.pending is not None or not self.running
-            if urgent or now - self._panels_at >= 1 / PANEL_HZ:
+            first = show is not None and self._shown_run != self.generation_count  # a run's first step: at once
+            if urgent or first or now - self._panels_at >= 1 / PANEL_HZ:
                 self._panels_at = now
                 if show is not None and self.selected is None:
                     self._show_step(show, pending=show is self.pending)
@@ -535,8 +537,11 @@ class LlmTuiApp(App[int]):
         if self.engine is None:  # between two models
             return
         piece = self.engine.piece
+        self._shown_run = self.generation_count
+        # an API request samples with its own preset (its fields over the server's default)
+        preset = self.api_job.request.preset.name if self.api_job is not None else self.preset.name
         self._panel(TopKHistogram).show(step, piece, pending=pending)
-        self._panel(ChainTrace).show(step, piece, self.preset.name)
+        self._panel(ChainTrace).show(step, piece, preset)
 
     def _add_throughput_sample(self) -> None:
         if not self.live_metrics:
@@ -649,7 +654,6 @@ class LlmTuiApp(App[int]):
             return
         if self.running:
             self.controller.stop()
-        self.api_job = None
         if step_mode is not None:
             self.step_mode = step_mode
         self._new_run(prompt, "prompt").focus()
@@ -657,6 +661,7 @@ class LlmTuiApp(App[int]):
 
     def _new_run(self, prompt: str, state: str) -> TokenStream:
         """Clear what the panels know of the last run for a new one (its events carry the new run id)."""
+        self.api_job = None
         self.steps = []
         self.pending = None
         self.selected = None
@@ -1014,6 +1019,7 @@ class LlmTuiApp(App[int]):
         self.controller.recorder_factory = self._new_recording
         kept_steps = session.steps[:at_step]
         stream = self.query_one(TokenStream)
+        self.api_job = None
         self.generation_count += 1
         stream.set_prompt(session.header.get("prompt", "") + "".join(s.text for s in kept_steps) + "⟨fork⟩")
         stream.follow = True
@@ -1394,8 +1400,8 @@ class LlmTuiApp(App[int]):
             return -1
 
     def _api_show(self, job: Any) -> int:
-        self.api_job = job
         self._new_run(job.shown, f"API #{job.id} {job.label}")
+        self.api_job = job
         return self.generation_count
 
 
