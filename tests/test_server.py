@@ -300,3 +300,25 @@ async def test_S_toggles_the_server_and_a_taken_port_is_a_one_line_error() -> No
         # the dashboard goes on: a local generation still runs
         app.start_generation("the cat")
         await until(pilot, lambda: app.state.startswith("stopped"))
+
+
+def test_a_client_that_leaves_a_non_streaming_request_stops_its_generation(server) -> None:
+    import http.client
+
+    host, port = server.url.removeprefix("http://").removesuffix("/v1").split(":")
+    server.steps.clear()
+    body = json.dumps({"model": model_id(server), "prompt": "1, 2, 3, 4, 5,", "max_tokens": 500,
+                       "preset": "greedy"})
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    deadline = time.monotonic() + 10
+    while len(server.steps) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    conn.sock.close()  # gone without reading the answer
+    conn.close()
+    svc = server.service
+    deadline = time.monotonic() + 5
+    while svc.busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not svc.busy  # noticed within the 0.5 s poll, long before 500 tokens
+    assert len(server.steps) < 200, len(server.steps)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .service import TOP_LOGPROBS_MAX, Accepted, ApiError, Done, GenRequest, Service, TokenOut
@@ -169,7 +169,7 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)], response_model=None)
-    async def chat(body: ChatRequest) -> Any:
+    async def chat(body: ChatRequest, request: Request) -> Any:
         messages = tuple({"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                          for m in body.messages)
         k = body.top_logprobs if body.logprobs else None
@@ -179,10 +179,11 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
             k = 0
         max_tokens = body.max_completion_tokens or body.max_tokens or config.max_tokens
         req = _gen_request(config, body, "chat", max_tokens=max_tokens, messages=messages, top_logprobs=k)
-        return await _respond(service, req, body, chat=True, label=f"chat · {len(messages)} message(s)")
+        return await _respond(service, req, body, chat=True, label=f"chat · {len(messages)} message(s)",
+                              request=request)
 
     @app.post("/v1/completions", dependencies=[Depends(auth)], response_model=None)
-    async def completions(body: CompletionRequest) -> Any:
+    async def completions(body: CompletionRequest, request: Request) -> Any:
         prompt = body.prompt
         if isinstance(prompt, list):
             if len(prompt) != 1:
@@ -192,7 +193,7 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
             raise ApiError(400, "echo is not supported", param="echo")
         req = _gen_request(config, body, "completion", max_tokens=body.max_tokens or 16, prompt=prompt,
                            top_logprobs=body.logprobs)
-        return await _respond(service, req, body, chat=False, label="completion")
+        return await _respond(service, req, body, chat=False, label="completion", request=request)
 
     return app
 
@@ -309,11 +310,30 @@ class _Stream:
         return item
 
 
-async def _respond(service: Service, req: GenRequest, body: _Sampling, *, chat: bool, label: str) -> Any:
+class _ClientGone(Exception):
+    pass
+
+
+async def _next(stream: _Stream, request: Request | None) -> object:
+    """The job's next event; while waiting (queued, or a whole non-streaming answer), notice a client
+    that went away."""
+    while True:
+        try:
+            return await asyncio.wait_for(stream.get(), timeout=0.5)
+        except asyncio.TimeoutError:
+            if request is not None and await request.is_disconnected():
+                raise _ClientGone from None
+
+
+async def _respond(service: Service, req: GenRequest, body: _Sampling, *, chat: bool, label: str,
+                   request: Request | None = None) -> Any:
     stream = _Stream(wake_on_tokens=body.stream)
     job = service.submit(req, stream.sink, label)
     try:
-        accepted = await stream.get()  # a context overflow is a 400 before any byte is sent
+        accepted = await _next(stream, request)  # a context overflow is a 400 before any byte is sent
+    except _ClientGone:
+        job.cancel.set()  # it left while queued: the worker skips it
+        return Response(status_code=499)
     except BaseException:
         job.cancel.set()
         raise
@@ -328,11 +348,14 @@ async def _respond(service: Service, req: GenRequest, body: _Sampling, *, chat: 
     tokens: list[TokenOut] = []
     try:
         while True:
-            item = await stream.get()
+            item = await _next(stream, request)
             if isinstance(item, TokenOut):
                 tokens.append(item)
             elif isinstance(item, Done):
                 break
+    except _ClientGone:
+        job.cancel.set()  # nobody to answer: the engine stops before the next token
+        return Response(status_code=499)
     except BaseException:
         job.cancel.set()
         raise
