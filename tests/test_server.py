@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -116,6 +117,7 @@ def test_completion_with_stop_and_logprobs(server, client) -> None:
     lp = choice.logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
     assert all(len(t) == 2 for t in lp.top_logprobs)
+    assert lp.text_offset[0] == len("The capital of France is")  # OpenAI counts from the prompt's start
 
 
 def _status(exc: pytest.ExceptionInfo) -> tuple[int, dict]:
@@ -322,3 +324,39 @@ def test_a_client_that_leaves_a_non_streaming_request_stops_its_generation(serve
         time.sleep(0.01)
     assert not svc.busy  # noticed within the 0.5 s poll, long before 500 tokens
     assert len(server.steps) < 200, len(server.steps)
+
+
+def test_closing_answers_every_waiting_request() -> None:
+    from tui.server import GenRequest, Service
+    from tui.server.service import ApiError
+
+    release = threading.Event()
+    service = Service(lambda: release.wait(10) and None).start()  # the first job holds the worker
+    got: dict[int, list] = {}
+    req = GenRequest(kind="completion", model="m", preset=BUILTIN_PRESETS["greedy"], seed=1, max_tokens=1,
+                     prompt="hi")
+    jobs = [service.submit(req, lambda item, i=i: got.setdefault(i, []).append(item)) for i in range(4)]
+    time.sleep(0.2)
+    threading.Timer(0.3, release.set).start()
+    service.close()
+    for i in range(1, 4):  # the waiting ones: a 503 each, their generation cancelled
+        assert isinstance(got[i][0], ApiError) and got[i][0].status == 503 and jobs[i].cancel.is_set()
+
+
+async def test_a_request_without_preset_uses_the_dashboards_current_one() -> None:
+    from tests.test_app import make_app, ready
+
+    app = make_app(max_tokens=8)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        app.query_one(TokenStream).focus()
+        await pilot.press("plus")  # balanced → "balanced T=0.8": a preset the catalog has no name for
+        assert app.preset.name == "balanced T=0.8"
+        app.serve_at = ("127.0.0.1", 0)
+        app.start_api()
+        c = openai.OpenAI(base_url=app.api.http.url, api_key="x", max_retries=0, timeout=30)
+        out = await asyncio.to_thread(lambda: c.completions.create(model=app.model_label, prompt="the cat",
+                                                                   max_tokens=4))
+        assert out.system_fingerprint.startswith("llmtui-balanced T=0.8")
+        await until(pilot, lambda: app.state.startswith("API #1 stopped"))
+        app.stop_api()

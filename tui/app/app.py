@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -243,6 +244,7 @@ class LlmTuiApp(App[int]):
         self.api_key = api_key
         self.api: Any = None  # tui.server.LocalServer-like: .service, .http
         self.api_job: Any = None  # the request shown in the panels
+        self._api_closing = False
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -652,6 +654,9 @@ class LlmTuiApp(App[int]):
         if not prompt.strip():
             self.notify("type a prompt first", severity="warning")
             return
+        if self.serving_request:
+            self.notify("an API request is running: wait for it, or esc to stop it", severity="warning")
+            return
         if self.running:
             self.controller.stop()
         if step_mode is not None:
@@ -1054,7 +1059,7 @@ class LlmTuiApp(App[int]):
 
     def action_step_mode(self) -> None:
         self.step_mode = not self.step_mode
-        if self.running:
+        if self.running and not self.serving_request:  # an API request is never paused
             self.controller.send(SetStepMode(self.step_mode))  # type: ignore[union-attr]
         self.notify("step mode on: space accepts one token" if self.step_mode else "step mode off", timeout=2)
         self._update_status()
@@ -1098,10 +1103,15 @@ class LlmTuiApp(App[int]):
     def _base_name(name: str) -> str:
         return name.split(" T=")[0]
 
+    @property
+    def serving_request(self) -> bool:
+        """An API client's request is running: the dashboard's controls wait for the next run."""
+        return self.api_job is not None and self.running
+
     def _set_preset(self, preset: Any) -> None:
         self.preset = preset
         if self.controller is not None:
-            if self.running:
+            if self.running and not self.serving_request:
                 self.controller.send(SetPreset(preset))
             else:
                 self.controller.preset = preset
@@ -1358,9 +1368,10 @@ class LlmTuiApp(App[int]):
         except ImportError as exc:  # fastapi / uvicorn missing from a partial install
             self.notify(f"the API server needs fastapi and uvicorn: {exc}", severity="error", timeout=10)
             return
-        service = Service(lambda: None if self._replaying() else self.controller, begin=self._api_begin).start()
+        service = Service(lambda: None if self._replaying() or self.engine is None else self.controller,
+                          begin=self._api_begin).start()
         config = ServerConfig(
-            catalog=self.catalog, default_preset=self.preset.name, seed=self.settings.seed,
+            catalog=self.catalog, default_preset=lambda: self.preset, seed=self.settings.seed,
             max_tokens=self.max_tokens, api_key=self.api_key, loaded=self._api_model,
             models=lambda: self._discover() if self._discover is not None else [e for e in [self._api_model()] if e],
         )
@@ -1390,14 +1401,32 @@ class LlmTuiApp(App[int]):
     def stop_api(self) -> None:
         api, self.api = self.api, None
         if api is not None:
-            api.stop()
+            self._api_closing = True  # the worker no longer waits for this thread
+            try:
+                api.stop()
+            finally:
+                self._api_closing = False
 
     def _api_begin(self, job: Any) -> int:
-        """Worker thread: a request is about to run; the panels switch to it. Returns its run id."""
-        try:
-            return self.call_from_thread(self._api_show, job)
-        except Exception:  # the app is closing: the request still runs, unseen
+        """Worker thread: a request is about to run; the panels switch to it. Returns its run id
+        (-1: not shown, when the UI does not answer within 2 s — it is closing)."""
+        if self._api_closing:
             return -1
+        done = threading.Event()
+        run_id = [-1]
+
+        def show() -> None:
+            try:
+                run_id[0] = self._api_show(job)
+            finally:
+                done.set()
+
+        try:
+            self.call_later(show)  # posts a message: safe from any thread
+        except Exception:
+            return -1
+        done.wait(2.0)
+        return run_id[0]
 
     def _api_show(self, job: Any) -> int:
         self._new_run(job.shown, f"API #{job.id} {job.label}")

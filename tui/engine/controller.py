@@ -148,6 +148,12 @@ class Controller:
         self.chat: Any = None  # a ChatSession when in chat mode
         self._writer: Any = None
         self._rss = 0
+        self._run_preset: Any = None
+
+    @property
+    def active_preset(self) -> Any:
+        """The preset the current run samples with."""
+        return self._run_preset or self.preset
 
     # -- thread-safe entry points for the front end ------------------------------------------
 
@@ -190,9 +196,8 @@ class Controller:
             self._drain()
             self.step_mode = step_mode
             self.running = True
-            saved = (self.preset, self.seed, self.max_tokens, self.emit)
-            if preset is not None:
-                self.preset = preset
+            saved = (self.seed, self.max_tokens, self.emit)
+            self._run_preset = preset  # this run's own (an API request's); self.preset stays the front end's
             if seed is not None:
                 self.seed = seed
             if max_tokens is not None:
@@ -210,9 +215,8 @@ class Controller:
                                  reuse)
             finally:
                 self.running = False
-                if self.preset is preset and preset is not None:  # not changed by the user meanwhile
-                    self.preset = saved[0]
-                self.seed, self.max_tokens, self.emit = saved[1], saved[2], saved[3]
+                self._run_preset = None
+                self.seed, self.max_tokens, self.emit = saved
 
     def reusable_prefix(self, tokens: Sequence[int]) -> int:
         """How many of ``tokens`` the KV cache already holds, in order (at least one is always evaluated)."""
@@ -234,7 +238,7 @@ class Controller:
             from ..record.session import session_header
 
             self._writer = self.recorder_factory(session_header(
-                self.engine, self.preset, self.seed, prompt, tokens, max_tokens=self.max_tokens,
+                self.engine, self.active_preset, self.seed, prompt, tokens, max_tokens=self.max_tokens,
                 ignore_eos=self.ignore_eos, parent=parent, history=history))
         except RecordError as exc:
             self.emit(RecordingFailed(str(exc)))
@@ -294,7 +298,7 @@ class Controller:
                 if self.chat is not None:
                     self.chat.cached = []  # the cache no longer holds the dashboard's conversation
                 shown = prompt
-            chain = self.build_chain(self.preset, history)
+            chain = self.build_chain(self.active_preset, history)
             policy = self.context_policy if self.context_policy in ("stop", "shift") else "stop"
 
             def prompt_done(st: GenerationStats) -> None:
@@ -312,7 +316,7 @@ class Controller:
                 on_prompt_done=prompt_done, context_policy=policy,
                 n_keep=len(tokens) if n_reuse and self.n_keep < 0 else self.n_keep,
             )
-            self.emit(Started(shown, tuple(tokens), self.preset.name, self.seed, step_mode))
+            self.emit(Started(shown, tuple(tokens), self.active_preset.name, self.seed, step_mode))
             self._start_recording(prompt, tokens, parent, history)
             for step in gen:
                 if self.step_mode:

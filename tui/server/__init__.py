@@ -45,7 +45,7 @@ def start_local(engine: Any, entry: Any, *, catalog: Any, preset: Any, seed: int
                             context_policy=context_policy)
     controller.recorder_factory = recorder_factory
     service = Service(lambda: controller).start()
-    config = ServerConfig(catalog=catalog, default_preset=preset.name, seed=seed, max_tokens=max_tokens,
+    config = ServerConfig(catalog=catalog, default_preset=lambda: preset, seed=seed, max_tokens=max_tokens,
                           api_key=api_key, loaded=lambda: entry, models=models or (lambda: [entry]))
     try:
         http = ServerThread(create_app(service, config), host, port).start()

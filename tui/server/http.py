@@ -95,7 +95,7 @@ class CompletionRequest(_Sampling):
 @dataclass(slots=True)
 class ServerConfig:
     catalog: Any  # PresetCatalog
-    default_preset: str = "balanced"
+    default_preset: Callable[[], Any] | None = None  # the Preset a request without `preset` uses
     seed: int = 42
     max_tokens: int = 256  # chat default when the client sets none
     api_key: str | None = None
@@ -214,7 +214,12 @@ def _gen_request(config: ServerConfig, body: _Sampling, kind: str, **kw: Any) ->
         raise ApiError(404, f"The model {body.model!r} does not exist (this server runs {loaded.name!r}; "
                        "GET /v1/models lists the local models)", param="model", code="model_not_found")
     try:
-        preset = config.catalog.get(body.preset or config.default_preset)
+        if body.preset:
+            preset = config.catalog.get(body.preset)
+        elif config.default_preset is not None:
+            preset = config.default_preset()  # the server's (the dashboard's current one, edits included)
+        else:
+            preset = config.catalog.get("balanced")
     except Exception as exc:  # KeyError / PresetError: an unknown preset name
         raise ApiError(400, f"unknown preset {body.preset!r}: {exc}", param="preset") from None
     overrides = (("temperature", "temp", "t"), ("top_p", "top_p", "p"), ("top_k", "top_k", "k"),
@@ -367,7 +372,8 @@ async def _respond(service: Service, req: GenRequest, body: _Sampling, *, chat: 
         obj = "chat.completion"
     else:
         choice = {"index": 0, "text": done.text, "finish_reason": done.finish_reason,
-                  "logprobs": _completion_logprobs(tokens) if req.top_logprobs is not None else None}
+                  "logprobs": _completion_logprobs(tokens, len(req.prompt)) if req.top_logprobs is not None
+                  else None}
         obj = "text_completion"
     return {"id": rid, "object": obj, "created": created, "model": req.model, "choices": [choice],
             "usage": _usage(done), "system_fingerprint": f"llmtui-{req.preset.name}-seed{req.seed}"}
@@ -399,7 +405,7 @@ async def _sse(stream: _Stream, job: Any, req: GenRequest, rid: str, created: in
                       "logprobs": _completion_logprobs(tokens, offset) if want_lp and tokens else None}
         return _sse_line({**base, "choices": [choice]})
 
-    offset = 0
+    offset = 0 if chat else len(req.prompt)  # OpenAI's text_offset counts from the prompt's start
     try:
         if chat:
             yield chunk("", None, role=True)

@@ -196,8 +196,19 @@ class Service:
             job = self.current
             if job is not None:
                 job.cancel.set()
-            self._queue.put(None)
-            self._thread.join(timeout=10)
+            while True:  # the waiting jobs are answered, never left hanging
+                try:
+                    waiting = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is not None:
+                    waiting.cancel.set()
+                    waiting.sink(ApiError(503, "the server is shutting down", type="server_error"))
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                pass
+            self._thread.join(timeout=5)
             self._thread = None
 
     # -- the worker --------------------------------------------------------------------------
@@ -244,7 +255,7 @@ class Service:
                            f"{len(tokens)} tokens (llmtui: start it with a larger --n-ctx, or shorten the "
                            "prompt)", param="messages" if req.kind == "chat" else "prompt",
                            code="context_length_exceeded")
-        cached = ctl.reusable_prefix(tokens)
+        cached = self._call(ctl.reusable_prefix, tokens)  # what the engine holds, read where it changes
         job.sink(Accepted(len(tokens), cached))
         job.shown = req.prompt if req.kind == "completion" else ctl.engine.render_chat([dict(m) for m in req.messages])
         self.started += 1
@@ -281,9 +292,10 @@ class Service:
         end = time.perf_counter()
         if stats.stop_reason is StopReason.ERROR:
             raise ApiError(500, stats.error or "generation failed", type="server_error")
+        sent = stop.sent  # what TokenOut deltas released
         if stop.hit is None and finished:
             stop.feed(finished[-1].text[len(stop.text):])  # the decoder's last bytes, if any
-        tail = stop.final[stop.sent:]
+        tail = stop.final[sent:]  # held-back text and those last bytes, for the stream's final chunk
         reason = "length" if stats.stop_reason in (StopReason.MAX_TOKENS, StopReason.CONTEXT_FULL) else "stop"
         if stop.hit is not None:
             reason = "stop"
