@@ -19,7 +19,7 @@ from tui.app.screens.labs import PerfLab, QuantLab
 from tui.app.screens.learn import LearnScreen, ResultsScreen
 from tui.app.screens.models import ModelPicker
 from tui.app.screens.tokenizer import TokenizerScreen
-from tui.app.widgets.panels import human_bytes
+from tui.units import human_bytes
 from tui.engine.models import describe_file
 from tui.learn import STAGES, LearnFileError, _parse, find, load_questions
 

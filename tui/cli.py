@@ -16,6 +16,7 @@ from typing import Any
 
 from . import __version__
 from .config import Config, ConfigError, load_config
+from .units import human_bytes
 
 EXIT_USAGE = 2
 
@@ -310,14 +311,6 @@ def pick_model(args: argparse.Namespace, config: Config) -> Any:
     return entry
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def pick_preset(args: argparse.Namespace, config: Config) -> Any:
     """The preset from --preset / config, with --samplers and parameter overrides applied."""
     from .sampling.presets import DEFAULT_PRESET, PresetError, load_presets
@@ -360,12 +353,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(r.as_dict(), indent=2))
         return 0
-    print(f"wrote {r.output} ({_human_bytes(r.file_size)}, {r.bits_per_weight:.2f} bits per weight) in {r.seconds:.1f} s")
+    print(f"wrote {r.output} ({human_bytes(r.file_size)}, {r.bits_per_weight:.2f} bits per weight) in {r.seconds:.1f} s")
     if r.requantized:
         print("note: the source was already quantized — this is a re-quantization of its (dequantized) weights")
     print("tensor types in the output:")
     for t, row in r.by_type.items():
-        print(f"  {t:<6} {row['tensors']:>4} tensors {_human_bytes(row['bytes']):>10}")
+        print(f"  {t:<6} {row['tensors']:>4} tensors {human_bytes(row['bytes']):>10}")
     if r.fallback:
         print(f"llama.cpp used other types for {r.fallback[0]} of {r.fallback[1]} tensors: a type only fits rows whose "
               "width is a multiple of its block (K-quants: 256; SmolLM2's rows are 576 wide), and llama.cpp keeps "
@@ -477,10 +470,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps({**a.as_dict(), "kv": kv}, indent=2, default=str))
         return 0
     print(f"{a.name}  ({a.arch}, {a.file_type})  {entry.path}")
-    print(f"file {_human_bytes(a.file_size)}, tensor data {_human_bytes(a.total_bytes)} in {len(a.tensors)} tensors, "
+    print(f"file {human_bytes(a.file_size)}, tensor data {human_bytes(a.total_bytes)} in {len(a.tensors)} tensors, "
           f"{a.total_elements / 1e6:.1f}M parameters, {a.bits_per_weight:.2f} bits per weight, vocab {a.vocab_size:,}")
-    print(f"KV cache at n_ctx {kv['n_ctx']:,} ({kv['cache_type']}): {_human_bytes(kv['bytes'])} allocated, "
-          f"{_human_bytes(kv['bytes_per_token'])} per token ({kv['full_layers']} full-context layers, "
+    print(f"KV cache at n_ctx {kv['n_ctx']:,} ({kv['cache_type']}): {human_bytes(kv['bytes'])} allocated, "
+          f"{human_bytes(kv['bytes_per_token'])} per token ({kv['full_layers']} full-context layers, "
           f"{kv['swa_layers']} sliding-window)")
     print()
     for label, value in a.hyper.items():
@@ -489,16 +482,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  {'type':<8} {'tensors':>7} {'parameters':>12} {'bytes':>12} {'bits/weight':>11}")
     for t, row in a.by_type().items():
         bpw = row["bytes"] * 8 / row["elements"] if row["elements"] else 0
-        print(f"  {t:<8} {row['tensors']:>7} {row['elements']:>12,} {_human_bytes(row['bytes']):>12} {bpw:>11.2f}")
+        print(f"  {t:<8} {row['tensors']:>7} {row['elements']:>12,} {human_bytes(row['bytes']):>12} {bpw:>11.2f}")
     print()
     for group, tensors in a.by_layer().items():
         if group.startswith("layer") and not args.layers and group.split()[-1] != "0":
             continue
         total = sum(t.n_bytes for t in tensors)
-        print(f"  {group} ({_human_bytes(total)})")
+        print(f"  {group} ({human_bytes(total)})")
         for t in tensors:
             shape = "×".join(str(d) for d in t.shape)
-            print(f"    {t.name:<34} {shape:>14} {t.type:<6} {_human_bytes(t.n_bytes):>10}")
+            print(f"    {t.name:<34} {shape:>14} {t.type:<6} {human_bytes(t.n_bytes):>10}")
     if not args.layers:
         print("  … (--layers lists every layer)")
     return 0
@@ -560,7 +553,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             continue
         params = f"{e.n_params / 1e6:.0f}M" if e.n_params < 1e9 else f"{e.n_params / 1e9:.1f}B"
         print(
-            f"{e.name:<40} {e.arch:<10} {e.quant:<10} {params:>8} {_human_bytes(e.size):>10} "
+            f"{e.name:<40} {e.arch:<10} {e.quant:<10} {params:>8} {human_bytes(e.size):>10} "
             f"{e.n_ctx_train:>7} {e.n_vocab:>7} {'yes' if e.has_chat_template else 'no':<5} {e.source}"
         )
     return 0
@@ -721,15 +714,21 @@ def _finish_recording(writer: Any, stats: Any) -> None:
         print(f"llmtui: warning: {exc}", file=sys.stderr)
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def _read_session(path: Path) -> Any:
+    """A recording, its problems as warnings on stderr; unreadable → a one-line error."""
     from .record import SessionFileError, read_session
 
     try:
-        session = read_session(args.file)
+        session = read_session(path)
     except SessionFileError as exc:
         raise CliError(str(exc)) from None
     for problem in session.problems:
-        print(f"llmtui: warning: {args.file}: {problem}", file=sys.stderr)
+        print(f"llmtui: warning: {path}: {problem}", file=sys.stderr)
+    return session
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    session = _read_session(args.file)
     if args.verify or args.fork is not None:
         return _replay_with_model(args, session)
     from .app.app import run_app
@@ -851,15 +850,9 @@ def _replay_with_model(args: argparse.Namespace, session: Any) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .record import SessionFileError, read_session
     from .record.tools import export
 
-    try:
-        session = read_session(args.file)
-    except SessionFileError as exc:
-        raise CliError(str(exc)) from None
-    for problem in session.problems:
-        print(f"llmtui: warning: {args.file}: {problem}", file=sys.stderr)
+    session = _read_session(args.file)
     print(export(session, args.format, args.output))
     return 0
 

@@ -24,7 +24,8 @@ from textual.widgets import Input
 
 from ..engine.errors import ContextError, EngineError
 from ..learn import Question, find
-from .widgets.panels import escape, human_bytes
+from ..units import human_bytes
+from .widgets.panels import escape
 
 if TYPE_CHECKING:
     from .app import LlmTuiApp

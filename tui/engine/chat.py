@@ -35,12 +35,16 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-def chat_tokens(eng: Any, messages: list[dict[str, str]]) -> list[int]:
-    """The conversation rendered with the model's chat template (ready for the answer), tokenized."""
+def chat_prompt(eng: Any, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
+    """The conversation rendered with the model's chat template (ready for the answer), and its tokens."""
     text = eng.render_chat(messages, add_generation_prompt=True)
     bos = eng.piece(eng.info.bos).decode("utf-8", "replace") if eng.info.bos >= 0 else None
     add_bos = False if bos and text.startswith(bos) else None  # the template already wrote it
-    return eng.tokenize(text, add_bos=add_bos, parse_special=True)
+    return text, eng.tokenize(text, add_bos=add_bos, parse_special=True)
+
+
+def chat_tokens(eng: Any, messages: list[dict[str, str]]) -> list[int]:
+    return chat_prompt(eng, messages)[1]
 
 
 @dataclass(slots=True)

@@ -221,7 +221,7 @@ class Controller:
     def reusable_prefix(self, tokens: Sequence[int]) -> int:
         """How many of ``tokens`` the KV cache already holds, in order (at least one is always evaluated)."""
         held = getattr(self.engine, "held", None)
-        if held is None or len(held) != self.engine.n_past:  # an engine that does not know: reuse nothing
+        if held is None:  # an engine that does not know (a replay): reuse nothing
             return 0
         return max(0, min(common_prefix(held, list(tokens)), len(tokens) - 1))
 

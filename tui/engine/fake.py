@@ -37,7 +37,6 @@ class FakeEngine:
         self.settings = settings or EngineSettings(n_ctx=512)
         self.n_ctx = self.settings.n_ctx
         self.n_vocab = 64
-        self.n_past = 0
         self.delay_s = delay_s
         self.eos_after = eos_after
         self.path = Path("fake-model.gguf")
@@ -89,7 +88,6 @@ class FakeEngine:
         if self.delay_s:
             time.sleep(self.delay_s * max(1, len(tokens) // 8))
         self._tokens.extend(tokens)
-        self.n_past += len(tokens)
         prev = self._tokens[-1]
         rng = np.random.default_rng(self._rng_seed * 1_000_003 + self.n_past * 7919 + prev)
         lg = rng.standard_normal(self.n_vocab).astype(np.float32) * 2.0
@@ -114,20 +112,21 @@ class FakeEngine:
         """The tokens the (pretend) KV cache holds, in position order."""
         return self._tokens
 
+    @property
+    def n_past(self) -> int:
+        return len(self._tokens)
+
     def clear(self) -> None:
         self._tokens.clear()
-        self.n_past = 0
 
     def truncate(self, n_keep: int) -> None:
         del self._tokens[n_keep:]
-        self.n_past = min(self.n_past, n_keep)
 
     def can_shift(self) -> bool:
         return True
 
     def shift(self, n_keep: int, n_discard: int) -> None:
         del self._tokens[n_keep:n_keep + n_discard]
-        self.n_past -= n_discard
 
     def pos_max(self) -> int:
         return self.n_past - 1

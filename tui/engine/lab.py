@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..config import app_dirs
+from ..units import human_bytes
 from .errors import EngineError
 from .settings import EngineSettings
 
@@ -231,14 +232,6 @@ def compare_markdown(result: Any) -> str:
         lines.append(f"| {Path(s.path).stem} | {human_bytes(s.file_size)} | {s.bits_per_weight:.2f} | "
                      f"{s.perplexity:.3f} | {s.kl_mean:.4f} | {s.kl_p99:.4f} | {s.top1_agreement:.1%} | {s.gen_tps:.1f} |")
     return "\n".join(lines)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 # -- bench (llama-bench's pp / tg, load times) ---------------------------------------------------

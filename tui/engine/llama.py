@@ -130,8 +130,7 @@ class LlamaEngine:
         self._eog_cache: list[int] | None = None
         self._dry_vocab: Any = None
         self._one = (ctypes.c_int32 * 1)()
-        self.n_past = 0
-        self.held: list[int] = []
+        self.held: list[int] = []  # the tokens the KV cache holds, in position order
         self._logits_addr: int | None = None
         self._logits_view: np.ndarray | None = None
         header = read_header(self.path)  # fast validation with a clear message
@@ -204,8 +203,7 @@ class LlamaEngine:
         self._logits_addr = None  # a new context: a new logits buffer
         self._memory = _ll.llama_get_memory(ctx)
         self.n_ctx = int(_ll.llama_n_ctx(ctx))
-        self.n_past = 0
-        self.held: list[int] = []  # the tokens the KV cache holds, in position order
+        self.held = []
         self._context_log = [ln.text for ln in LOG.since(mark)]
         self._kv = None
 
@@ -439,6 +437,11 @@ class LlamaEngine:
 
     # -- evaluation ------------------------------------------------------------
 
+    @property
+    def n_past(self) -> int:
+        """Positions in the KV cache (derived from the tokens it holds)."""
+        return len(self.held)
+
     def decode(self, tokens: Sequence[int], *, should_stop: Callable[[], bool] | None = None) -> float:
         """Evaluate ``tokens`` at the end of the sequence, in n_batch chunks.
 
@@ -479,7 +482,6 @@ class LlamaEngine:
             if rc == 1:
                 raise ContextError(f"context full: no KV slot for {n} tokens (n_past {self.n_past}, n_ctx {self.n_ctx})")
             raise EngineError(f"llama_decode failed with code {rc}: {_error_from_log(LOG.mark - 5)}")
-        self.n_past += n
 
     def evaluate_all(self, tokens: Sequence[int]) -> np.ndarray:
         """Logits for every position of ``tokens`` (a fresh sequence), shape (n, n_vocab), float32.
@@ -513,7 +515,6 @@ class LlamaEngine:
                     out[start + i] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
         finally:
             _ll.llama_batch_free(batch)
-        self.n_past = n
         self.held = [int(t) for t in tokens]
         return out
 
@@ -537,7 +538,6 @@ class LlamaEngine:
         """Empty the KV cache (a new conversation)."""
         self._require_open()
         _ll.llama_memory_clear(self._memory, True)
-        self.n_past = 0
         self.held = []
 
     def truncate(self, n_keep: int) -> None:
@@ -547,7 +547,6 @@ class LlamaEngine:
             return
         if not _ll.llama_memory_seq_rm(self._memory, 0, n_keep, -1):
             raise EngineError("this model's memory cannot be truncated (recurrent?)")
-        self.n_past = n_keep
         del self.held[n_keep:]
 
     def can_shift(self) -> bool:
@@ -560,7 +559,6 @@ class LlamaEngine:
             raise EngineError("this model's cache cannot shift positions")
         _ll.llama_memory_seq_rm(self._memory, 0, n_keep, n_keep + n_discard)
         _ll.llama_memory_seq_add(self._memory, 0, n_keep + n_discard, self.n_past, -n_discard)
-        self.n_past -= n_discard
         del self.held[n_keep:n_keep + n_discard]
 
     def kv_layout(self) -> "KvLayout":

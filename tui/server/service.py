@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.chat import chat_tokens
+from ..engine.chat import chat_prompt
 from ..engine.controller import Finished, PromptDone, StepEvent
 from ..engine.errors import EngineError
 from ..engine.loop import StopReason
@@ -233,11 +233,12 @@ class Service:
                 self.current = None
                 self.served += 1
 
-    def _tokens(self, ctl: Any, req: GenRequest) -> list[int]:
+    def _prompt(self, ctl: Any, req: GenRequest) -> tuple[str, list[int]]:
+        """What the model reads (a chat rendered by its template) and its tokens."""
         eng = ctl.engine
         if req.kind == "chat":
-            return chat_tokens(eng, [dict(m) for m in req.messages])
-        return eng.tokenize(req.prompt, add_bos=None, parse_special=True)
+            return chat_prompt(eng, [dict(m) for m in req.messages])
+        return req.prompt, eng.tokenize(req.prompt, add_bos=None, parse_special=True)
 
     def _serve(self, job: Job) -> None:
         ctl = self._controller()
@@ -246,7 +247,7 @@ class Service:
                            code="model_loading")
         req = job.request
         t_start = time.perf_counter()
-        tokens = self._tokens(ctl, req)
+        job.shown, tokens = self._prompt(ctl, req)
         n_ctx = ctl.engine.n_ctx
         if not tokens:
             raise ApiError(400, "the prompt is empty", param="prompt")
@@ -257,7 +258,6 @@ class Service:
                            code="context_length_exceeded")
         cached = self._call(ctl.reusable_prefix, tokens)  # what the engine holds, read where it changes
         job.sink(Accepted(len(tokens), cached))
-        job.shown = req.prompt if req.kind == "completion" else ctl.engine.render_chat([dict(m) for m in req.messages])
         self.started += 1
         run_id = self._begin(job) if self._begin is not None else next(self._run_ids)
         stop = StopFilter(req.stop)

@@ -7,18 +7,15 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from ..widgets.panels import human_bytes
+from ...units import human_bytes
+from .base import WideModal
 
 
-class AnatomyScreen(ModalScreen[None]):
+class AnatomyScreen(WideModal[None]):
     BINDINGS = [Binding("escape,q,a", "dismiss", "Close", id="anatomy.close")]
     DEFAULT_CSS = """
-    AnatomyScreen { align: center middle; }
-    AnatomyScreen > Vertical { width: 96%; height: 94%; border: round $primary; background: $surface;
-                               padding: 0 1; }
     AnatomyScreen #summary { height: auto; margin-bottom: 1; }
     AnatomyScreen #tables { height: auto; max-height: 14; }
     AnatomyScreen #hyper, AnatomyScreen #types { width: 1fr; height: auto; max-height: 14; }

@@ -18,12 +18,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Static
 from textual_plotext import PlotextPlot
 
 from ...engine.errors import EngineError
-from ..widgets.panels import human_bytes
+from ...units import human_bytes
+from ..widgets.panels import escape
+from .base import WideModal
 
 KL_COLOURS = ["green", "yellow", "dark_orange", "red"]  # < 0.01, < 0.1, < 1, >= 1 nats
 
@@ -40,13 +41,31 @@ def save_lab(kind: str, data: dict[str, Any], markdown: str) -> Path:
     return path
 
 
-class QuantLab(ModalScreen[None]):
+class LabScreen(WideModal[None]):
+    """What both labs share: a status line their workers write to, and jobs that run while no generation
+    uses the engine (``run_guarded``)."""
+
+    run_guarded: Callable[[Callable[[], Any]], Any]
+
+    def say(self, text: str) -> None:
+        """Update the status line (from a worker thread)."""
+        self.app.call_from_thread(self.query_one("#status", Static).update, text)
+
+    def run_then(self, job: Callable[[], Any], show: Callable[[Any], None]) -> None:
+        """In a worker: run ``job`` guarded, then ``show`` its result on the UI thread (or the error)."""
+        try:
+            result = self.run_guarded(job)
+        except EngineError as exc:
+            self.say(f"[red]{escape(str(exc))}[/red]")
+            return
+        self.app.call_from_thread(show, result)
+
+
+class QuantLab(LabScreen):
     """Make variants of the loaded model, compare them with the reference, see where they flip."""
 
     BINDINGS = [Binding("escape", "dismiss", "Close", id="quantlab.close")]
     DEFAULT_CSS = """
-    QuantLab { align: center middle; }
-    QuantLab > Vertical { width: 96%; height: 94%; border: round $primary; background: $surface; padding: 0 1; }
     QuantLab #buttons { height: 3; }
     QuantLab #scores { height: auto; max-height: 10; }
     QuantLab #tokens { height: 1fr; border: round $panel-lighten-2; }
@@ -108,16 +127,16 @@ class QuantLab(ModalScreen[None]):
             f16 = quantize_model(self.model_path, "f16", force=True)
             made.append(f16)
             for q in self.types:
-                self.app.call_from_thread(self.query_one("#status", Static).update, f"quantizing {q}…")
+                self.say(f"quantizing {q}…")
                 made.append(quantize_model(f16.output, q, force=True))
         except EngineError as exc:
-            self.app.call_from_thread(self.query_one("#status", Static).update, f"[red]{exc}[/red]")
+            self.say(f"[red]{escape(str(exc))}[/red]")
             return
         lines = [f"{Path(r.output).name}: {human_bytes(r.file_size)}, {r.bits_per_weight:.2f} bits/weight"
                  + (f", {r.fallback[0]}/{r.fallback[1]} tensors fell back to other types" if r.fallback else "")
                  for r in made]
         self.made = made
-        self.app.call_from_thread(self.query_one("#status", Static).update, "\n".join(lines))
+        self.say("\n".join(lines))
 
     @on(Button.Pressed, "#compare")
     def _compare(self) -> None:
@@ -136,17 +155,8 @@ class QuantLab(ModalScreen[None]):
     def _run_compare(self, paths: list[str]) -> None:
         from ...engine.lab import compare_models
 
-        def job() -> Any:
-            return compare_models(paths, max_tokens=self.max_tokens, gen_tokens=16,
-                                  on_progress=lambda m: self.app.call_from_thread(
-                                      self.query_one("#status", Static).update, m))
-
-        try:
-            result = self.run_guarded(job)
-        except EngineError as exc:
-            self.app.call_from_thread(self.query_one("#status", Static).update, f"[red]{exc}[/red]")
-            return
-        self.app.call_from_thread(self._show, result)
+        self.run_then(lambda: compare_models(paths, max_tokens=self.max_tokens, gen_tokens=16,
+                                             on_progress=self.say), self._show)
 
     def _show(self, result: Any) -> None:
         self.result = result
@@ -210,13 +220,11 @@ class QuantLab(ModalScreen[None]):
         self.query_one("#status", Static).update(f"saved {path} (and .json)")
 
 
-class PerfLab(ModalScreen[None]):
+class PerfLab(LabScreen):
     """Threads, batch size, mmap: a llama-bench table and plots, on the loaded model."""
 
     BINDINGS = [Binding("escape", "dismiss", "Close", id="perflab.close")]
     DEFAULT_CSS = """
-    PerfLab { align: center middle; }
-    PerfLab > Vertical { width: 96%; height: 94%; border: round $primary; background: $surface; padding: 0 1; }
     PerfLab #buttons { height: 3; }
     PerfLab #rows { height: auto; max-height: 12; }
     PerfLab #plots { height: 1fr; }
@@ -263,24 +271,18 @@ class PerfLab(ModalScreen[None]):
         threads = list(range(1, self.max_threads + 1))
 
         def job() -> Any:
-            progress = lambda m: self.app.call_from_thread(self.query_one("#status", Static).update, m)  # noqa: E731
             if self.quick:
                 return bench(self.model_path, threads=threads, batches=(64,), mmaps=(True,), pp=64, tg=8, reps=1,
-                             on_progress=progress)
+                             on_progress=self.say)
             rows = bench(self.model_path, threads=threads, batches=(512,), mmaps=(True,), pp=256, tg=32, reps=2,
-                         on_progress=progress)
+                         on_progress=self.say)
             rows += bench(self.model_path, threads=(threads[-1],), batches=(32, 128), mmaps=(True,), pp=256, tg=8,
-                          reps=2, on_progress=progress)
+                          reps=2, on_progress=self.say)
             rows += bench(self.model_path, threads=(threads[-1],), batches=(512,), mmaps=(False,), pp=256, tg=8,
-                          reps=1, on_progress=progress)
+                          reps=1, on_progress=self.say)
             return rows
 
-        try:
-            rows = self.run_guarded(job)
-        except EngineError as exc:
-            self.app.call_from_thread(self.query_one("#status", Static).update, f"[red]{exc}[/red]")
-            return
-        self.app.call_from_thread(self._show, rows)
+        self.run_then(job, self._show)
 
     def _show(self, rows: list[Any]) -> None:
         self.rows = rows

@@ -10,11 +10,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ...learn import STAGES, Question
+from .base import WideModal
 
 
 def question_markdown(q: Question, finding: Any = None) -> str:
@@ -29,7 +29,7 @@ def question_markdown(q: Question, finding: Any = None) -> str:
     return "\n\n".join(parts)
 
 
-class LearnScreen(ModalScreen[tuple[str, int] | None]):
+class LearnScreen(WideModal[tuple[str, int] | None]):
     """Pick a question; Enter (or the button) runs its experiment, 1 / 2 its variations."""
 
     BINDINGS = [
@@ -39,9 +39,6 @@ class LearnScreen(ModalScreen[tuple[str, int] | None]):
         Binding("2", "run(2)", "Try 2", id="learn.try2"),
     ]
     DEFAULT_CSS = """
-    LearnScreen { align: center middle; }
-    LearnScreen > Vertical { width: 96%; height: 94%; border: round $primary; background: $surface;
-                             padding: 0 1; }
     LearnScreen #intro { height: auto; }
     LearnScreen #body { height: 1fr; }
     LearnScreen #questions { width: 46; min-width: 30; height: 1fr; }
@@ -136,14 +133,11 @@ def _short(text: str, width: int = 30) -> str:
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
-class ResultsScreen(ModalScreen[None]):
+class ResultsScreen(WideModal[None]):
     """A side-by-side table an experiment produced (sampler runs, load times, build capabilities)."""
 
     BINDINGS = [Binding("escape,q", "dismiss", "Close", id="results.close")]
     DEFAULT_CSS = """
-    ResultsScreen { align: center middle; }
-    ResultsScreen > Vertical { width: 96%; height: 94%; border: round $primary; background: $surface;
-                               padding: 0 1; }
     ResultsScreen #title { height: auto; }
     ResultsScreen #table { height: 1fr; }
     ResultsScreen #notes { height: auto; max-height: 12; margin-top: 1; }

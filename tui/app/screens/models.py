@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
-from ..widgets.panels import human_bytes
+from ...units import human_bytes
 
 
 class ModelPicker(ModalScreen[Any]):

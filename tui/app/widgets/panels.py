@@ -16,6 +16,8 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
+from ...units import human_bytes
+
 BAR = "█"
 PARTIALS = " ▏▎▍▌▋▊▉"
 
@@ -68,14 +70,6 @@ def bar(fraction: float, width: int) -> str:
 def escape(text: str) -> str:
     """Text (model output, paths, errors) safe inside Textual markup: every ``[`` escaped."""
     return text.replace("[", "\\[")
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 class LinePanel(Widget):
