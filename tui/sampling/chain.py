@@ -79,6 +79,7 @@ class Chain(Sampler):
     def sample(self, logits: np.ndarray) -> SampleTrace:
         raw = raw_stats(logits, TOP_K_DISPLAY, self._scratch, self._head_size)
         cur = Candidates.from_logits(logits)
+        cur.pool = self._scratch.edit_buffers(len(logits))
         cur.hint_argmax(raw.argmax)
         if raw.head is not None:
             cur.set_head(raw.head)
@@ -208,37 +209,47 @@ def _finish(chain: Chain, cur: Candidates, raw: RawStats, logits: np.ndarray, tr
     draw = getattr(last, "last_draw", None)
     # The final distribution is the one the selecting sampler drew from: its
     # probabilities when it computed them, else the softmax of the final logits.
-    if cur.probs is not None and len(cur.probs) == n:
-        final_probs = cur.probs
-        lz = None
-    else:
-        final_probs = None
+    probs = cur.probs
+    if probs is None or len(probs) != n:
         lz = raw.log_z if cur.logits is logits else (tracer.log_z(cur.logits) if tracer else _log_z(cur.logits))
+        if math.isfinite(lz) and n <= _SMALL:
+            probs = np.exp(cur.logits.astype(np.float64) - lz)
+        elif math.isfinite(lz):
+            probs = None  # a large array: only the few probabilities needed below
+        else:
+            probs = np.zeros(n)
 
     def p_at(index: np.ndarray) -> np.ndarray:
-        if final_probs is not None:
-            return final_probs[index].astype(np.float64)
-        if lz is None or not math.isfinite(lz):
-            return np.zeros(len(index))
+        if probs is not None:
+            return probs[index].astype(np.float64)
         return np.exp(cur.logits[index].astype(np.float64) - lz)
 
-    prob = float(p_at(np.array([sel]))[0])
-    cdf_lo = float(np.sum(p_at(np.arange(sel)))) if draw is not None else 0.0
+    prob = float(probs[sel]) if probs is not None else float(p_at(np.array([sel]))[0])
+    if draw is None:
+        cdf_lo = 0.0
+    elif probs is not None:
+        cdf_lo = float(probs[:sel].sum(dtype=np.float64))
+    else:
+        cdf_lo = float(p_at(np.arange(sel)).sum())
     # probability after the chain of the raw top-k (0 when the chain removed it)
+    top = raw.top_ids
     if cur.is_full_vocab:
-        p_after = p_at(raw.top_ids.astype(np.intp))
+        p_after = p_at(top.astype(np.intp))
+    elif n <= _SMALL:
+        eq = cur.ids == top[:, None]  # (k, n): where each raw top token sits now
+        p_after = np.where(eq.any(axis=1), p_at(eq.argmax(axis=1)), 0.0) if n else np.zeros(len(top))
     elif n <= 65536:
         where = {t: i for i, t in enumerate(cur.ids.tolist())}
-        pos = np.array([where.get(t, -1) for t in raw.top_ids.tolist()], dtype=np.intp)
+        pos = np.array([where.get(t, -1) for t in top.tolist()], dtype=np.intp)
         p_after = np.where(pos >= 0, p_at(np.maximum(pos, 0)), 0.0)
     else:
-        p_after = np.zeros(len(raw.top_ids))
+        p_after = np.zeros(len(top))
     raw_logit = float(logits[token])
     return SampleTrace(
         token=token,
         prob=prob,
         entropy=raw.entropy,
-        top_ids=raw.top_ids,
+        top_ids=top,
         top_logits=raw.top_logits,
         top_p_before=raw.top_p,
         top_p_after=p_after,

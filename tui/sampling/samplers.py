@@ -282,11 +282,11 @@ class TopP(Sampler):
         cur.softmax(do_sort=False)  # probabilities over the current set, in its order
         cur.sort()  # llama.cpp sorts (adaptively) when the set is not sorted yet
         cum = np.cumsum(cur.probs, dtype=F32)  # float cum_sum += p, in sorted order
-        ok = cum >= self.p
-        if self.min_keep > 1:
-            ok[: self.min_keep - 1] = False  # also need i + 1 >= min_keep
-        hit = np.flatnonzero(ok)
-        cur.truncate(int(hit[0]) + 1 if len(hit) else len(cur))
+        # the first i with cum[i] >= p (cum never decreases) and i + 1 >= min_keep
+        # (all -inf logits give NaN probabilities: nothing reaches p, all are kept, as in C)
+        hit = max(int(np.searchsorted(cum, self.p, side="left")), self.min_keep - 1)
+        if hit < len(cum) and cum[hit] >= self.p:
+            cur.truncate(hit + 1)
 
     def params(self) -> dict[str, Any]:
         return {"p": float(self.p), "min_keep": self.min_keep}
@@ -300,6 +300,7 @@ class MinP(Sampler):
 
     def __init__(self, p: float = 0.05, min_keep: int = 1) -> None:
         self.p, self.min_keep = F32(p), int(min_keep)
+        self._log_p = logf(self.p)
 
     def apply(self, cur: Candidates) -> None:
         if self.p <= 0 or len(cur) == 0:
@@ -308,7 +309,7 @@ class MinP(Sampler):
             # llama.cpp's unsorted path keeps the survivors in their current order
             # llama.cpp starts its max at -FLT_MAX, so an all -inf set keeps nothing here
             mx = max(float(cur.max_logit()), float(-np.finfo(F32).max))
-            min_logit = F32(F32(mx) + logf(self.p))
+            min_logit = F32(F32(mx) + self._log_p)
             head = cur.head()
             if head is not None and min_logit > head.floor:
                 keep = np.sort(head.idx[cur.logits[head.idx] >= min_logit])  # survivors all in the head
@@ -318,10 +319,13 @@ class MinP(Sampler):
                 cur.take(keep)
                 return
             cur.sort()
-        min_logit = F32(cur.logits[0] + logf(self.p))
-        below = np.flatnonzero(cur.logits[1:] < min_logit) + 1
-        below = below[below >= self.min_keep]
-        cur.truncate(int(below[0]) if len(below) else len(cur))
+        min_logit = F32(cur.logits[0] + self._log_p)
+        lg = cur.logits
+        # sorted descending: the first logit below min_logit (from index min_keep, and never the
+        # first) ends the survivors
+        start = max(1, self.min_keep)
+        below = np.flatnonzero(lg[start:] < min_logit)
+        cur.truncate(start + int(below[0]) if len(below) else len(cur))
 
     def params(self) -> dict[str, Any]:
         return {"p": float(self.p), "min_keep": self.min_keep}
@@ -536,6 +540,7 @@ class Penalties(Sampler):
         self.repeat, self.frequency, self.presence = F32(repeat), F32(frequency), F32(presence)
         self.prev: deque[int] = deque()
         self.counts: Counter[int] = Counter()
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None  # counts as arrays, while valid
 
     @property
     def disabled(self) -> bool:
@@ -544,6 +549,7 @@ class Penalties(Sampler):
     def accept(self, token: int) -> None:
         if self.last_n == 0:
             return
+        self._arrays = None
         self.counts[token] += 1
         if len(self.prev) >= self.last_n:
             old = self.prev.popleft()
@@ -555,13 +561,17 @@ class Penalties(Sampler):
     def reset(self) -> None:
         self.prev.clear()
         self.counts.clear()
+        self._arrays = None
 
     def apply(self, cur: Candidates) -> None:
         if self.disabled:
             return
         if self.counts:
-            toks = np.fromiter(self.counts.keys(), dtype=np.int64, count=len(self.counts))
-            cnts = np.fromiter(self.counts.values(), dtype=F32, count=len(self.counts))
+            if self._arrays is None:
+                n = len(self.counts)
+                self._arrays = (np.fromiter(self.counts.keys(), dtype=np.int64, count=n),
+                                np.fromiter(self.counts.values(), dtype=F32, count=n))
+            toks, cnts = self._arrays
             if cur.is_full_vocab:
                 pos, cnt = toks, cnts
             else:
@@ -570,9 +580,11 @@ class Penalties(Sampler):
                 where = np.minimum(where, len(order) - 1)
                 hit = cur.ids[order][where] == toks
                 pos, cnt = order[where[hit]], cnts[hit]
-            sub = cur.logits[pos]
-            sub = np.where(sub <= 0, sub * self.repeat, sub / self.repeat).astype(F32)
-            sub = (sub - (cnt * self.frequency + F32(1) * self.presence)).astype(F32)
+            sub = cur.logits[pos]  # float32 throughout, as in C
+            if self.repeat != 1:
+                sub = np.where(sub <= 0, sub * self.repeat, sub / self.repeat)
+            if self.frequency != 0 or self.presence != 0:
+                sub = sub - (cnt * self.frequency + self.presence)
             if len(pos):
                 cur.edit(pos, sub)
         cur.sorted = False

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .candidates import Head, top_k_stable
+from .candidates import Head, best_first, top_k_stable
 
 # Tokens whose logit is more than this below the maximum carry less than
 # e^-30 ~ 1e-13 of the probability mass each; with 262k of them the total is
@@ -94,17 +95,24 @@ class RawStats:
 class Scratch:
     """Reusable float32 buffers, so a step allocates (and page-faults) nothing vocab-sized."""
 
-    __slots__ = ("a", "b")
+    __slots__ = ("a", "b", "ones", "edits")
 
     def __init__(self) -> None:
-        self.a = np.empty(0, np.float32)
-        self.b = np.empty(0, np.float32)
+        self.a = self.b = self.ones = np.empty(0, np.float32)
+        self.edits: tuple[np.ndarray, np.ndarray] | None = None
 
-    def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def edit_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two buffers for sparse edits of a vocabulary-sized array (Candidates.edit)."""
+        if self.edits is None or len(self.edits[0]) != n:
+            self.edits = (np.empty(n, np.float32), np.empty(n, np.float32))
+        return self.edits
+
+    def get(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if len(self.a) < n:
             self.a = np.empty(n, np.float32)
             self.b = np.empty(n, np.float32)
-        return self.a[:n], self.b[:n]
+            self.ones = np.ones(n, np.float32)
+        return self.a[:n], self.b[:n], self.ones[:n]
 
 
 HEAD_SIZE = 128  # like llama.cpp's partial-sort cut-over; covers top_k up to ~128 without a scan
@@ -113,46 +121,48 @@ HEAD_SIZE = 128  # like llama.cpp's partial-sort cut-over; covers top_k up to ~1
 def raw_stats(logits: np.ndarray, k: int, scratch: Scratch | None = None, head_size: int = HEAD_SIZE) -> RawStats:
     """Top-k, softmax normaliser and entropy of ``logits``.
 
-    Five passes over the vocabulary (argmax, subtract, exp, sum, dot) plus the
-    top-k window: right after a decode, with cold caches, each pass over
-    SmolLM2's 49k logits costs 20-60 µs, so passes are what we count.
+    Passes over the vocabulary are what cost (right after a decode, with cold
+    caches, each pass over SmolLM2's 49k logits costs 20-60 µs): one compare
+    for the best candidates (whose first is the argmax), subtract, exp, and
+    two dot products.
     """
     if len(logits) == 0:
         empty = _frozen(np.empty(0, dtype=np.int32))
         return RawStats(float("-inf"), -1, float("-inf"), 0.0, empty, _frozen(np.empty(0, np.float32)),
                         _frozen(np.empty(0, np.float64)))
-    best = int(np.argmax(logits))
-    m = float(logits[best])
+    # the best candidates first: the first of them is the argmax (ties: the lowest id)
+    idx, floor = best_first(logits, max(head_size, k))
+    best = int(idx[0]) if len(idx) else int(logits.argmax())
+    m = logits[best]
     if not np.isfinite(m):
         empty = _frozen(np.empty(0, dtype=np.int32))
-        return RawStats(m, best, m, 0.0, empty, _frozen(np.empty(0, np.float32)), _frozen(np.empty(0, np.float64)))
-    src = logits
-    if len(logits) > 65536:
-        # drop what cannot matter (see NEGLIGIBLE_LOGIT_GAP) before the exp pass
-        src = logits[logits > m - NEGLIGIBLE_LOGIT_GAP]
-    shifted, ex = (scratch or Scratch()).get(len(src))
-    np.subtract(src, np.float32(m), out=shifted)
+        return RawStats(float(m), best, float(m), 0.0, empty, _frozen(np.empty(0, np.float32)),
+                        _frozen(np.empty(0, np.float64)))
+    shifted, ex, ones = (scratch or Scratch()).get(len(logits))
+    np.subtract(logits, m, out=shifted)
     np.exp(shifted, out=ex)
-    z = float(ex.sum())  # float32 pairwise summation: ~1e-7 relative error
+    # two BLAS dots (one thread, vectorised) beat np.sum's pairwise float32 loop
+    z = float(np.dot(ex, ones))
     # H = -Σ p ln p = ln Z - Σ p (l - m)   (p = e^(l-m) / Z)
     with np.errstate(invalid="ignore"):
         dot = float(np.dot(ex, shifted))
-    if not np.isfinite(dot):
+    if not math.isfinite(dot):
         # -inf logits (banned tokens) make 0 * -inf = nan: clamp and redo (rare path)
         np.maximum(shifted, np.float32(-200.0), out=shifted)
         dot = float(np.dot(ex, shifted))
-    entropy = max(0.0, float(np.log(z)) - dot / z)
-    log_z = m + float(np.log(z))
-    head = Head.of(logits, head_size, m) if head_size > k else None
-    order = head.idx[:k] if head is not None and len(head.idx) >= k else top_k_stable(logits, k, m)
-    top_logits = logits[order].astype(np.float32)
+    log_z0 = math.log(z)
+    entropy = max(0.0, log_z0 - dot / z)
+    log_z = float(m) + log_z0
+    head = Head(idx, floor) if head_size > k else None
+    order = idx[:k] if len(idx) >= k else top_k_stable(logits, k, m)
+    top_logits = logits[order]
     return RawStats(
-        max_logit=m,
+        max_logit=float(m),
         argmax=best,
         log_z=log_z,
         entropy=entropy,
         top_ids=_frozen(order.astype(np.int32)),
-        top_logits=_frozen(top_logits),
+        top_logits=_frozen(top_logits.astype(np.float32)),
         top_p=_frozen(np.exp(top_logits.astype(np.float64) - log_z)),
         head=head,
     )
