@@ -9,12 +9,6 @@ import numpy as np
 
 from .candidates import Head, best_first, top_k_stable
 
-# Tokens whose logit is more than this below the maximum carry less than
-# e^-30 ~ 1e-13 of the probability mass each; with 262k of them the total is
-# < 3e-8. Ignoring them makes the full-vocabulary statistics cost a threshold
-# compare instead of 262k exp() calls.
-NEGLIGIBLE_LOGIT_GAP = 30.0
-
 
 # probability buckets for colouring a token by the probability it was drawn with
 PROB_BUCKETS = (0.05, 0.2, 0.5, 0.8)
