@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tui.sampling import Chain, Dist, Greedy, MinP, Penalties, Temp, TopK, TopNSigma, TopP
+from tui.sampling import Chain, Dist, Greedy, LogitBias, MinP, Penalties, Temp, TopK, TopNSigma, TopP
 from tui.sampling.presets import BUILTIN_PRESETS
 
 
@@ -105,3 +105,32 @@ def _ctx(n_vocab: int, seed: int):
     from tui.sampling.presets import BuildContext
 
     return BuildContext(n_vocab=n_vocab, seed=seed)
+
+
+def test_consecutive_sparse_edits_keep_every_stage_intact(logits) -> None:
+    # penalties then a logit bias then another bias: three edits of the full vocabulary in one
+    # step share two reusable buffers; none may overwrite the array the next one reads
+    raw = logits.copy()
+    pen = Penalties(64, 1.3, 0.0, 0.0)
+    best = np.argsort(-logits, kind="stable")[:6]
+    for t in best[:3]:
+        pen.accept(int(t))
+    bias1 = LogitBias({int(best[3]): 2.0, int(best[4]): -np.inf})
+    bias2 = LogitBias({int(best[5]): 3.0})
+    chain = Chain([pen, bias1, bias2, TopK(10), Greedy()])
+    for _ in range(3):  # the buffers are reused step after step
+        tr = chain.sample(logits)
+    np.testing.assert_array_equal(logits, raw)  # the caller's logits are never written
+    expected = raw.copy()
+    for t in best[:3]:
+        expected[t] = expected[t] * np.float32(1.3) if expected[t] <= 0 else expected[t] / np.float32(1.3)
+    after_penalties = expected.copy()
+    expected[best[3]] += np.float32(2.0)
+    expected[best[4]] = -np.inf
+    expected[best[5]] += np.float32(3.0)
+    order = np.argsort(-expected, kind="stable")
+    assert tr.token == order[0]
+    assert tr.stages[3].top_ids == tuple(order[:5].tolist())
+    assert [s.n_out for s in tr.stages[:3]] == [len(raw), len(raw) - 1, len(raw) - 1]
+    # the ban removes its token's mass under the distribution the bias stage received
+    assert tr.stages[1].mass_removed == pytest.approx(softmax64(after_penalties)[best[4]], abs=1e-6)

@@ -14,7 +14,12 @@ like a C loop), never ``np.sum`` (pairwise).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .trace import Scratch
 
 _ARANGE_CACHE: dict[int, np.ndarray] = {}
 F32 = np.float32
@@ -53,7 +58,7 @@ class Candidates:
     keep each stage's arrays for its trace.
     """
 
-    __slots__ = ("ids", "logits", "probs", "sorted", "selected", "_argmax", "_head", "last_edit", "pool", "_edits")
+    __slots__ = ("ids", "logits", "probs", "sorted", "selected", "_argmax", "_head", "last_edit", "scratch")
 
     def __init__(
         self,
@@ -72,9 +77,8 @@ class Candidates:
         self._head: tuple[np.ndarray, Head] | None = None
         # (logits before, positions) of the last sparse edit, for the chain's trace
         self.last_edit: tuple[np.ndarray, np.ndarray] | None = None
-        # two reusable vocab-sized buffers for sparse edits (see edit), lent by a chain
-        self.pool: tuple[np.ndarray, np.ndarray] | None = None
-        self._edits = 0
+        # lends two reusable vocabulary-sized buffers for sparse edits (see edit); set by a chain
+        self.scratch: "Scratch | None" = None
 
     @classmethod
     def from_logits(cls, logits: np.ndarray) -> "Candidates":
@@ -140,12 +144,11 @@ class Candidates:
         """
         before = self.logits
         head = self.head()
-        pool = self.pool
-        if pool is not None and len(before) == len(pool[0]):
-            # a fresh 200 KB-1 MB array every step costs page faults; the two buffers
-            # alternate so an edit never overwrites the array it reads
-            lg = pool[self._edits & 1][:]  # a new view: identities stay unique
-            self._edits += 1
+        if self.scratch is not None and self.is_full_vocab:
+            # a fresh 200 KB-1 MB array every step costs page faults. Write into the
+            # buffer ``before`` does not live in, through a new view (identities stay unique).
+            a, b = self.scratch.edit_buffers(len(before))
+            lg = b[:] if before.base is a else a[:]
             np.copyto(lg, before)
         else:
             lg = before.copy()
@@ -213,11 +216,6 @@ class Head:
     def __init__(self, idx: np.ndarray, floor: float) -> None:
         self.idx = idx
         self.floor = floor
-
-    @classmethod
-    def of(cls, logits: np.ndarray, size: int) -> "Head":
-        """The best ``size`` candidates (see :func:`best_first`)."""
-        return cls(*best_first(logits, size))
 
     def merged(self, logits: np.ndarray, positions: np.ndarray) -> "Head":
         """The head after ``logits[positions]`` changed (``logits`` is the new array;

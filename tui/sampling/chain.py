@@ -80,7 +80,7 @@ class Chain(Sampler):
     def sample(self, logits: np.ndarray) -> SampleTrace:
         raw = raw_stats(logits, TOP_K_DISPLAY, self._scratch, self._head_size)
         cur = Candidates.from_logits(logits)
-        cur.pool = self._scratch.edit_buffers(len(logits))
+        cur.scratch = self._scratch
         cur.hint_argmax(raw.argmax)
         if raw.head is not None:
             cur.set_head(raw.head)

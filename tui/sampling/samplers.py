@@ -540,7 +540,6 @@ class Penalties(Sampler):
         self.repeat, self.frequency, self.presence = F32(repeat), F32(frequency), F32(presence)
         self.prev: deque[int] = deque()
         self.counts: Counter[int] = Counter()
-        self._arrays: tuple[np.ndarray, np.ndarray] | None = None  # counts as arrays, while valid
 
     @property
     def disabled(self) -> bool:
@@ -549,7 +548,6 @@ class Penalties(Sampler):
     def accept(self, token: int) -> None:
         if self.last_n == 0:
             return
-        self._arrays = None
         self.counts[token] += 1
         if len(self.prev) >= self.last_n:
             old = self.prev.popleft()
@@ -561,17 +559,14 @@ class Penalties(Sampler):
     def reset(self) -> None:
         self.prev.clear()
         self.counts.clear()
-        self._arrays = None
 
     def apply(self, cur: Candidates) -> None:
         if self.disabled:
             return
         if self.counts:
-            if self._arrays is None:
-                n = len(self.counts)
-                self._arrays = (np.fromiter(self.counts.keys(), dtype=np.int64, count=n),
-                                np.fromiter(self.counts.values(), dtype=F32, count=n))
-            toks, cnts = self._arrays
+            n = len(self.counts)
+            toks = np.fromiter(self.counts.keys(), dtype=np.int64, count=n)
+            cnts = np.fromiter(self.counts.values(), dtype=F32, count=n)
             if cur.is_full_vocab:
                 pos, cnt = toks, cnts
             else:
