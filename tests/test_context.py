@@ -102,7 +102,7 @@ def test_three_turn_chat_evaluates_only_new_tokens(smollm2_path: Path) -> None:
         chat = ChatSession(eng, system="You are a concise assistant.")
         for turn, question in enumerate(["Name a colour.", "Name an animal.", "Name a country."]):
             plan = chat.prepare(question)
-            before = len(chat.cached)
+            before = len(eng.held)
             gen = Generation(eng, plan.evaluate, Chain([Greedy()]), max_tokens=40)
             steps = list(gen)
             assert gen.stats.prompt_tokens == len(plan.tokens) - plan.reused
@@ -113,12 +113,13 @@ def test_three_turn_chat_evaluates_only_new_tokens(smollm2_path: Path) -> None:
                 assert plan.reused >= before - 3 and plan.reused > len(plan.tokens) // 2
                 assert gen.stats.prompt_tokens < len(plan.tokens) - before + 4
             answer = [s.token for s in steps]
-            chat.finish(plan, answer, gen.stats.text)
+            chat.finish(gen.stats.text)
+            held = list(eng.held)
             # the same answer as evaluating the whole history from scratch
             eng.clear()
             assert _answer(eng, plan.tokens) == answer
             eng.clear()
-            eng.decode(chat.cached)  # restore the cache the chat believes in
+            eng.decode(held)  # restore the conversation's cache
 
 
 def test_chat_drops_oldest_turns_when_full(smollm2_path: Path) -> None:
@@ -133,13 +134,13 @@ def test_chat_drops_oldest_turns_when_full(smollm2_path: Path) -> None:
             dropped += plan.dropped_turns
             gen = Generation(eng, plan.evaluate, Chain([Greedy()]), max_tokens=48)
             steps = list(gen)
-            chat.finish(plan, [s.token for s in steps], gen.stats.text)
+            chat.finish(gen.stats.text)
         assert dropped >= 1 and chat.messages[0]["role"] == "system"
         strict = ChatSession(eng, system="Be brief.")
         with pytest.raises(ContextError, match="no longer fits"):
             for _ in range(6):
                 p = strict.prepare(long)
-                strict.finish(p, [1, 2], "ok")
+                strict.finish("ok")
 
 
 def test_tokenizer_matches_llama_cpp_and_bos_changes_the_first_id(smollm2_path: Path) -> None:

@@ -18,7 +18,8 @@ from .errors import ContextError
 
 @dataclass(frozen=True, slots=True)
 class TurnPlan:
-    tokens: list[int]  # the whole conversation, rendered and tokenized
+    text: str  # the whole conversation, rendered with the chat template
+    tokens: list[int]  # ... and tokenized
     reused: int  # tokens kept from the cache
     dropped_turns: int = 0
 
@@ -35,16 +36,22 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
+def reusable_prefix(engine: Any, tokens: list[int]) -> int:
+    """How many of ``tokens`` the engine's KV cache already holds, in order; at least one token is
+    always left to evaluate (its logits are needed). An engine that does not know what it holds
+    (a replay) reuses nothing."""
+    held = getattr(engine, "held", None)
+    if held is None:
+        return 0
+    return max(0, min(common_prefix(held, tokens), len(tokens) - 1))
+
+
 def chat_prompt(eng: Any, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
     """The conversation rendered with the model's chat template (ready for the answer), and its tokens."""
     text = eng.render_chat(messages, add_generation_prompt=True)
     bos = eng.piece(eng.info.bos).decode("utf-8", "replace") if eng.info.bos >= 0 else None
     add_bos = False if bos and text.startswith(bos) else None  # the template already wrote it
     return text, eng.tokenize(text, add_bos=add_bos, parse_special=True)
-
-
-def chat_tokens(eng: Any, messages: list[dict[str, str]]) -> list[int]:
-    return chat_prompt(eng, messages)[1]
 
 
 @dataclass(slots=True)
@@ -54,19 +61,15 @@ class ChatSession:
     policy: str = "stop"  # or "drop-oldest-turns"
     reserve: int = 256  # room kept free for the answer when dropping turns
     messages: list[dict[str, str]] = field(default_factory=list)
-    cached: list[int] = field(default_factory=list)  # what the KV cache holds, in order
 
     def __post_init__(self) -> None:
         if self.system:
             self.messages.append({"role": "system", "content": self.system})
 
-    def _tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        return chat_tokens(self.engine, messages)
-
     def prepare(self, user_text: str) -> TurnPlan:
         """Add the user's turn and cut the cache to the part the new conversation shares."""
         self.messages.append({"role": "user", "content": user_text})
-        tokens = self._tokens(self.messages)
+        text, tokens = chat_prompt(self.engine, self.messages)
         dropped = 0
         n_ctx = self.engine.n_ctx
         while len(tokens) + self.reserve > n_ctx:
@@ -80,16 +83,13 @@ class ChatSession:
                 raise ContextError(f"this message alone ({len(tokens)} tokens) does not fit n_ctx {n_ctx}")
             del self.messages[first:first + 2]  # the oldest user/assistant exchange
             dropped += 1
-            tokens = self._tokens(self.messages)
-        reused = common_prefix(self.cached, tokens)
-        if reused >= len(tokens):  # something must be evaluated to get logits
-            reused = len(tokens) - 1
+            text, tokens = chat_prompt(self.engine, self.messages)
+        # what the cache holds is the engine's to say: other runs (an experiment, an API
+        # request) and context shifts change it between turns
+        reused = reusable_prefix(self.engine, tokens)
         self.engine.truncate(reused)
-        self.cached = tokens[:reused]
-        return TurnPlan(tokens, reused, dropped)
+        return TurnPlan(text, tokens, reused, dropped)
 
-    def finish(self, plan: TurnPlan, generated: list[int], text: str) -> None:
-        """Record the answer; the cache now holds the conversation and every answer token but the last
-        (the loop never decodes the final token)."""
+    def finish(self, text: str) -> None:
+        """Record the answer (the cache now holds the conversation and every answer token but the last)."""
         self.messages.append({"role": "assistant", "content": text})
-        self.cached = plan.tokens + generated[:-1]

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .chat import common_prefix
+from .chat import reusable_prefix
 from .errors import EngineError
-from .loop import Generation, GenerationStats, Step, StopReason
+from .loop import CONTEXT_POLICIES, Generation, GenerationStats, Step, StopReason
 
 
 # -- events (controller -> front end) -----------------------------------------------------
@@ -220,10 +220,7 @@ class Controller:
 
     def reusable_prefix(self, tokens: Sequence[int]) -> int:
         """How many of ``tokens`` the KV cache already holds, in order (at least one is always evaluated)."""
-        held = getattr(self.engine, "held", None)
-        if held is None:  # an engine that does not know (a replay): reuse nothing
-            return 0
-        return max(0, min(common_prefix(held, list(tokens)), len(tokens) - 1))
+        return reusable_prefix(self.engine, list(tokens))
 
     # -- recording ----------------------------------------------------------------------------
 
@@ -284,22 +281,19 @@ class Controller:
             if self.chat is not None and prefix is None:
                 plan = self.chat.prepare(prompt)  # cuts the cache to the shared prefix
                 tokens = plan.tokens
-                shown = eng.render_chat(self.chat.messages)
+                shown = plan.text
             else:
                 tokens = list(prefix) if prefix is not None else eng.tokenize(
                     prompt, add_bos=add_bos, parse_special=parse_special)
-                n_reuse = 0
                 if reuse and not history:
                     n_reuse = self.reusable_prefix(tokens)
                 if n_reuse:
                     eng.truncate(n_reuse)  # llama_memory_seq_rm from n_reuse on
                 else:
                     eng.clear()
-                if self.chat is not None:
-                    self.chat.cached = []  # the cache no longer holds the dashboard's conversation
                 shown = prompt
             chain = self.build_chain(self.active_preset, history)
-            policy = self.context_policy if self.context_policy in ("stop", "shift") else "stop"
+            policy = self.context_policy if self.context_policy in CONTEXT_POLICIES else "stop"
 
             def prompt_done(st: GenerationStats) -> None:
                 self.emit(PromptDone(st.prompt_tokens, st.prompt_ms))
@@ -314,7 +308,7 @@ class Controller:
                 eng, evaluate, chain, max_tokens=self.max_tokens,
                 cancel=cancel, ignore_eos=self.ignore_eos, eog_tokens=eng.eog_tokens() if self.ignore_eos else (),
                 on_prompt_done=prompt_done, context_policy=policy,
-                n_keep=len(tokens) if n_reuse and self.n_keep < 0 else self.n_keep,
+                n_keep=self.n_keep,
             )
             self.emit(Started(shown, tuple(tokens), self.active_preset.name, self.seed, step_mode))
             self._start_recording(prompt, tokens, parent, history)
@@ -332,7 +326,7 @@ class Controller:
                 self._record_step(step)
             stats = gen.stats
             if plan is not None:
-                self.chat.finish(plan, history, stats.text)
+                self.chat.finish(stats.text)
             self.last = RunState(history=history, last_logits=gen.last_logits,
                                  last_step=None)
         except EngineError as exc:

@@ -128,6 +128,7 @@ class LlamaEngine:
         self.warnings: list[str] = []
         self._piece_cache: dict[int, bytes] = {}
         self._eog_cache: list[int] | None = None
+        self._chat_formatters: dict[bool, Any] = {}  # the chat template, compiled once (Jinja)
         self._dry_vocab: Any = None
         self._one = (ctypes.c_int32 * 1)()
         self.held: list[int] = []  # the tokens the KV cache holds, in position order
@@ -425,12 +426,14 @@ class LlamaEngine:
         llama-cpp-python's Jinja formatter (ChatML when the model has no template)."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        template = self.info.chat_template or CHATML
-        bos = self.piece(self.info.bos).decode("utf-8", "replace") if self.info.bos >= 0 else ""
-        eos = self.piece(self.info.eos).decode("utf-8", "replace") if self.info.eos >= 0 else ""
         try:
-            fmt = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos,
-                                      add_generation_prompt=add_generation_prompt)
+            fmt = self._chat_formatters.get(add_generation_prompt)
+            if fmt is None:
+                template = self.info.chat_template or CHATML
+                bos = self.piece(self.info.bos).decode("utf-8", "replace") if self.info.bos >= 0 else ""
+                eos = self.piece(self.info.eos).decode("utf-8", "replace") if self.info.eos >= 0 else ""
+                fmt = self._chat_formatters[add_generation_prompt] = Jinja2ChatFormatter(
+                    template, eos_token=eos, bos_token=bos, add_generation_prompt=add_generation_prompt)
             return fmt(messages=messages).prompt
         except Exception as exc:  # a template that does not render is a user-facing problem
             raise EngineError(f"the chat template does not render: {exc}") from None

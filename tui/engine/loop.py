@@ -160,7 +160,8 @@ class Generation:
         if context_policy not in CONTEXT_POLICIES:
             raise EngineError(f"context policy must be one of {', '.join(CONTEXT_POLICIES)} (got {context_policy!r})")
         self.context_policy = context_policy
-        self.n_keep = n_keep  # -1: the whole prompt (capped at half the context)
+        self.n_keep = n_keep  # -1: the whole prompt, reused part included (capped at half the context)
+        self._prompt_end = 0  # positions the cache held once the prompt was evaluated
         self.shifts: list[tuple[int, int, int]] = []  # (step index, n_keep, n_discard)
         self._shift: tuple[int, int] | None = None
         self.engine = engine
@@ -200,7 +201,7 @@ class Generation:
         if not getattr(eng, "can_shift", lambda: False)():
             raise EngineError("context full and this model's KV cache cannot shift positions; "
                               "use a larger --n-ctx")
-        n_keep = len(self.prompt_tokens) if self.n_keep < 0 else self.n_keep
+        n_keep = self._prompt_end if self.n_keep < 0 else self.n_keep
         n_keep = max(0, min(n_keep, eng.n_ctx // 2))
         n_discard = (eng.n_past - n_keep) // 2
         if n_discard <= 0:
@@ -247,6 +248,7 @@ class Generation:
             stats.stop_reason, stats.error = StopReason.ERROR, str(exc)
             return
         t_prompt = time.perf_counter()
+        self._prompt_end = eng.n_past
         stats.prompt_ms = (t_prompt - t0) * 1000.0
         if self._on_prompt_done is not None:
             self._on_prompt_done(stats)

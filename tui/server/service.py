@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.chat import chat_prompt
-from ..engine.controller import Finished, PromptDone, StepEvent
+from ..engine.controller import ChatTurn, Finished, PromptDone, StepEvent
 from ..engine.errors import EngineError
 from ..engine.loop import StopReason
 from ..engine.thread import engine_thread
@@ -60,7 +60,6 @@ class GenRequest:
 @dataclass(frozen=True, slots=True)
 class Accepted:
     prompt_tokens: int
-    cached_tokens: int  # tokens of the prompt already in the KV cache (prefix reuse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +172,6 @@ class Service:
     def busy(self) -> bool:
         return self.current is not None
 
-    def controller(self) -> Any:
-        return self._controller()
-
     def submit(self, request: GenRequest, sink: Callable[[object], None], label: str = "") -> Job:
         job = Job(request, sink, next(self._ids), label=label)
         try:
@@ -256,12 +252,12 @@ class Service:
                            f"{len(tokens)} tokens (llmtui: start it with a larger --n-ctx, or shorten the "
                            "prompt)", param="messages" if req.kind == "chat" else "prompt",
                            code="context_length_exceeded")
-        cached = self._call(ctl.reusable_prefix, tokens)  # what the engine holds, read where it changes
-        job.sink(Accepted(len(tokens), cached))
+        job.sink(Accepted(len(tokens)))
         self.started += 1
         run_id = self._begin(job) if self._begin is not None else next(self._run_ids)
         stop = StopFilter(req.stop)
         t: dict[str, float] = {"first": 0.0, "prompt_ms": 0.0}
+        cached = [0]  # prompt tokens the KV cache already held (the controller's ChatTurn says)
         k = req.top_logprobs or 0
         finished: list[Finished] = []
 
@@ -284,6 +280,8 @@ class Service:
                     job.cancel.set()  # the loop stops before decoding another token
             elif isinstance(ev, PromptDone):
                 t["prompt_ms"] = ev.ms
+            elif isinstance(ev, ChatTurn):
+                cached[0] = ev.reused
             elif isinstance(ev, Finished):
                 finished.append(ev)
 
@@ -310,4 +308,4 @@ class Service:
             "overhead_ms": round(max(0.0, ttft - (t_start - job.created) * 1000.0 - stats.prompt_ms), 3),
             "total_ms": round((end - job.created) * 1000.0, 3),
         }
-        job.sink(Done(stop.final, reason, len(tokens), stats.generated, cached, timings, tail))
+        job.sink(Done(stop.final, reason, len(tokens), stats.generated, cached[0], timings, tail))
