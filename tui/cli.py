@@ -457,7 +457,7 @@ def tokenize_rows(engine: Any, text: str, *, add_bos: bool | None, parse_special
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .engine.anatomy import read_anatomy
+    from .engine.anatomy import bits_per_weight, read_anatomy
     from .engine.models import resolve_model
 
     config = _config(args)
@@ -481,7 +481,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print()
     print(f"  {'type':<8} {'tensors':>7} {'parameters':>12} {'bytes':>12} {'bits/weight':>11}")
     for t, row in a.by_type().items():
-        bpw = row["bytes"] * 8 / row["elements"] if row["elements"] else 0
+        bpw = bits_per_weight(row["bytes"], row["elements"])
         print(f"  {t:<8} {row['tensors']:>7} {row['elements']:>12,} {human_bytes(row['bytes']):>12} {bpw:>11.2f}")
     print()
     for group, tensors in a.by_layer().items():

@@ -1,4 +1,4 @@
-"""Units shown to people (no Textual, no numpy)."""
+"""Units and short texts shown to people (no Textual, no numpy)."""
 
 from __future__ import annotations
 
@@ -10,3 +10,9 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` stripped (and without backquotes) in at most ``width`` characters, with … when cut."""
+    text = text.strip().replace("`", "")
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"

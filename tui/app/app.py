@@ -226,6 +226,7 @@ class LlmTuiApp(App[int]):
         self._t0 = time.perf_counter()
         self._proc = psutil.Process()
         self._dirty_plots = False
+        self._gc_frozen = False  # gc.freeze once, after the first model loads
         self._panels_at = 0.0
         self._panels: dict[type, Any] = {}
         self._shown_run = -1  # the run whose step the panels show
@@ -287,6 +288,7 @@ class LlmTuiApp(App[int]):
         self._refresh_timer = self.set_interval(1 / REFRESH_HZ, self._drain_inbox, pause=True)
         self.set_interval(1 / SAMPLE_HZ, self._sample_memory)
         self.set_interval(1 / PLOT_HZ, self._replot)
+        self._replay_timer = self.set_interval(1 / 30, self._replay_tick, pause=True)
         self._dirty_plots = True
         self.call_after_refresh(self._replot)  # empty graphs with their titles, at once
         for notice in self._notices:
@@ -348,20 +350,19 @@ class LlmTuiApp(App[int]):
         self.load_info = f"loaded in {message.ms:,.0f} ms ({'cold' if message.cold else 'warm'})"
         self.controller = Controller(self.engine, self.preset, seed=self.settings.seed, emit=self._emit,
                                      max_tokens=self.max_tokens,
-                                     context_policy="shift" if self.context_policy == "shift" else "stop",
+                                     context_policy=self._loop_policy,
                                      n_keep=self.n_keep)
         self.controller.recorder_factory = self._new_recording if self.recording else None
         self.chat_mode = False
         for warning in getattr(self.engine, "warnings", []):
             self.notify(warning, severity="warning", timeout=8)
         self.state = "idle"
-        self.steps = []
-        self.pending = None
-        self.selected = None
-        self.n_prompt = 0
-        # Start-up objects (widgets, styles, the model's records) live as long as the app:
-        # freezing them keeps the collector's full passes off them while tokens stream.
-        self.call_after_refresh(gc.freeze)
+        self._reset_run_state()
+        if not self._gc_frozen:
+            # Start-up objects (widgets, styles, the first model's records) live as long as the
+            # app: freezing them once keeps the collector's full passes off them while tokens stream.
+            self._gc_frozen = True
+            self.call_after_refresh(gc.freeze)
         self.query_one(TopKHistogram).clear()
         self.query_one(MemoryGraph).model_bytes = getattr(self.engine.info, "file_size", 0)
         self._update_kv()
@@ -662,11 +663,10 @@ class LlmTuiApp(App[int]):
         if step_mode is not None:
             self.step_mode = step_mode
         self._new_run(prompt, "prompt").focus()
-        self._generate(prompt, self.step_mode, self.generation_count)
+        self._generate(prompt, self.generation_count, step_mode=self.step_mode)
 
-    def _new_run(self, prompt: str, state: str) -> TokenStream:
-        """Clear what the panels know of the last run for a new one (its events carry the new run id)."""
-        self.api_job = None
+    def _reset_run_state(self) -> None:
+        """Forget the last run: its steps, selection, and the prompt/reuse/shift figures the KV gauge shows."""
         self.steps = []
         self.pending = None
         self.selected = None
@@ -674,6 +674,11 @@ class LlmTuiApp(App[int]):
         self.n_reused = 0
         self.shifts = []
         self._token_times.clear()
+
+    def _new_run(self, prompt: str, state: str) -> TokenStream:
+        """Clear what the panels know of the last run for a new one (its events carry the new run id)."""
+        self.api_job = None
+        self._reset_run_state()
         stream = self.query_one(TokenStream)
         stream.set_prompt(prompt)
         stream.select(None)
@@ -686,9 +691,10 @@ class LlmTuiApp(App[int]):
         return stream
 
     @work(thread=True, group="gen", exit_on_error=False)
-    def _generate(self, prompt: str, step_mode: bool, run_id: int) -> None:
+    def _generate(self, prompt: str, run_id: int, **run: Any) -> None:
+        """A dashboard run on the engine thread (``run``: Controller.run's options)."""
         assert self.controller is not None
-        engine_thread().call(self.controller.run, prompt, step_mode=step_mode, run_id=run_id)
+        engine_thread().call(self.controller.run, prompt, run_id=run_id, **run)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.group in ("gen", "load", "resample"):
@@ -714,6 +720,26 @@ class LlmTuiApp(App[int]):
         self._update_status()
         self.query_one("#prompt", Input).focus()
 
+    @property
+    def _loop_policy(self) -> str:
+        """What a generation does when the context fills (the loop knows stop and shift)."""
+        return "shift" if self.context_policy == "shift" else "stop"
+
+    @property
+    def _chat_policy(self) -> str:
+        """What a chat turn does when the conversation no longer fits."""
+        return "drop-oldest-turns" if self.context_policy == "drop-oldest-turns" else "stop"
+
+    def set_context_policy(self, policy: str, n_keep: int) -> None:
+        """stop, shift or drop-oldest-turns, for the generation loop and the chat alike."""
+        self.context_policy, self.n_keep = policy, n_keep
+        if self.controller is not None:
+            self.controller.context_policy = self._loop_policy
+            self.controller.n_keep = n_keep
+            if self.controller.chat is not None:
+                self.controller.chat.policy = self._chat_policy
+        self._update_status()
+
     def set_chat(self, on: bool, system: str | None = None) -> None:
         """Chat mode on (a fresh conversation, with ``system`` if given) or off."""
         from ..engine.chat import ChatSession
@@ -721,8 +747,7 @@ class LlmTuiApp(App[int]):
         if system is not None:
             self.system = system
         self.chat_mode = on
-        policy = "drop-oldest-turns" if self.context_policy == "drop-oldest-turns" else "stop"
-        self.controller.chat = ChatSession(self.engine, system=self.system, policy=policy) if on else None
+        self.controller.chat = ChatSession(self.engine, system=self.system, policy=self._chat_policy) if on else None
         self.chat_info = ""
         self.chat_turn = None
         self._update_status()
@@ -751,8 +776,6 @@ class LlmTuiApp(App[int]):
             with controller._lock:  # not while a generation runs
                 result = inspect_text(self.engine, text, add_bos=add_bos, parse_special=special)
                 controller.last = type(controller.last)()  # the cache no longer holds the last run
-                if controller.chat is not None:
-                    controller.chat.cached = []
                 return result
 
         try:
@@ -772,15 +795,9 @@ class LlmTuiApp(App[int]):
         if result is None:
             return
         settings, policy, n_keep = result
-        self.context_policy, self.n_keep = policy, n_keep
-        if self.controller is not None:
-            self.controller.context_policy = "shift" if policy == "shift" else "stop"
-            self.controller.n_keep = n_keep
-            if self.controller.chat is not None:
-                self.controller.chat.policy = "drop-oldest-turns" if policy == "drop-oldest-turns" else "stop"
+        self.set_context_policy(policy, n_keep)
         if settings != self.settings:
             self._apply_settings(settings)
-        self._update_status()
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def _apply_settings(self, settings: Any) -> None:
@@ -792,8 +809,6 @@ class LlmTuiApp(App[int]):
             with controller._lock:
                 self.engine.recreate_context(settings)
                 controller.last = type(controller.last)()
-                if controller.chat is not None:
-                    controller.chat.cached = []
         except EngineError as exc:
             self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
             return
@@ -803,7 +818,7 @@ class LlmTuiApp(App[int]):
 
     def _settings_applied(self, ms: float) -> None:
         self.load_info = f"context recreated in {ms:,.0f} ms"
-        self.steps, self.pending, self.selected = [], None, None
+        self._reset_run_state()
         self._update_kv()
         self._update_status()
         self.notify(f"new context: n_ctx {self.engine.n_ctx:,}, KV {self.settings.type_k}/{self.settings.type_v}, "
@@ -824,12 +839,18 @@ class LlmTuiApp(App[int]):
 
         return engine_thread().call(locked)
 
-    def _lab_model(self) -> str | None:
+    def model_file(self) -> str | None:
+        """The loaded model's GGUF file, if there is one on disk (a replay or a fake engine has none)."""
         path = getattr(self.engine, "path", None)
-        if path is None or self._replaying():
-            self.notify("the labs need a loaded model", severity="warning")
+        if path is None or self._replaying() or not str(path).endswith(".gguf") or not os.path.exists(path):
             return None
         return str(path)
+
+    def _lab_model(self) -> str | None:
+        path = self.model_file()
+        if path is None:
+            self.notify("the labs need a loaded model", severity="warning")
+        return path
 
     def action_quant_lab(self) -> None:
         path = self._lab_model()
@@ -841,17 +862,11 @@ class LlmTuiApp(App[int]):
     def action_perf_lab(self) -> None:
         path = self._lab_model()
         if path:
+            from ..engine.lab import gpu_offload_available
             from ..engine.settings import default_threads
             from .screens.labs import PerfLab
 
-            gpu = False
-            try:
-                from ..engine.llama import supports_gpu_offload
-
-                gpu = supports_gpu_offload()
-            except Exception:  # the fake engine has no llama.cpp behind it
-                gpu = False
-            self.push_screen(PerfLab(path, default_threads(), self._run_guarded, gpu))
+            self.push_screen(PerfLab(path, default_threads(), self._run_guarded, gpu_offload_available()))
 
     # -- recording -----------------------------------------------------------------------------
 
@@ -927,7 +942,7 @@ class LlmTuiApp(App[int]):
 
     def _replay_start(self) -> None:
         session = self.replay
-        self.steps = []
+        self._reset_run_state()
         self.replay_pos = 0
         self.replay_playing = False
         self.n_prompt = len(session.header.get("prompt_tokens", []))
@@ -936,7 +951,7 @@ class LlmTuiApp(App[int]):
         stream.focus()
         self.query_one(TopKHistogram).clear("replay: space plays, → steps, g jumps, f forks")
         self.state = "replay"
-        self._replay_timer = self.set_interval(1 / 30, self._replay_tick, pause=True)
+        self._replay_timer.pause()
         self._update_kv()
         self._update_status()
 
@@ -961,11 +976,11 @@ class LlmTuiApp(App[int]):
             new = session.steps[self.replay_pos:position]
             self.steps.extend(new)
             stream.append_many([(s.index, s.text, s.prob) for s in new])
+            memory, throughput = self._panel(MemoryGraph), self._panel(ThroughputGraph)
             for s, (rss, kv) in zip(new, session.metrics[self.replay_pos:position]):
-                self.query_one(MemoryGraph).add(s.index, rss, kv)
-                self.query_one(ThroughputGraph).add(s.index, 1000.0 / max(1e-3, s.decode_ms + s.sample_ms),
-                                                    s.decode_ms + s.sample_ms)
-            self._dirty_plots = True
+                memory.add(s.index, rss, kv)
+                throughput.add(s.index, 1000.0 / max(1e-3, s.decode_ms + s.sample_ms), s.decode_ms + s.sample_ms)
+            self._dirty_plots = True  # redrawn by the PLOT_HZ timer
         self.replay_pos = position
         if position >= len(session.steps) and self.replay_playing:
             self.replay_playing = False
@@ -978,7 +993,6 @@ class LlmTuiApp(App[int]):
             self.query_one(TopKHistogram).clear("replay: space plays, → steps, g jumps, f forks")
             self.query_one(ChainTrace).clear()
         self._update_kv()
-        self._replot()
         self._update_status()
 
     def _replaying(self) -> bool:
@@ -1023,28 +1037,17 @@ class LlmTuiApp(App[int]):
         self.recording = True
         self.controller.recorder_factory = self._new_recording
         kept_steps = session.steps[:at_step]
-        stream = self.query_one(TokenStream)
-        self.api_job = None
-        self.generation_count += 1
-        stream.set_prompt(session.header.get("prompt", "") + "".join(s.text for s in kept_steps) + "⟨fork⟩")
-        stream.follow = True
-        stream.focus()
-        self.steps = []
-        self.state = "prompt"
-        self._refresh_timer.resume()
+        shown = session.header.get("prompt", "") + "".join(s.text for s in kept_steps) + "⟨fork⟩"
+        self._new_run(shown, "prompt").focus()
         parent = {"file": str(session.path), "fork_step": at_step}
-        self._generate_tokens(session.header.get("prompt", ""), prefix, kept, parent, self.generation_count)
+        self._generate(session.header.get("prompt", ""), self.generation_count, prefix=prefix, history=kept,
+                       parent=parent)
         self.notify(f"forked at step {at_step} with {self.preset.name}, seed {self.settings.seed}", timeout=4)
-
-    @work(thread=True, group="gen", exit_on_error=False)
-    def _generate_tokens(self, prompt: str, prefix: list[int], history: list[int], parent: dict, run_id: int) -> None:
-        assert self.controller is not None
-        engine_thread().call(self.controller.run, prompt, prefix=prefix, history=history, parent=parent,
-                             run_id=run_id)
 
     def action_stop(self) -> None:
         if self._replaying():
             self.replay_playing = False
+            self._replay_timer.pause()
             self._update_status()
             return
         if self.focused is self.query_one("#prompt"):
@@ -1197,12 +1200,12 @@ class LlmTuiApp(App[int]):
             self.switch_model(entry)
 
     def action_anatomy(self) -> None:
-        path = getattr(self.engine, "path", None)
-        if path is None or not str(path).endswith(".gguf") or not os.path.exists(path):
+        path = self.model_file()
+        if path is None:
             self.notify("no model file to inspect", severity="warning")
             return
         self.notify("reading the model's tensors…", timeout=2)
-        self._read_anatomy(str(path))
+        self._read_anatomy(path)
 
     @work(thread=True, exclusive=True, group="anatomy", exit_on_error=False)
     def _read_anatomy(self, path: str) -> None:
@@ -1249,10 +1252,7 @@ class LlmTuiApp(App[int]):
             self.controller.stop()  # type: ignore[union-attr]
         self.generation_count += 1  # whatever the old run still sends is dropped
         self._inbox.clear()
-        self.steps = []
-        self.pending = None
-        self.selected = None
-        self.n_prompt = 0
+        self._reset_run_state()
         self.query_one(TokenStream).clear()
         self.query_one(TopKHistogram).clear("new session: type a prompt and press Enter")
         self.query_one(ChainTrace).clear()

@@ -24,7 +24,7 @@ from textual.widgets import Input
 
 from ..engine.errors import ContextError, EngineError
 from ..learn import Question, find
-from ..units import human_bytes
+from ..units import human_bytes, shorten
 from .widgets.panels import escape
 
 if TYPE_CHECKING:
@@ -48,14 +48,9 @@ class Finding:
     try_next: tuple[str, ...] = ()
 
     def bar_text(self) -> str:
-        keys = "  ".join(f"[b]{t.split(':', 1)[0]}[/b]:{escape(_short(t.split(':', 1)[1]))}" for t in self.try_next)
+        keys = "  ".join(f"[b]{t.split(':', 1)[0]}[/b]:{escape(shorten(t.split(':', 1)[1], 44))}" for t in self.try_next)
         return (f"[b]Learn {self.number}[/b]{f' · variation {self.variant}' if self.variant else ''} · "
                 f"{escape(self.headline)}\n" + (f"try next: {keys}   " if keys else "") + "[b]L[/b]: the question")
-
-
-def _short(text: str, width: int = 44) -> str:
-    text = text.strip().replace("`", "")
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 class Runner:
@@ -130,13 +125,8 @@ class Runner:
         return target
 
     def policy(self, policy: str = "stop", n_keep: int = -1, ignore_eos: bool = False) -> None:
-        app = self.app
-        app.context_policy, app.n_keep = policy, n_keep
-        ctrl = app.controller
-        ctrl.context_policy = "shift" if policy == "shift" else "stop"
-        ctrl.n_keep = n_keep
-        ctrl.ignore_eos = ignore_eos
-        app._update_status()
+        self.app.controller.ignore_eos = ignore_eos
+        self.app.set_context_policy(policy, n_keep)
 
     def preset(self, name_or_preset: Any) -> Any:
         """Use a preset for the next runs (without making it the remembered default)."""
@@ -179,10 +169,10 @@ class Runner:
         return screen
 
     def lab_model(self) -> str:
-        path = getattr(self.app.engine, "path", None)
-        if path is None or not Path(str(path)).exists():
+        path = self.app.model_file()
+        if path is None:
             raise LearnError("this experiment needs a model file (the loaded model has none)")
-        return str(path)
+        return path
 
 
 # -- stage 1 ----------------------------------------------------------------------------------------
@@ -326,7 +316,7 @@ async def exp_prompt_form(r: Runner, v: int) -> Finding:
         first = app.steps[0] if app.steps else None
         where = "in the chat template" if v == 2 else "as plain text"
         opening = f"first token {_piece(app, first.token)!r} ({first.trace.raw_p:.0%})" if first else "no token"
-        headline = f"{where}: {opening}, then {_short(text.strip(), 60)!r}"
+        headline = f"{where}: {opening}, then {shorten(text, 60)!r}"
         r.mark(r.widget("#stream"), "the chat template, then an answer" if v == 2 else "a continuation, not an answer")
         return r.finding("stream", headline, text=text, chat=v == 2)
     screen, result = await _tokenizer(r, "The capital of France is")
@@ -387,7 +377,7 @@ CHAT_TURNS = ["Hi! My name is Ada. What is a cat?", "And what is a dog?", "What 
 
 
 async def _chat_turns(r: Runner, turns: list[str], max_tokens: int, *, fresh: bool = True,
-                      system: str | None = None) -> list[Any]:
+                      system: str | None = None, on_turn: Callable[[], None] | None = None) -> list[Any]:
     app = r.app
     if fresh or not app.chat_mode:
         r.chat(True, system)
@@ -397,6 +387,8 @@ async def _chat_turns(r: Runner, turns: list[str], max_tokens: int, *, fresh: bo
         if app.chat_turn is None:
             raise LearnError("the chat turn reported no reuse figures")
         seen.append((app.chat_turn, "".join(s.text for s in app.steps).strip()))
+        if on_turn is not None:
+            on_turn()
     return seen
 
 
@@ -619,13 +611,13 @@ async def exp_quant_types(r: Runner, v: int) -> Finding:
         headline = "made: " + ", ".join(lines)
         r.mark(lab.query_one("#status"), "bits per weight and fallbacks, as llama_model_quantize wrote them")
         return r.finding("quant lab", headline, made=[(m.output, m.bits_per_weight, m.fallback) for m in lab.made])
-    from ..engine.anatomy import read_anatomy
+    from ..engine.anatomy import bits_per_weight, read_anatomy
     from .screens.anatomy import AnatomyScreen
 
     anatomy = await asyncio.to_thread(read_anatomy, r.lab_model())
     screen = await r.push(AnatomyScreen(anatomy))
     by_type = anatomy.by_type()
-    bpw = {t: row["bytes"] * 8 / row["elements"] for t, row in by_type.items() if row["elements"]}
+    bpw = {t: bits_per_weight(row["bytes"], row["elements"]) for t, row in by_type.items() if row["elements"]}
     headline = f"{anatomy.file_type}: " + ", ".join(
         f"{t} {by_type[t]['tensors']} tensors at {b:.2f} bits/weight" for t, b in bpw.items())
     r.mark(screen.query_one("#types"), "bits/weight = block bytes × 8 / weights per block")
@@ -692,9 +684,11 @@ async def exp_threads(r: Runner, v: int) -> Finding:
         headline = "generation tok/s — " + ", ".join(f"{t} thread(s): {s:.1f}" for t, s in speeds.items())
         r.mark(r.widget("#tput"), headline.split(" — ")[1])
         return r.finding("tput", headline, speeds=speeds)
+    from ..engine.lab import gpu_offload_available
     from .screens.labs import PerfLab
 
-    lab = await r.push(PerfLab(r.lab_model(), default_threads(), app._run_guarded, _gpu(), quick=True))
+    lab = await r.push(PerfLab(r.lab_model(), default_threads(), app._run_guarded, gpu_offload_available(),
+                               quick=True))
     await r.idle()
     await lab._bench().wait()
     if not lab.rows:
@@ -705,15 +699,6 @@ async def exp_threads(r: Runner, v: int) -> Finding:
     headline = "; ".join(parts)
     r.mark(lab.query_one("#rows"), "tg is bound by memory bandwidth, pp by compute")
     return r.finding("perf lab", headline, rows=[(row.threads, row.pp_tps, row.tg_tps) for row in rows])
-
-
-def _gpu() -> bool:
-    try:
-        from ..engine.llama import supports_gpu_offload
-
-        return supports_gpu_offload()
-    except Exception:  # no llama.cpp behind a fake engine
-        return False
 
 
 async def exp_gpu(r: Runner, v: int) -> Finding:
@@ -795,16 +780,12 @@ async def exp_chat(r: Runner, v: int) -> Finding:
         app.recording = True
         app.controller.recorder_factory = app._new_recording
     try:
-        turns = CHAT_TURNS if v != 1 else CHAT_TURNS[:2]
-        seen = []
-        r.chat(True, system)
-        for text in turns:
-            await r.generate(text, r.n(32, 10))
-            if app.chat_turn is None:
-                raise LearnError("the chat turn reported no reuse figures")
-            seen.append((app.chat_turn, "".join(s.text for s in app.steps).strip()))
+        def recorded() -> None:
             if v == 1 and app.record_path:
                 files.append(app.record_path)
+
+        seen = await _chat_turns(r, CHAT_TURNS if v != 1 else CHAT_TURNS[:2], r.n(32, 10), system=system,
+                                 on_turn=recorded)
     finally:
         if v == 1:
             app.recording = recording
@@ -819,7 +800,7 @@ async def exp_chat(r: Runner, v: int) -> Finding:
         return r.finding("stream", headline, files=files, reused=reused)
     recalled = "Ada" in reply if v == 0 else None
     headline = (f"{len(seen)} turns, reused per turn: {', '.join(map(str, reused))} tokens; last reply: "
-                f"{_short(reply, 60)!r}" + ("" if recalled is None else
+                f"{shorten(reply, 60)!r}" + ("" if recalled is None else
                                            f" — the name {'was' if recalled else 'was not'} recalled"))
     r.mark(r.widget("#stream"), "the conversation as the template renders it")
     return r.finding("stream", headline, reused=reused, reply=reply, recalled=recalled)
@@ -850,7 +831,7 @@ async def run_experiment(app: "LlmTuiApp", question_id: str, variant: int = 0) -
         widget.remove_class("-learn")
         widget.border_subtitle = ""
     app.learn_marked.clear()
-    label = f"{question.number} {question.title}" + (f" — variation {variant}" if variant else "")
+    label = question.label + (f" — variation {variant}" if variant else "")
     app.learn_question = question.id
     bar = app.query_one("#learnbar")
     bar.update(f"[b]Learn {question.number}[/b] · running the experiment…")

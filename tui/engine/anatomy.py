@@ -37,6 +37,11 @@ HYPER_KEYS = [
 ]
 
 
+def bits_per_weight(n_bytes: float, n_elements: float) -> float:
+    """Stored bits per weight (block scales included); 0 for no weights."""
+    return n_bytes * 8 / n_elements if n_elements else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Tensor:
     name: str
@@ -47,7 +52,7 @@ class Tensor:
 
     @property
     def bits_per_weight(self) -> float:
-        return self.n_bytes * 8 / self.n_elements if self.n_elements else 0.0
+        return bits_per_weight(self.n_bytes, self.n_elements)
 
 
 @dataclass(slots=True)
@@ -72,7 +77,7 @@ class Anatomy:
 
     @property
     def bits_per_weight(self) -> float:
-        return self.total_bytes * 8 / self.total_elements if self.total_elements else 0.0
+        return bits_per_weight(self.total_bytes, self.total_elements)
 
     def by_type(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

@@ -44,6 +44,16 @@ class QuantizeResult:
         return asdict(self)
 
 
+def gpu_offload_available() -> bool:
+    """Whether this llama.cpp build can offload layers to a GPU (False without llama.cpp behind the app)."""
+    try:
+        from .llama import supports_gpu_offload
+
+        return supports_gpu_offload()
+    except Exception:  # a fake engine: no llama.cpp to ask
+        return False
+
+
 def default_output(source: Path, qtype: str) -> Path:
     stem = re.sub(r"[.-](Q\d\w*|F16|BF16|F32|q\d\w*|f16)$", "", source.stem)
     return app_dirs().models / f"{stem}.{qtype.upper()}.gguf"

@@ -5,6 +5,7 @@ front matter), so they are easy to review and translate. No Textual here."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 from dataclasses import dataclass
 
@@ -73,7 +74,9 @@ def _parse(name: str, text: str) -> Question:
                     body.strip())
 
 
-def load_questions() -> list[Question]:
+@functools.cache
+def load_questions() -> tuple[Question, ...]:
+    """The questions shipped in the package, in reading order (read once)."""
     folder = importlib.resources.files("tui.learn").joinpath("questions")
     items = sorted((p for p in folder.iterdir() if p.name.endswith(".md")), key=lambda p: p.name)
     questions = [_parse(p.name, p.read_text(encoding="utf-8")) for p in items]
@@ -82,7 +85,7 @@ def load_questions() -> list[Question]:
     for q in questions:
         counts[q.stage] = counts.get(q.stage, 0) + 1
         numbered.append(dataclasses.replace(q, number=f"{q.stage}.{counts[q.stage]}"))
-    return numbered
+    return tuple(numbered)
 
 
 def find(question_id: str) -> Question:
@@ -94,5 +97,5 @@ def find(question_id: str) -> Question:
     hits = [q for q in questions if q.id.startswith(question_id)]
     if len(hits) == 1:
         return hits[0]
-    ids = ", ".join(q.id for q in load_questions())
+    ids = ", ".join(q.id for q in questions)
     raise KeyError(f"no question {question_id!r} (known: {ids})")

@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
+from ...engine.anatomy import bits_per_weight
 from ...units import human_bytes
 from .base import WideModal
 
@@ -45,7 +46,7 @@ class AnatomyScreen(WideModal[None]):
                 types: DataTable[str] = DataTable(id="types", zebra_stripes=True, cursor_type="none")
                 types.add_columns("type", "tensors", "parameters", "bytes", "bits/weight")
                 for t, row in a.by_type().items():
-                    bpw = row["bytes"] * 8 / row["elements"] if row["elements"] else 0.0
+                    bpw = bits_per_weight(row["bytes"], row["elements"])
                     types.add_row(t, str(row["tensors"]), f"{row['elements']:,}", human_bytes(row["bytes"]),
                                   f"{bpw:.2f}")
                 yield types

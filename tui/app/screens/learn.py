@@ -3,6 +3,7 @@ explanation and an experiment) and the results screen that side-by-side experime
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.text import Text
@@ -14,6 +15,7 @@ from textual.widgets import Button, DataTable, Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ...learn import STAGES, Question
+from ...units import shorten
 from .base import WideModal
 
 
@@ -48,7 +50,7 @@ class LearnScreen(WideModal[tuple[str, int] | None]):
     LearnScreen #actions Button { margin-right: 1; }
     """
 
-    def __init__(self, questions: list[Question], current: str | None = None,
+    def __init__(self, questions: Sequence[Question], current: str | None = None,
                  findings: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.questions = questions
@@ -114,7 +116,7 @@ class LearnScreen(WideModal[tuple[str, int] | None]):
             button = self.query_one(f"#run{n}", Button)
             button.display = len(q.try_next) >= n
             if button.display:
-                button.label = f"{n}: " + _short(q.try_next[n - 1].split(":", 1)[1], 24)
+                button.label = f"{n}: " + shorten(q.try_next[n - 1].split(":", 1)[1], 24)
 
     def action_run(self, variant: int) -> None:
         if variant and variant > len(self.question.try_next):
@@ -126,11 +128,6 @@ class LearnScreen(WideModal[tuple[str, int] | None]):
     def _pressed(self, event: Button.Pressed) -> None:
         if event.button.id and event.button.id.startswith("run"):
             self.action_run(int(event.button.id[3:]))
-
-
-def _short(text: str, width: int = 30) -> str:
-    text = text.strip().replace("`", "")
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 class ResultsScreen(WideModal[None]):

@@ -83,7 +83,7 @@ class PresetScreen(ModalScreen[Any]):
         if self.current.name not in names:
             names.insert(0, self.current.name)
         for name in names:
-            p = self.current if name == self.current.name else self.catalog.presets[name]
+            p = self._preset(name)
             table.add_row(name, p.description or ("(edited)" if p is self.current else ""), key=name)
         table.move_cursor(row=names.index(self.current.name))
         self._show(self.current)
