@@ -166,3 +166,31 @@ def test_tokenizer_matches_llama_cpp_and_bos_changes_the_first_id(smollm2_path: 
         top_plain = Chain([Greedy()]).sample(eng.logits()).top_ids.tolist()
         assert top_bos != top_plain
     ref.close()
+
+
+def test_chat_reuses_only_what_the_cache_still_holds() -> None:
+    from tui.engine.fake import FakeEngine
+
+    eng = FakeEngine(EngineSettings(n_ctx=512))
+    chat = ChatSession(eng, system="be brief")
+    plan = chat.prepare("hello there")
+    list(Generation(eng, plan.evaluate, Chain([Greedy()]), max_tokens=5))
+    chat.finish("an answer")
+    second = chat.prepare("and again")
+    assert second.reused > 0  # the first turn is still in the cache
+    eng.clear()  # something else used the engine (an experiment, another run)
+    chat.messages.pop()
+    third = chat.prepare("and again")
+    assert third.reused == 0 and third.evaluate == third.tokens  # nothing may be taken as cached
+
+
+def test_shift_keeps_the_whole_prompt_when_part_of_it_was_reused() -> None:
+    from tui.engine.fake import FakeEngine
+
+    eng = FakeEngine(EngineSettings(n_ctx=64))
+    eng.decode(list(range(1, 21)))  # 20 tokens already in the cache (a previous turn)
+    gen = Generation(eng, [21, 22, 23, 24, 25], Chain([Greedy()]), max_tokens=80, ignore_eos=True,
+                     context_policy="shift")
+    steps = list(gen)
+    assert gen.shifts and all(n_keep == 25 for _, n_keep, _ in gen.shifts)
+    assert eng.held[:25] == list(range(1, 26)) and len(steps) == 80
