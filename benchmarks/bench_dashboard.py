@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import gc
 import statistics
-import threading
 import time
 
 from textual import events

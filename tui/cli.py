@@ -7,6 +7,7 @@ Every subcommand prints a one-line error and exits with status 2 on bad input
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -31,6 +32,19 @@ class CliError(Exception):
 # Options accepted both before and after the subcommand. On subparsers their
 # default is SUPPRESS so that `llmtui --model X generate …` keeps X (argparse
 # would otherwise overwrite it with the subparser's default).
+
+
+def _tokenizer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-bos", action="store_true", help="never add the BOS token (default: as the model asks)")
+    p.add_argument("--bos", action="store_true", help="always add the BOS token")
+    p.add_argument("--special", action="store_true", help="parse special tokens such as <|im_start|> in the text")
+
+
+def _add_bos(args: argparse.Namespace) -> bool | None:
+    """--bos / --no-bos as the engine's add_bos (None: as the model asks)."""
+    if args.bos and args.no_bos:
+        raise CliError("--bos and --no-bos contradict each other")
+    return True if args.bos else False if args.no_bos else None
 
 
 def _common(parser: argparse.ArgumentParser, sub: bool = False) -> None:
@@ -103,18 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "up live in the panels; S toggles it in the app")
     parser.add_argument("--api-key", metavar="KEY", default=os.environ.get("LLMTUI_API_KEY"),
                         help="with --serve / serve: require 'Authorization: Bearer KEY' (default $LLMTUI_API_KEY)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add = sub.add_parser
-    sub.add_parser = lambda *a, **k: _add(*a, allow_abbrev=False, **k)  # type: ignore[method-assign]
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False))
 
     gen = sub.add_parser("generate", help="generate text headlessly, streaming to stdout",
                          description="Generate from PROMPT and stream the text to stdout as it is produced.")
     gen.add_argument("prompt", metavar="PROMPT", help="the prompt text")
     gen.add_argument("--max-tokens", "-n", type=int, default=128, metavar="N", help="tokens to generate (default 128)")
     gen.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-generation tokens")
-    gen.add_argument("--no-bos", action="store_true", help="never add the BOS token (default: as the model asks)")
-    gen.add_argument("--bos", action="store_true", help="always add the BOS token")
-    gen.add_argument("--special", action="store_true", help="parse special tokens such as <|im_start|> in the prompt")
+    _tokenizer_args(gen)
     gen.add_argument("--json", action="store_true",
                      help="print one JSON object per generated token, then one summary object")
     gen.add_argument("--record", nargs="?", const="", metavar="FILE",
@@ -214,9 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("tokenize", help="show how the model's tokenizer splits TEXT",
                          description="Print TEXT's tokens: id, bytes, piece, and whether each is a special token.")
     tok.add_argument("text", metavar="TEXT")
-    tok.add_argument("--no-bos", action="store_true", help="do not add BOS (default: as the model asks)")
-    tok.add_argument("--bos", action="store_true", help="always add BOS")
-    tok.add_argument("--special", action="store_true", help="parse special tokens such as <|im_start|>")
+    _tokenizer_args(tok)
     tok.add_argument("--json", action="store_true")
     _common(tok, sub=True)
 
@@ -301,31 +310,47 @@ def find_models(args: argparse.Namespace, config: Config, extra_paths: Sequence[
     )
 
 
-def pick_model(args: argparse.Namespace, config: Config) -> Any:
+def usable_model(spec: str | None, entries: Any) -> Any:
+    """The model ``spec`` names among ``entries``; a file that cannot be used is a one-line error."""
     from .engine.models import resolve_model
 
-    spec = args.model or config.model
-    entry = resolve_model(spec, find_models(args, config))
+    entry = resolve_model(spec, entries)
     if not entry.usable:
         raise CliError(f"{entry.path}: {entry.error}")
     return entry
 
 
-def pick_preset(args: argparse.Namespace, config: Config) -> Any:
-    """The preset from --preset / config, with --samplers and parameter overrides applied."""
+def pick_model(args: argparse.Namespace, config: Config) -> Any:
+    return usable_model(args.model or config.model, find_models(args, config))
+
+
+def pick_preset(args: argparse.Namespace, config: Config, catalog: Any = None) -> Any:
+    """The preset from --preset / config, with --samplers and parameter overrides applied
+    (``catalog``: the presets already loaded, else they are read here)."""
+    from .config import app_dirs
     from .sampling.presets import DEFAULT_PRESET, PresetError, load_presets
 
-    from .config import app_dirs
-
-    catalog = load_presets(app_dirs().presets)
+    catalog = catalog or load_presets(app_dirs().presets)
     for err in catalog.errors:
         print(f"llmtui: warning: {err}", file=sys.stderr)
     try:
         preset = catalog.get(getattr(args, "preset", None) or config.preset or DEFAULT_PRESET)
+    except PresetError as exc:
+        raise CliError(str(exc)) from None
+    return with_overrides(preset, args)
+
+
+_PARAM_FLAGS = (("temp", "temp", "t"), ("top_k", "top_k", "k"), ("top_p", "top_p", "p"), ("min_p", "min_p", "p"))
+
+
+def with_overrides(preset: Any, args: argparse.Namespace) -> Any:
+    """``preset`` with --samplers (order) and --temp/--top-k/--top-p/--min-p applied."""
+    from .sampling.presets import PresetError
+
+    try:
         if getattr(args, "samplers", None):
             preset = preset.reordered([n for n in args.samplers.replace(",", ";").split(";") if n.strip()])
-        for flag, sampler, param in (("temp", "temp", "t"), ("top_k", "top_k", "k"), ("top_p", "top_p", "p"),
-                                     ("min_p", "min_p", "p")):
+        for flag, sampler, param in _PARAM_FLAGS:
             value = getattr(args, flag, None)
             if value is not None:
                 preset = preset.with_param(sampler, param, value)
@@ -339,16 +364,8 @@ def pick_preset(args: argparse.Namespace, config: Config) -> Any:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .engine.lab import quantize_model
-    from .engine.models import resolve_model
 
-    from .engine.llama import QUANT_TYPES
-
-    if args.type.lower() not in QUANT_TYPES:
-        raise CliError(f"unsupported --type {args.type!r}: one of {', '.join(QUANT_TYPES)}")
-    config = _config(args)
-    entry = resolve_model(args.model, find_models(args, config))
-    if not entry.usable:
-        raise CliError(f"{entry.path}: {entry.error}")
+    entry = pick_model(args, _config(args))  # quantize_model rejects a bad --type before touching anything
     r = quantize_model(entry.path, args.type, args.out, force=args.force)
     if args.json:
         print(json.dumps(r.as_dict(), indent=2))
@@ -368,16 +385,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .engine.lab import compare_models
-    from .engine.models import resolve_model
 
-    config = _config(args)
-    entries = find_models(args, config)
-    paths = []
-    for spec in args.models:
-        e = resolve_model(spec, entries)
-        if not e.usable:
-            raise CliError(f"{e.path}: {e.error}")
-        paths.append(e.path)
+    entries = find_models(args, _config(args))
+    paths = [usable_model(spec, entries).path for spec in args.models]
     text = None
     if args.text:
         try:
@@ -429,9 +439,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
     config = _config(args)
     entry = pick_model(args, config)
-    if args.bos and args.no_bos:
-        raise CliError("--bos and --no-bos contradict each other")
-    add_bos = True if args.bos else False if args.no_bos else None
+    add_bos = _add_bos(args)
     with LlamaEngine(entry.path, EngineSettings(n_ctx=256)) as engine:
         rows = tokenize_rows(engine, args.text, add_bos=add_bos, parse_special=args.special)
     if args.json:
@@ -458,12 +466,8 @@ def tokenize_rows(engine: Any, text: str, *, add_bos: bool | None, parse_special
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .engine.anatomy import bits_per_weight, read_anatomy
-    from .engine.models import resolve_model
 
-    config = _config(args)
-    entry = resolve_model(args.model, find_models(args, config))
-    if not entry.usable:
-        raise CliError(f"{entry.path}: {entry.error}")
+    entry = pick_model(args, _config(args))
     a = read_anatomy(entry.path)
     kv = _kv_figures(a, args.n_ctx, args.cache_type)
     if args.json:
@@ -498,7 +502,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _kv_figures(a: Any, n_ctx: int, cache_type: str) -> dict[str, Any]:
-    from .engine.kv import computed_allocation, padded_ctx, type_bytes
+    from .engine.kv import KvLayout, computed_allocation, head_dims, padded_ctx
     from .engine.settings import CACHE_TYPES
 
     if cache_type not in CACHE_TYPES:
@@ -507,13 +511,12 @@ def _kv_figures(a: Any, n_ctx: int, cache_type: str) -> dict[str, Any]:
     n_head = int(h.get("attention heads", 1) or 1)
     n_head_kv = h.get("KV heads", n_head)
     n_head_kv = int(max(n_head_kv) if isinstance(n_head_kv, list) else n_head_kv)
-    head_k = int(h.get("key head size") or int(h.get("embedding size", 0)) // n_head)
-    head_v = int(h.get("value head size") or head_k)
-    total, full, swa = computed_allocation(
-        arch=a.arch, n_layer=int(h.get("layers", 0)), n_head_kv=n_head_kv, head_dim_k=head_k, head_dim_v=head_v,
-        type_k=cache_type, type_v=cache_type, n_ctx=n_ctx, n_swa=int(h.get("sliding window", 0) or 0))
-    per_token = int(h.get("layers", 0)) * (type_bytes(cache_type, n_head_kv * head_k)
-                                           + type_bytes(cache_type, n_head_kv * head_v))
+    head_k, head_v = head_dims(h.get("key head size"), h.get("value head size"), int(h.get("embedding size", 0)),
+                               n_head)
+    dims = dict(n_layer=int(h.get("layers", 0)), n_head_kv=n_head_kv, head_dim_k=head_k, head_dim_v=head_v,
+                type_k=cache_type, type_v=cache_type, n_ctx=n_ctx)
+    total, full, swa = computed_allocation(arch=a.arch, n_swa=int(h.get("sliding window", 0) or 0), **dims)
+    per_token = KvLayout(**dims).bytes_per_token
     return {"n_ctx": padded_ctx(n_ctx), "cache_type": cache_type, "bytes": total, "bytes_per_token": per_token,
             "full_layers": full, "swa_layers": swa}
 
@@ -618,9 +621,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     settings = engine_settings(args, config)
     preset = pick_preset(args, config)
     entry = pick_model(args, config)
-    if args.bos and args.no_bos:
-        raise CliError("--bos and --no-bos contradict each other")
-    add_bos = True if args.bos else False if args.no_bos else None
+    add_bos = _add_bos(args)
     with LlamaEngine(entry.path, settings) as engine:
         for warning in engine.warnings:
             print(f"llmtui: warning: {warning}", file=sys.stderr)
@@ -659,9 +660,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _open_recording(args: argparse.Namespace, engine: Any, preset: Any, settings: Any, prompt: str,
                     tokens: list[int], max_tokens: int, parent: dict[str, Any] | None = None,
-                    history: list[int] | None = None) -> Any:
-    """A SessionWriter when --record was given (an unwritable place is a one-line error)."""
-    target = getattr(args, "record", None)
+                    history: list[int] | None = None, target: str | None = None) -> Any:
+    """A SessionWriter when --record was given, or ``target`` ("": the sessions directory);
+    an unwritable place is a one-line error."""
+    if target is None:
+        target = getattr(args, "record", None)
     if target is None:
         return None
     from .config import app_dirs
@@ -706,10 +709,8 @@ class _recorded:
 def _finish_recording(writer: Any, stats: Any) -> None:
     from .record import RecordError
 
-    reason = stats.stop_reason.value if stats.stop_reason else None
     try:
-        writer.event("stopped", stats.generated, reason=reason, error=stats.error)
-        writer.footer(stop_reason=reason, summary=stats.summary(), text=stats.text)
+        writer.finish(stats)
     except RecordError as exc:
         print(f"llmtui: warning: {exc}", file=sys.stderr)
 
@@ -772,8 +773,7 @@ def _fork_loader(args: argparse.Namespace, session: Any) -> Any:
         from .engine.errors import EngineError
 
         raise EngineError(str(exc)) from None
-    recorded = session.header["engine"]
-    settings = EngineSettings(**{k: v for k, v in recorded.items() if k in EngineSettings.__dataclass_fields__})
+    settings = EngineSettings.from_dict(session.header["engine"])
     import time as _time
 
     t0 = _time.perf_counter()
@@ -810,8 +810,7 @@ def _replay_with_model(args: argparse.Namespace, session: Any) -> int:
     from .record.tools import fork_prefix, preset_from, verify
 
     entry = _model_for(args, session)
-    recorded = dict(session.header["engine"])
-    settings = EngineSettings(**{k: v for k, v in recorded.items() if k in EngineSettings.__dataclass_fields__})
+    settings = EngineSettings.from_dict(session.header["engine"])
     with LlamaEngine(entry.path, settings) as engine:
         if args.verify:
             result = verify(session, engine)
@@ -830,16 +829,14 @@ def _replay_with_model(args: argparse.Namespace, session: Any) -> int:
         prefix, kept = fork_prefix(session, args.fork)
         seed = args.seed if getattr(args, "seed", None) is not None else settings.seed
         settings = settings.with_(seed=seed)
-        preset = pick_preset(args, _config(args)) if getattr(args, "preset", None) else preset_from(
-            session.header["preset"], str(args.file))
-        chain = preset.build(engine.build_context(seed))
-        for tok in kept:
-            chain.accept(tok)
+        # --preset picks another preset; without it the recorded one, with any --temp/--top-k/… applied
+        preset = pick_preset(args, _config(args)) if getattr(args, "preset", None) else with_overrides(
+            preset_from(session.header["preset"], str(args.file)), args)
+        chain = preset.build(engine.build_context(seed), seen=kept)
         parent = {"file": str(args.file), "fork_step": args.fork}
-        if getattr(args, "record", None) is None:
-            args.record = ""
         writer = _open_recording(args, engine, preset, settings, session.header["prompt"], prefix,
-                                 args.max_tokens, parent=parent, history=kept)
+                                 args.max_tokens, parent=parent, history=kept,
+                                 target=getattr(args, "record", None) or "")  # a fork is always recorded
         gen = Generation(engine, prefix, chain, max_tokens=args.max_tokens)
         sys.stdout.write(session.header["prompt"] + "".join(s.text for s in session.steps[: args.fork]))
         sys.stdout.write("⟨fork⟩")
@@ -859,18 +856,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
     from .config import app_dirs, load_state
+    from .sampling.presets import load_presets
 
     config = _config(args)
     settings = engine_settings(args, config)
+    dirs = app_dirs()
+    catalog = load_presets(dirs.presets)
     state = load_state()
     if not getattr(args, "preset", None) and not config.preset and state.get("preset"):
         args.preset = state["preset"]
     try:
-        preset = pick_preset(args, config)
+        preset = pick_preset(args, config, catalog)
     except CliError:
         if getattr(args, "preset", None) == state.get("preset"):  # a remembered preset that is gone
             args.preset = None
-            preset = pick_preset(args, config)
+            preset = pick_preset(args, config, catalog)
         else:
             raise
     entry = pick_model(args, config)
@@ -879,10 +879,7 @@ def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
     from .app.themes import load_themes, shipped_theme_dir
     from .engine.llama import LlamaEngine
     from .engine.pool import EnginePool
-    from .sampling.presets import load_presets
 
-    dirs = app_dirs()
-    catalog = load_presets(dirs.presets)
     themes = load_themes(shipped_theme_dir(), dirs.themes)
     notices = [*catalog.errors, *themes.errors]
 
@@ -925,15 +922,17 @@ def _host_port(spec: str) -> tuple[str, int]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .engine.llama import LlamaEngine
-    from .record import RecordError, SessionWriter, default_session_path
-    from .server import start_local
-    from .sampling.presets import load_presets
     from .config import app_dirs
+    from .engine.controller import RecordingFailed
+    from .engine.llama import LlamaEngine
+    from .record import SessionWriter, default_session_path
+    from .sampling.presets import load_presets
+    from .server import start_local
 
     config = _config(args)
     settings = engine_settings(args, config)
-    preset = pick_preset(args, config)
+    catalog = load_presets(app_dirs().presets)
+    preset = pick_preset(args, config, catalog)
     entry = pick_model(args, config)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"llmtui: warning: listening on {args.host} without --api-key: anyone who can reach this port "
@@ -946,17 +945,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         directory = Path(args.record) if args.record else app_dirs().sessions
 
         def recorder(header: dict[str, Any]) -> Any:
-            try:
-                return SessionWriter(default_session_path(directory, entry.name), header, engine.piece)
-            except RecordError as exc:
-                print(f"llmtui: warning: {exc}", file=sys.stderr)
-                raise
+            return SessionWriter(default_session_path(directory, entry.name), header, engine.piece)
+
+    def on_event(event: object) -> None:
+        if isinstance(event, RecordingFailed):  # the request is answered all the same
+            print(f"llmtui: warning: recording failed: {event.message}", file=sys.stderr)
 
     try:
-        server = start_local(engine, entry, catalog=load_presets(app_dirs().presets), preset=preset,
+        server = start_local(engine, entry, catalog=catalog, preset=preset,
                              seed=settings.seed, host=args.host, port=args.port, api_key=args.api_key,
                              max_tokens=args.max_tokens, models=lambda: find_models(args, config),
-                             recorder_factory=recorder)
+                             recorder_factory=recorder, on_event=on_event)
     except OSError as exc:
         engine.close()
         raise CliError(str(exc)) from None

@@ -430,18 +430,12 @@ async def exp_long_context(r: Runner, v: int) -> Finding:
     def probe() -> tuple[str | None, int, int, int]:
         eng = app.engine
         settings = eng.settings.with_(type_k=cache, type_v=cache)
-        kv, compute = eng.estimate_context_bytes(n_ctx) if cache == "f16" else (0, 0)
         message = None
         try:
             eng.check_context(n_ctx, settings)
         except ContextError as exc:
             message = str(exc)
-        current = eng.settings
-        try:  # the estimate with these cache types
-            eng.settings = settings
-            kv, compute = eng.estimate_context_bytes(n_ctx)
-        finally:
-            eng.settings = current
+        kv, compute = eng.estimate_context_bytes(n_ctx, settings)  # with these cache types
         import psutil
 
         return message, kv, compute, psutil.virtual_memory().available

@@ -168,10 +168,7 @@ class Controller:
 
     def build_chain(self, preset: Any, history: Sequence[int]) -> Any:
         """A fresh chain for ``preset`` that has seen ``history`` (penalties, DRY remember it)."""
-        chain = preset.build(self.engine.build_context(self.seed))
-        for tok in history:
-            chain.accept(tok)
-        return chain
+        return preset.build(self.engine.build_context(self.seed), seen=history)
 
     # -- the run (worker thread) ---------------------------------------------------------------
 
@@ -334,9 +331,7 @@ class Controller:
             self._record(lambda w: w.footer(stop_reason="error", error=str(exc), summary=stats.summary()))
             self.emit(Finished(StopReason.ERROR, str(exc), stats.summary(), ""))
             return stats
-        reason = stats.stop_reason.value if stats.stop_reason else None
-        self._record(lambda w: w.event("stopped", len(history), reason=reason, error=stats.error))
-        self._record(lambda w: w.footer(stop_reason=reason, summary=stats.summary(), text=stats.text))
+        self._record(lambda w: w.finish(stats))
         self.emit(Finished(stats.stop_reason, stats.error, stats.summary(), stats.text))
         return stats
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from .gguf_header import ggml_type_info
 from .settings import CACHE_TYPES
@@ -95,11 +96,17 @@ def parse_kv_log(lines: list[str]) -> tuple[int, tuple[int, ...]] | None:
     return int(round(total)), tuple(cells)
 
 
+def head_dims(key_length: Any, value_length: Any, n_embd: int, n_head: int) -> tuple[int, int]:
+    """Key and value head sizes: the GGUF's attention.key_length / value_length, else n_embd / n_head."""
+    k = int(key_length or (int(n_embd) // max(int(n_head), 1)))
+    return k, int(value_length or k)
+
+
 def layout_for(meta: dict[str, str], *, n_layer: int, n_head: int, n_head_kv: int, n_embd: int,
                type_k: str, type_v: str, n_ctx: int, log_lines: list[str] | None = None) -> KvLayout:
     arch = meta.get("general.architecture", "")
-    head_k = int(meta.get(f"{arch}.attention.key_length") or (n_embd // max(n_head, 1)))
-    head_v = int(meta.get(f"{arch}.attention.value_length") or head_k)
+    head_k, head_v = head_dims(meta.get(f"{arch}.attention.key_length"),
+                               meta.get(f"{arch}.attention.value_length"), n_embd, n_head)
     parsed = parse_kv_log(log_lines or [])
     return KvLayout(
         n_layer=n_layer, n_head_kv=n_head_kv, head_dim_k=head_k, head_dim_v=head_v,

@@ -341,7 +341,7 @@ def bench(path: str, *, threads: Sequence[int] = (0,), batches: Sequence[int] = 
 
 
 def bench_markdown(path: str, rows: list[BenchRow], gpu: bool) -> str:
-    lines = [f"model: {Path(path).name} ({Path(path).stat().st_size / 2**20:.1f} MiB) — GPU offload in this "
+    lines = [f"model: {Path(path).name} ({human_bytes(Path(path).stat().st_size)}) — GPU offload in this "
              f"llama.cpp build: {'yes' if gpu else 'no (CPU build: -ngl has no effect)'}", "",
              "| threads | batch | mmap | cache | ngl | pp t/s | tg t/s | load cold ms | load warm ms | ~GB/s read |",
              "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]

@@ -195,7 +195,7 @@ class LlamaEngine:
         cparams.flash_attn_type = FLASH_ATTN[s.flash_attn]
         cparams.swa_full = s.swa_full
         cparams.no_perf = False
-        self._guard_memory()
+        self.warnings = self._guard_memory(s.n_ctx, s)
         mark = LOG.mark
         ctx = _ll.llama_init_from_model(self._model, cparams)
         if not ctx:
@@ -210,11 +210,12 @@ class LlamaEngine:
 
     # -- memory guard ------------------------------------------------------------------
 
-    def estimate_context_bytes(self, n_ctx: int) -> tuple[int, int]:
-        """(KV cache bytes, compute buffer bytes) a context of ``n_ctx`` would need (an upper estimate)."""
+    def estimate_context_bytes(self, n_ctx: int, settings: EngineSettings | None = None) -> tuple[int, int]:
+        """(KV cache bytes, compute buffer bytes) a context of ``n_ctx`` would need (an upper estimate),
+        with ``settings``' cache types and batch sizes (default: the current ones)."""
         from .kv import computed_allocation
 
-        s, info = self.settings, self._model_dims()
+        s, info = settings or self.settings, self._model_dims()
         kv, _full, _swa = computed_allocation(
             arch=info["arch"], n_layer=info["n_layer"], n_head_kv=info["n_head_kv"], head_dim_k=info["head_k"],
             head_dim_v=info["head_v"], type_k=s.type_k, type_v=s.type_v, n_ctx=n_ctx,
@@ -225,35 +226,37 @@ class LlamaEngine:
         return kv, compute
 
     def _model_dims(self) -> dict[str, Any]:
+        from .kv import head_dims
+
         m = self._model
         arch = self.meta("general.architecture") or "?"
         n_embd, n_head = int(_ll.llama_model_n_embd(m)), int(_ll.llama_model_n_head(m))
-        head_k = int(self.meta(f"{arch}.attention.key_length") or (n_embd // max(n_head, 1)))
-        head_v = int(self.meta(f"{arch}.attention.value_length") or head_k)
+        head_k, head_v = head_dims(self.meta(f"{arch}.attention.key_length"),
+                                   self.meta(f"{arch}.attention.value_length"), n_embd, n_head)
         return {"arch": arch, "n_layer": int(_ll.llama_model_n_layer(m)), "n_head": n_head,
                 "n_head_kv": int(_ll.llama_model_n_head_kv(m)), "head_k": head_k, "head_v": head_v,
                 "n_swa": int(_ll.llama_model_n_swa(m))}
 
-    def _guard_memory(self, n_ctx: int | None = None) -> None:
-        """Refuse a context whose KV cache cannot fit, naming the largest n_ctx that would."""
+    def _guard_memory(self, n_ctx: int, settings: EngineSettings) -> list[str]:
+        """Refuse a context whose KV cache cannot fit, naming the largest n_ctx that would; the
+        warnings a context of ``n_ctx`` deserves otherwise."""
         import psutil
 
         from .kv import CTX_PAD
 
-        n_ctx = self.settings.n_ctx if n_ctx is None else n_ctx
-        kv, compute = self.estimate_context_bytes(n_ctx)
+        kv, compute = self.estimate_context_bytes(n_ctx, settings)
         available = psutil.virtual_memory().available
-        self.warnings: list[str] = []
+        warnings = []
         n_train = int(_ll.llama_model_n_ctx_train(self._model))
         if n_ctx > n_train:
-            self.warnings.append(f"n_ctx {n_ctx:,} is beyond the model's training context {n_train:,}: "
-                                 "expect degraded output past it")
+            warnings.append(f"n_ctx {n_ctx:,} is beyond the model's training context {n_train:,}: "
+                            "expect degraded output past it")
         if kv + compute <= available:
-            return
+            return warnings
         lo, hi = CTX_PAD, n_ctx
         while hi - lo > CTX_PAD:
             mid = (lo + hi) // 2 // CTX_PAD * CTX_PAD
-            if sum(self.estimate_context_bytes(mid)) <= available:
+            if sum(self.estimate_context_bytes(mid, settings)) <= available:
                 lo = mid
             else:
                 hi = mid
@@ -266,13 +269,7 @@ class LlamaEngine:
     def check_context(self, n_ctx: int, settings: EngineSettings | None = None) -> None:
         """Raise the memory guard's ContextError if a context of ``n_ctx`` would not fit (with
         ``settings``' cache types if given); the current context is left alone."""
-        warnings, current = self.warnings, self.settings
-        if settings is not None:
-            self.settings = settings
-        try:
-            self._guard_memory(n_ctx)
-        finally:
-            self.warnings, self.settings = warnings, current
+        self._guard_memory(n_ctx, settings or self.settings)
 
     def recreate_context(self, settings: EngineSettings) -> None:
         """Apply new context settings; the model stays loaded (and mapped)."""
@@ -289,7 +286,17 @@ class LlamaEngine:
             raise
 
     def close(self) -> None:
-        """Free the context and the model (their memory is returned to the OS)."""
+        """Free the context and the model (their memory is returned to the OS).
+
+        Runs on the engine thread, after whatever it is running: a generation that is
+        still finishing there (a stopped run copies its last logits) must never find its
+        context freed under it.
+        """
+        from .thread import engine_thread
+
+        engine_thread().call(self._free)
+
+    def _free(self) -> None:
         if self._ctx:
             _ll.llama_free(self._ctx)
             self._ctx = None

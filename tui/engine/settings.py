@@ -75,6 +75,11 @@ class EngineSettings:
     def with_(self, **changes: Any) -> "EngineSettings":
         return replace(self, **changes)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "EngineSettings":
+        """Settings from ``as_dict`` output (a recording's header); unknown keys are ignored."""
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["n_threads"] = self.threads

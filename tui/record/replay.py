@@ -19,8 +19,7 @@ class ReplayEngine:
         self.session = session
         head = session.header
         model = head["model"]
-        fields = EngineSettings.__dataclass_fields__
-        self.settings = EngineSettings(**{k: v for k, v in head.get("engine", {}).items() if k in fields})
+        self.settings = EngineSettings.from_dict(head.get("engine", {}))
         self.n_ctx = int(head.get("n_ctx", self.settings.n_ctx))
         self.n_vocab = int(model.get("n_vocab", 0))
         self.n_past = 0

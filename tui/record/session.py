@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -47,11 +48,17 @@ class SessionFileError(Exception):
 
 
 def fingerprint(path: str | os.PathLike[str]) -> str:
-    """A cheap identity for a model file: SHA-256 of its size and first MiB."""
-    p = Path(path)
+    """A cheap identity for a model file: SHA-256 of its size and first MiB (read once per file
+    version: the API server records every request)."""
+    st = Path(path).stat()
+    return _fingerprint(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
-    h.update(str(p.stat().st_size).encode())
-    with open(p, "rb") as fh:
+    h.update(str(size).encode())
+    with open(path, "rb") as fh:
         h.update(fh.read(2**20))
     return h.hexdigest()
 
@@ -178,6 +185,12 @@ class SessionWriter:
     def footer(self, **data: Any) -> None:
         self._write({"type": "footer", "steps": self.steps, **data})
         self.close()
+
+    def finish(self, stats: Any) -> None:
+        """The end of a run (a GenerationStats): a "stopped" event after its last step, then the footer."""
+        reason = stats.stop_reason.value if stats.stop_reason else None
+        self.event("stopped", stats.generated, reason=reason, error=stats.error)
+        self.footer(stop_reason=reason, summary=stats.summary(), text=stats.text)
 
     def close(self) -> None:
         if not self.closed:

@@ -54,10 +54,7 @@ def verify(session: Session, engine: Any) -> VerifyResult:
     seen_before = [int(t) for t in head.get("history", [])]
 
     def chain_for(p: Preset, history: list[int]) -> Any:
-        chain = p.build(engine.build_context(seed))
-        for tok in [*seen_before, *history]:
-            chain.accept(tok)
-        return chain
+        return p.build(engine.build_context(seed), seen=[*seen_before, *history])
 
     engine.clear()
     ignore_eos = bool(head.get("ignore_eos"))

@@ -192,8 +192,12 @@ class Preset:
     description: str = ""
     source: str = "built-in"
 
-    def build(self, ctx: BuildContext, *, trace: bool = True) -> Chain:
-        return Chain([s.build(ctx) for s in self.samplers], trace=trace)
+    def build(self, ctx: BuildContext, *, trace: bool = True, seen: Iterable[int] = ()) -> Chain:
+        """A fresh chain; ``seen``: tokens it has already accepted (penalties and DRY remember them)."""
+        chain = Chain([s.build(ctx) for s in self.samplers], trace=trace)
+        for token in seen:
+            chain.accept(token)
+        return chain
 
     def native_specs(self, ctx: BuildContext) -> list[tuple[str, dict[str, Any]]]:
         return [s.native(ctx) for s in self.samplers]

@@ -36,12 +36,13 @@ class LocalServer:
 def start_local(engine: Any, entry: Any, *, catalog: Any, preset: Any, seed: int, host: str = "127.0.0.1",
                 port: int = 0, api_key: str | None = None, max_tokens: int = 256,
                 models: Callable[[], Sequence[Any]] | None = None, recorder_factory: Any = None,
-                context_policy: str = "stop") -> LocalServer:
-    """Serve ``engine`` (already loaded from ``entry``) in background threads; ``port=0`` picks a free one."""
+                context_policy: str = "stop", on_event: Callable[[object], None] | None = None) -> LocalServer:
+    """Serve ``engine`` (already loaded from ``entry``) in background threads; ``port=0`` picks a free one.
+    ``on_event`` sees the controller's events (from the engine thread), e.g. RecordingFailed."""
     from ..engine.controller import Controller
     from .http import ServerConfig, ServerThread, create_app
 
-    controller = Controller(engine, preset, seed=seed, emit=lambda event: None, max_tokens=max_tokens,
+    controller = Controller(engine, preset, seed=seed, emit=on_event or (lambda event: None), max_tokens=max_tokens,
                             context_policy=context_policy)
     controller.recorder_factory = recorder_factory
     service = Service(lambda: controller).start()
