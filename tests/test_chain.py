@@ -5,7 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tui.sampling import Chain, Dist, Greedy, LogitBias, MinP, Penalties, Temp, TopK, TopNSigma, TopP
+from tui.sampling import (
+    Chain,
+    Dist,
+    Greedy,
+    LogitBias,
+    MinP,
+    Penalties,
+    Temp,
+    TopK,
+    TopNSigma,
+    TopP,
+)
+from tui.sampling.base import SamplingError
 from tui.sampling.presets import BUILTIN_PRESETS
 
 
@@ -97,7 +109,7 @@ def test_reset_replays_the_same_draws(logits) -> None:
 
 
 def test_chain_without_selector_is_an_error(logits) -> None:
-    with pytest.raises(RuntimeError, match="selected no token"):
+    with pytest.raises(SamplingError, match="selected no token"):
         Chain([TopK(5)]).sample(logits)
 
 

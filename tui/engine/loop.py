@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from ..sampling.base import SamplingError
 from .errors import ContextError, EngineError
 
 if TYPE_CHECKING:
@@ -215,7 +216,10 @@ class Generation:
         if self.pending is None or self._pending_logits is None:
             raise EngineError("no pending step to re-sample")
         ts = time.perf_counter()
-        trace = sampler.sample(self._pending_logits)
+        try:
+            trace = sampler.sample(self._pending_logits)
+        except SamplingError as exc:
+            raise EngineError(str(exc)) from None
         sample_ms = (time.perf_counter() - ts) * 1000.0
         self.sampler = sampler
         old = self.pending
@@ -266,7 +270,11 @@ class Generation:
                 logits = eng.logits()
                 if self.ignore_eos and self._eog.size:
                     logits[self._eog] = -np.inf  # as llama.cpp's --ignore-eos does (a -inf logit bias)
-                trace = self.sampler.sample(logits)
+                try:
+                    trace = self.sampler.sample(logits)
+                except SamplingError as exc:  # NaN/inf logits from a broken model: a one-line error
+                    stats.stop_reason, stats.error = StopReason.ERROR, f"step {index}: {exc}"
+                    break
                 sample_ms = (time.perf_counter() - ts) * 1000.0
                 self._pending_logits = logits
                 self.pending = self._make_step(index, trace, decode_ms, sample_ms)

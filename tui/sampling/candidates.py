@@ -264,7 +264,7 @@ def best_first(logits: np.ndarray, want: int) -> tuple[np.ndarray, float]:
             rank *= 4
     # small arrays and odd distributions: the exact route
     idx = top_k_stable(logits, want)
-    if len(idx) < n:
+    if 0 < len(idx) < n:  # (none: NaN logits compare false; raw_stats reports them)
         floor = logits[idx[-1]]
         return idx[logits[idx] > floor], float(floor)
     return idx, float("-inf")

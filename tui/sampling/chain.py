@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .base import Sampler
+from .base import Sampler, SamplingError
 from .candidates import Candidates, top_k_stable
 from .trace import HEAD_SIZE, RawStats, SampleTrace, Scratch, StageTrace, raw_stats
 
@@ -96,8 +96,8 @@ class Chain(Sampler):
             s.apply(cur)
             tracer.stage(s, before, cur)
         if not 0 <= cur.selected < len(cur):
-            raise RuntimeError(f"the chain {self.describe()!r} selected no token: end it with greedy, dist, "
-                               "mirostat, mirostat_v2 or adaptive_p")
+            raise SamplingError(f"the chain {self.describe()} selected no token: end it with greedy, dist, "
+                                "mirostat, mirostat_v2 or adaptive_p")
         return _finish(self, cur, raw, logits, tracer)
 
 
@@ -198,7 +198,7 @@ class _Tracer:
             return self.survivors
         idx = self._top_idx(cur)
         lz = self.log_z(lg)
-        probs = np.exp(lg[idx].astype(np.float64) - lz) if math.isfinite(lz) else np.zeros(len(idx))
+        probs = np.exp(lg[idx].astype(np.float64) - lz) if math.isfinite(lz) else np.zeros(len(lg[idx]))
         return tuple(cur.ids[idx].tolist()), tuple(probs.tolist())
 
 
@@ -226,6 +226,8 @@ def _finish(chain: Chain, cur: Candidates, raw: RawStats, logits: np.ndarray, tr
         return np.exp(cur.logits[index].astype(np.float64) - lz)
 
     prob = float(probs[sel]) if probs is not None else float(p_at(np.array([sel]))[0])
+    if not math.isfinite(prob):  # the logits were finite (raw_stats checks): a stage broke them
+        raise SamplingError(f"the chain {chain.describe()} produced a NaN probability for token {token}")
     if draw is None:
         cdf_lo = 0.0
     elif probs is not None:

@@ -21,6 +21,7 @@ other presets. Seeds come from the run (``--seed``), like llama.cpp's
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ from .samplers import (
 )
 
 
+_INT_LIMIT = 1 << 31  # C ints: llama.cpp's samplers take int32 parameters
+
+
 class PresetError(Exception):
     """A preset that cannot be used; the message names the file and field."""
 
@@ -61,6 +65,7 @@ class Param:
     lo: float | None = None
     hi: float | None = None
     help: str = ""
+    lo_open: bool = False  # the value must be above ``lo``, not equal to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +117,8 @@ SAMPLER_TYPES: dict[str, SamplerType] = {
                     lambda c, p: XTC(p["probability"], p["threshold"], p["min_keep"], c.seed), seeded=True,
                     help="exclude top choices"),
         SamplerType("penalties", {"last_n": Param(_I, 64, -1, None, "-1: the context size"),
-                                  "repeat": Param(_F, 1.0, 0.0, None), "frequency": Param(_F, 0.0),
+                                  "repeat": Param(_F, 1.0, 0.0, None, "divides positive logits: above 0",
+                                                  lo_open=True), "frequency": Param(_F, 0.0),
                                   "presence": Param(_F, 0.0)},
                     lambda c, p: Penalties(c.n_ctx if p["last_n"] == -1 else p["last_n"], p["repeat"],
                                            p["frequency"], p["presence"]),
@@ -269,18 +275,30 @@ def _check_param(where: str, t: SamplerType, key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise PresetError(f"{where}.{key}: expected a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise PresetError(f"{where}.{key}: expected a finite number, got {value!r}")
     elif p.kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise PresetError(f"{where}.{key}: expected an integer, got {value!r}")
+        if abs(value) > _INT_LIMIT:
+            raise PresetError(f"{where}.{key}: {value} is out of range (at most {_INT_LIMIT:,} in size)")
     elif p.kind is list:
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             raise PresetError(f"{where}.{key}: expected a list of strings")
+        if len(value) > 64 or any(len(x) > 64 for x in value):
+            raise PresetError(f"{where}.{key}: at most 64 strings of at most 64 characters")
     elif p.kind is dict:
         if not isinstance(value, dict):
             raise PresetError(f"{where}.{key}: expected a table of token id = bias")
         for k, v in value.items():
-            if not str(k).lstrip("-").isdigit() or isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise PresetError(f"{where}.{key}: entries must be token_id = number (got {k!r} = {v!r})")
+            if (not str(k).isascii() or not str(k).isdigit() or len(str(k)) > 9 or isinstance(v, bool)
+                    or not isinstance(v, (int, float)) or (not math.isfinite(v) and v != -math.inf)):
+                raise PresetError(f"{where}.{key}: entries must be token_id = finite number or -inf "
+                                  f"(got {k!r} = {v!r})")
+        if len(value) > 1024:
+            raise PresetError(f"{where}.{key}: at most 1,024 biased tokens (got {len(value):,})")
+    if p.lo is not None and p.lo_open and value <= p.lo:
+        raise PresetError(f"{where}.{key}: {value} must be above {p.lo}")
     if p.lo is not None and value < p.lo:
         raise PresetError(f"{where}.{key}: {value} is below the minimum {p.lo}")
     if p.hi is not None and value > p.hi:
@@ -368,14 +386,17 @@ def load_preset_file(path: Path) -> Preset:
     if unknown:
         raise PresetError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (expected name, description, samplers)")
     name = data.get("name", path.stem)
-    if not isinstance(name, str) or not name.strip():
-        raise PresetError(f"{path}: name: expected a non-empty string")
+    if not isinstance(name, str) or not name.strip() or len(name) > 64:
+        raise PresetError(f"{path}: name: expected a non-empty string of at most 64 characters")
     samplers = data.get("samplers")
     if not isinstance(samplers, list):
         raise PresetError(f"{path}: samplers: expected a list of [[samplers]] tables")
     description = data.get("description", "")
-    if not isinstance(description, str):
-        raise PresetError(f"{path}: description: expected a string")
+    if not isinstance(description, str) or len(description) > 200:
+        raise PresetError(f"{path}: description: expected a string of at most 200 characters")
+    for key, text in (("name", name), ("description", description)):
+        if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text):
+            raise PresetError(f"{path}: {key}: control characters are not allowed")
     return Preset(name.strip(), validate_specs(samplers, where=str(path)), description, str(path))
 
 

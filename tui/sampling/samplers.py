@@ -432,6 +432,11 @@ class XTC(_Seeded):
 # -- logit transforms ----------------------------------------------------------------
 
 
+def _finite_f32(logit: np.float32, t: np.float32) -> bool:
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(F32(logit) / t))
+
+
 class Temp(Sampler):
     """Divide logits by t. t <= 0 keeps only the (first) best logit; the rest become -inf."""
 
@@ -451,7 +456,9 @@ class Temp(Sampler):
 def _temp(cur: Candidates, t: np.float32) -> None:
     if len(cur) == 0:
         return
-    if t <= 0:
+    if t <= 0 or not _finite_f32(cur.max_logit(), t):
+        # t <= 0, or so small that the best logit / t overflows float32 (C gets inf, then NaN
+        # probabilities): keep only the best, the limit of t -> 0
         best = cur.argmax()
         lg = np.full(len(cur), NEG_INF, dtype=F32)
         lg[best] = cur.logits[best]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .base import NonFiniteLogits
 from .candidates import Head, best_first, top_k_stable
 
 
@@ -129,14 +130,15 @@ def raw_stats(logits: np.ndarray, k: int, scratch: Scratch | None = None, head_s
     best = int(idx[0]) if len(idx) else int(logits.argmax())
     m = logits[best]
     if not np.isfinite(m):
-        empty = _frozen(np.empty(0, dtype=np.int32))
-        return RawStats(float(m), best, float(m), 0.0, empty, _frozen(np.empty(0, np.float32)),
-                        _frozen(np.empty(0, np.float64)))
+        raise NonFiniteLogits(logits)
     shifted, ex, ones = (scratch or Scratch()).get(len(logits))
     np.subtract(logits, m, out=shifted)
     np.exp(shifted, out=ex)
     # two BLAS dots (one thread, vectorised) beat np.sum's pairwise float32 loop
     z = float(np.dot(ex, ones))
+    if not math.isfinite(z):
+        # a NaN or +inf logit anywhere makes the normaliser non-finite: the one check a step needs
+        raise NonFiniteLogits(logits)
     # H = -Σ p ln p = ln Z - Σ p (l - m)   (p = e^(l-m) / Z)
     with np.errstate(invalid="ignore"):
         dot = float(np.dot(ex, shifted))
