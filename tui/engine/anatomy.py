@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import app_dirs
+from ..safe_text import visible
 from .errors import ModelFileError
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
@@ -105,6 +106,16 @@ class Anatomy:
         return d
 
 
+def _hyper_value(value: Any) -> Any:
+    """A hyperparameter as read: numbers (and lists of them) as they are, anything else (a crafted
+    file's string) as visible text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return value
+    return visible(value)
+
+
 def _value(field_: Any) -> Any:
     try:
         return field_.contents()
@@ -140,20 +151,21 @@ def read_anatomy(path: str | Path) -> Anatomy:
     for suffix, label in HYPER_KEYS:
         f = fields.get(f"{arch}.{suffix}")
         if f is not None:
-            hyper[label] = _value(f)
+            hyper[label] = _hyper_value(_value(f))
     tokens = fields.get("tokenizer.ggml.tokens")
     from .models import _file_type_name
 
     anatomy = Anatomy(
         path=str(p),
         file_size=st.st_size,
-        arch=arch,
-        name=str(_value(fields["general.name"])) if "general.name" in fields else p.stem,
+        arch=visible(arch),  # GGUF strings are untrusted: made visible once, for every display
+        name=visible(_value(fields["general.name"])) if "general.name" in fields else visible(p.stem),
         file_type=_file_type_name(_value(fields["general.file_type"]) if "general.file_type" in fields else None),
         hyper=hyper,
         vocab_size=len(tokens.data) if tokens is not None else 0,
         tensors=[
-            Tensor(t.name, tuple(int(x) for x in t.shape), t.tensor_type.name, int(t.n_elements), int(t.n_bytes))
+            Tensor(visible(t.name), tuple(int(x) for x in t.shape), t.tensor_type.name, int(t.n_elements),
+                   int(t.n_bytes))
             for t in reader.tensors
         ],
         data_offset=header.data_offset,

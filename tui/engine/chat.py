@@ -73,14 +73,16 @@ class ChatSession:
         dropped = 0
         n_ctx = self.engine.n_ctx
         while len(tokens) + self.reserve > n_ctx:
+            first = 1 if self.messages and self.messages[0]["role"] == "system" else 0
+            if len(self.messages) - first <= 1:  # nothing older to drop, whatever the policy
+                self.messages.pop()
+                raise ContextError(f"this message ({len(tokens)} tokens with the chat template, plus "
+                                   f"{self.reserve} kept free for the answer) does not fit n_ctx {n_ctx}: "
+                                   "use a larger --n-ctx or a shorter message")
             if self.policy != "drop-oldest-turns":
                 self.messages.pop()
                 raise ContextError(f"the conversation ({len(tokens)} tokens) no longer fits n_ctx {n_ctx}: "
                                    "use --context-policy drop-oldest-turns or a larger --n-ctx")
-            first = 1 if self.messages and self.messages[0]["role"] == "system" else 0
-            if len(self.messages) - first <= 1:
-                self.messages.pop()
-                raise ContextError(f"this message alone ({len(tokens)} tokens) does not fit n_ctx {n_ctx}")
             del self.messages[first:first + 2]  # the oldest user/assistant exchange
             dropped += 1
             text, tokens = chat_prompt(self.engine, self.messages)

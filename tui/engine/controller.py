@@ -147,7 +147,6 @@ class Controller:
         self.n_keep = n_keep
         self.chat: Any = None  # a ChatSession when in chat mode
         self._writer: Any = None
-        self._rss = 0
         self._run_preset: Any = None
 
     @property
@@ -254,15 +253,8 @@ class Controller:
     def _record_step(self, step: Step) -> None:
         if self._writer is None:
             return
-        if step.index % 8 == 0:
-            try:
-                import psutil
-
-                self._rss = psutil.Process().memory_info().rss
-            except Exception:  # psutil can fail in odd containers: record 0
-                self._rss = 0
         kv = self.engine.kv_layout().used(step.n_past + 1)
-        self._record(lambda w: w.step(step, rss=self._rss, kv_bytes=kv))
+        self._record(lambda w: w.step(step, kv_bytes=kv))
 
     def _run(self, prompt: str, cancel: threading.Event, step_mode: bool, add_bos: bool | None,
              parse_special: bool, prefix: Sequence[int] | None, history: list[int],
@@ -327,9 +319,10 @@ class Controller:
             self.last = RunState(history=history, last_logits=gen.last_logits,
                                  last_step=None)
         except EngineError as exc:
-            stats = GenerationStats(stop_reason=StopReason.ERROR, error=str(exc))
-            self._record(lambda w: w.footer(stop_reason="error", error=str(exc), summary=stats.summary()))
-            self.emit(Finished(StopReason.ERROR, str(exc), stats.summary(), ""))
+            error = str(exc)
+            stats = GenerationStats(stop_reason=StopReason.ERROR, error=error)
+            self._record(lambda w: w.footer(stop_reason="error", error=error, summary=stats.summary()))
+            self.emit(Finished(StopReason.ERROR, error, stats.summary(), ""))
             return stats
         self._record(lambda w: w.finish(stats))
         self.emit(Finished(stats.stop_reason, stats.error, stats.summary(), stats.text))

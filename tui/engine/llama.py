@@ -101,13 +101,14 @@ def _error_from_log(mark: int) -> str:
     lines = LOG.since(mark)
     for wanted in ("error", "warn"):
         picked = [ln.text.strip() for ln in lines if ln.level == wanted and ln.text.strip()]
+        # "llama_model_load: error loading model: <reason>" -> "<reason>"; the generic
+        # "…_impl: failed to load model" that llama.cpp logs after it says nothing more
+        for sep in ("error loading model: ", "failed to load model: "):
+            reasons = [t.split(sep, 1)[1] for t in picked if sep in t]
+            if reasons:
+                return reasons[-1]
         if picked:
-            text = picked[-1]
-            # "llama_model_load: error loading model: <reason>" -> "<reason>"
-            for sep in ("error loading model: ", "failed to load model: "):
-                if sep in text:
-                    text = text.split(sep, 1)[1]
-            return text
+            return picked[-1]
     return "llama.cpp refused it (see the log)"
 
 
@@ -377,7 +378,11 @@ class LlamaEngine:
 
     def tokenize(self, text: str, *, add_bos: bool | None = None, parse_special: bool = False) -> list[int]:
         """Text -> token ids. ``add_bos=None`` follows the model's own setting."""
-        data = text.encode("utf-8")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates: undecodable bytes of a command line
+            raise EngineError(f"the text is not valid UTF-8 (at character {exc.start}); "
+                              "give text in UTF-8") from None
         n_max = len(data) + 8
         buf = (ctypes.c_int32 * n_max)()
         n = _ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, parse_special)
@@ -397,6 +402,7 @@ class LlamaEngine:
         cached = self._piece_cache.get(token)
         if cached is not None:
             return cached
+        self._check_token(token)
         size = 64
         while True:
             buf = ctypes.create_string_buffer(size)
@@ -411,13 +417,22 @@ class LlamaEngine:
     def detokenize(self, tokens: Sequence[int]) -> bytes:
         return b"".join(self.piece(t) for t in tokens)
 
+    def _check_token(self, token: int) -> None:
+        """llama.cpp aborts the process (std::out_of_range) on an id outside the vocabulary: every
+        id that reaches it from here is checked first (ids come from files and clients too)."""
+        if not 0 <= token < self.n_vocab:
+            raise EngineError(f"token id {token} is outside this model's vocabulary (0..{self.n_vocab - 1})")
+
     def is_eog(self, token: int) -> bool:
+        self._check_token(token)
         return bool(_ll.llama_vocab_is_eog(self._vocab, token))
 
     def is_control(self, token: int) -> bool:
+        self._check_token(token)
         return bool(_ll.llama_vocab_is_control(self._vocab, token))
 
     def token_attr(self, token: int) -> int:
+        self._check_token(token)
         return int(_ll.llama_vocab_get_attr(self._vocab, token))
 
     def eog_tokens(self) -> list[int]:
@@ -467,11 +482,16 @@ class LlamaEngine:
             )
         t0 = time.perf_counter()
         if len(tokens) == 1:
+            self._check_token(tokens[0])
             self._one[0] = tokens[0]
             self._decode_batch(self._one, 1)
             self.held.append(int(tokens[0]))
         else:
-            arr = np.ascontiguousarray(tokens, dtype=np.int32)
+            arr = np.ascontiguousarray(tokens, dtype=np.int64)
+            if arr.min() < 0 or arr.max() >= self.n_vocab:
+                bad = int(arr[(arr < 0) | (arr >= self.n_vocab)][0])
+                self._check_token(bad)
+            arr = arr.astype(np.int32)
             base = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
             step = self.settings.n_batch
             for start in range(0, len(arr), step):
@@ -504,6 +524,8 @@ class LlamaEngine:
         n = len(tokens)
         if n > self.n_ctx:
             raise ContextError(f"{n} tokens do not fit n_ctx {self.n_ctx}")
+        for tok in tokens:
+            self._check_token(tok)
         out = np.empty((n, self.n_vocab), dtype=np.float32)
         step = min(self.settings.n_batch, self.settings.n_ubatch)
         batch = _ll.llama_batch_init(step, 0, 1)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..config import app_dirs
+from ..safe_text import is_clean, visible
 from .errors import EngineError, ModelFileError
 from .gguf_header import GGUFHeader, read_header
 
@@ -43,6 +44,13 @@ class ModelEntry:
     n_embd: int = 0
     has_chat_template: bool = False
     error: str | None = None  # set when the file is unusable
+
+    def __post_init__(self) -> None:
+        # names come from file names and GGUF metadata: shown in terminals, so made visible once here
+        for name in ("name", "arch", "quant", "error"):
+            value = getattr(self, name)
+            if value is not None and not is_clean(value, keep=""):
+                object.__setattr__(self, name, visible(value))
 
     @property
     def usable(self) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..safe_text import is_clean, visible
+
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
@@ -29,6 +31,13 @@ class ModelInfo:
     eot: int
     add_bos: bool
     chat_template: str | None
+
+    def __post_init__(self) -> None:
+        # general.name and friends come from the GGUF file: made visible once, here, for every display
+        for name in ("name", "arch", "quant", "description"):
+            value = getattr(self, name)
+            if not is_clean(value, keep=""):
+                object.__setattr__(self, name, visible(value))
 
     @property
     def has_chat_template(self) -> bool:

@@ -33,6 +33,45 @@ def default_threads() -> int:
     return max(1, n or os.cpu_count() or 1)
 
 
+def max_threads() -> int:
+    """The most threads a setting may ask for: the machine's logical CPUs × 4.
+
+    llama.cpp starts every thread it is told to and spin-waits them between
+    tokens: ``--threads 10000`` hung this kind of machine for an hour and
+    ``100000`` crashed llama.cpp. A few per logical CPU is already far past
+    where generation stops getting faster.
+    """
+    return logical_cpus() * THREADS_PER_CPU
+
+
+def logical_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity, where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+THREADS_PER_CPU = 4
+MAX_CTX = 1 << 22  # 4,194,304 tokens: beyond any model's training context
+MAX_BATCH = 1 << 16
+MAX_GPU_LAYERS = 10_000  # more than any model has: llama.cpp caps it at the model's layer count
+SEED_MAX = 0xFFFFFFFF  # llama.cpp's seeds are 32-bit; -1 (= 0xFFFFFFFF) asks for a random one
+
+# field -> (type, lowest, highest or None). Checked once, where settings are made (CLI, config,
+# a recording's header, the settings screen): a wrong type or range names the field.
+_INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "n_ctx": (8, MAX_CTX),
+    "n_threads": (0, None),  # highest: max_threads(), read when checked
+    "n_threads_batch": (0, None),
+    "n_batch": (1, MAX_BATCH),
+    "n_ubatch": (1, MAX_BATCH),
+    "n_gpu_layers": (-1, MAX_GPU_LAYERS),
+    "seed": (-1, SEED_MAX),
+}
+_BOOLS = ("use_mmap", "use_mlock", "swa_full")
+
+
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     n_ctx: int = 2048
@@ -50,14 +89,28 @@ class EngineSettings:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        if self.n_ctx < 8:
-            raise EngineError(f"n_ctx must be at least 8 (got {self.n_ctx})")
-        if self.n_ctx > 1 << 22:
-            raise EngineError(f"n_ctx {self.n_ctx:,} is impossible here (max {1 << 22:,})")
-        if self.n_batch < 1 or self.n_ubatch < 1:
-            raise EngineError("n_batch and n_ubatch must be positive")
-        if self.n_threads < 0 or self.n_threads_batch < 0:
-            raise EngineError("thread counts must be positive (0 = automatic)")
+        for name, (lo, hi) in _INT_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise EngineError(f"{name}: expected a whole number, got {value!r}")
+            if name in ("n_threads", "n_threads_batch"):
+                hi = max_threads()
+                if value > hi:
+                    raise EngineError(f"{name}: {value:,} threads is more than this machine can use (at most "
+                                      f"{hi} = {logical_cpus()} logical CPUs × {THREADS_PER_CPU}; 0 = "
+                                      "automatic)")
+            if value < lo or (hi is not None and value > hi):
+                if name == "n_ctx" and value > lo:
+                    raise EngineError(f"n_ctx {value:,} is impossible here (max {MAX_CTX:,})")
+                what = " (-1: a random seed)" if name == "seed" else " (0: automatic)" if "threads" in name else ""
+                raise EngineError(f"{name}: {value:,} is outside {lo:,}..{hi:,}{what}" if hi is not None
+                                  else f"{name}: {value:,} must be at least {lo}{what}")
+        for name in _BOOLS:
+            if not isinstance(getattr(self, name), bool):
+                raise EngineError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+        for name in ("type_k", "type_v", "flash_attn"):
+            if not isinstance(getattr(self, name), str):
+                raise EngineError(f"{name}: expected a name, got {getattr(self, name)!r:.60}")
         for name in ("type_k", "type_v"):
             if getattr(self, name) not in CACHE_TYPES:
                 raise EngineError(f"{name} must be one of {', '.join(CACHE_TYPES)} (got {getattr(self, name)!r})")
@@ -76,9 +129,26 @@ class EngineSettings:
         return replace(self, **changes)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "EngineSettings":
-        """Settings from ``as_dict`` output (a recording's header); unknown keys are ignored."""
-        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+    def from_dict(cls, values: Any, *, strict: bool = False) -> "EngineSettings":
+        """Settings from untrusted key/values (a config file's [engine], a recording's header).
+
+        Every value is checked (type and range); ``strict``: unknown keys are an error (a config
+        file: a typo must not pass silently), else ignored (a recording from another version).
+        Thread counts above what this machine allows are lowered to it when not ``strict``: a
+        recording made on a larger machine still replays here. Raises EngineError naming the field.
+        """
+        if not isinstance(values, dict):
+            raise EngineError(f"expected a table of engine settings, got {type(values).__name__}")
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        unknown = sorted(str(k) for k in values if k not in cls.__dataclass_fields__)
+        if strict and unknown:
+            raise EngineError(f"unknown setting(s): {', '.join(unknown)} (known: {', '.join(cls.__dataclass_fields__)})")
+        if not strict:
+            for name in ("n_threads", "n_threads_batch"):
+                v = known.get(name)
+                if isinstance(v, int) and not isinstance(v, bool) and v > max_threads():
+                    known[name] = max_threads()
+        return cls(**known)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
