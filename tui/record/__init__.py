@@ -4,13 +4,13 @@ from .session import (
     FORMAT,
     VERSION,
     RecordError,
+    RecordingExists,
     Session,
     SessionFileError,
     SessionWriter,
     append_event,
-    default_session_path,
     read_session,
 )
 
-__all__ = ["FORMAT", "VERSION", "RecordError", "Session", "SessionFileError", "SessionWriter",
-           "append_event", "default_session_path", "read_session"]
+__all__ = ["FORMAT", "VERSION", "RecordError", "RecordingExists", "Session", "SessionFileError", "SessionWriter",
+           "append_event", "read_session"]

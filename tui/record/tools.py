@@ -11,6 +11,7 @@ from typing import Any
 
 from ..engine.errors import EngineError
 from ..engine.loop import Generation
+from ..safe_text import markdown_code, markdown_text, visible, visible_lines
 from ..sampling.presets import Preset, PresetError, validate_specs
 from ..sampling.trace import prob_bucket
 from .session import Session
@@ -37,10 +38,22 @@ class VerifyResult:
         return self.first_difference is None
 
 
+def _check_model(session: Session, engine: Any, doing: str) -> None:
+    """The recording's token ids mean something only to a model with the same vocabulary (an id
+    outside it aborts llama.cpp)."""
+    if session.n_vocab != engine.n_vocab:
+        raise EngineError(f"{session.path}: recorded with a vocabulary of {session.n_vocab:,} tokens, this model "
+                          f"has {engine.n_vocab:,}: cannot {doing} it with another model")
+
+
 def verify(session: Session, engine: Any) -> VerifyResult:
     """Re-run the recording with its settings, presets (changes included) and seed on ``engine``."""
     head = session.header
     where = str(session.path)
+    _check_model(session, engine, "verify")
+    missing = session.first_missing
+    if missing is not None:
+        raise EngineError(f"{where}: step {missing} is missing (a damaged line): cannot verify the steps after it")
     preset = preset_from(head["preset"], where)
     seed = int(head["seed"])
     changes: dict[int, Preset] = {}
@@ -76,10 +89,17 @@ def verify(session: Session, engine: Any) -> VerifyResult:
     return VerifyResult(len(recorded), None)
 
 
-def fork_prefix(session: Session, at_step: int) -> tuple[list[int], list[int]]:
-    """(prompt tokens for a fork at ``at_step``, the generated tokens it keeps)."""
+def fork_prefix(session: Session, at_step: int, engine: Any = None) -> tuple[list[int], list[int]]:
+    """(prompt tokens for a fork at ``at_step``, the generated tokens it keeps); ``engine``: the model
+    the fork runs on, refused unless its vocabulary is the recording's."""
+    if engine is not None:
+        _check_model(session, engine, "fork")
     if not 0 <= at_step <= len(session.steps):
         raise EngineError(f"fork step {at_step} is outside the recording (0..{len(session.steps)})")
+    missing = session.first_missing
+    if missing is not None and at_step > missing:
+        raise EngineError(f"step {missing} is missing from the recording (a damaged line): fork at step {missing} "
+                          "or before")
     kept = session.tokens[:at_step]
     return list(session.header["prompt_tokens"]) + kept, kept
 
@@ -93,22 +113,31 @@ def _piece(session: Session, token: int) -> str:
     return session.piece(token).decode("utf-8", errors="backslashreplace")
 
 
+# Exports escape for their own format everything that came from the file (and so from the model,
+# the user or whoever wrote the file): Markdown through markdown_text / markdown_code (HTML
+# entities, Markdown's active characters, a code fence longer than any backtick run), HTML through
+# html.escape; control characters made visible in both. Numbers were checked by the reader.
+
+
 def export_markdown(session: Session) -> str:
     h = session.header
-    out = [f"# llmtui session: {h['model']['name']}", ""]
-    out.append(f"- model: {h['model']['name']} ({h['model']['arch']}, {h['model']['quant']})")
-    out.append(f"- preset: {h['preset']['name']} — seed {h['seed']} — recorded {h.get('created', '?')}")
-    out.append(f"- prompt: `{h['prompt']}` ({len(h['prompt_tokens'])} tokens)")
+    model, preset = h["model"], h["preset"]
+    name = markdown_text(model["name"])
+    out = [f"# llmtui session: {name}", ""]
+    out.append(f"- model: {name} ({markdown_text(model['arch'])}, {markdown_text(model['quant'])})")
+    out.append(f"- preset: {markdown_text(preset['name'])} — seed {h['seed']} — recorded "
+               f"{markdown_text(h.get('created', '?'))}")
+    out.append(f"- prompt: {markdown_code(h['prompt'])} ({len(h['prompt_tokens'])} tokens)")
     if session.footer:
-        out.append(f"- stopped: {session.footer.get('stop_reason')} after {len(session.steps)} tokens")
+        out.append(f"- stopped: {markdown_text(session.footer.get('stop_reason'))} after {len(session.steps)} tokens")
     if h.get("parent"):
-        out.append(f"- forked from {h['parent'].get('file')} at step {h['parent'].get('fork_step')}")
+        out.append(f"- forked from {markdown_code(h['parent'].get('file'))} at step {h['parent'].get('fork_step')}")
     out += ["", "## Text", "", "Each token is shown as `[text|p]` with the probability it was drawn with.", ""]
-    out.append("".join(f"[{s.text}|{s.prob:.2f}]" for s in session.steps))
+    out.append("".join(f"[{markdown_text(s.text)}|{s.prob:.2f}]" for s in session.steps))
     out += ["", "## Steps", ""]
     for s in session.steps:
         tr = s.trace
-        out.append(f"### step {s.index}: `{_piece(session, s.token)!s}` (p {s.prob:.3f}, "
+        out.append(f"### step {s.index}: {markdown_code(_piece(session, s.token))} (p {s.prob:.3f}, "
                    f"H {tr.entropy_bits:.2f} bits, draw {tr.draw if tr.draw is not None else '—'})")
         out.append("")
         out.append("| rank | token | logit | p before | p after |")
@@ -116,9 +145,14 @@ def export_markdown(session: Session) -> str:
         for r, (t, lg, pb, pa) in enumerate(zip(tr.top_ids.tolist(), tr.top_logits.tolist(),
                                                  tr.top_p_before.tolist(), tr.top_p_after.tolist()), 1):
             mark = " ▶" if t == s.token else ""
-            out.append(f"| {r}{mark} | `{_piece(session, t)}` | {lg:.2f} | {pb:.4f} | {pa:.4f} |")
+            out.append(f"| {r}{mark} | {markdown_code(_piece(session, t))} | {lg:.2f} | {pb:.4f} | {pa:.4f} |")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def _h(text: Any) -> str:
+    """A value from the file in HTML: control characters visible, then escaped (quotes too)."""
+    return html.escape(visible(text))
 
 
 def export_html(session: Session) -> str:
@@ -126,20 +160,23 @@ def export_html(session: Session) -> str:
     spans = []
     for s in session.steps:
         colour = _BUCKET_COLOURS[prob_bucket(s.prob)]
-        tip = html.escape(json.dumps({"step": s.index, "p": round(s.prob, 4),
-                                      "top": [[_piece(session, t), round(p, 4)] for t, p in
-                                              zip(s.trace.top_ids.tolist(), s.trace.top_p_before.tolist())][:5]},
-                                     ensure_ascii=False))
-        spans.append(f'<span class="t" style="color:{colour}" title="{tip}">{html.escape(s.text)}</span>')
+        tip = _h(json.dumps({"step": s.index, "p": round(s.prob, 4),
+                             "top": [[visible(_piece(session, t)), round(p, 4)] for t, p in
+                                     zip(s.trace.top_ids.tolist(), s.trace.top_p_before.tolist())][:5]},
+                            ensure_ascii=False))
+        # the text keeps its line breaks and tabs (white-space: pre-wrap)
+        text = html.escape(visible_lines(s.text))
+        spans.append(f'<span class="t" style="color:{colour}" title="{tip}">{text}</span>')
     rows = []
     for s in session.steps:
         tr = s.trace
         cells = "".join(
-            f"<td class='{'chosen' if t == s.token else ''}'>{html.escape(_piece(session, t))}<br>"
+            f"<td class='{'chosen' if t == s.token else ''}'>{_h(_piece(session, t))}<br>"
             f"<small>{pb:.3f} → {pa:.3f}</small></td>"
             for t, pb, pa in zip(tr.top_ids.tolist(), tr.top_p_before.tolist(), tr.top_p_after.tolist()))
         rows.append(f"<tr><th>{s.index}</th>{cells}</tr>")
-    title = html.escape(f"llmtui session: {h['model']['name']} · {h['preset']['name']} · seed {h['seed']}")
+    title = _h(f"llmtui session: {h['model']['name']} · {h['preset']['name']} · seed {h['seed']}")
+    prompt = html.escape(visible_lines(h["prompt"]))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -152,9 +189,9 @@ td, th {{ border: 1px solid #2a3140; padding: 2px 6px; vertical-align: top; }}
 td.chosen {{ background: #3a2f12; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>prompt: <span class="prompt">{html.escape(h['prompt'])}</span> — {len(session.steps)} tokens;
+<p>prompt: <span class="prompt">{prompt}</span> — {len(session.steps)} tokens;
 colour = probability the token was drawn with (red &lt; 5% … green ≥ 80%); hover a token for its top-5.</p>
-<div class="text"><span class="prompt">{html.escape(h['prompt'])}</span>{''.join(spans)}</div>
+<div class="text"><span class="prompt">{prompt}</span>{''.join(spans)}</div>
 <h2>Top-10 per step (p before → after the sampler chain)</h2>
 <table>{''.join(rows)}</table>
 </body></html>
@@ -167,6 +204,10 @@ EXPORTERS: dict[str, Callable[[Session], str]] = {"md": export_markdown, "html":
 def export(session: Session, fmt: str, out: Path | None = None) -> Path:
     if fmt not in EXPORTERS:
         raise EngineError(f"unknown export format {fmt!r} (md or html)")
-    target = out or session.path.with_suffix(f".{fmt}")
-    target.write_text(EXPORTERS[fmt](session), encoding="utf-8")
+    target = Path(out) if out is not None else session.path.with_suffix(f".{fmt}")
+    text = EXPORTERS[fmt](session)
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:  # a directory, no permission, no space
+        raise EngineError(f"{visible(target)}: cannot write the export: {exc.strerror or exc}") from None
     return target
