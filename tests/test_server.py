@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import logging
 import math
 import os
 import signal
@@ -15,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import openai
 import pytest
@@ -305,8 +308,6 @@ async def test_S_toggles_the_server_and_a_taken_port_is_a_one_line_error() -> No
 
 
 def test_a_client_that_leaves_a_non_streaming_request_stops_its_generation(server) -> None:
-    import http.client
-
     host, port = server.url.removeprefix("http://").removesuffix("/v1").split(":")
     server.steps.clear()
     body = json.dumps({"model": model_id(server), "prompt": "1, 2, 3, 4, 5,", "max_tokens": 500,
@@ -360,3 +361,181 @@ async def test_a_request_without_preset_uses_the_dashboards_current_one() -> Non
         assert out.system_fingerprint.startswith("llmtui-balanced T=0.8")
         await until(pilot, lambda: app.state.startswith("API #1 stopped"))
         app.stop_api()
+
+
+# -- untrusted input: body limit, auth before parsing, error shapes, bad values, logged 500s ---------------
+
+LIMIT = 64 * 1024
+
+
+def _call(url: str, method: str, path: str, body: Any = None, headers: dict | None = None,
+          ) -> tuple[int, dict, dict]:
+    """One raw request: (status, JSON body, headers)."""
+    host, port = url.removeprefix("http://").removesuffix("/v1").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        sent = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=body, headers={**sent, **(headers or {})})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read()), dict(r.getheaders())
+    finally:
+        conn.close()
+
+
+def _openai_error(body: dict) -> dict:
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    return body["error"]
+
+
+def _head_only(url: str, path: str, headers: dict) -> tuple[int, dict]:
+    """Send only the head of a request that announces a 120 MB body, and read the answer: a server that
+    waited for the body would time out."""
+    host, port = url.removeprefix("http://").removesuffix("/v1").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.putrequest("POST", path)
+        for name, value in {"Content-Type": "application/json", "Content-Length": "120000000", **headers}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def guarded(engine, smollm2_path):
+    """A server with an API key and a small body limit."""
+    entry = describe_file(smollm2_path, source="embedded")
+    srv = start_local(engine, entry, catalog=load_presets(None), preset=BUILTIN_PRESETS["greedy"], seed=1,
+                      port=0, api_key="s3cret", max_body_bytes=LIMIT)
+    yield SimpleNamespace(url=srv.url, model=entry.name, key={"Authorization": "Bearer s3cret"})
+    srv.stop()
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(guarded) -> None:
+    status, body = _head_only(guarded.url, "/v1/completions", guarded.key)  # at once, from the Content-Length
+    error = _openai_error(body)
+    assert status == 413 and error["code"] == "request_too_large" and str(LIMIT) in error["message"]
+    # chunked: no Content-Length, refused once the bytes received pass the limit
+    chunks = (b"x" * 8192 for _ in range(4 * LIMIT // 8192))
+    status, body, _ = _call(guarded.url, "POST", "/v1/completions", chunks, guarded.key)  # http.client chunks it
+    assert status == 413 and _openai_error(body)["code"] == "request_too_large"
+    # a body under the limit is served
+    small = json.dumps({"model": guarded.model, "prompt": "Hi", "max_tokens": 1, "padding": "x" * (LIMIT // 2)})
+    status, body, _ = _call(guarded.url, "POST", "/v1/completions", small, guarded.key)
+    assert status == 200 and body["usage"]["completion_tokens"] == 1
+
+
+def test_the_api_key_is_checked_before_the_body_is_read(guarded) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        status, body, got = _call(guarded.url, "POST", "/v1/chat/completions", "{not json", headers)
+        assert status == 401 and _openai_error(body)["code"] == "invalid_api_key", body  # not 400
+        assert got["www-authenticate"] == "Bearer"
+    status, body = _head_only(guarded.url, "/v1/chat/completions", {})
+    assert status == 401 and _openai_error(body)["code"] == "invalid_api_key"  # not 413, and without waiting
+    status, body, _ = _call(guarded.url, "POST", "/v1/chat/completions", "{not json", guarded.key)
+    assert status == 400 and _openai_error(body)["code"] == "invalid_json"
+    # open without the key: the health check and the (public) schema
+    assert _call(guarded.url, "GET", "/health")[0] == 200
+    status, schema, _ = _call(guarded.url, "GET", "/openapi.json")
+    assert status == 200 and "/v1/chat/completions" in schema["paths"]
+    assert schema["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+
+
+def test_the_frameworks_own_errors_have_openai_shape(server) -> None:
+    for method in ("GET", "OPTIONS"):
+        status, body, headers = _call(server.url, method, "/v1/chat/completions")
+        error = _openai_error(body)
+        assert status == 405 and error["code"] == "method_not_allowed" and headers["allow"] == "POST"
+        assert method in error["message"]
+    status, body, _ = _call(server.url, "GET", "/v1/nothing-here")
+    assert status == 404 and _openai_error(body)["code"] == "not_found"
+    status, body, _ = _call(server.url, "POST", "/v1/chat/completions", '{"model": "x", "messages": [')
+    error = _openai_error(body)
+    assert status == 400 and error["code"] == "invalid_json" and "not valid JSON" in error["message"]
+    chat = json.dumps({"model": model_id(server), "messages": CHAT, "max_tokens": 1})
+    status, body, _ = _call(server.url, "POST", "/v1/chat/completions", chat, {"Content-Type": "text/plain"})
+    error = _openai_error(body)
+    assert status == 400 and error["code"] == "invalid_content_type" and "application/json" in error["message"]
+    status, body, _ = _call(server.url, "POST", "/v1/chat/completions",
+                            json.dumps({"model": model_id(server), "messages": [{"role": "user", "content": 5}]}))
+    assert status == 400 and _openai_error(body)["param"] == "messages[0].content"
+    status, schema, _ = _call(server.url, "GET", "/openapi.json")
+    assert status == 200 and set(schema["paths"]) == {"/health", "/v1/models", "/v1/completions",
+                                                      "/v1/chat/completions"}
+
+
+def test_a_lone_surrogate_is_a_400_naming_the_field(server) -> None:
+    model = json.dumps(model_id(server))
+    cases = {  # JSON's \ud800 escape parses into a str that has no UTF-8 form
+        "prompt": f'{{"model": {model}, "prompt": "a\\ud800b", "max_tokens": 1}}',
+        "stop": f'{{"model": {model}, "prompt": "Hi", "stop": ["\\udfff"], "max_tokens": 1}}',
+        "preset": f'{{"model": {model}, "prompt": "Hi", "preset": "\\ud800", "max_tokens": 1}}',
+        "model": '{"model": "\\ud800", "prompt": "Hi", "max_tokens": 1}',
+        "messages[1].content": f'{{"model": {model}, "messages": [{{"role": "system", "content": "Be brief."}}, '
+                               f'{{"role": "user", "content": [{{"type": "text", "text": "\\ud83d"}}]}}]}}',
+    }
+    for param, body in cases.items():
+        path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+        status, answer, _ = _call(server.url, "POST", path, body)
+        error = _openai_error(answer)
+        assert status == 400 and error["param"] == param and "surrogate" in error["message"], (param, answer)
+    # a surrogate pair is one ordinary character
+    pair = f'{{"model": {model}, "prompt": "\\ud83d\\ude00", "max_tokens": 1}}'
+    assert _call(server.url, "POST", "/v1/completions", pair)[0] == 200
+
+
+def test_nan_and_infinity_are_400(server) -> None:
+    model = json.dumps(model_id(server))
+    for field, value in (("temperature", "NaN"), ("repeat_penalty", "Infinity"), ("top_p", "-Infinity")):
+        body = f'{{"model": {model}, "prompt": "Hi", "max_tokens": 1, "{field}": {value}}}'
+        status, answer, _ = _call(server.url, "POST", "/v1/completions", body)
+        assert status == 400 and _openai_error(answer)["param"] == field, (field, answer)
+
+
+def test_a_500_is_logged_with_its_traceback_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    from tui.engine.loop import StopReason
+    from tui.server import Service
+    from tui.server.http import ServerConfig, ServerThread, create_app
+
+    def bug(prompt: str, **kw: object) -> object:
+        raise RuntimeError("a bug in run")
+
+    def engine_failure(prompt: str, **kw: object) -> object:
+        return SimpleNamespace(stop_reason=StopReason.ERROR, error="llama_decode returned -3")
+
+    controller = SimpleNamespace(engine=SimpleNamespace(n_ctx=64, tokenize=lambda text, **kw: [1, 2]), run=bug)
+    # the worker calls run directly (no engine thread: there is no engine)
+    service = Service(lambda: controller, call=lambda fn, *a, **kw: fn(*a, **kw)).start()
+    entry = SimpleNamespace(name="m", path="/models/m.gguf", usable=True)
+
+    def models() -> list:
+        raise ValueError("a bug in the web layer")
+
+    config = ServerConfig(catalog=load_presets(None), loaded=lambda: entry, models=lambda: [entry])
+    thread = ServerThread(create_app(service, config), "127.0.0.1", 0).start()
+    caplog.set_level(logging.ERROR, logger="llmtui.server")
+
+    def logged() -> logging.LogRecord:
+        return [r for r in caplog.records if r.name == "llmtui.server"][-1]
+
+    try:
+        request = json.dumps({"model": "m", "prompt": "Hi", "max_tokens": 1})
+        status, body, _ = _call(thread.url, "POST", "/v1/completions", request)
+        assert status == 500 and "RuntimeError: a bug in run" in _openai_error(body)["message"]
+        assert logged().exc_info and logged().exc_info[0] is RuntimeError
+        controller.run = engine_failure
+        status, body, _ = _call(thread.url, "POST", "/v1/completions", request)
+        assert status == 500 and "llama_decode returned -3" in _openai_error(body)["message"]  # the engine's word
+        assert "llama_decode returned -3" in logged().getMessage()
+        config.models = models
+        status, body, _ = _call(thread.url, "GET", "/v1/models")  # an exception in a route
+        error = _openai_error(body)
+        assert status == 500 and error["type"] == "server_error" and "ValueError" in error["message"]
+        assert logged().exc_info[0] is ValueError
+        text = logging.Formatter().format(logged())
+        assert "Traceback" in text and "a bug in the web layer" in text
+    finally:
+        thread.stop()
+        service.close()

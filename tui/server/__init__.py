@@ -36,18 +36,21 @@ class LocalServer:
 def start_local(engine: Any, entry: Any, *, catalog: Any, preset: Any, seed: int, host: str = "127.0.0.1",
                 port: int = 0, api_key: str | None = None, max_tokens: int = 256,
                 models: Callable[[], Sequence[Any]] | None = None, recorder_factory: Any = None,
-                context_policy: str = "stop", on_event: Callable[[object], None] | None = None) -> LocalServer:
+                context_policy: str = "stop", on_event: Callable[[object], None] | None = None,
+                max_body_bytes: int | None = None) -> LocalServer:
     """Serve ``engine`` (already loaded from ``entry``) in background threads; ``port=0`` picks a free one.
-    ``on_event`` sees the controller's events (from the engine thread), e.g. RecordingFailed."""
+    ``on_event`` sees the controller's events (from the engine thread), e.g. RecordingFailed;
+    ``max_body_bytes`` bounds a request body (default :data:`~tui.server.http.MAX_BODY_BYTES`)."""
     from ..engine.controller import Controller
-    from .http import ServerConfig, ServerThread, create_app
+    from .http import MAX_BODY_BYTES, ServerConfig, ServerThread, create_app
 
     controller = Controller(engine, preset, seed=seed, emit=on_event or (lambda event: None), max_tokens=max_tokens,
                             context_policy=context_policy)
     controller.recorder_factory = recorder_factory
     service = Service(lambda: controller).start()
     config = ServerConfig(catalog=catalog, default_preset=lambda: preset, seed=seed, max_tokens=max_tokens,
-                          api_key=api_key, loaded=lambda: entry, models=models or (lambda: [entry]))
+                          api_key=api_key, loaded=lambda: entry, models=models or (lambda: [entry]),
+                          max_body_bytes=MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes)
     try:
         http = ServerThread(create_app(service, config), host, port).start()
     except BaseException:

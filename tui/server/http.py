@@ -1,8 +1,14 @@
 """The OpenAI-compatible HTTP API (FastAPI) on top of :class:`~tui.server.service.Service`.
 
 Routes: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``
-(both streaming as server-sent events or not), ``GET /health``. Errors use
+(both streaming as server-sent events or not), ``GET /health`` and the OpenAPI
+schema at ``GET /openapi.json``. Every error, the framework's own included, uses
 OpenAI's JSON shape ``{"error": {"message", "type", "param", "code"}}``.
+
+The input is untrusted: :class:`_Guard` checks the API key and the body size
+before anything reads the body, and every text field is checked for text that
+cannot be tokenized. A 500 is a bug or an engine failure: it is logged with its
+traceback on the ``llmtui.server`` logger.
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .service import TOP_LOGPROBS_MAX, Accepted, ApiError, Done, GenRequest, Service, TokenOut
 
@@ -35,7 +44,8 @@ log = logging.getLogger("llmtui.server")
 
 
 class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Python's json reads the NaN / Infinity literals; no sampler parameter means anything with them
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: str
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -89,7 +99,28 @@ class CompletionRequest(_Sampling):
     echo: bool = False
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response (for the OpenAPI schema; :meth:`ApiError.body` builds it)."""
+
+    error: ErrorDetail
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {"default": {"model": ErrorBody,
+                                                         "description": "An error, in OpenAI's shape"}}
+
+
 # -- configuration ----------------------------------------------------------------------------------
+
+
+MAX_BODY_BYTES = 8 * 1024 * 1024  # a request body larger than this is refused (413) before it is read
+OPEN_PATHS = frozenset({"/health", "/openapi.json"})  # served without the API key: nothing private in them
 
 
 @dataclass(slots=True)
@@ -101,10 +132,198 @@ class ServerConfig:
     api_key: str | None = None
     loaded: Callable[[], Any] = lambda: None  # the loaded ModelEntry (or None while loading)
     models: Callable[[], Sequence[Any]] = tuple  # every discovered ModelEntry
+    max_body_bytes: int = MAX_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be at least 1, not {self.max_body_bytes}")
 
 
-def _error(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+class _ErrorResponse(JSONResponse):
+    """An error as ASCII JSON: a message quoting the client's text (lone surrogates included) always encodes."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def _error(exc: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return _ErrorResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+def _unauthorized() -> ApiError:
+    return ApiError(401, "missing or incorrect API key: send 'Authorization: Bearer <key>' with the key "
+                    "llmtui serve was started with (--api-key)", code="invalid_api_key")
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"the request body is larger than this server's limit of {limit} bytes (llmtui serve "
+                    "--max-body sets it)", code="request_too_large")
+
+
+def _valid_text(text: str, param: str) -> str:
+    """``text`` if it is valid Unicode: JSON's ``"\\ud800"`` escape reads as a lone surrogate, which has no
+    UTF-8 form, so no tokenizer (nor the response) could take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(400, f"{param} is not valid Unicode text: it holds a lone surrogate {text[exc.start]!r} "
+                       f"at character {exc.start} (a \\uD800-\\uDFFF escape must be half of a pair)",
+                       param=param, code="invalid_value") from None
+    return text
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Guard:
+    """Pure ASGI middleware that judges a request before anything reads its body.
+
+    Without the API key (when one is set) a request gets its 401 at once; a body
+    larger than ``max_body_bytes`` gets a 413, at once when its Content-Length
+    says so, else (chunked) as soon as the bytes received pass the limit. The
+    unread rest of a refused body is discarded by uvicorn, never buffered.
+    """
+
+    def __init__(self, app: ASGIApp, config: ServerConfig) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        key = self.config.api_key
+        if key and scope["path"] not in OPEN_PATHS and not _has_key(scope, key):
+            await _error(_unauthorized(), {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        limit = self.config.max_body_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _error(_too_large(limit))(scope, receive, send)
+            return
+        received = 0
+        started = refused = False
+
+        async def receive_limited() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    if not started:  # answer here: the app may turn any error while reading into its own 400
+                        refused = True
+                        await _error(_too_large(limit))(scope, receive, send)
+                    raise _BodyTooLarge
+            return message
+
+        async def send_unless_refused(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # the 413 went out; whatever the app answers to the interrupted read is dropped
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive_limited, send_unless_refused)
+        except _BodyTooLarge:
+            if not refused:
+                raise
+
+
+def _has_key(scope: Scope, key: str) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, given = value.partition(b" ")
+            given = given.strip()
+            return scheme.lower() == b"bearer" and bool(given) and hmac.compare_digest(given, key.encode())
+    return False
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the HTTP server refuses such a request before the app sees it
+    return None
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool"}  # pydantic's names for the members of a union in an error's loc
+
+
+def _param(loc: Sequence[Any]) -> str | None:
+    """OpenAI's name for the field an error's ``loc`` points at: ``("body", "messages", 0, "content", "str")``
+    is ``messages[0].content``."""
+    out = ""
+    for part in loc[1:] if loc[:1] == ("body",) else loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _TYPE_TAGS or "[" in part:
+            break
+        else:
+            out += f".{part}" if out else part
+    return out or None
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _bad_request(request: Request, exc: RequestValidationError) -> ApiError:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "")
+        where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+        return ApiError(400, f"the request body is not valid JSON ({detail}{where})", code="invalid_json")
+    if loc == ("body",):  # no JSON object at all
+        content_type = request.headers.get("content-type", "")
+        if not _is_json(content_type):
+            return ApiError(400, "send the request body as a JSON object with 'Content-Type: application/json' "
+                            f"(the Content-Type was {content_type or 'missing'!r})", code="invalid_content_type")
+        return ApiError(400, "the request body must be a JSON object", code="invalid_value")
+    param = _param(loc)
+    msg = first.get("msg", "invalid request")
+    return ApiError(400, f"{param}: {msg}" if param else msg, param=param, code="invalid_value")
+
+
+def _http_error(request: Request, exc: HTTPException) -> ApiError:
+    """The framework's own errors (no route, wrong method, an unreadable body) in OpenAI's words."""
+    if exc.status_code == 404:
+        return ApiError(404, f"no route {request.method} {request.url.path}", code="not_found")
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return ApiError(405, f"{request.method} is not allowed on {request.url.path}"
+                        + (f" (use {allowed})" if allowed else ""), code="method_not_allowed")
+    kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
+    return ApiError(exc.status_code, str(exc.detail), type=kind)
+
+
+def _openapi(app: FastAPI, config: ServerConfig) -> Callable[[], dict[str, Any]]:
+    """The app's OpenAPI schema as the server behaves: invalid requests are 400s in OpenAI's shape (not
+    FastAPI's 422s), and the routes that need the bearer key (when one is set) say so."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            components = schema.setdefault("components", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.get("schemas", {}).pop(name, None)
+            if config.api_key:
+                components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path, operations in schema.get("paths", {}).items():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+                    if config.api_key and path not in OPEN_PATHS:
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
 
 
 def _model_id(entry: Any) -> str:
@@ -115,44 +334,37 @@ def _model_id(entry: Any) -> str:
 
 
 def create_app(service: Service, config: ServerConfig) -> FastAPI:
-    app = FastAPI(title="llmtui", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="llmtui", version="1", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.service = service
     app.state.config = config
+    app.openapi = _openapi(app, config)  # type: ignore[method-assign]
+    app.add_middleware(_Guard, config=config)  # API key and body size: before any body is read
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _error(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {}
-        loc = [p for p in first.get("loc", ()) if isinstance(p, str) and p != "body"]
-        param = ".".join(loc) or None
-        msg = first.get("msg", "invalid request")
-        return _error(ApiError(400, f"{param}: {msg}" if param else msg, param=param, code="invalid_value"))
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(_bad_request(request, exc))
 
-    @app.exception_handler(404)
-    async def _not_found(request: Request, exc: Exception) -> JSONResponse:
-        return _error(ApiError(404, f"no route {request.method} {request.url.path}", code="not_found"))
+    @app.exception_handler(HTTPException)
+    async def _framework(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(_http_error(request, exc), exc.headers)
 
-    async def auth(request: Request) -> None:
-        key = config.api_key
-        if not key:
-            return
-        header = request.headers.get("authorization", "")
-        given = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        if not given or not hmac.compare_digest(given.encode(), key.encode()):
-            raise ApiError(401, "missing or incorrect API key: send 'Authorization: Bearer <key>' with the key "
-                           "llmtui serve was started with (--api-key)", code="invalid_api_key")
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error(ApiError(500, f"internal error: {type(exc).__name__}: {exc} (the server log has the "
+                               "traceback)", type="server_error"))
 
-    @app.get("/health")
+    @app.get("/health", responses=_ERRORS)
     async def health() -> dict[str, Any]:
         loaded = config.loaded()
         return {"status": "ok" if loaded is not None else "loading", "model": loaded.name if loaded else None,
                 "busy": service.busy, "queue_length": service.queue_length, "served": service.served}
 
-    @app.get("/v1/models", dependencies=[Depends(auth)])
+    @app.get("/v1/models", responses=_ERRORS)
     async def models() -> dict[str, Any]:
         loaded = config.loaded()
         data = []
@@ -168,10 +380,11 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
                          "loaded": loaded is not None and Path(e.path) == Path(loaded.path)})
         return {"object": "list", "data": data}
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(auth)], response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, responses=_ERRORS)
     async def chat(body: ChatRequest, request: Request) -> Any:
-        messages = tuple({"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                         for m in body.messages)
+        messages = tuple({"role": "system" if m.role == "developer" else m.role,
+                          "content": _valid_text(m.text(), f"messages[{i}].content")}
+                         for i, m in enumerate(body.messages))
         k = body.top_logprobs if body.logprobs else None
         if body.top_logprobs is not None and not body.logprobs:
             raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
@@ -182,13 +395,14 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
         return await _respond(service, req, body, chat=True, label=f"chat · {len(messages)} message(s)",
                               request=request)
 
-    @app.post("/v1/completions", dependencies=[Depends(auth)], response_model=None)
+    @app.post("/v1/completions", response_model=None, responses=_ERRORS)
     async def completions(body: CompletionRequest, request: Request) -> Any:
         prompt = body.prompt
         if isinstance(prompt, list):
             if len(prompt) != 1:
                 raise ApiError(400, "llmtui completes one prompt per request", param="prompt")
             prompt = prompt[0]
+        _valid_text(prompt, "prompt")
         if body.echo:
             raise ApiError(400, "echo is not supported", param="echo")
         req = _gen_request(config, body, "completion", max_tokens=body.max_tokens or 16, prompt=prompt,
@@ -201,6 +415,9 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
 def _gen_request(config: ServerConfig, body: _Sampling, kind: str, **kw: Any) -> GenRequest:
     from ..sampling.presets import PresetError
 
+    _valid_text(body.model, "model")
+    if body.preset is not None:
+        _valid_text(body.preset, "preset")
     loaded = config.loaded()
     if loaded is None:
         raise ApiError(503, "no model is loaded yet; try again in a moment", type="server_error",
@@ -235,6 +452,8 @@ def _gen_request(config: ServerConfig, body: _Sampling, kind: str, **kw: Any) ->
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     if len(stop) > 4:
         raise ApiError(400, "at most 4 stop sequences", param="stop")
+    for text in stop:
+        _valid_text(text, "stop")
     seed = body.seed if body.seed is not None else config.seed
     return GenRequest(kind=kind, model=loaded.name, preset=preset, seed=seed, stop=stop, **kw)
 
@@ -479,8 +698,17 @@ class ServerThread:
 
 
 def quiet_uvicorn(handler: logging.Handler | None = None) -> None:
-    """uvicorn must never write to the terminal a TUI is drawing on: its logs go to ``handler`` or nowhere."""
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "llmtui.server"):
+    """uvicorn must never write to the terminal a TUI is drawing on: its logs go to ``handler`` or nowhere.
+
+    ``llmtui.server`` (our 500s and their tracebacks) keeps its handlers (``llmtui serve`` attaches one for
+    stderr) and still propagates (to pytest's caplog, say); its NullHandler keeps a record that nobody
+    handles from Python's last-resort stderr handler."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
         lg.handlers[:] = [handler or logging.NullHandler()]
         lg.propagate = False
+    ours = logging.getLogger("llmtui.server")
+    if handler is not None and handler not in ours.handlers:
+        ours.addHandler(handler)
+    if not any(isinstance(h, logging.NullHandler) for h in ours.handlers):
+        ours.addHandler(logging.NullHandler())

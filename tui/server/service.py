@@ -7,12 +7,14 @@ The worker talks to the web layer through a ``sink`` per job (called from the
 worker thread; the web layer hops to its event loop). Each job first gets an
 :class:`Accepted` (or an :class:`ApiError`), then one :class:`TokenOut` per
 generated token, then :class:`Done`. Cancelling a job (the client went away)
-stops its generation before the next token.
+stops its generation before the next token. A job that fails with a 500 is
+logged on the ``llmtui.server`` logger (an unexpected exception with its traceback).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import queue
 import threading
@@ -26,6 +28,8 @@ from ..engine.controller import ChatTurn, Finished, PromptDone, StepEvent
 from ..engine.errors import EngineError
 from ..engine.loop import StopReason
 from ..engine.thread import engine_thread
+
+log = logging.getLogger("llmtui.server")
 
 TOP_LOGPROBS_MAX = 10  # the trace keeps the 10 most likely tokens of every step
 
@@ -220,10 +224,14 @@ class Service:
             try:
                 self._serve(job)
             except ApiError as exc:
+                if exc.status == 500:  # generation failed: the engine's message says why
+                    log.error("API request #%d (%s) failed: %s", job.id, job.label, exc.message)
                 job.sink(exc)
-            except EngineError as exc:
+            except EngineError as exc:  # a complete one-line message, no traceback needed
+                log.error("API request #%d (%s) failed: %s", job.id, job.label, exc)
                 job.sink(ApiError(500, str(exc), type="server_error"))
-            except Exception as exc:  # never let one request kill the worker
+            except Exception as exc:  # a bug; never let one request kill the worker
+                log.exception("API request #%d (%s) failed", job.id, job.label)
                 job.sink(ApiError(500, f"{type(exc).__name__}: {exc}", type="server_error"))
             finally:
                 self.current = None
@@ -289,7 +297,8 @@ class Service:
                         max_tokens=req.max_tokens, listener=listen, cancel=job.cancel, reuse=True)
         end = time.perf_counter()
         if stats.stop_reason is StopReason.ERROR:
-            raise ApiError(500, stats.error or "generation failed", type="server_error")
+            raise ApiError(500, f"generation failed: {stats.error or 'the engine gave no reason'}",
+                           type="server_error")
         sent = stop.sent  # what TokenOut deltas released
         if stop.hit is None and finished:
             stop.feed(finished[-1].text[len(stop.text):])  # the decoder's last bytes, if any
