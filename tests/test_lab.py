@@ -146,7 +146,7 @@ async def test_quant_and_perf_lab_screens(smollm2_path: Path, tmp_path: Path, mo
         await until(pilot, lambda: lab.result is not None, timeout=240)
         table = lab.query_one("#scores", DataTable)
         assert table.row_count == 6
-        names = [table.get_row_at(i)[0] for i in range(6)]
+        names = [str(table.get_row_at(i)[0]) for i in range(6)]
         assert names[0].endswith("F16") and names[-1] == "SmolLM2-135M-Instruct.Q4_1"
         lab.show_position(5)
         assert lab.query_one("#flip", DataTable).row_count == 5

@@ -144,7 +144,7 @@ async def test_anatomy_screen_on_the_real_model(smollm2_path) -> None:
         await pilot.press("a")
         await until(pilot, lambda: isinstance(app.screen, AnatomyScreen), timeout=60)
         hyper = app.screen.query_one("#hyper", DataTable)
-        rows = {hyper.get_row_at(i)[0]: hyper.get_row_at(i)[1] for i in range(hyper.row_count)}
+        rows = {str(hyper.get_row_at(i)[0]): str(hyper.get_row_at(i)[1]) for i in range(hyper.row_count)}
         assert rows["layers"] == "30" and rows["KV heads"] == "3"
         assert app.screen.query_one("#tensors", DataTable).row_count == 272 + 31  # tensors + group rows
     pool.close_all()
@@ -186,7 +186,7 @@ async def test_preset_screen_pick_edit_resample_and_save(tmp_path: Path, monkeyp
         await pilot.press("e")
         await until(pilot, lambda: isinstance(app.screen, PresetScreen))
         table = app.screen.query_one("#presets", DataTable)
-        row = next(i for i in range(table.row_count) if table.get_row_at(i)[0] == "mirostat")
+        row = next(i for i in range(table.row_count) if str(table.get_row_at(i)[0]) == "mirostat")
         table.move_cursor(row=row)
         await pilot.press("enter")
         await until(pilot, lambda: app.preset.name == "mirostat")

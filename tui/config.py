@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import platformdirs
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import Field as PydField
 
 APP = "llmtui"
 
@@ -85,20 +88,51 @@ class Config:
     source: Path | None = None  # the file this came from (None = defaults)
 
 
-_ENGINE_KEYS = {
-    "n_ctx", "n_threads", "n_threads_batch", "n_batch", "n_ubatch", "use_mmap", "use_mlock",
-    "n_gpu_layers", "type_k", "type_v", "flash_attn", "seed",
-}
+class _Section(BaseModel):
+    """A table of the config file: strict types (TOML has real ones: ``use_mmap = "no"`` is not a
+    boolean), unknown keys rejected (a typo must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-def _positive_int(path: Path, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{path}: {name}: expected a positive integer, got {value!r}")
-    return value
+class _Models(_Section):
+    dirs: list[str] | str = PydField(default_factory=list)
+    default: str | None = None
+    scan_hf_cache: bool = True
+    keep_loaded: int = PydField(2, ge=1, le=16)
+
+
+class _Ui(_Section):
+    theme: str | None = None
+    preset: str | None = None
+
+
+class _ConfigFile(_Section):
+    models: _Models = PydField(default_factory=_Models)
+    engine: dict[str, Any] = PydField(default_factory=dict)  # checked by EngineSettings itself
+    ui: _Ui = PydField(default_factory=_Ui)
+    keys: dict[str, str] = PydField(default_factory=dict)
+
+
+def validation_problem(exc: ValidationError) -> str:
+    """pydantic's first complaint as one line: ``field.path: what is wrong (got …)``."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    msg = re.sub(r" or instance of \w+", "", first.get("msg", "invalid"))
+    if first.get("type") == "extra_forbidden":
+        msg = "unknown setting"
+    if first.get("type") == "value_error":  # our own validator's words, which name the value already
+        return f"{where}: {(first.get('ctx') or {}).get('error', msg)}"
+    got = first.get("input")
+    shown = "" if first.get("type") in ("missing", "extra_forbidden") else f" (got {got!r:.60})"
+    return f"{where}: {msg}{shown}" if where else f"{msg}{shown}"
 
 
 def load_config(path: Path | None = None) -> Config:
-    """Read the config file; a missing file means defaults. Raises ConfigError."""
+    """Read the config file; a missing file means defaults. Raises ConfigError (file and field)."""
+    from .engine.errors import EngineError
+    from .engine.settings import EngineSettings
+
     path = path or app_dirs().config_file
     if not path.exists():
         return Config()
@@ -108,33 +142,24 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    models = data.get("models", {})
-    engine = data.get("engine", {})
-    ui = data.get("ui", {})
-    keys = data.get("keys", {})
-    for section, value in (("models", models), ("engine", engine), ("ui", ui), ("keys", keys)):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: [{section}] must be a table")
-    dirs = models.get("dirs", [])
-    if isinstance(dirs, str):
-        dirs = [dirs]
-    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
-        raise ConfigError(f"{path}: models.dirs must be a list of paths")
-    bad_keys = [k for k, v in keys.items() if not isinstance(v, str)]
-    if bad_keys:
-        raise ConfigError(f"{path}: [keys] {bad_keys[0]}: expected a key name string like \"ctrl+s\"")
-    unknown = set(engine) - _ENGINE_KEYS
-    if unknown:
-        raise ConfigError(f"{path}: unknown [engine] key(s): {', '.join(sorted(unknown))}")
+    try:
+        f = _ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {validation_problem(exc)}") from None
+    try:
+        EngineSettings.from_dict(f.engine, strict=True)
+    except EngineError as exc:
+        raise ConfigError(f"{path}: [engine] {exc}") from None
+    dirs = [f.models.dirs] if isinstance(f.models.dirs, str) else f.models.dirs
     return Config(
         models_dirs=tuple(Path(d).expanduser() for d in dirs),
-        model=models.get("default"),
-        scan_hf_cache=bool(models.get("scan_hf_cache", True)),
-        keep_loaded=_positive_int(path, "models.keep_loaded", models.get("keep_loaded", 2)),
-        engine=dict(engine),
-        theme=ui.get("theme"),
-        preset=ui.get("preset"),
-        keys=dict(keys),
+        model=f.models.default,
+        scan_hf_cache=f.models.scan_hf_cache,
+        keep_loaded=f.models.keep_loaded,
+        engine=dict(f.engine),
+        theme=f.ui.theme,
+        preset=f.ui.preset,
+        keys=dict(f.keys),
         source=path,
     )
 

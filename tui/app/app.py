@@ -33,10 +33,10 @@ from textual.worker import Worker, WorkerState
 from ..config import save_state
 from ..engine.controller import (
     Advance,
+    ChatTurn,
     Controller,
     Finished,
     PresetChanged,
-    ChatTurn,
     PromptDone,
     RecordingFailed,
     RecordingStarted,
@@ -49,13 +49,15 @@ from ..engine.controller import (
 )
 from ..engine.errors import EngineError
 from ..engine.thread import engine_thread
-from .screens.help import HelpScreen
+from ..safe_text import visible, visible_lines
 from .screens.anatomy import AnatomyScreen
+from .screens.help import HelpScreen
 from .screens.models import ModelPicker
 from .screens.presets import PresetScreen
 from .themes import DEFAULT_THEME
 from .widgets.graphs import MemoryGraph, ThroughputGraph
 from .widgets.panels import ChainTrace, KvGauge, StatusLine, TopKHistogram
+from .widgets.safe import SafeInput
 from .widgets.token_stream import TokenStream
 
 W = TypeVar("W")
@@ -159,6 +161,7 @@ class LlmTuiApp(App[int]):
         learn: str | None = None,
         serve: tuple[str, int] | None = None,
         api_key: str | None = None,
+        max_body_bytes: int = 8 << 20,
     ) -> None:
         super().__init__()
         if load is None:
@@ -176,7 +179,7 @@ class LlmTuiApp(App[int]):
         self.load = load
         self._loaded_paths = loaded_paths
         self.entry = entry
-        self.model_label = model_label
+        self.model_label = visible(model_label)  # a GGUF's general.name or a recording's: untrusted
         self.load_info = ""
         self.settings = settings
         self.base_settings = settings  # what experiments start from
@@ -243,6 +246,7 @@ class LlmTuiApp(App[int]):
         self.serve_at = serve or ("127.0.0.1", 8000)
         self._serve_on_load = serve is not None
         self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
         self.api: Any = None  # tui.server.LocalServer-like: .service, .http
         self.api_job: Any = None  # the request shown in the panels
         self._api_closing = False
@@ -253,7 +257,7 @@ class LlmTuiApp(App[int]):
         yield Header()
         with Horizontal(id="top"):
             with Vertical(id="left"):
-                yield Input(self.initial_prompt, placeholder="prompt — Enter to generate", id="prompt")
+                yield SafeInput(self.initial_prompt, placeholder="prompt — Enter to generate", id="prompt")
                 yield TokenStream(id="stream")
             with Vertical(id="right"):
                 yield TopKHistogram(id="hist")
@@ -873,11 +877,12 @@ class LlmTuiApp(App[int]):
     def _new_recording(self, header: dict) -> Any:
         """Called in the worker at the start of each run (recording on)."""
         from ..config import app_dirs
-        from ..record import SessionWriter, default_session_path
+        from ..record import SessionWriter
 
-        path = self._record_next or str(default_session_path(app_dirs().sessions, self.model_label))
-        self._record_next = None
-        return SessionWriter(path, header, self.engine.piece)
+        path, self._record_next = self._record_next, None
+        if path:
+            return SessionWriter(path, header, self.engine.piece)
+        return SessionWriter.new_in(app_dirs().sessions, self.model_label, header, self.engine.piece)
 
     def record_lab(self, lab: str, data: dict[str, Any]) -> None:
         """A lab run from the UI while recording: its results become an event of the session recording
@@ -1023,8 +1028,13 @@ class LlmTuiApp(App[int]):
         session = self.replay
         try:
             loaded = self._fork_load(session)
-            prefix, kept = fork_prefix(session, at_step)
         except EngineError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            return
+        try:
+            prefix, kept = fork_prefix(session, at_step, loaded.engine)
+        except EngineError as exc:
+            loaded.engine.close()
             self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
             return
         self.call_from_thread(self._forked, loaded, session, at_step, prefix, kept)
@@ -1317,8 +1327,10 @@ class LlmTuiApp(App[int]):
 
     def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None,
                markup: bool = False) -> None:
-        """Notifications carry model text, paths and error messages: plain text unless asked."""
-        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+        """Notifications carry model text, paths and error messages: plain text unless asked, and
+        always through the one sanitiser (control characters visible)."""
+        super().notify(visible_lines(message), title=visible(title), severity=severity, timeout=timeout,
+                       markup=markup)
 
     async def action_quit(self) -> None:
         if self.controller is not None and self.running:
@@ -1373,9 +1385,11 @@ class LlmTuiApp(App[int]):
         config = ServerConfig(
             catalog=self.catalog, default_preset=lambda: self.preset, seed=self.settings.seed,
             max_tokens=self.max_tokens, api_key=self.api_key, loaded=self._api_model,
+            max_body_bytes=self.max_body_bytes,
             models=lambda: self._discover() if self._discover is not None else [e for e in [self._api_model()] if e],
         )
         host, port = self.serve_at
+        _log_server_errors_to_file()
         try:
             http = ServerThread(create_app(service, config), host, port).start()
         except OSError as exc:
@@ -1432,6 +1446,54 @@ class LlmTuiApp(App[int]):
         self._new_run(job.shown, f"API #{job.id} {job.label}")
         self.api_job = job
         return self.generation_count
+
+
+def _log_server_errors_to_file() -> None:
+    """The API server's error log (a 500's traceback) cannot go to the terminal the dashboard draws on:
+    it goes to ``api-errors.log`` in the cache directory (once per process)."""
+    import logging
+
+    from ..config import app_dirs
+
+    logger = logging.getLogger("llmtui.server")
+    if any(getattr(h, "llmtui_file", False) for h in logger.handlers):
+        return
+    path = app_dirs().cache / "api-errors.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    except OSError:
+        return
+    handler.llmtui_file = True  # type: ignore[attr-defined]
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+
+
+def known_binding_ids() -> set[str]:
+    """Every binding id a config's [keys] table may remap (the app's and its screens' and widgets')."""
+    from textual.binding import Binding as _Binding
+
+    from .screens import (
+        anatomy,
+        help,
+        labs,
+        learn,
+        models,
+        presets,
+        sessions,
+        settings,
+        tokenizer,
+    )
+    from .widgets import token_stream
+
+    ids = {bid for bid, *_ in KEYS}
+    for module in (anatomy, help, labs, learn, models, presets, sessions, settings, tokenizer, token_stream):
+        for cls in vars(module).values():
+            for b in getattr(cls, "BINDINGS", None) or () if isinstance(cls, type) else ():
+                if isinstance(b, _Binding) and b.id:
+                    ids.add(b.id)
+    return ids
 
 
 def run_app(**kwargs: Any) -> int:

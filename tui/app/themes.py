@@ -12,12 +12,15 @@ import importlib.resources
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-from textual.color import Color, ColorParseError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from textual.color import Color
 from textual.theme import Theme
 
-_COLOR_FIELDS = ("primary", "secondary", "accent", "warning", "error", "success", "foreground", "background",
-                 "surface", "panel", "boost")
+from ..config import validation_problem
+from ..safe_text import is_clean, visible
+
 DEFAULT_THEME = "llmtui-dark"
 
 
@@ -41,6 +44,41 @@ def shipped_theme_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "themes"  # a source checkout
 
 
+def _colour(value: str) -> str:
+    try:
+        Color.parse(value)
+    except Exception:  # ColorParseError is no ValueError: pydantic must see one
+        raise ValueError(f"not a colour: {value!r}") from None
+    return value
+
+
+Colour = Annotated[str, AfterValidator(_colour)]
+
+
+class _ThemeFile(BaseModel):
+    """A theme file's fields, strictly typed (``primary = 123`` is no colour: it must not stop the app)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    name: str | None = Field(None, min_length=1, max_length=64)
+    dark: bool = True
+    primary: Colour
+    secondary: Colour | None = None
+    accent: Colour | None = None
+    warning: Colour | None = None
+    error: Colour | None = None
+    success: Colour | None = None
+    foreground: Colour | None = None
+    background: Colour | None = None
+    surface: Colour | None = None
+    panel: Colour | None = None
+    boost: Colour | None = None
+    luminosity_spread: float = Field(0.15, ge=0.0, le=1.0)
+    text_alpha: float = Field(0.95, ge=0.0, le=1.0)
+    variables: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict)
+
+
 def load_theme_file(path: Path) -> Theme:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -48,33 +86,22 @@ def load_theme_file(path: Path) -> Theme:
         raise ThemeFileError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ThemeFileError(f"{path}: invalid TOML: {exc}") from None
-    allowed = {"name", "dark", "variables", "luminosity_spread", "text_alpha", *_COLOR_FIELDS}
-    unknown = set(data) - allowed
-    if unknown:
-        raise ThemeFileError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
-    name = data.get("name", path.stem)
-    if not isinstance(name, str) or not name:
-        raise ThemeFileError(f"{path}: name: expected a string")
-    if "primary" not in data:
-        raise ThemeFileError(f"{path}: primary: required")
-    kwargs: dict[str, object] = {"name": name}
-    for key in _COLOR_FIELDS:
-        if key in data:
-            value = data[key]
-            try:
-                Color.parse(value)
-            except (ColorParseError, TypeError, ValueError):
-                raise ThemeFileError(f"{path}: {key}: not a colour: {value!r}") from None
-            kwargs[key] = value
-    if "dark" in data:
-        if not isinstance(data["dark"], bool):
-            raise ThemeFileError(f"{path}: dark: expected true or false")
-        kwargs["dark"] = data["dark"]
-    variables = data.get("variables", {})
-    if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
-        raise ThemeFileError(f"{path}: variables: expected a table of strings")
-    kwargs["variables"] = dict(variables)
-    return Theme(**kwargs)  # type: ignore[arg-type]
+    try:
+        f = _ThemeFile.model_validate(data)
+    except ValidationError as exc:
+        raise ThemeFileError(f"{path}: {validation_problem(exc)}") from None
+    fields = f.model_dump(exclude_none=True)
+    fields["name"] = f.name or path.stem
+    if not is_clean(fields["name"], keep=""):
+        raise ThemeFileError(f"{path}: name: control characters are not allowed ({visible(fields['name'])})")
+    for bad in [k for k, v in f.variables.items() if not is_clean(k + v, keep="")]:
+        raise ThemeFileError(f"{path}: variables.{visible(bad)}: control characters are not allowed")
+    try:
+        theme = Theme(**fields)
+        theme.to_color_system().generate()  # what the app does with it at start-up: fail here, not there
+    except Exception as exc:  # Textual's own checks, whatever they raise
+        raise ThemeFileError(f"{path}: not a usable theme: {exc}") from None
+    return theme
 
 
 def load_themes(*dirs: Path) -> ThemeSet:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
 from ...engine.anatomy import bits_per_weight
+from ...safe_text import visible
 from ...units import human_bytes
+from ..widgets.safe import plain
 from .base import WideModal
 
 
@@ -31,17 +34,18 @@ class AnatomyScreen(WideModal[None]):
         a = self.anatomy
         with Vertical():
             yield Static(
-                f"[b]{a.name}[/b] · {a.arch} · {a.file_type} · file {human_bytes(a.file_size)} · "
-                f"tensor data {human_bytes(a.total_bytes)} in {len(a.tensors)} tensors · "
-                f"{a.total_elements / 1e6:.1f}M parameters · {a.bits_per_weight:.2f} bits/weight · "
-                f"vocab {a.vocab_size:,}   [dim](Esc closes)[/dim]",
+                Text.assemble((visible(a.name), "bold"),
+                              f" · {visible(a.arch)} · {a.file_type} · file {human_bytes(a.file_size)} · "
+                              f"tensor data {human_bytes(a.total_bytes)} in {len(a.tensors)} tensors · "
+                              f"{a.total_elements / 1e6:.1f}M parameters · {a.bits_per_weight:.2f} bits/weight · "
+                              f"vocab {a.vocab_size:,}   ", ("(Esc closes)", "dim")),
                 id="summary",
             )
             with Horizontal(id="tables"):
                 hyper: DataTable[str] = DataTable(id="hyper", zebra_stripes=True, cursor_type="none")
                 hyper.add_columns("hyperparameter", "value")
                 for label, value in a.hyper.items():
-                    hyper.add_row(label, str(value))
+                    hyper.add_row(label, plain(value))
                 yield hyper
                 types: DataTable[str] = DataTable(id="types", zebra_stripes=True, cursor_type="none")
                 types.add_columns("type", "tensors", "parameters", "bytes", "bits/weight")
@@ -56,6 +60,6 @@ class AnatomyScreen(WideModal[None]):
                 total = sum(t.n_bytes for t in items)
                 tensors.add_row(f"[b]{group}[/b]", "", "", "", f"[b]{human_bytes(total)}[/b]", "")
                 for t in items:
-                    tensors.add_row("", t.name, "×".join(map(str, t.shape)), t.type, human_bytes(t.n_bytes),
+                    tensors.add_row("", plain(t.name), "×".join(map(str, t.shape)), t.type, human_bytes(t.n_bytes),
                                     f"{t.bits_per_weight:.2f}")
             yield tensors

@@ -22,8 +22,10 @@ from textual.widgets import Button, DataTable, Static
 from textual_plotext import PlotextPlot
 
 from ...engine.errors import EngineError
+from ...safe_text import visible, visible_lines
 from ...units import human_bytes
 from ..widgets.panels import escape
+from ..widgets.safe import plain
 from .base import WideModal
 
 KL_COLOURS = ["green", "yellow", "dark_orange", "red"]  # < 0.01, < 0.1, < 1, >= 1 nats
@@ -166,11 +168,11 @@ class QuantLab(LabScreen):
         table = self.query_one("#scores", DataTable)
         table.clear()
         for s in result.scores:
-            table.add_row(Path(s.path).stem, human_bytes(s.file_size), f"{s.bits_per_weight:.2f}",
+            table.add_row(plain(Path(s.path).stem), human_bytes(s.file_size), f"{s.bits_per_weight:.2f}",
                           f"{s.perplexity:.2f}", f"{s.kl_mean:.4f}", f"{s.kl_p99:.3f}", f"{s.top1_agreement:.1%}",
                           f"{s.gen_tps:.1f}")
-        self.query_one("#status", Static).update(f"reference {Path(result.reference).name} · "
-                                                 f"{len(result.tokens)} tokens")
+        self.query_one("#status", Static).update(plain(f"reference {Path(result.reference).name} · "
+                                                       f"{len(result.tokens)} tokens"))
         self.shown = min(3, len(result.scores) - 1)
         self._paint()
 
@@ -178,14 +180,14 @@ class QuantLab(LabScreen):
         res = self.result
         score = res.scores[self.shown]
         text = Text()
-        text.append(f"KL of {Path(score.path).stem} per token (green < 0.01 < yellow < 0.1 < orange < 1 ≤ red nats); "
+        text.append(f"KL of {visible(Path(score.path).stem)} per token (green < 0.01 < yellow < 0.1 < orange < 1 ≤ red nats); "
                     f"underlined: the top-1 token flips\n\n", style="bold")
-        text.append(res.pieces.get(res.tokens[0], ""))
+        text.append(visible_lines(res.pieces.get(res.tokens[0], "")))
         for i, t in enumerate(res.tokens[1:]):
             kl = score.per_token_kl[i]
             colour = KL_COLOURS[0 if kl < 0.01 else 1 if kl < 0.1 else 2 if kl < 1 else 3]
             style = f"{colour}" + (" underline" if score.top1[i] != res.ref_top1[i] else "")
-            text.append(res.pieces.get(t, f"<{t}>"), style=f"{style} link llmtui:{i}")
+            text.append(visible_lines(res.pieces.get(t, f"<{t}>")), style=f"{style} link llmtui:{i}")
         self.query_one("#text", Static).update(text)
 
     def on_click(self, event: Any) -> None:
@@ -217,7 +219,7 @@ class QuantLab(LabScreen):
         from ...engine.lab import compare_markdown
 
         path = save_lab("quant", self.result.as_dict(), compare_markdown(self.result) + "\n")
-        self.query_one("#status", Static).update(f"saved {path} (and .json)")
+        self.query_one("#status", Static).update(plain(f"saved {path} (and .json)"))
 
 
 class PerfLab(LabScreen):
@@ -326,4 +328,4 @@ class PerfLab(LabScreen):
 
         path = save_lab("perf", {"model": self.model_path, "rows": [r.as_dict() for r in self.rows]},
                         bench_markdown(self.model_path, self.rows, self.gpu))
-        self.query_one("#status", Static).update(f"saved {path} (and .json)")
+        self.query_one("#status", Static).update(plain(f"saved {path} (and .json)"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,7 +12,9 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
+from ...safe_text import visible
 from ...units import human_bytes
+from ..widgets.safe import SafeInput, plain
 
 
 class ModelPicker(ModalScreen[Any]):
@@ -34,9 +37,10 @@ class ModelPicker(ModalScreen[Any]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"[b]Models[/b] — loaded now: [b]{self.current}[/b] · "
-                         "type to filter, ↑↓ and Enter to switch ([i]warm[/i] = still in memory), Esc to close")
-            yield Input(placeholder="filter by name, arch, quant…", id="filter")
+            yield Static(Text.assemble(("Models", "bold"), " — loaded now: ", (visible(self.current), "bold"),
+                                       " · type to filter, ↑↓ and Enter to switch (", ("warm", "italic"),
+                                       " = still in memory), Esc to close"))
+            yield SafeInput(placeholder="filter by name, arch, quant…", id="filter")
             table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="models")
             table.add_columns("name", "arch", "quant", "params", "size", "ctx", "vocab", "chat", "source", "")
             yield table
@@ -61,11 +65,11 @@ class ModelPicker(ModalScreen[Any]):
                 continue
             if e.usable:
                 state = "● loaded" if e.name == self.current else ("warm" if e.path in self.loaded else "")
-                table.add_row(e.name, e.arch, e.quant, f"{e.n_params / 1e6:.0f}M", human_bytes(e.size),
+                table.add_row(plain(e.name), plain(e.arch), plain(e.quant), f"{e.n_params / 1e6:.0f}M", human_bytes(e.size),
                               f"{e.n_ctx_train:,}", f"{e.n_vocab:,}", "yes" if e.has_chat_template else "no",
                               e.source, state, key=str(i))
             else:
-                table.add_row(e.name, "unusable", (e.error or "")[:60], "", "", "", "", "", e.source, "",
+                table.add_row(plain(e.name), "unusable", plain((e.error or "")[:60]), "", "", "", "", "", e.source, "",
                               key=str(i))
 
     @on(Input.Changed, "#filter")

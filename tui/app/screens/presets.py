@@ -22,6 +22,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from ...sampling.presets import SAMPLER_TYPES, PresetError
+from ..widgets.safe import SafeInput, plain
 
 
 def parse_value(text: str, kind: type) -> Any:
@@ -75,7 +76,7 @@ class PresetScreen(ModalScreen[Any]):
                 params.add_columns("#", "sampler", "parameter", "value")
                 yield params
             yield Static("", id="chain")
-            yield Input(placeholder="select a parameter to edit it", id="edit")
+            yield SafeInput(placeholder="select a parameter to edit it", id="edit")
 
     def on_mount(self) -> None:
         table = self.query_one("#presets", DataTable)
@@ -84,7 +85,7 @@ class PresetScreen(ModalScreen[Any]):
             names.insert(0, self.current.name)
         for name in names:
             p = self._preset(name)
-            table.add_row(name, p.description or ("(edited)" if p is self.current else ""), key=name)
+            table.add_row(plain(name), plain(p.description or ("(edited)" if p is self.current else "")), key=name)
         table.move_cursor(row=names.index(self.current.name))
         self._show(self.current)
         table.focus()
@@ -104,7 +105,7 @@ class PresetScreen(ModalScreen[Any]):
                 value = spec.params.get(key, p.default)
                 params.add_row(str(i), spec.name, key, json.dumps(value) if not isinstance(value, (int, float))
                                else f"{value:g}", key=f"{i}:{key}")
-        self.query_one("#chain", Static).update(preset.describe())
+        self.query_one("#chain", Static).update(plain(preset.describe()))
 
     @on(DataTable.RowHighlighted, "#presets")
     def _highlight(self, event: DataTable.RowHighlighted) -> None:
@@ -152,7 +153,7 @@ class PresetScreen(ModalScreen[Any]):
         self._show(edited)
         table = self.query_one("#presets", DataTable)
         if f"{base}*" not in [str(k.value) for k in table.rows]:
-            table.add_row(edited.name, "(edited)", key=edited.name)
+            table.add_row(plain(edited.name), "(edited)", key=edited.name)
         self.query_one("#params", DataTable).focus()
 
     def action_save_as(self) -> None:

@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
+
+from ...safe_text import visible
+from ..widgets.safe import SafeInput, plain
 
 
 def summarize(path: Path) -> dict[str, Any]:
@@ -60,7 +64,8 @@ class SessionsScreen(ModalScreen[Any]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"[b]Sessions[/b] in {self.directory} — Enter replays, d deletes, Esc closes")
+            yield Static(Text.assemble(("Sessions", "bold"), f" in {visible(self.directory)} — Enter replays, d deletes, "
+                                        "Esc closes"))
             table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="sessions")
             table.add_columns("date", "model", "preset", "tokens", "file", "")
             yield table
@@ -76,7 +81,8 @@ class SessionsScreen(ModalScreen[Any]):
         self.paths = sorted(self.directory.glob("*.jsonl"), reverse=True) if self.directory.is_dir() else []
         for i, path in enumerate(self.paths):
             s = summarize(path)
-            table.add_row(s["date"], s["model"], s["preset"], str(s["tokens"]), path.name, s["state"], key=str(i))
+            table.add_row(plain(s["date"]), plain(s["model"]), plain(s["preset"]), str(s["tokens"]), plain(path.name),
+                          s["state"], key=str(i))
         if not self.paths:
             self.query_one("#confirm", Static).update("no recordings yet: ctrl+r in the dashboard records")
 
@@ -91,7 +97,7 @@ class SessionsScreen(ModalScreen[Any]):
         path = self.paths[table.cursor_row]
         if self._confirm != path:
             self._confirm = path
-            self.query_one("#confirm", Static).update(f"delete {path.name}? press d again to confirm")
+            self.query_one("#confirm", Static).update(plain(f"delete {path.name}? press d again to confirm"))
             return
         try:
             path.unlink()
@@ -99,7 +105,7 @@ class SessionsScreen(ModalScreen[Any]):
             self.notify(f"cannot delete {path.name}: {exc.strerror}", severity="error")
             return
         self._confirm = None
-        self.query_one("#confirm", Static).update(f"deleted {path.name}")
+        self.query_one("#confirm", Static).update(plain(f"deleted {path.name}"))
         self._fill()
 
 
@@ -117,7 +123,7 @@ class JumpScreen(ModalScreen[Any]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(f"jump to step (0–{self.n_steps})")
-            yield Input(type="integer", id="step")
+            yield SafeInput(type="integer", id="step")
 
     @on(Input.Submitted)
     def _go(self, event: Input.Submitted) -> None:

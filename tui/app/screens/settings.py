@@ -13,6 +13,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from ...engine.errors import EngineError
 from ...engine.settings import CACHE_TYPES
+from ..widgets.safe import SafeInput
 
 POLICIES = [("stop", "stop"), ("shift (llama.cpp context shift)", "shift"),
             ("drop-oldest-turns (chat)", "drop-oldest-turns")]
@@ -45,11 +46,11 @@ class SettingsScreen(ModalScreen[Any]):
                          "the model stays loaded")
             with Grid():
                 yield Label("n_ctx (tokens)")
-                yield Input(str(s.n_ctx), id="n_ctx", type="integer")
+                yield SafeInput(str(s.n_ctx), id="n_ctx", type="integer")
                 yield Label("n_batch")
-                yield Input(str(s.n_batch), id="n_batch", type="integer")
+                yield SafeInput(str(s.n_batch), id="n_batch", type="integer")
                 yield Label("threads (0 = auto)")
-                yield Input(str(s.n_threads), id="n_threads", type="integer")
+                yield SafeInput(str(s.n_threads), id="n_threads", type="integer")
                 yield Label("K cache type")
                 yield Select(types, value=s.type_k, allow_blank=False, id="type_k")
                 yield Label("V cache type")
@@ -60,7 +61,7 @@ class SettingsScreen(ModalScreen[Any]):
                 yield Label("context policy")
                 yield Select(POLICIES, value=self.policy, allow_blank=False, id="policy")
                 yield Label("n_keep (-1 = the prompt)")
-                yield Input(str(self.n_keep), id="n_keep", type="integer")
+                yield SafeInput(str(self.n_keep), id="n_keep", type="integer")
             yield Static("", id="error")
             yield Button("Apply", variant="primary", id="apply")
 

@@ -15,6 +15,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Checkbox, DataTable, Input, Static
 
 from ...engine.errors import EngineError
+from ...safe_text import visible
+from ..widgets.safe import SafeInput
 
 
 class TokenizerScreen(ModalScreen[None]):
@@ -39,7 +41,7 @@ class TokenizerScreen(ModalScreen[None]):
         with Vertical():
             yield Static("[b]Tokenizer[/b] — type text and press Enter · chips show each token's piece, id and bytes; "
                          "[reverse] special [/reverse] tokens are marked · Esc closes")
-            yield Input(self.text, id="text")
+            yield SafeInput(self.text, id="text")
             with Horizontal(id="toggles"):
                 yield Checkbox("add BOS (off = as the model asks)", id="bos")
                 yield Checkbox("parse special tokens", self.special, id="special")
@@ -65,11 +67,11 @@ class TokenizerScreen(ModalScreen[None]):
     def _show(self, result: Any) -> None:
         self.result = result
         if isinstance(result, EngineError):
-            self.query_one("#chips", Static).update(f"[red]{result}[/red]")
+            self.query_one("#chips", Static).update(Text(visible(str(result)), style="red"))
             return
         chips = Text()
         for row in result["tokens"]:
-            label = f" {row['piece']} "
+            label = f" {visible(row['piece'], chr(10))} "
             flag = "BOS" if row["bos"] else ("EOS" if row["eos"] else ("special" if row["special"] else ""))
             style = "reverse bold" if flag else "on grey23"
             chips.append(label.replace("\n", "\\n"), style=style)

@@ -16,6 +16,7 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
+from ...safe_text import visible
 from ...units import human_bytes
 
 BAR = "█"
@@ -23,23 +24,13 @@ PARTIALS = " ▏▎▍▌▋▊▉"
 
 
 def escape_piece(piece: bytes) -> str:
-    """A token's bytes as readable text: whitespace and control bytes escaped, invalid UTF-8 as \\xNN."""
+    """A token's bytes as a label: space as ␣, whitespace as escapes, invalid UTF-8 as \\xNN, and every
+    other control character made visible by the one sanitiser."""
     text = piece.decode("utf-8", errors="backslashreplace")
-    out = []
-    for ch in text:
-        if ch == " ":
-            out.append("␣")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 32 or ord(ch) == 127:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out) or "∅"
+    return visible(text.translate(_WHITESPACE_LABELS)) or "∅"
+
+
+_WHITESPACE_LABELS = str.maketrans({" ": "␣", "\n": "\\n", "\t": "\\t", "\r": "\\r"})
 
 
 def fit(text: str, width: int) -> str:
@@ -68,8 +59,9 @@ def bar(fraction: float, width: int) -> str:
 
 
 def escape(text: str) -> str:
-    """Text (model output, paths, errors) safe inside Textual markup: every ``[`` escaped."""
-    return text.replace("[", "\\[")
+    """Text (model output, paths, errors) safe inside Textual markup: control characters visible,
+    every ``[`` escaped."""
+    return visible(text, "\n").replace("[", "\\[")
 
 
 class LinePanel(Widget):
@@ -319,6 +311,7 @@ class StatusLine(LinePanel):
         self.text = ""
 
     def set_text(self, text: str) -> None:
+        text = visible(text)  # it names models, presets, files and requests from outside
         if text != self.text:
             self.text = text
             self.set_builder(lambda width: [[(fit(text, width), "status--text")]])

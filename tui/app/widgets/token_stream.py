@@ -23,21 +23,16 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ...sampling.trace import prob_bucket as bucket  # buckets -> component classes (theme colours)
+from ...safe_text import visible
+from ...sampling.trace import (
+    prob_bucket as bucket,  # buckets -> component classes (theme colours)
+)
+
 
 def display_text(text: str) -> str:
-    """Make a token's text printable: tabs and control characters become escapes (newlines stay)."""
-    out = []
-    for ch in text:
-        if ch == "\n":
-            out.append(ch)
-        elif ch == "\t":
-            out.append("→   ")
-        elif ord(ch) < 32 or ord(ch) == 127:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    """A token's text as shown in the stream: tabs drawn as arrows, newlines kept, every other
+    control character made visible by the one sanitiser (``\x1b`` → ``␛``)."""
+    return visible(text, "\n\t").replace("\t", "→   ")
 
 
 @dataclass(slots=True)
