@@ -53,17 +53,32 @@ def main() -> int:
     bucket = max(1, len(steps) // 10)
     print(f"{len(steps):,} tokens in {wall:.1f} s ({len(steps) / wall:.1f} tok/s incl. start-up), n_ctx "
           f"{args.n_ctx}, {shifts} context shifts, preset {args.preset}")
-    print(f"{'steps':>15} {'RSS median':>12} {'RSS max':>10} {'KV in use':>10}")
+    # what may grow without a leak: caches of token pieces, bounded by the vocabulary (the engine's piece
+    # cache, the recorder's "pieces already written"), filled by every id a step shows (chosen, top-10,
+    # stage survivors), and the run's generated text
+    print(f"{'steps':>15} {'RSS median':>12} {'RSS max':>10} {'KV in use':>10} {'new ids':>8} {'text':>9}")
+    seen: set[int] = set()
+    text = 0
     for start in range(0, len(steps), bucket):
         part = steps[start:start + bucket]
         r = [s["rss"] for s in part]
+        before = len(seen)
+        for s in part:
+            seen.add(s["token"])
+            seen.update(s["top"]["token"])
+            for stage in s["stages"]:
+                seen.update(stage[4])
+            text += len(s["text"].encode())
         print(f"{start:>7,}-{start + len(part) - 1:<7,} {statistics.median(r) / 2**20:>9.1f} MiB "
-              f"{max(r) / 2**20:>6.1f} MiB {statistics.median(s['kv_bytes'] for s in part) / 2**20:>6.2f} MiB")
+              f"{max(r) / 2**20:>6.1f} MiB {statistics.median(s['kv_bytes'] for s in part) / 2**20:>6.2f} MiB "
+              f"{len(seen) - before:>8,} {text / 1024:>6.0f} KiB")
     first = statistics.median(rss[: len(rss) // 10])
     last = statistics.median(rss[-(len(rss) // 10):])
     per_1k = (last - first) / (len(rss) / 1000) / 1024
     print(f"RSS first tenth {first / 2**20:.1f} MiB, last tenth {last / 2**20:.1f} MiB: "
-          f"{(last - first) / 2**20:+.2f} MiB ({per_1k:+.1f} KiB per 1,000 tokens)")
+          f"{(last - first) / 2**20:+.2f} MiB ({per_1k:+.1f} KiB per 1,000 tokens, "
+          f"{(last - first) / max(1, first) * 100:+.2f} %); {len(seen):,} distinct token ids shown, "
+          f"{text / 1024:.0f} KiB of text")
     return 0
 
 

@@ -42,6 +42,10 @@ class LogRing:
             self._partial += text
             while "\n" in self._partial:
                 line, self._partial = self._partial.split("\n", 1)
+                if self._partial_level == "debug":
+                    # llama.cpp logs graph inputs at debug level whenever a graph is rebuilt (after each
+                    # context shift, ~100 lines): nothing here reads them, and they pushed out the rest
+                    continue
                 self._seq += 1
                 self._lines.append(LogLine(self._seq, time.time(), self._partial_level, line))
 
