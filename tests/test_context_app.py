@@ -66,7 +66,7 @@ async def test_tokenizer_inspector_on_the_real_model(smollm2_path: Path) -> None
         await until(pilot, lambda: isinstance(app.screen, TokenizerScreen))
         table = app.screen.query_one("#compare", DataTable)
         await until(pilot, lambda: table.row_count == 4, timeout=30)
-        labels = [table.get_row_at(i)[0] for i in range(4)]
+        labels = [str(table.get_row_at(i)[0]) for i in range(4)]
         assert labels[0].startswith("with BOS") and labels[1].startswith("without BOS")
         with_bos, without = table.get_row_at(0)[1:], table.get_row_at(1)[1:]
         assert with_bos != without  # BOS changes the next-token distribution

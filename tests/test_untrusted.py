@@ -504,6 +504,23 @@ def test_a_single_chat_message_that_does_not_fit_suggests_what_generate_accepts(
 # -- the dashboard, as the terminal sees it ---------------------------------------------------------------------
 
 
+def test_a_hostile_piece_key_or_header_is_a_problem_not_a_crash(recording: Path, tmp_path: Path) -> None:
+    from tui.app.screens.sessions import summarize
+    from tui.record import read_session
+
+    lines = recording.read_text().splitlines()
+    long_key = json.dumps({"type": "pieces", "map": {"9" * 5000: "eA=="}})
+    bad = tmp_path / "long-key.jsonl"
+    bad.write_text("\n".join([lines[0], long_key, *lines[1:]]) + "\n")
+    session = read_session(bad)  # int() of a 5,000-digit key raised ValueError
+    assert any("not a token id" in p for p in session.problems) and session.steps
+    header = json.loads(lines[0])
+    for name, first_line in (("parent", json.dumps({**header, "parent": [1]})), ("deep", "[" * 100_000)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(first_line + "\n")
+        assert summarize(path)["state"] == "unreadable"  # the sessions browser crashed on these
+
+
 def _evil_recording(recording: Path, dst: Path) -> Path:
     def evil(o: dict) -> dict:
         if o.get("type") == "header":
@@ -520,19 +537,25 @@ async def test_a_replayed_recording_shows_escape_sequences_as_text(recording: Pa
     from tui.app.app import LlmTuiApp
     from tui.record import read_session
     from tui.record.replay import ReplayEngine
+    from tui.record.tools import preset_from
     from tui.sampling.presets import load_presets
 
     session = read_session(_evil_recording(recording, tmp_path / "evil.jsonl"))
     engine = ReplayEngine(session)
     app = LlmTuiApp(engine_factory=lambda: engine, model_label=f"replay · {session.header['model']['name']}",
-                    settings=engine.settings, preset=BUILTIN_PRESETS["greedy"], catalog=load_presets(None),
+                    settings=engine.settings, preset=preset_from(session.header["preset"], "rec"),
+                    catalog=load_presets(None),
                     prompt=session.header["prompt"], replay=session, live_metrics=False)
     async with app.run_test(size=(140, 40)) as pilot:
         await until(pilot, lambda: app.engine is not None, timeout=10)
         await pilot.pause(0.2)
-        screen = app.export_screenshot()
-    assert "\x1b" not in screen and "\x9b" not in screen and "\u202e" not in screen
-    assert "␛]2;PWNED" in screen
+        first = app.export_screenshot()
+        app.replay_goto(4)  # steps shown: the chain panel names the recorded preset and its stages
+        await pilot.pause(0.3)
+        stepped = app.export_screenshot()
+    for screen in (first, stepped):
+        assert "\x1b" not in screen and "\x9b" not in screen and "\u202e" not in screen
+    assert "␛]2;PWNED" in first and "␛[2J" in stepped
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")

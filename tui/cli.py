@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--serve", nargs="?", const="127.0.0.1:8000", metavar="[HOST:]PORT",
                         help="also serve the OpenAI-compatible API (default 127.0.0.1:8000): every request shows "
                         "up live in the panels; S toggles it in the app")
-    parser.add_argument("--api-key", metavar="KEY", default=os.environ.get("LLMTUI_API_KEY"),
+    parser.add_argument("--api-key", type=V.utf8_text, metavar="KEY", default=os.environ.get("LLMTUI_API_KEY"),
                         help="with --serve / serve: require 'Authorization: Bearer KEY' (default $LLMTUI_API_KEY)")
     parser.add_argument("--max-body", type=V.BODY_MIB, default=8, metavar="MIB",
                         help="with --serve / serve: the largest request body accepted, in MiB (default 8)")
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "requests queue and are served in order. Binds to loopback unless --host says otherwise.")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=V.PORT, default=8000, help="port (default 8000; 0 picks a free one)")
-    srv.add_argument("--api-key", metavar="KEY", default=argparse.SUPPRESS,
+    srv.add_argument("--api-key", type=V.utf8_text, metavar="KEY", default=argparse.SUPPRESS,
                      help="require 'Authorization: Bearer KEY' on every request (default $LLMTUI_API_KEY)")
     srv.add_argument("--max-body", type=V.BODY_MIB, default=argparse.SUPPRESS, metavar="MIB",
                      help="the largest request body accepted, in MiB (default 8): checked before it is read")

@@ -14,7 +14,8 @@ terminal's title, clear the screen or move the cursor:
   ``\\xNN`` for the byte they stand for.
 
 No Textual, no numpy: the CLI and every layer may use it. Exports escape for
-their own format on top of this (``html.escape`` for HTML, :func:`markdown_inline`).
+their own format on top of this (``html.escape`` for HTML, :func:`markdown_text` and
+:func:`markdown_code` for Markdown).
 """
 
 from __future__ import annotations
@@ -60,11 +61,6 @@ def visible(text: Any, keep: str = "") -> str:
 def visible_lines(text: Any) -> str:
     """:func:`visible`, keeping newlines and tabs (generated text, multi-line messages)."""
     return visible(text, "\n\t")
-
-
-def visible_bytes(data: bytes, keep: str = "") -> str:
-    """Bytes (a token's piece) as visible text: invalid UTF-8 as ``\\xNN``."""
-    return visible(data.decode("utf-8", errors="backslashreplace"), keep)
 
 
 def is_clean(text: str, keep: str = "\n\t") -> bool:

@@ -16,9 +16,8 @@ import argparse
 import math
 from collections.abc import Callable
 
-from .engine.settings import MAX_BATCH, MAX_CTX, MAX_GPU_LAYERS, SEED_MAX, max_threads
+from .engine.settings import MAX_BATCH, MAX_CTX, MAX_GPU_LAYERS, MAX_TOKENS, SEED_MAX, max_threads
 
-MAX_TOKENS = 1_000_000  # tokens one run may generate: bounded work, even with a context shift
 MAX_REPS = 100
 
 
@@ -82,7 +81,7 @@ TOKENS = int_in(0, MAX_TOKENS)
 N_KEEP = int_in(-1, MAX_CTX, " (-1: the prompt)")
 PORT = int_in(0, 65535, " (0: a free port)")
 STEP = int_in(0, MAX_TOKENS)
-TOP_K = int_in(-1, 1 << 31, " (<= 0: off)")
+TOP_K = int_in(-1, (1 << 31) - 1, " (<= 0: off)")
 PROB = number_in(0.0, 1.0)
 TEMP = number_in(-1e6, 1e6)
 REPS = int_in(1, MAX_REPS)

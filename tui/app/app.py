@@ -1471,28 +1471,21 @@ def _log_server_errors_to_file() -> None:
 
 
 def known_binding_ids() -> set[str]:
-    """Every binding id a config's [keys] table may remap (the app's and its screens' and widgets')."""
+    """Every binding id a config's [keys] table may remap: the app's and every screen's and widget's."""
+    import importlib
+    import pkgutil
+
     from textual.binding import Binding as _Binding
 
-    from .screens import (
-        anatomy,
-        help,
-        labs,
-        learn,
-        models,
-        presets,
-        sessions,
-        settings,
-        tokenizer,
-    )
-    from .widgets import token_stream
+    from . import screens, widgets
 
     ids = {bid for bid, *_ in KEYS}
-    for module in (anatomy, help, labs, learn, models, presets, sessions, settings, tokenizer, token_stream):
-        for cls in vars(module).values():
-            for b in getattr(cls, "BINDINGS", None) or () if isinstance(cls, type) else ():
-                if isinstance(b, _Binding) and b.id:
-                    ids.add(b.id)
+    for package in (screens, widgets):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            for cls in vars(module).values():
+                bindings = getattr(cls, "BINDINGS", None) if isinstance(cls, type) else None
+                ids.update(b.id for b in bindings or () if isinstance(b, _Binding) and b.id)
     return ids
 
 

@@ -8,6 +8,7 @@ vocabulary), so results are cached per (path, size, mtime) in the user cache.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -107,13 +108,21 @@ class Anatomy:
 
 
 def _hyper_value(value: Any) -> Any:
-    """A hyperparameter as read: numbers (and lists of them) as they are, anything else (a crafted
-    file's string) as visible text."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    """A hyperparameter as read: sane numbers (and non-empty lists of them) as they are; anything else
+    (a crafted file's string, NaN, 2**40 layers) as visible text, which no computation uses."""
+    if _sane(value):
         return value
-    if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if isinstance(value, list) and value and len(value) <= 1 << 16 and all(_sane(v) for v in value):
         return value
     return visible(value)
+
+
+def _sane(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return 0 <= value < 1 << 31
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _value(field_: Any) -> Any:

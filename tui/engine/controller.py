@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..sampling.base import SamplingError
 from .chat import reusable_prefix
 from .errors import EngineError
 from .loop import CONTEXT_POLICIES, Generation, GenerationStats, Step, StopReason
@@ -389,7 +390,10 @@ class Controller:
         history = self.last.history[:-1]
         chain = self.build_chain(preset, history)
         t0 = time.perf_counter()
-        trace = chain.sample(self.last.last_logits)
+        try:
+            trace = chain.sample(self.last.last_logits)
+        except SamplingError as exc:
+            raise EngineError(str(exc)) from None
         sample_ms = (time.perf_counter() - t0) * 1000.0
         eng = self.engine
         piece = eng.piece(trace.token)

@@ -76,7 +76,8 @@ def computed_allocation(*, arch: str, n_layer: int, n_head_kv: int, head_dim_k: 
     ctx = padded_ctx(n_ctx)
     per_cell = type_bytes(type_k, n_head_kv * head_dim_k) + type_bytes(type_v, n_head_kv * head_dim_v)
     pattern = SWA_PATTERN.get(arch, 0) if n_swa else 0
-    n_swa_layers = sum(1 for il in range(n_layer) if pattern and il % pattern < pattern - 1)
+    # every pattern-th layer is full-context, the others slide (counted, not looped: n_layer is from the file)
+    n_swa_layers = (n_layer // pattern) * (pattern - 1) + min(n_layer % pattern, pattern - 1) if pattern else 0
     n_full = n_layer - n_swa_layers
     swa_cells = ctx if swa_full else padded_ctx(min(ctx, n_swa + n_ubatch))
     total = per_cell * (n_full * ctx + n_swa_layers * swa_cells)

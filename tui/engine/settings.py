@@ -56,6 +56,7 @@ THREADS_PER_CPU = 4
 MAX_CTX = 1 << 22  # 4,194,304 tokens: beyond any model's training context
 MAX_BATCH = 1 << 16
 MAX_GPU_LAYERS = 10_000  # more than any model has: llama.cpp caps it at the model's layer count
+MAX_TOKENS = 1_000_000  # tokens one run may generate: bounded work, even with a context shift
 SEED_MAX = 0xFFFFFFFF  # llama.cpp's seeds are 32-bit; -1 (= 0xFFFFFFFF) asks for a random one
 
 # field -> (type, lowest, highest or None). Checked once, where settings are made (CLI, config,

@@ -9,8 +9,9 @@ from .session import (
     SessionFileError,
     SessionWriter,
     append_event,
+    read_header,
     read_session,
 )
 
 __all__ = ["FORMAT", "VERSION", "RecordError", "RecordingExists", "Session", "SessionFileError", "SessionWriter",
-           "append_event", "read_session"]
+           "append_event", "read_header", "read_session"]

@@ -520,7 +520,7 @@ def _pieces_from(rec: dict[str, Any], n_vocab: int) -> dict[int, bytes]:
     pieces: dict[int, bytes] = {}
     for key, value in _dict(_get(rec, "map", ""), "map").items():
         # int() would also take " 12", "1_2" and other scripts' digits
-        if not (key.isascii() and key.isdigit()) or not int(key) < n_vocab:
+        if not (key.isascii() and key.isdigit() and len(key) <= 10) or not int(key) < n_vocab:
             raise _Bad(f"map: {_shown(key)} is not a token id of this model (0..{n_vocab - 1:,})")
         try:
             pieces[int(key)] = base64.b64decode(_str(value, f"map[{key}]"), validate=True)
@@ -658,6 +658,10 @@ def read_session(path: str | os.PathLike[str]) -> Session:
     header that cannot be used); every other bad line is a problem ("line N: …; skipped")."""
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SessionFileError(f"{p}: {size / 2**20:,.0f} MiB is too large for a recording (at most "
+                                   f"{MAX_FILE_BYTES / 2**20:,.0f} MiB)")
         raw = p.read_bytes()
     except OSError as exc:
         raise SessionFileError(f"{p}: cannot read: {exc.strerror or exc}") from None
@@ -683,16 +687,7 @@ def read_session(path: str | os.PathLike[str]) -> Session:
             continue
         kind = obj["type"]
         if session is None:
-            if kind != "header" or obj.get("format") != FORMAT:
-                raise SessionFileError(f"{p}: line {number}: not an llmtui recording (no {FORMAT} header)")
-            if obj.get("version") != VERSION:
-                raise SessionFileError(f"{p}: line {number}: format version {_shown(obj.get('version'))}, "
-                                       f"this llmtui reads version {VERSION}")
-            try:
-                _check_header(obj)
-            except _Bad as exc:
-                raise SessionFileError(f"{p}: line {number}: bad header: {exc}") from None
-            session = Session(path=p, header=obj)
+            session = Session(path=p, header=_header(obj, p, number))
             n_vocab = session.n_vocab
             continue
         try:
@@ -721,6 +716,42 @@ def read_session(path: str | os.PathLike[str]) -> Session:
     if session is None:
         raise SessionFileError(f"{p}: no header line: not a recording")
     return session
+
+
+def _header(obj: dict[str, Any], p: Path, number: int) -> dict[str, Any]:
+    """``obj`` if it is a usable header; SessionFileError (one line naming the field) if not."""
+    if obj.get("type") != "header" or obj.get("format") != FORMAT:
+        raise SessionFileError(f"{p}: line {number}: not an llmtui recording (no {FORMAT} header)")
+    if obj.get("version") != VERSION:
+        raise SessionFileError(f"{p}: line {number}: format version {_shown(obj.get('version'))}, "
+                               f"this llmtui reads version {VERSION}")
+    try:
+        _check_header(obj)
+    except _Bad as exc:
+        raise SessionFileError(f"{p}: line {number}: bad header: {exc}") from None
+    return obj
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Only the header of a recording (its first line, read with a bound), checked as
+    :func:`read_session` checks it: for listing recordings without reading them."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            line = fh.readline(MAX_HEADER_BYTES)
+    except OSError as exc:
+        raise SessionFileError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        obj = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise SessionFileError(f"{p}: line 1: not an llmtui recording ({_why(exc)})") from None
+    if type(obj) is not dict:
+        raise SessionFileError(f"{p}: line 1: not an llmtui recording (no {FORMAT} header)")
+    return _header(obj, p, 1)
+
+
+MAX_FILE_BYTES = 1 << 30  # 1 GiB: ~500,000 steps; a larger file is not a recording llmtui wrote
+MAX_HEADER_BYTES = 64 << 20  # a header holds the prompt's text and token ids
 
 
 def _why(exc: Exception) -> str:

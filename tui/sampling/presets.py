@@ -22,6 +22,7 @@ other presets. Seeds come from the run (``--seed``), like llama.cpp's
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +52,13 @@ from .samplers import (
 )
 
 
-_INT_LIMIT = 1 << 31  # C ints: llama.cpp's samplers take int32 parameters
+_F32_MAX = 3.4028234663852886e38
+_INT_LIMIT = (1 << 31) - 1  # C ints: llama.cpp's samplers take int32 parameters
+
+
+# what tui.safe_text would make visible (sampling imports nothing of tui): C0, DEL, C1, bidi overrides,
+# lone surrogates
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 class PresetError(Exception):
@@ -275,13 +282,13 @@ def _check_param(where: str, t: SamplerType, key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise PresetError(f"{where}.{key}: expected a number, got {value!r}")
         value = float(value)
-        if not math.isfinite(value):
-            raise PresetError(f"{where}.{key}: expected a finite number, got {value!r}")
+        if not math.isfinite(value) or abs(value) > _F32_MAX:  # the samplers compute in float32, as C does
+            raise PresetError(f"{where}.{key}: expected a finite number (float32), got {value!r}")
     elif p.kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise PresetError(f"{where}.{key}: expected an integer, got {value!r}")
-        if abs(value) > _INT_LIMIT:
-            raise PresetError(f"{where}.{key}: {value} is out of range (at most {_INT_LIMIT:,} in size)")
+        if not -_INT_LIMIT - 1 <= value <= _INT_LIMIT:
+            raise PresetError(f"{where}.{key}: {value} is out of range ({-_INT_LIMIT - 1:,}..{_INT_LIMIT:,})")
     elif p.kind is list:
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             raise PresetError(f"{where}.{key}: expected a list of strings")
@@ -395,7 +402,7 @@ def load_preset_file(path: Path) -> Preset:
     if not isinstance(description, str) or len(description) > 200:
         raise PresetError(f"{path}: description: expected a string of at most 200 characters")
     for key, text in (("name", name), ("description", description)):
-        if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text):
+        if _CONTROL.search(text):
             raise PresetError(f"{path}: {key}: control characters are not allowed")
     return Preset(name.strip(), validate_specs(samplers, where=str(path)), description, str(path))
 

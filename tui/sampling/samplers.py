@@ -432,6 +432,9 @@ class XTC(_Seeded):
 # -- logit transforms ----------------------------------------------------------------
 
 
+_TINY_T = 1e-30  # above it, logit / t overflows only for |logit| > 3e8: no model's (the chain checks anyway)
+
+
 def _finite_f32(logit: np.float32, t: np.float32) -> bool:
     with np.errstate(over="ignore"):
         return bool(np.isfinite(F32(logit) / t))
@@ -456,7 +459,7 @@ class Temp(Sampler):
 def _temp(cur: Candidates, t: np.float32) -> None:
     if len(cur) == 0:
         return
-    if t <= 0 or not _finite_f32(cur.max_logit(), t):
+    if t <= 0 or (t < _TINY_T and not _finite_f32(cur.max_logit(), t)):
         # t <= 0, or so small that the best logit / t overflows float32 (C gets inf, then NaN
         # probabilities): keep only the best, the limit of t -> 0
         best = cur.argmax()

@@ -8,6 +8,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from ..widgets.safe import plain
+
 HELP_TEXT = """[b]llmtui[/b] — watch a model choose each token.
 Type a prompt and press [b]Enter[/b]. Keys work when the prompt box is not focused
 (press [b]Esc[/b] to leave it, [b]i[/b] to come back). Remap any key in config.toml:
@@ -33,5 +35,5 @@ class HelpScreen(ModalScreen[None]):
             table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True)
             table.add_columns("key", "action", "binding id")
             for key, description, binding_id in self.rows:
-                table.add_row(key, description, binding_id)
+                table.add_row(plain(key), description, plain(binding_id))  # keys come from the config
             yield table

@@ -203,7 +203,8 @@ class QuantLab(LabScreen):
         table = self.query_one("#flip", DataTable)
         table.clear()
         for rank, ((rt, rp), (ot, op)) in enumerate(zip(ref, other), 1):
-            table.add_row(str(rank), f"{res.pieces.get(rt, rt)!r} {rp:.1%}", f"{res.pieces.get(ot, ot)!r} {op:.1%}")
+            table.add_row(str(rank), plain(f"{res.pieces.get(rt, rt)!r} {rp:.1%}"),
+                          plain(f"{res.pieces.get(ot, ot)!r} {op:.1%}"))
 
     @on(Button.Pressed, "#next")
     def _next(self) -> None:

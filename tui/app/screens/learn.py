@@ -15,6 +15,7 @@ from textual.widgets import Button, DataTable, Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ...learn import STAGES, Question
+from ...safe_text import visible
 from ...units import shorten
 from .base import WideModal
 
@@ -152,12 +153,14 @@ class ResultsScreen(WideModal[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"[b]{self.title_text}[/b]   [dim](Esc closes · L back to the question)[/dim]", id="title")
+            yield Static(Text.assemble((visible(self.title_text), "bold"), "   ",
+                                       ("(Esc closes · L back to the question)", "dim")), id="title")
             table: DataTable[Any] = DataTable(id="table", zebra_stripes=True, cursor_type="row")
             for i, c in enumerate(self.columns):
                 table.add_column(c, width=self.widths.get(i))
             for i, row in enumerate(self.rows):
-                cells: list[Any] = [Text(c, style="bold") if i == self.mark_row else c for c in row]
+                # the cells hold model output: plain text, never markup
+                cells: list[Any] = [Text(visible(str(c)), style="bold" if i == self.mark_row else "") for c in row]
                 table.add_row(*cells, height=None)
             yield table
             with VerticalScroll(id="notes"):

@@ -103,7 +103,7 @@ class PresetScreen(ModalScreen[Any]):
                 params.add_row(str(i), spec.name, "", "", key=f"{i}:")
             for key, p in schema.items():
                 value = spec.params.get(key, p.default)
-                params.add_row(str(i), spec.name, key, json.dumps(value) if not isinstance(value, (int, float))
+                params.add_row(str(i), spec.name, key, plain(json.dumps(value)) if not isinstance(value, (int, float))
                                else f"{value:g}", key=f"{i}:{key}")
         self.query_one("#chain", Static).update(plain(preset.describe()))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,30 +13,33 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
+from ...record.session import MAX_HEADER_BYTES, SessionFileError, read_header
 from ...safe_text import visible
 from ..widgets.safe import SafeInput, plain
 
 
 def summarize(path: Path) -> dict[str, Any]:
-    """Model, preset, token count and date of a recording, read cheaply (header + line count)."""
+    """Model, preset, token count and date of a recording, read cheaply (the checked header, then a
+    count of step lines); anything unreadable is listed as such, never raised."""
     info: dict[str, Any] = {"path": path, "model": "?", "preset": "?", "tokens": 0, "date": "?", "state": ""}
     try:
+        header = read_header(path)
+        steps = 0
+        complete = False
         with open(path, "rb") as fh:
-            header = json.loads(fh.readline())
-            steps = 0
-            complete = False
+            fh.readline(MAX_HEADER_BYTES)
             for line in fh:
                 if line.startswith(b'{"type":"step"'):
                     steps += 1
                 elif line.startswith(b'{"type":"footer"'):
                     complete = True
-        info.update(model=header["model"]["name"], preset=header["preset"]["name"], tokens=steps,
-                    date=header.get("created", "?")[:19].replace("T", " "),
-                    state="" if complete else "cut off")
-        if header.get("parent"):
-            info["state"] = (info["state"] + f" fork@{header['parent'].get('fork_step')}").strip()
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, SessionFileError):
         info["state"] = "unreadable"
+        return info
+    info.update(model=header["model"]["name"], preset=header["preset"]["name"], tokens=steps,
+                date=str(header.get("created", "?"))[:19].replace("T", " "), state="" if complete else "cut off")
+    if header.get("parent"):
+        info["state"] = (info["state"] + f" fork@{header['parent'].get('fork_step')}").strip()
     return info
 
 

@@ -16,7 +16,7 @@ from textual.widgets import Checkbox, DataTable, Input, Static
 
 from ...engine.errors import EngineError
 from ...safe_text import visible
-from ..widgets.safe import SafeInput
+from ..widgets.safe import SafeInput, plain
 
 
 class TokenizerScreen(ModalScreen[None]):
@@ -83,5 +83,5 @@ class TokenizerScreen(ModalScreen[None]):
         table.clear()
         for label, top in result["top"].items():
             n = result["variants"][label]
-            cells = [f"{piece!r} {p:.1%}" for piece, p in top]
-            table.add_row(f"{label} ({n} tok)", *cells)
+            cells = [plain(f"{piece!r} {p:.1%}") for piece, p in top]
+            table.add_row(plain(f"{label} ({n} tok)"), *cells)

@@ -34,9 +34,11 @@ _WHITESPACE_LABELS = str.maketrans({" ": "␣", "\n": "\\n", "\t": "\\t", "\r": 
 
 
 def fit(text: str, width: int) -> str:
-    """Cut or pad ``text`` to exactly ``width`` cells."""
+    """Cut or pad ``text`` to exactly ``width`` cells; every panel line goes through here, so this is
+    where what came from outside (a recording's preset and stage names, model pieces) is made visible."""
     if width <= 0:
         return ""
+    text = visible(text)
     if cell_len(text) <= width:
         return text + " " * (width - cell_len(text))
     out, used = [], 0
