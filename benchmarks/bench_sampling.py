@@ -23,6 +23,7 @@ import numpy as np
 
 from tui.engine import EngineSettings, Generation
 from tui.engine.llama import LlamaEngine
+from tui.config import app_dirs
 from tui.engine.models import embedded_model_path, gemma_model_path
 from tui.sampling.presets import BUILTIN_PRESETS
 
@@ -87,7 +88,7 @@ def main() -> None:
     args = ap.parse_args()
     preset = BUILTIN_PRESETS[args.preset]
     models = [("SmolLM2", embedded_model_path())]
-    gemma = gemma_model_path(assemble=True)
+    gemma = gemma_model_path(app_dirs().models, assemble=True)
     models.append(("Gemma 3 270M", gemma))
 
     print(f"preset {preset.name}: {preset.describe()}\n")

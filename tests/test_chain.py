@@ -17,7 +17,7 @@ from tui.sampling import (
     TopNSigma,
     TopP,
 )
-from tui.sampling.base import SamplingError
+from tui.sampling.errors import SamplingError
 from tui.sampling.presets import BUILTIN_PRESETS
 
 

@@ -10,13 +10,14 @@ import pytest
 from tui.engine import ContextError, EngineSettings, Generation, StopReason
 from tui.engine.chat import ChatSession
 from tui.engine.kv import computed_allocation
+from tui.config import app_dirs
 from tui.engine.models import gemma_model_path
 from tui.sampling import Chain, Greedy
 from tui.sampling.presets import BUILTIN_PRESETS
 
 
 def models(smollm2_path: Path) -> list[Path]:
-    gemma = gemma_model_path(assemble=False)  # only when the gemma extra was installed and assembled
+    gemma = gemma_model_path(app_dirs().models, assemble=False)  # only when the gemma extra was installed and assembled
     return [smollm2_path] + ([gemma] if gemma else [])
 
 

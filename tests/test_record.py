@@ -23,7 +23,8 @@ from tui.app.app import LlmTuiApp
 from tui.app.screens.sessions import SessionsScreen
 from tui.app.widgets.token_stream import TokenStream
 from tui.engine import EngineSettings
-from tui.engine.controller import Controller, Finished, RecordingFailed, StepEvent
+from tui.engine.controller import Controller, Finished, StepEvent
+from tui.record.recorder import Recorder, RecordingFailed
 from tui.engine.errors import EngineError
 from tui.engine.fake import FakeEngine
 from tui.record import (
@@ -194,7 +195,7 @@ def test_unwritable_place_is_one_error_and_generation_goes_on(tmp_path: Path, mo
     eng = FakeEngine(EngineSettings(n_ctx=512, seed=1))
     ctl = Controller(eng, BUILTIN_PRESETS["balanced"], seed=1, emit=events.append, max_tokens=30)
     path = tmp_path / "full.jsonl"
-    ctl.recorder_factory = lambda header: SessionWriter(path, header, eng.piece)
+    ctl.listeners.append(Recorder(eng, lambda header: SessionWriter(path, header, eng.piece), events.append))
     real_write = os.write
     calls = {"n": 0}
 

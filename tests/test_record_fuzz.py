@@ -19,6 +19,7 @@ from markdown_it import MarkdownIt
 
 from tui.engine.controller import Controller
 from tui.record import SessionFileError, SessionWriter, read_session
+from tui.record.recorder import Recorder
 from tui.record.replay import ReplayEngine
 from tui.record.tools import export_html, export_markdown
 from tui.safe_text import visible
@@ -45,7 +46,7 @@ def real_lines(engine: Any, workdir: Path) -> list[str]:
     """A real recording, once per module: a short greedy generation on SmolLM2, as its lines."""
     path = workdir / "real.jsonl"
     ctl = Controller(engine, BUILTIN_PRESETS["greedy"], seed=1, emit=lambda event: None, max_tokens=12)
-    ctl.recorder_factory = lambda header: SessionWriter(path, header, engine.piece)
+    ctl.listeners.append(Recorder(engine, lambda header: SessionWriter(path, header, engine.piece)))
     stats = ctl.run("The capital of France is")
     assert stats.generated == 12
     lines = path.read_text(encoding="utf-8").splitlines()

@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_cli import run
-from tui.cli import _config_or_defaults, build_parser, engine_settings, keymap_problems, main
+from tui.cli import build_parser, config_or_defaults, engine_settings, keymap_problems, main
 from tui.config import Config, ConfigError, load_config
 from tui.engine import EngineError, EngineSettings
 from tui.engine.settings import max_threads
 from tui.safe_text import json_text, markdown_code, markdown_text, visible
-from tui.sampling.base import NonFiniteLogits, SamplingError
+from tui.sampling.errors import NonFiniteLogits, SamplingError
 from tui.sampling.presets import BUILTIN_PRESETS, BuildContext, PresetError, load_preset_file
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -156,7 +156,7 @@ def test_a_malformed_config_starts_the_dashboard_with_defaults_and_says_why(tmp_
     path.write_text("[engine\nn_ctx = 4")
     notices: list[str] = []
     args = build_parser().parse_args(["--config", str(path)])
-    assert _config_or_defaults(args, notices) == Config()
+    assert config_or_defaults(args, notices) == Config()
     assert len(notices) == 1 and "invalid TOML" in notices[0] and "default settings" in notices[0]
 
 

@@ -38,8 +38,6 @@ from ..engine.controller import (
     Finished,
     PresetChanged,
     PromptDone,
-    RecordingFailed,
-    RecordingStarted,
     Resample,
     Resampled,
     SetPreset,
@@ -49,6 +47,7 @@ from ..engine.controller import (
 )
 from ..engine.errors import EngineError
 from ..engine.thread import engine_thread
+from ..record.recorder import RecordingFailed, RecordingStarted
 from ..safe_text import visible, visible_lines
 from .screens.anatomy import AnatomyScreen
 from .screens.help import HelpScreen
@@ -356,7 +355,7 @@ class LlmTuiApp(App[int]):
                                      max_tokens=self.max_tokens,
                                      context_policy=self._loop_policy,
                                      n_keep=self.n_keep)
-        self.controller.recorder_factory = self._new_recording if self.recording else None
+        self.sync_recorder()
         self.chat_mode = False
         for warning in getattr(self.engine, "warnings", []):
             self.notify(warning, severity="warning", timeout=8)
@@ -874,6 +873,17 @@ class LlmTuiApp(App[int]):
 
     # -- recording -----------------------------------------------------------------------------
 
+    def sync_recorder(self) -> None:
+        """A Recorder listens to the controller's runs while recording is on (and only then)."""
+        from ..record.recorder import Recorder
+
+        ctl = self.controller
+        if ctl is None:
+            return
+        ctl.listeners[:] = [listen for listen in ctl.listeners if not isinstance(listen, Recorder)]
+        if self.recording:
+            ctl.listeners.append(Recorder(self.engine, self._new_recording, self._emit))
+
     def _new_recording(self, header: dict) -> Any:
         """Called in the worker at the start of each run (recording on)."""
         from ..config import app_dirs
@@ -912,8 +922,7 @@ class LlmTuiApp(App[int]):
             self.notify("a replay is already a recording", severity="warning")
             return
         self.recording = not self.recording
-        if self.controller is not None:
-            self.controller.recorder_factory = self._new_recording if self.recording else None
+        self.sync_recorder()
         self.notify("recording from the next generation on" if self.recording else "recording off", timeout=3)
         self._update_status()
 
@@ -1045,7 +1054,7 @@ class LlmTuiApp(App[int]):
         self.on_engine_loaded(EngineLoaded(loaded.engine, None, cold=loaded.cold, ms=loaded.ms))
         # the fork is a new recording that names its parent
         self.recording = True
-        self.controller.recorder_factory = self._new_recording
+        self.sync_recorder()
         kept_steps = session.steps[:at_step]
         shown = session.header.get("prompt", "") + "".join(s.text for s in kept_steps) + "⟨fork⟩"
         self._new_run(shown, "prompt").focus()
@@ -1219,10 +1228,11 @@ class LlmTuiApp(App[int]):
 
     @work(thread=True, exclusive=True, group="anatomy", exit_on_error=False)
     def _read_anatomy(self, path: str) -> None:
+        from ..config import app_dirs
         from ..engine.anatomy import read_anatomy
 
         try:
-            anatomy = read_anatomy(path)
+            anatomy = read_anatomy(path, app_dirs().cache)
         except EngineError as exc:
             self.call_from_thread(self.notify, str(exc), severity="error")
             return

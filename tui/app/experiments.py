@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from textual.widget import Widget
 from textual.widgets import Input
 
+from ..config import app_dirs
 from ..engine.errors import ContextError, EngineError
 from ..learn import Question, find
 from ..units import human_bytes, shorten
@@ -186,7 +187,7 @@ async def exp_load(r: Runner, v: int) -> Finding:
     from .screens.anatomy import AnatomyScreen
 
     path = r.lab_model()
-    anatomy = await asyncio.to_thread(read_anatomy, path)
+    anatomy = await asyncio.to_thread(read_anatomy, path, app_dirs().cache)
     screen = await r.push(AnatomyScreen(anatomy))
     load = r.app.load_info or "loaded"
     headline = (f"{load}: {human_bytes(anatomy.file_size)} file, {len(anatomy.tensors)} tensors, "
@@ -608,7 +609,7 @@ async def exp_quant_types(r: Runner, v: int) -> Finding:
     from ..engine.anatomy import bits_per_weight, read_anatomy
     from .screens.anatomy import AnatomyScreen
 
-    anatomy = await asyncio.to_thread(read_anatomy, r.lab_model())
+    anatomy = await asyncio.to_thread(read_anatomy, r.lab_model(), app_dirs().cache)
     screen = await r.push(AnatomyScreen(anatomy))
     by_type = anatomy.by_type()
     bpw = {t: bits_per_weight(row["bytes"], row["elements"]) for t, row in by_type.items() if row["elements"]}
@@ -772,7 +773,7 @@ async def exp_chat(r: Runner, v: int) -> Finding:
     files: list[str] = []
     if v == 1:
         app.recording = True
-        app.controller.recorder_factory = app._new_recording
+        app.sync_recorder()
     try:
         def recorded() -> None:
             if v == 1 and app.record_path:
@@ -783,7 +784,7 @@ async def exp_chat(r: Runner, v: int) -> Finding:
     finally:
         if v == 1:
             app.recording = recording
-            app.controller.recorder_factory = app._new_recording if recording else None
+            app.sync_recorder()
             app._update_status()
     last, reply = seen[-1]
     reused = [t.reused for t, _ in seen]

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import app_dirs
 from ..safe_text import visible
 from .errors import ModelFileError
 
@@ -132,16 +131,18 @@ def _value(field_: Any) -> Any:
         return None
 
 
-def read_anatomy(path: str | Path) -> Anatomy:
+def read_anatomy(path: str | Path, cache_dir: Path | None = None) -> Anatomy:
+    """A model file's anatomy (llama.cpp's gguf reader: seconds on a large file), cached in
+    ``cache_dir`` (by path, size and mtime) when given."""
     p = Path(path)
     from .gguf_header import read_header
 
     header = read_header(p)  # a clear one-line error for missing / bad / truncated files
-    cache_file = app_dirs().cache / "anatomy" / f"{p.name}.json"
+    cache_file = cache_dir / "anatomy" / f"{p.name}.json" if cache_dir is not None else None
     st = p.stat()
     key = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{_CACHE_VERSION}"
     try:
-        cached = json.loads(cache_file.read_text(encoding="utf-8"))
+        cached = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file is not None else {}
         if cached.get("key") == key:
             data = cached["anatomy"]
             data["tensors"] = [Tensor(**{**t, "shape": tuple(t["shape"])}) for t in data["tensors"]]
@@ -179,6 +180,8 @@ def read_anatomy(path: str | Path) -> Anatomy:
         ],
         data_offset=header.data_offset,
     )
+    if cache_file is None:
+        return anatomy
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         data = asdict(anatomy)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..sampling.base import SamplingError
+from ..sampling.errors import SamplingError
 from .chat import reusable_prefix
 from .errors import EngineError
 from .loop import CONTEXT_POLICIES, Generation, GenerationStats, Step, StopReason
@@ -30,11 +30,18 @@ from .loop import CONTEXT_POLICIES, Generation, GenerationStats, Step, StopReaso
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    prompt: str
+    prompt: str  # as the model reads it (a chat rendered by its template)
     prompt_tokens: tuple[int, ...]
     preset: str
     seed: int
     step_mode: bool
+    # what a recording of the run needs
+    given: str = ""  # the prompt as given
+    spec: Any = None  # the Preset
+    max_tokens: int = 0
+    ignore_eos: bool = False
+    parent: dict[str, Any] | None = None
+    history: tuple[int, ...] = ()  # tokens the chain had accepted before step 0 (a fork's kept tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,25 +71,25 @@ class StepEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Accepted:
+    """A step is final (after any re-sample) and its token is in the history: what a recording keeps."""
+
+    step: Step
+
+
+@dataclass(frozen=True, slots=True)
 class Resampled:
     step: Step  # replaces the step with the same index
     preset: str
     pending: bool
+    spec: Any = None  # the Preset
 
 
 @dataclass(frozen=True, slots=True)
 class PresetChanged:
     preset: str
-
-
-@dataclass(frozen=True, slots=True)
-class RecordingStarted:
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class RecordingFailed:
-    message: str
+    spec: Any = None  # the Preset
+    at_step: int = 0  # the first step it samples
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,13 +149,13 @@ class Controller:
         self.step_mode = False
         self.running = False
         self.last = RunState()
-        # set to record every run: header dict -> a tui.record.SessionWriter
-        self.recorder_factory: Callable[[dict[str, Any]], Any] | None = None
+        # see every event before the front end does (on the run's thread): a recorder, a logger
+        self.listeners: list[Callable[[object], None]] = []
         self.context_policy = context_policy  # stop | shift (generation); chats may also drop old turns
         self.n_keep = n_keep
         self.chat: Any = None  # a ChatSession when in chat mode
-        self._writer: Any = None
         self._run_preset: Any = None
+        self._run_listener: Callable[[object], None] | None = None
 
     @property
     def active_preset(self) -> Any:
@@ -193,69 +200,34 @@ class Controller:
             self._drain()
             self.step_mode = step_mode
             self.running = True
-            saved = (self.seed, self.max_tokens, self.emit)
+            saved = (self.seed, self.max_tokens)
             self._run_preset = preset  # this run's own (an API request's); self.preset stays the front end's
+            self._run_listener = listener
             if seed is not None:
                 self.seed = seed
             if max_tokens is not None:
                 self.max_tokens = max_tokens
-            if listener is not None:
-                front = self.emit
-
-                def emit(event: object) -> None:
-                    listener(event)
-                    front(event)
-
-                self.emit = emit
             try:
                 return self._run(prompt, cancel, step_mode, add_bos, parse_special, prefix, list(history), parent,
                                  reuse)
             finally:
                 self.running = False
                 self._run_preset = None
-                self.seed, self.max_tokens, self.emit = saved
+                self._run_listener = None
+                self.seed, self.max_tokens = saved
+
+    def _send(self, event: object) -> None:
+        """Every event: the listeners (a recorder), this run's own listener (an API request), the front end."""
+        for listen in self.listeners:
+            listen(event)
+        if self._run_listener is not None:
+            self._run_listener(event)
+        if not isinstance(event, Accepted):  # the front end shows steps from StepEvent
+            self.emit(event)
 
     def reusable_prefix(self, tokens: Sequence[int]) -> int:
         """How many of ``tokens`` the KV cache already holds, in order (at least one is always evaluated)."""
         return reusable_prefix(self.engine, list(tokens))
-
-    # -- recording ----------------------------------------------------------------------------
-
-    def _start_recording(self, prompt: str, tokens: Sequence[int], parent: dict[str, Any] | None,
-                         history: Sequence[int] = ()) -> None:
-        self._writer = None
-        if self.recorder_factory is None:
-            return
-        from ..record.session import RecordError
-
-        try:
-            from ..record.session import session_header
-
-            self._writer = self.recorder_factory(session_header(
-                self.engine, self.active_preset, self.seed, prompt, tokens, max_tokens=self.max_tokens,
-                ignore_eos=self.ignore_eos, parent=parent, history=history))
-        except RecordError as exc:
-            self.emit(RecordingFailed(str(exc)))
-            return
-        self.emit(RecordingStarted(str(self._writer.path)))
-
-    def _record(self, write: Callable[[Any], None]) -> None:
-        """Write to the recording; a failure stops recording, never the generation."""
-        if self._writer is None:
-            return
-        from ..record.session import RecordError
-
-        try:
-            write(self._writer)
-        except RecordError as exc:
-            self._writer = None
-            self.emit(RecordingFailed(str(exc)))
-
-    def _record_step(self, step: Step) -> None:
-        if self._writer is None:
-            return
-        kv = self.engine.kv_layout().used(step.n_past + 1)
-        self._record(lambda w: w.step(step, kv_bytes=kv))
 
     def _run(self, prompt: str, cancel: threading.Event, step_mode: bool, add_bos: bool | None,
              parse_special: bool, prefix: Sequence[int] | None, history: list[int],
@@ -263,7 +235,7 @@ class Controller:
         eng = self.engine
         if cancel.is_set():
             stats = GenerationStats(stop_reason=StopReason.CANCELLED)
-            self.emit(Finished(StopReason.CANCELLED, None, stats.summary(), ""))
+            self._send(Finished(StopReason.CANCELLED, None, stats.summary(), ""))
             return stats
         try:
             plan = None
@@ -286,12 +258,12 @@ class Controller:
             policy = self.context_policy if self.context_policy in CONTEXT_POLICIES else "stop"
 
             def prompt_done(st: GenerationStats) -> None:
-                self.emit(PromptDone(st.prompt_tokens, st.prompt_ms))
+                self._send(PromptDone(st.prompt_tokens, st.prompt_ms))
                 per_token = st.prompt_ms / max(1, st.prompt_tokens)
                 if plan is not None:
-                    self.emit(ChatTurn(plan.reused, st.prompt_tokens, plan.dropped_turns, plan.reused * per_token))
+                    self._send(ChatTurn(plan.reused, st.prompt_tokens, plan.dropped_turns, plan.reused * per_token))
                 elif n_reuse:  # an API request that continues a conversation already in the cache
-                    self.emit(ChatTurn(n_reuse, st.prompt_tokens, 0, n_reuse * per_token))
+                    self._send(ChatTurn(n_reuse, st.prompt_tokens, 0, n_reuse * per_token))
 
             evaluate = plan.evaluate if plan is not None else tokens[n_reuse:]
             gen = Generation(
@@ -300,20 +272,21 @@ class Controller:
                 on_prompt_done=prompt_done, context_policy=policy,
                 n_keep=self.n_keep,
             )
-            self.emit(Started(shown, tuple(tokens), self.active_preset.name, self.seed, step_mode))
-            self._start_recording(prompt, tokens, parent, history)
+            self._send(Started(shown, tuple(tokens), self.active_preset.name, self.seed, step_mode, given=prompt,
+                               spec=self.active_preset, max_tokens=self.max_tokens, ignore_eos=self.ignore_eos,
+                               parent=parent, history=tuple(history)))
             for step in gen:
                 if self.step_mode:
-                    self.emit(StepEvent(step, pending=True))
+                    self._send(StepEvent(step, pending=True))
                     self._wait_for_advance(gen, history)
                     step = gen.pending or step
-                    self.emit(StepEvent(step))  # accepted
+                    self._send(StepEvent(step))  # accepted
                 else:
-                    self.emit(StepEvent(step))
+                    self._send(StepEvent(step))
                     self._apply_commands(gen, history, block=False)
                     step = gen.pending or step
                 history.append(step.token)
-                self._record_step(step)
+                self._send(Accepted(step))
             stats = gen.stats
             if plan is not None:
                 self.chat.finish(stats.text)
@@ -322,11 +295,9 @@ class Controller:
         except EngineError as exc:
             error = str(exc)
             stats = GenerationStats(stop_reason=StopReason.ERROR, error=error)
-            self._record(lambda w: w.footer(stop_reason="error", error=error, summary=stats.summary()))
-            self.emit(Finished(StopReason.ERROR, error, stats.summary(), ""))
+            self._send(Finished(StopReason.ERROR, error, stats.summary(), ""))
             return stats
-        self._record(lambda w: w.finish(stats))
-        self.emit(Finished(stats.stop_reason, stats.error, stats.summary(), stats.text))
+        self._send(Finished(stats.stop_reason, stats.error, stats.summary(), stats.text))
         return stats
 
     def _drain(self) -> None:
@@ -365,13 +336,11 @@ class Controller:
         if isinstance(cmd, SetPreset):
             self.preset = cmd.preset
             gen.sampler = self.build_chain(cmd.preset, history)
-            self._record(lambda w: w.event("preset_changed", len(history) + 1, preset=cmd.preset.as_dict()))
-            self.emit(PresetChanged(cmd.preset.name))
+            self._send(PresetChanged(cmd.preset.name, cmd.preset, len(history) + 1))
         elif isinstance(cmd, Resample):
             self.preset = cmd.preset
             step = gen.resample(self.build_chain(cmd.preset, history))
-            self._record(lambda w: w.event("resampled", step.index, preset=cmd.preset.as_dict(), token=step.token))
-            self.emit(Resampled(step, cmd.preset.name, pending=pending))
+            self._send(Resampled(step, cmd.preset.name, pending=pending, spec=cmd.preset))
 
     # -- after a run ------------------------------------------------------------------------------
 
@@ -405,5 +374,5 @@ class Controller:
         )
         self.last.history[-1] = trace.token
         self.preset = preset
-        self.emit(Resampled(step, preset.name, pending=False))
+        self._send(Resampled(step, preset.name, pending=False, spec=preset))
         return step

@@ -66,6 +66,23 @@ class GGUFHeader:
     def n_params(self) -> int:
         return sum(t.n_elements for t in self.tensors)
 
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per weight over every tensor (block scales included)."""
+        n = self.n_params
+        return sum(t.n_bytes for t in self.tensors) * 8 / n if n else 0.0
+
+    def by_type(self) -> dict[str, dict[str, int]]:
+        """Tensors, elements and bytes per tensor type, largest first (what ``Anatomy.by_type`` says,
+        from the header alone: no second read of the file)."""
+        out: dict[str, dict[str, int]] = {}
+        for t in self.tensors:
+            row = out.setdefault(t.type_name, {"tensors": 0, "elements": 0, "bytes": 0})
+            row["tensors"] += 1
+            row["elements"] += t.n_elements
+            row["bytes"] += t.n_bytes
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["bytes"]))
+
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
 

@@ -114,3 +114,20 @@ def layout_for(meta: dict[str, str], *, n_layer: int, n_head: int, n_head_kv: in
         type_k=type_k, type_v=type_v, n_ctx=n_ctx,
         allocated_log=parsed[0] if parsed else None, cells_log=parsed[1] if parsed else (),
     )
+
+
+def figures_for(arch: str, hyper: dict[str, Any], n_ctx: int, cache_type: str) -> dict[str, Any]:
+    """The KV cache a model needs at ``n_ctx`` from its GGUF hyperparameters alone (no model loaded):
+    what ``llmtui inspect`` prints. ``hyper``: :attr:`~tui.engine.anatomy.Anatomy.hyper` (a value
+    the file gave as text is no figure and is left out)."""
+    h = {k: v for k, v in hyper.items() if not isinstance(v, str)}
+    n_head = int(h.get("attention heads", 1) or 1)
+    n_head_kv = h.get("KV heads", n_head)
+    n_head_kv = int(max(n_head_kv) if isinstance(n_head_kv, list) else n_head_kv)
+    head_k, head_v = head_dims(h.get("key head size"), h.get("value head size"), int(h.get("embedding size", 0)),
+                               n_head)
+    dims = dict(n_layer=int(h.get("layers", 0)), n_head_kv=n_head_kv, head_dim_k=head_k, head_dim_v=head_v,
+                type_k=cache_type, type_v=cache_type, n_ctx=n_ctx)
+    total, full, swa = computed_allocation(arch=arch, n_swa=int(h.get("sliding window", 0) or 0), **dims)
+    return {"n_ctx": padded_ctx(n_ctx), "cache_type": cache_type, "bytes": total,
+            "bytes_per_token": KvLayout(**dims).bytes_per_token, "full_layers": full, "swa_layers": swa}

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from ..config import app_dirs
 from ..units import human_bytes
 from .errors import EngineError
 from .settings import EngineSettings
@@ -54,15 +53,16 @@ def gpu_offload_available() -> bool:
         return False
 
 
-def default_output(source: Path, qtype: str) -> Path:
+def default_output(source: Path, qtype: str, models_dir: Path) -> Path:
+    """``<models_dir>/<source's stem without its quant>.<TYPE>.gguf``."""
     stem = re.sub(r"[.-](Q\d\w*|F16|BF16|F32|q\d\w*|f16)$", "", source.stem)
-    return app_dirs().models / f"{stem}.{qtype.upper()}.gguf"
+    return models_dir / f"{stem}.{qtype.upper()}.gguf"
 
 
 def quantize_model(source: str | os.PathLike[str], qtype: str, out: str | os.PathLike[str] | None = None, *,
-                   force: bool = False, threads: int = 0) -> QuantizeResult:
-    """Quantize (or re-quantize) ``source``; clear errors for every bad input."""
-    from .anatomy import read_anatomy
+                   models_dir: Path | None = None, force: bool = False, threads: int = 0) -> QuantizeResult:
+    """Quantize (or re-quantize) ``source`` to ``out`` (or its :func:`default_output` in ``models_dir``);
+    clear errors for every bad input."""
     from .gguf_header import read_header
     from .llama import QUANT_TYPES, quantize
 
@@ -71,7 +71,9 @@ def quantize_model(source: str | os.PathLike[str], qtype: str, out: str | os.Pat
         raise EngineError(f"unsupported --type {qtype!r}: one of {', '.join(QUANT_TYPES)}")
     src = Path(source)
     header = read_header(src)  # missing / not GGUF / truncated → ModelFileError
-    target = Path(out) if out else default_output(src, key)
+    if out is None and models_dir is None:
+        raise EngineError("quantize: give an output file or a models directory")
+    target = Path(out) if out else default_output(src, key, models_dir)
     if target.exists() and not force:
         raise EngineError(f"{target}: already exists (use --force to overwrite)")
     try:
@@ -83,7 +85,7 @@ def quantize_model(source: str | os.PathLike[str], qtype: str, out: str | os.Pat
     t0 = time.perf_counter()
     log = quantize(src, target, key, threads=threads)
     seconds = time.perf_counter() - t0
-    anatomy = read_anatomy(target)
+    written = read_header(target)
     fallback = None
     for line in log:
         m = _FALLBACK.search(line)
@@ -92,7 +94,7 @@ def quantize_model(source: str | os.PathLike[str], qtype: str, out: str | os.Pat
     src_type = header.get("general.file_type")
     return QuantizeResult(
         source=str(src), output=str(target), qtype=key, seconds=seconds, file_size=target.stat().st_size,
-        bits_per_weight=anatomy.bits_per_weight, by_type=anatomy.by_type(), fallback=fallback,
+        bits_per_weight=written.bits_per_weight, by_type=written.by_type(), fallback=fallback,
         requantized=src_type not in (0, 1, None), log_tail=[ln for ln in log if "size" in ln][-3:],
     )
 
@@ -152,7 +154,7 @@ def compare_models(paths: Sequence[str], text: str | None = None, *, settings: E
                    max_tokens: int = 384, gen_tokens: int = 32,
                    on_progress: Callable[[str], None] | None = None) -> Comparison:
     """The first path is the reference. Same tokenizer required (quantized variants of one model)."""
-    from .anatomy import read_anatomy
+    from .gguf_header import read_header
     from .llama import LlamaEngine
 
     if len(paths) < 1:
@@ -204,7 +206,7 @@ def compare_models(paths: Sequence[str], text: str | None = None, *, settings: E
             scores.append(ModelScore(
                 name=eng.info.name if eng.info.quant in eng.info.name else f"{Path(path).stem}",
                 path=str(path), file_size=eng.info.file_size,
-                bits_per_weight=read_anatomy(path).bits_per_weight, load_ms=eng.load_ms,
+                bits_per_weight=read_header(path).bits_per_weight, load_ms=eng.load_ms,
                 prompt_tps=len(tokens) * 1000.0 / pp_ms, gen_tps=gen_tps,
                 perplexity=float(math.exp(nll.mean())), kl_mean=float(kl.mean()),
                 kl_p99=float(np.percentile(kl, 99)), top1_agreement=agreement,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..sampling.base import SamplingError
+from ..sampling.errors import SamplingError
 from .errors import ContextError, EngineError
 
 if TYPE_CHECKING:

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..config import app_dirs
 from ..safe_text import is_clean, visible
 from .errors import EngineError, ModelFileError
 from .gguf_header import GGUFHeader, read_header
@@ -102,13 +101,13 @@ def _scalar(v: object) -> int:
 
 
 class _HeaderCache:
-    """(path, size, mtime) -> ModelEntry fields, in the user cache dir."""
+    """(path, size, mtime) -> ModelEntry fields, in ``cache_dir`` (None: kept in memory only)."""
 
-    def __init__(self) -> None:
-        self.path = app_dirs().cache / "discovery.json"
+    def __init__(self, cache_dir: Path | None) -> None:
+        self.path = cache_dir / "discovery.json" if cache_dir is not None else None
         self.dirty = False
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(self.path.read_text(encoding="utf-8")) if self.path is not None else {}
             self.items = data["items"] if data.get("version") == _CACHE_VERSION else {}
         except (OSError, ValueError, KeyError, TypeError):
             self.items = {}
@@ -132,7 +131,7 @@ class _HeaderCache:
             self.dirty = True
 
     def save(self) -> None:
-        if not self.dirty:
+        if not self.dirty or self.path is None:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,11 +183,11 @@ def embedded_model_path() -> Path | None:
     return p if p.exists() else None
 
 
-def gemma_model_path(*, assemble: bool = True) -> Path | None:
-    """Gemma 3 270M from the ``gemma`` extra, reassembled once into our data dir."""
+def gemma_model_path(models_dir: Path, *, assemble: bool = True) -> Path | None:
+    """Gemma 3 270M from the ``gemma`` extra, reassembled once into ``models_dir`` (the data dir's)."""
     if _package_dir(GEMMA_PACKAGE) is None:
         return None
-    target = app_dirs().models / GEMMA_FILE
+    target = models_dir / GEMMA_FILE
     if target.exists():
         return target
     if not assemble:
@@ -233,9 +232,13 @@ def discover(
     *,
     scan_hf_cache: bool = True,
     include_embedded: bool = True,
+    data_models: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> list[ModelEntry]:
-    """Every model we can find, embedded first. Duplicated files are listed once."""
-    cache = _HeaderCache()
+    """Every model we can find, embedded first. Duplicated files are listed once. ``data_models``: where
+    llmtui writes models (the assembled Gemma, quantized variants), scanned first; ``cache_dir``: where
+    the headers read are cached (None: not cached)."""
+    cache = _HeaderCache(cache_dir)
     entries: list[ModelEntry] = []
     seen: set[str] = set()
 
@@ -253,15 +256,16 @@ def discover(
         emb = embedded_model_path()
         if emb is not None:
             add(emb, "embedded")
-        try:
-            gem = gemma_model_path(assemble=True)
-        except (OSError, ValueError) as exc:
-            entries.append(ModelEntry(name=Path(GEMMA_FILE).stem, path=str(app_dirs().models / GEMMA_FILE),
-                                      source="package", error=f"could not assemble: {exc}"))
-            gem = None
+        gem = None
+        if data_models is not None:
+            try:
+                gem = gemma_model_path(data_models, assemble=True)
+            except (OSError, ValueError) as exc:
+                entries.append(ModelEntry(name=Path(GEMMA_FILE).stem, path=str(data_models / GEMMA_FILE),
+                                          source="package", error=f"could not assemble: {exc}"))
         if gem is not None:
             add(gem, "package")
-    for d in [app_dirs().models, *models_dirs]:
+    for d in [*([data_models] if data_models is not None else []), *models_dirs]:
         if d.is_dir():
             for p in _scan_dir(d):
                 add(p, "dir")

@@ -44,6 +44,7 @@ import numpy as np
 from .. import __version__
 from ..engine.errors import EngineError
 from ..engine.loop import Step
+from .steps import _b64, step_record
 from ..engine.settings import CACHE_TYPES, MAX_CTX, SEED_MAX, EngineSettings
 from ..safe_text import visible
 from ..sampling.presets import PresetError, validate_specs
@@ -81,10 +82,6 @@ def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 # -- writing ---------------------------------------------------------------------------
 
 
@@ -114,41 +111,6 @@ def session_header(engine: Any, preset: Any, seed: int, prompt: str, tokens: Any
         "ignore_eos": ignore_eos,
         "parent": parent,
         "history": list(history),  # tokens the sampler chain had seen before step 0 (a fork's kept tokens)
-    }
-
-
-def step_record(step: Step, *, rss: int = 0, kv_bytes: int = 0) -> dict[str, Any]:
-    tr = step.trace
-    return {
-        "type": "step",
-        "i": step.index,
-        "token": step.token,
-        "piece": _b64(step.piece),
-        "text": step.text,
-        "prob": step.prob,
-        "entropy": tr.entropy,
-        "top": {
-            "token": tr.top_ids.tolist(),
-            "logit": tr.top_logits.tolist(),
-            "p": tr.top_p_before.tolist(),
-            "p_after": tr.top_p_after.tolist(),
-        },
-        "stages": [[s.name, s.n_in, s.n_out, s.mass_removed, list(s.top_ids), list(s.top_probs), s.note]
-                   for s in tr.stages],
-        "n_final": tr.n_final,
-        "draw": tr.draw,
-        "draw_lo": tr.draw_lo,
-        "draw_hi": tr.draw_hi,
-        "raw_logit": tr.raw_logit,
-        "raw_p": tr.raw_p,
-        "decode_ms": step.decode_ms,
-        "sample_ms": step.sample_ms,
-        "n_past": step.n_past,
-        "n_ctx": step.n_ctx,
-        "eog": step.is_eog,
-        "rss": rss,
-        "kv_bytes": kv_bytes,
-        "t": step.t,
     }
 
 
@@ -264,11 +226,10 @@ class SessionWriter:
         self._write({"type": "footer", "steps": self.steps, **data})
         self.close()
 
-    def finish(self, stats: Any) -> None:
-        """The end of a run (a GenerationStats): a "stopped" event after its last step, then the footer."""
-        reason = stats.stop_reason.value if stats.stop_reason else None
-        self.event("stopped", stats.generated, reason=reason, error=stats.error)
-        self.footer(stop_reason=reason, summary=stats.summary(), text=stats.text)
+    def finish(self, reason: str | None, error: str | None, summary: dict[str, Any], text: str) -> None:
+        """The end of a run: a "stopped" event after its last step, then the footer."""
+        self.event("stopped", self.steps, reason=reason, error=error)
+        self.footer(stop_reason=reason, summary=summary, text=text)
 
     def close(self) -> None:
         if not self.closed:

@@ -14,12 +14,7 @@ like a C loop), never ``np.sum`` (pairwise).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
-
-if TYPE_CHECKING:
-    from .trace import Scratch
 
 _ARANGE_CACHE: dict[int, np.ndarray] = {}
 F32 = np.float32
@@ -50,6 +45,29 @@ def seq_sum_f32(x: np.ndarray) -> np.float32:
     return np.cumsum(x, dtype=F32)[-1] if len(x) else F32(0.0)
 
 
+class Scratch:
+    """Reusable float32 buffers, so a step allocates (and page-faults) nothing vocab-sized."""
+
+    __slots__ = ("a", "b", "ones", "edits")
+
+    def __init__(self) -> None:
+        self.a = self.b = self.ones = np.empty(0, np.float32)
+        self.edits: tuple[np.ndarray, np.ndarray] | None = None
+
+    def edit_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two buffers for sparse edits of a vocabulary-sized array (Candidates.edit)."""
+        if self.edits is None or len(self.edits[0]) != n:
+            self.edits = (np.empty(n, np.float32), np.empty(n, np.float32))
+        return self.edits
+
+    def get(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if len(self.a) < n:
+            self.a = np.empty(n, np.float32)
+            self.b = np.empty(n, np.float32)
+            self.ones = np.ones(n, np.float32)
+        return self.a[:n], self.b[:n], self.ones[:n]
+
+
 class Candidates:
     """ids, logits, probs (``None`` = never computed), sorted flag, selected index.
 
@@ -78,7 +96,7 @@ class Candidates:
         # (logits before, positions) of the last sparse edit, for the chain's trace
         self.last_edit: tuple[np.ndarray, np.ndarray] | None = None
         # lends two reusable vocabulary-sized buffers for sparse edits (see edit); set by a chain
-        self.scratch: "Scratch | None" = None
+        self.scratch: Scratch | None = None
 
     @classmethod
     def from_logits(cls, logits: np.ndarray) -> "Candidates":

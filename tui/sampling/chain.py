@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .base import Sampler, SamplingError
+from .base import Sampler
+from .errors import SamplingError
 from .candidates import Candidates, top_k_stable
 from .trace import HEAD_SIZE, RawStats, SampleTrace, Scratch, StageTrace, raw_stats
 

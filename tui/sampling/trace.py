@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import NonFiniteLogits
-from .candidates import Head, best_first, top_k_stable
+from .errors import NonFiniteLogits
+from .candidates import Head, Scratch, best_first, top_k_stable
 
 
 # probability buckets for colouring a token by the probability it was drawn with
@@ -85,29 +85,6 @@ class RawStats:
 
     def prob_of_logit(self, logit: float) -> float:
         return float(np.exp(np.float64(logit) - self.log_z)) if np.isfinite(logit) else 0.0
-
-
-class Scratch:
-    """Reusable float32 buffers, so a step allocates (and page-faults) nothing vocab-sized."""
-
-    __slots__ = ("a", "b", "ones", "edits")
-
-    def __init__(self) -> None:
-        self.a = self.b = self.ones = np.empty(0, np.float32)
-        self.edits: tuple[np.ndarray, np.ndarray] | None = None
-
-    def edit_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Two buffers for sparse edits of a vocabulary-sized array (Candidates.edit)."""
-        if self.edits is None or len(self.edits[0]) != n:
-            self.edits = (np.empty(n, np.float32), np.empty(n, np.float32))
-        return self.edits
-
-    def get(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if len(self.a) < n:
-            self.a = np.empty(n, np.float32)
-            self.b = np.empty(n, np.float32)
-            self.ones = np.ones(n, np.float32)
-        return self.a[:n], self.b[:n], self.ones[:n]
 
 
 HEAD_SIZE = 128  # like llama.cpp's partial-sort cut-over; covers top_k up to ~128 without a scan

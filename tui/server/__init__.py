@@ -46,7 +46,10 @@ def start_local(engine: Any, entry: Any, *, catalog: Any, preset: Any, seed: int
 
     controller = Controller(engine, preset, seed=seed, emit=on_event or (lambda event: None), max_tokens=max_tokens,
                             context_policy=context_policy)
-    controller.recorder_factory = recorder_factory
+    if recorder_factory is not None:
+        from ..record.recorder import Recorder
+
+        controller.listeners.append(Recorder(engine, recorder_factory, on_event or (lambda event: None)))
     service = Service(lambda: controller).start()
     config = ServerConfig(catalog=catalog, default_preset=lambda: preset, seed=seed, max_tokens=max_tokens,
                           api_key=api_key, loaded=lambda: entry, models=models or (lambda: [entry]),

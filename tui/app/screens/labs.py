@@ -110,10 +110,11 @@ class QuantLab(LabScreen):
             yield flip
 
     def _variant_paths(self) -> list[str]:
+        from ...config import app_dirs
         from ...engine.lab import default_output
 
         src = Path(self.model_path)
-        return [str(default_output(src, q)) for q in ("f16", *self.types)]
+        return [str(default_output(src, q, app_dirs().models)) for q in ("f16", *self.types)]
 
     @on(Button.Pressed, "#make")
     def _make(self) -> None:
@@ -122,15 +123,17 @@ class QuantLab(LabScreen):
 
     @work(thread=True, exclusive=True, group="lab", exit_on_error=False)
     def _make_variants(self) -> None:
+        from ...config import app_dirs
         from ...engine.lab import quantize_model
 
         made = []
+        models = app_dirs().models
         try:
-            f16 = quantize_model(self.model_path, "f16", force=True)
+            f16 = quantize_model(self.model_path, "f16", models_dir=models, force=True)
             made.append(f16)
             for q in self.types:
                 self.say(f"quantizing {q}…")
-                made.append(quantize_model(f16.output, q, force=True))
+                made.append(quantize_model(f16.output, q, models_dir=models, force=True))
         except EngineError as exc:
             self.say(f"[red]{escape(str(exc))}[/red]")
             return

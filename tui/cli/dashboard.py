@@ -1,0 +1,156 @@
+"""The dashboard (``llmtui`` with no command) and ``llmtui learn``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from .. import validate as V
+from ..safe_text import json_text
+from .common import (
+    CliError,
+    common_args,
+    config_or_defaults,
+    engine_args,
+    engine_settings,
+    find_models,
+    keymap_problems,
+    pick_model,
+    pick_preset,
+    say,
+)
+
+
+def dashboard_args(parser: argparse.ArgumentParser) -> None:
+    """The options of ``llmtui`` itself (the dashboard)."""
+    parser.add_argument("--prompt", type=V.utf8_text, metavar="TEXT", help="prompt to put in the dashboard's input")
+    parser.add_argument("--max-tokens", type=V.TOKENS, default=256, metavar="N",
+                        help="tokens per generation in the dashboard (default 256)")
+    parser.add_argument("--record", nargs="?", const="", metavar="FILE",
+                        help="record every generation (the first to FILE, later ones next to it, "
+                        "or all in the sessions directory); ctrl+r toggles it in the app")
+    parser.add_argument("--context-policy", choices=["stop", "shift", "drop-oldest-turns"], default="stop",
+                        help="when the context is full: stop, shift (keep --n-keep, drop half of the rest), "
+                        "or drop-oldest-turns in chat mode")
+    parser.add_argument("--n-keep", type=V.N_KEEP, default=-1, metavar="N",
+                        help="tokens kept by a shift (-1: the prompt)")
+    parser.add_argument("--system", type=V.utf8_text, metavar="TEXT", help="system prompt for chat mode (c)")
+    parser.add_argument("--serve", nargs="?", const="127.0.0.1:8000", metavar="[HOST:]PORT",
+                        help="also serve the OpenAI-compatible API (default 127.0.0.1:8000): every request shows "
+                        "up live in the panels; S toggles it in the app")
+    parser.add_argument("--api-key", type=V.utf8_text, metavar="KEY", default=os.environ.get("LLMTUI_API_KEY"),
+                        help="with --serve / serve: require 'Authorization: Bearer KEY' (default $LLMTUI_API_KEY)")
+    parser.add_argument("--max-body", type=V.BODY_MIB, default=8, metavar="MIB",
+                        help="with --serve / serve: the largest request body accepted, in MiB (default 8)")
+
+
+def register(sub: Any) -> None:
+    learn = sub.add_parser("learn", help="the learning path: the llama.cpp study roadmap's questions, each with a "
+                           "live experiment",
+                           description="Open the dashboard on the Learn screen (L in the app), at QUESTION if "
+                           "given (an id such as s2-kv-cache, or a number such as 2.1). Enter runs a question's "
+                           "experiment; 1 and 2 run its variations. --list prints the questions.")
+    learn.add_argument("question", nargs="?", metavar="QUESTION")
+    learn.add_argument("--list", action="store_true", help="print the questions (English and Chinese) and exit")
+    learn.add_argument("--json", action="store_true", help="with --list: a JSON array")
+    common_args(learn, sub=True)
+    engine_args(learn, sub=True)
+
+
+def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
+    from ..config import app_dirs, load_state
+    from ..sampling.presets import load_presets
+
+    notices: list[str] = []
+    config = config_or_defaults(args, notices)
+    settings = engine_settings(args, config)
+    dirs = app_dirs()
+    catalog = load_presets(dirs.presets)
+    state = load_state()
+    if not getattr(args, "preset", None) and not config.preset and state.get("preset"):
+        args.preset = state["preset"]
+    try:
+        preset = pick_preset(args, config, catalog)
+    except CliError:
+        if getattr(args, "preset", None) == state.get("preset"):  # a remembered preset that is gone
+            args.preset = None
+            preset = pick_preset(args, config, catalog)
+        else:
+            raise
+    entry = pick_model(args, config)
+
+    from ..app.app import run_app  # Textual is imported only here
+    from ..app.themes import load_themes, shipped_theme_dir
+    from ..engine.llama import LlamaEngine
+    from ..engine.pool import EnginePool
+
+    themes = load_themes(shipped_theme_dir(), dirs.themes)
+    notices += [*catalog.errors, *themes.errors, *keymap_problems(config)]
+
+    def discover() -> list[Any]:
+        return find_models(args, config)
+
+    pool = EnginePool(lambda path, progress: LlamaEngine(path, settings, on_progress=progress),
+                      capacity=config.keep_loaded)
+    return run_app(
+        load=lambda e, progress: pool.get(e.path, progress),
+        entry=entry,
+        loaded_paths=lambda: pool.loaded,
+        model_label=entry.name,
+        settings=settings,
+        preset=preset,
+        catalog=catalog,
+        prompt=args.prompt,
+        max_tokens=args.max_tokens,
+        themes=themes.themes,
+        theme=config.theme or state.get("theme"),
+        keymap=config.keys,
+        discover=discover,
+        notices=notices,
+        record=args.record,
+        context_policy=args.context_policy,
+        n_keep=args.n_keep,
+        system=args.system,
+        learn=learn,
+        serve=_host_port(args.serve) if getattr(args, "serve", None) else None,
+        api_key=getattr(args, "api_key", None),
+        max_body_bytes=int(args.max_body * 2**20),
+    )
+
+
+def _host_port(spec: str) -> tuple[str, int]:
+    host, _, port = spec.rpartition(":")
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise CliError(f"--serve: expected [HOST:]PORT, got {spec!r}") from None
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from ..learn import STAGES, find, load_questions
+
+    questions = load_questions()
+    if args.list:
+        if args.json:
+            print(json_text([{"id": q.id, "number": q.number, "stage": q.stage, "title": q.title,
+                               "title_zh": q.title_zh, "experiment": q.experiment, "variations": len(q.try_next)}
+                              for q in questions], ensure_ascii=False, indent=2))
+            return 0
+        stage = 0
+        for q in questions:
+            if q.stage != stage:
+                stage = q.stage
+                say(f"Stage {stage}: {STAGES[stage][0]} / {STAGES[stage][1]}")
+            say(f"  {q.number:4} {q.id:16} {q.title}")
+            say(f"  {'':4} {'':16} {q.title_zh}")
+        return 0
+    if args.question is not None:
+        try:
+            args.question = find(args.question).id
+        except KeyError as exc:
+            raise CliError(str(exc.args[0])) from None
+    return cmd_app(args, learn=args.question or "")
+
+
+COMMANDS = {"learn": cmd_learn}

@@ -1,0 +1,177 @@
+"""``llmtui replay`` (in the dashboard, ``--verify``, ``--fork``) and ``llmtui export``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import validate as V
+from .common import (
+    CliError,
+    common_args,
+    config_or_defaults,
+    find_models,
+    keymap_problems,
+    load_config_or_fail,
+    pick_preset,
+    read_session_or_fail,
+    sampling_args,
+    say,
+    with_overrides,
+)
+
+
+def register(sub: Any) -> None:
+    replay = sub.add_parser("replay", help="replay a recorded session in the dashboard (no model needed)",
+                            description="Open FILE in the dashboard and play it back: space plays/pauses, "
+                            "←/→ step, +/- speed, g jumps to a step, f forks. --verify re-runs it with its model "
+                            "and reports the first step where the tokens differ. --fork N continues from step N "
+                            "headlessly with another preset or seed, as a new recording.")
+    replay.add_argument("file", metavar="FILE", type=Path)
+    replay.add_argument("--verify", action="store_true", help="re-run with the recorded model, settings and seed")
+    replay.add_argument("--fork", type=V.STEP, metavar="N", help="continue from step N (needs the model)")
+    replay.add_argument("--max-tokens", type=V.TOKENS, default=128, metavar="N", help="tokens to generate in a fork")
+    replay.add_argument("--record", metavar="OUT", help="where the fork's recording goes")
+    replay.add_argument("--seed", type=V.SEED, metavar="S", default=argparse.SUPPRESS,
+                        help="seed for the fork (default: the recorded one)")
+    common_args(replay, sub=True)
+    sampling_args(replay, sub=True)
+
+    export = sub.add_parser("export", help="write a readable report of a recorded session",
+                            description="Markdown or HTML: the text with tokens coloured by probability and "
+                            "every step's top-10 with probabilities before and after the sampler chain.")
+    export.add_argument("file", metavar="FILE", type=Path)
+    export.add_argument("--format", choices=["md", "html"], default="md")
+    export.add_argument("-o", "--output", type=Path, metavar="OUT", help="default: FILE with .md/.html")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    session = read_session_or_fail(args.file)
+    if args.verify or args.fork is not None:
+        return _replay_with_model(args, session)
+    from ..app.app import run_app
+    from ..app.themes import load_themes, shipped_theme_dir
+    from ..config import app_dirs, load_state
+    from ..record.replay import ReplayEngine
+    from ..sampling.presets import load_presets
+
+    notices = [f"{args.file}: {p}" for p in session.problems]
+    config = config_or_defaults(args, notices)
+    notices += keymap_problems(config)
+    dirs = app_dirs()
+    engine = ReplayEngine(session)
+    themes = load_themes(shipped_theme_dir(), dirs.themes)
+    from ..record.tools import preset_from
+
+    return run_app(
+        engine_factory=lambda: engine,
+        model_label=f"replay · {session.header['model']['name']}",
+        settings=engine.settings,
+        preset=preset_from(session.header["preset"], str(args.file)),
+        catalog=load_presets(dirs.presets),
+        prompt=session.header["prompt"],
+        themes=themes.themes,
+        theme=config.theme or load_state().get("theme"),
+        keymap=config.keys,
+        replay=session,
+        notices=notices,
+        fork_load=lambda s: _fork_loader(args, s),
+        discover=lambda: find_models(args, config),
+    )
+
+
+def _fork_loader(args: argparse.Namespace, session: Any) -> Any:
+    """Load the recorded model with the recorded settings, for forking a replay (runs in a worker)."""
+    from ..engine import EngineSettings
+    from ..engine.llama import LlamaEngine
+    from ..engine.pool import Loaded
+
+    try:
+        entry = _model_for(args, session)
+    except CliError as exc:
+        from ..engine.errors import EngineError
+
+        raise EngineError(str(exc)) from None
+    settings = EngineSettings.from_dict(session.header["engine"])
+    import time as _time
+
+    t0 = _time.perf_counter()
+    engine = LlamaEngine(entry.path, settings)
+    return Loaded(engine, True, (_time.perf_counter() - t0) * 1000.0)
+
+
+def _model_for(args: argparse.Namespace, session: Any) -> Any:
+    """The recorded model: by --model, else by fingerprint among the discovered models, else its path."""
+    from ..engine.models import describe_file, resolve_model
+    from ..record.session import fingerprint
+
+    config = load_config_or_fail(args)
+    if getattr(args, "model", None):
+        return resolve_model(args.model, find_models(args, config))
+    rec = session.header["model"]
+    for e in find_models(args, config):
+        if e.usable and e.size == rec.get("file_size"):
+            try:
+                if fingerprint(e.path) == rec.get("fingerprint"):
+                    return e
+            except OSError:
+                continue
+    entry = describe_file(rec["path"])
+    if not entry.usable:
+        raise CliError(f"the recorded model {rec['name']} is not available here ({rec['path']}: {entry.error}); "
+                       "pass --model")
+    return entry
+
+
+def _replay_with_model(args: argparse.Namespace, session: Any) -> int:
+    from ..engine import EngineSettings
+    from ..engine.llama import LlamaEngine
+    from ..record.tools import fork_prefix, preset_from, verify
+
+    entry = _model_for(args, session)
+    settings = EngineSettings.from_dict(session.header["engine"])
+    with LlamaEngine(entry.path, settings) as engine:
+        if args.verify:
+            result = verify(session, engine)
+            if result.ok:
+                say(f"all {result.steps} steps match ({entry.name}, seed {session.header['seed']})")
+                return 0
+            i = result.first_difference
+            want = engine.piece(result.recorded).decode("utf-8", "replace") if result.recorded is not None else "?"
+            now = engine.piece(result.now).decode("utf-8", "replace") if result.now is not None else "(stopped)"
+            say(f"first difference at step {i} of {result.steps}: recorded {result.recorded} {want!r}, "
+                  f"now {result.now} {now!r}")
+            return 1
+        # fork: a run from the recorded prompt and the kept steps, always recorded (it names its parent)
+        from ..engine.controller import Controller
+        from ..engine.loop import StopReason
+        from .generate import run_headless
+
+        prefix, kept = fork_prefix(session, args.fork, engine)
+        seed = args.seed if getattr(args, "seed", None) is not None else settings.seed
+        # --preset picks another preset; without it the recorded one, with any --temp/--top-k/… applied
+        preset = pick_preset(args, load_config_or_fail(args)) if getattr(args, "preset", None) else with_overrides(
+            preset_from(session.header["preset"], str(args.file)), args)
+        controller = Controller(engine, preset, seed=seed, emit=lambda event: None, max_tokens=args.max_tokens)
+        say(session.header["prompt"] + "".join(s.text for s in session.steps[: args.fork]), end="")
+        sys.stdout.write("⟨fork⟩")
+        stats = run_headless(controller, session.header["prompt"], as_json=False,
+                             record=getattr(args, "record", None) or "", prefix=prefix, history=kept,
+                             parent={"file": str(args.file), "fork_step": args.fork})
+        sys.stdout.write("\n")
+        if stats.stop_reason is StopReason.ERROR:
+            raise CliError(f"the fork stopped at step {args.fork + stats.generated}: {stats.error}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..record.tools import export
+
+    session = read_session_or_fail(args.file)
+    say(export(session, args.format, args.output))
+    return 0
+
+
+COMMANDS = {"replay": cmd_replay, "export": cmd_export}

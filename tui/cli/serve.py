@@ -1,0 +1,117 @@
+"""``llmtui serve``: the OpenAI-compatible API on the instrumented engine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import validate as V
+from ..safe_text import visible_lines
+from .common import (
+    CliError,
+    common_args,
+    engine_args,
+    engine_settings,
+    find_models,
+    load_config_or_fail,
+    pick_model,
+    pick_preset,
+    sampling_args,
+    say,
+    warn,
+)
+
+
+def register(sub: Any) -> None:
+    srv = sub.add_parser("serve", help="an OpenAI-compatible API (FastAPI + uvicorn) on the instrumented engine",
+                         description="Serve the model on /v1/models, /v1/completions and /v1/chat/completions "
+                         "(streaming or not, logprobs included) and /health. One model, one request at a time: "
+                         "requests queue and are served in order. Binds to loopback unless --host says otherwise.")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=V.PORT, default=8000, help="port (default 8000; 0 picks a free one)")
+    srv.add_argument("--api-key", type=V.utf8_text, metavar="KEY", default=argparse.SUPPRESS,
+                     help="require 'Authorization: Bearer KEY' on every request (default $LLMTUI_API_KEY)")
+    srv.add_argument("--max-body", type=V.BODY_MIB, default=argparse.SUPPRESS, metavar="MIB",
+                     help="the largest request body accepted, in MiB (default 8): checked before it is read")
+    srv.add_argument("--max-tokens", type=V.TOKENS, default=256, metavar="N",
+                     help="max_tokens for chat requests that set none (default 256)")
+    srv.add_argument("--record", nargs="?", const="", metavar="DIR",
+                     help="record every request as a session (into DIR or the sessions directory)")
+    common_args(srv, sub=True)
+    engine_args(srv, sub=True)
+    sampling_args(srv, sub=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..config import app_dirs
+    from ..engine.llama import LlamaEngine
+    from ..record import SessionWriter
+    from ..record.recorder import RecordingFailed
+    from ..sampling.presets import load_presets
+    from ..server import start_local
+
+    config = load_config_or_fail(args)
+    settings = engine_settings(args, config)
+    catalog = load_presets(app_dirs().presets)
+    preset = pick_preset(args, config, catalog)
+    entry = pick_model(args, config)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        say(f"llmtui: warning: listening on {args.host} without --api-key: anyone who can reach this port "
+              "can use the model", file=sys.stderr)
+    engine = LlamaEngine(entry.path, settings)
+    for warning in engine.warnings:
+        warn(warning)
+    recorder = None
+    if args.record is not None:
+        directory = Path(args.record) if args.record else app_dirs().sessions
+
+        def recorder(header: dict[str, Any]) -> Any:
+            return SessionWriter.new_in(directory, entry.name, header, engine.piece)
+
+    def on_event(event: object) -> None:
+        if isinstance(event, RecordingFailed):  # the request is answered all the same
+            warn(f"recording failed: {event.message}")
+
+    try:
+        server = start_local(engine, entry, catalog=catalog, preset=preset,
+                             seed=settings.seed, host=args.host, port=args.port, api_key=args.api_key,
+                             max_tokens=args.max_tokens, models=lambda: find_models(args, config),
+                             recorder_factory=recorder, on_event=on_event,
+                             max_body_bytes=int(args.max_body * 2**20))
+    except OSError as exc:
+        engine.close()
+        raise CliError(str(exc)) from None
+    _log_server_errors_to_stderr()  # after the server started: it silences its loggers first
+    say(f"llmtui: serving {entry.name} ({preset.name}, seed {settings.seed}, n_ctx {engine.n_ctx}) on "
+          f"{server.url}" + (" — API key required" if args.api_key else "") + "; Ctrl+C stops", file=sys.stderr,
+          flush=True)
+    try:
+        while server.http.thread.is_alive():
+            server.http.thread.join(0.5)
+    except KeyboardInterrupt:
+        say("llmtui: stopping", file=sys.stderr)
+    finally:
+        server.stop()
+        engine.close()
+    return 0
+
+
+def _log_server_errors_to_stderr() -> None:
+    """``llmtui serve``: the server's error log (a 500's traceback) goes to stderr, sanitised."""
+    import logging
+
+    class _Visible(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return visible_lines(super().format(record))
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Visible("llmtui: server %(levelname)s: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("llmtui.server")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+COMMANDS = {"serve": cmd_serve}
