@@ -28,6 +28,7 @@ import numpy as np
 
 from tui.engine import EngineSettings
 from tui.engine.llama import LlamaEngine
+from tui.engine.oracle import native_chain, native_sample
 from tui.config import app_dirs
 from tui.engine.models import embedded_model_path, gemma_model_path
 from tui.sampling.presets import BUILTIN_PRESETS
@@ -79,7 +80,7 @@ def main() -> None:
         n = eng.n_vocab
         a, b, ones = np.empty(n, np.float32), np.empty(n, np.float32), np.ones(n, np.float32)
         chain = preset.build(eng.build_context(42))
-        native = eng.native_chain(preset.native_specs(eng.build_context(42)))
+        native = native_chain(eng, preset.native_specs(eng.build_context(42)))
         toks = eng.tokenize(PROMPT)
         eng.clear()
         eng.decode(toks)
@@ -94,9 +95,9 @@ def main() -> None:
             kind = i % 3
             if kind == 0:  # llama.cpp's chain (it samples from the context's logits; no accept needed twice)
                 t0 = time.perf_counter()
-                tok = eng.native_sample(native)
+                tok = native_sample(eng, native)
                 t1 = time.perf_counter()
-                eng.native_sample(native)
+                native_sample(eng, native)
                 t2 = time.perf_counter()
                 add("llama.cpp C chain (llama_sampler_sample)", (t1 - t0) * 1e6, (t2 - t1) * 1e6)
             elif kind == 1:

@@ -20,6 +20,7 @@ from tui.cli.generate import StepPrinter
 from tui.engine import EngineSettings
 from tui.engine.controller import Controller
 from tui.engine.llama import LlamaEngine
+from tui.engine.oracle import native_chain, native_sample
 from tui.engine.models import discover, resolve_model
 from tui.sampling.presets import BUILTIN_PRESETS
 
@@ -34,12 +35,12 @@ class NullOut(io.TextIOBase):
 def native_run(engine: LlamaEngine, tokens: list[int], n: int) -> float:
     engine.clear()
     engine.decode(tokens)
-    smpl = engine.native_chain([("greedy", {})])
+    smpl = native_chain(engine, [("greedy", {})])
     eog = set(engine.eog_tokens())
     t0 = time.perf_counter()
     produced = 0
     for i in range(n):
-        tok = engine.native_sample(smpl)
+        tok = native_sample(engine, smpl)
         produced += 1
         if tok in eog or i == n - 1:
             break

@@ -23,6 +23,7 @@ import numpy as np
 
 from tui.engine import EngineSettings, Generation
 from tui.engine.llama import LlamaEngine
+from tui.engine.oracle import native_chain, native_sample
 from tui.config import app_dirs
 from tui.engine.models import embedded_model_path, gemma_model_path
 from tui.sampling.presets import BUILTIN_PRESETS
@@ -57,12 +58,12 @@ def per_step_ms(preset, ctx, logits: list[np.ndarray], *, cold: bool) -> float:
 
 
 def native_tps(engine: LlamaEngine, preset, seed: int, tokens: list[int], n: int) -> float:
-    chain = engine.native_chain(preset.native_specs(engine.build_context(seed)))
+    chain = native_chain(engine, preset.native_specs(engine.build_context(seed)))
     engine.clear()
     engine.decode(tokens)
     t0 = time.perf_counter()
     for i in range(n):
-        tok = engine.native_sample(chain)
+        tok = native_sample(engine, chain)
         if i < n - 1:
             engine.decode([tok])
     dt = time.perf_counter() - t0

@@ -47,7 +47,7 @@ def engine(smollm2_path: Path):
 @pytest.fixture(scope="session")
 def smollm2_q8_path(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second real model: SmolLM2 re-quantized to Q8_0 with llama_model_quantize (~1 s)."""
-    from tui.engine.llama import quantize
+    from tui.engine.quantize import quantize
 
     out = tmp_path_factory.mktemp("models") / "SmolLM2-135M-Instruct.Q8_0.gguf"
     quantize(smollm2_path, out, "q8_0")

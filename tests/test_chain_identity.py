@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tui.engine import Generation, StopReason
+from tui.engine.oracle import native_chain, native_sample
 from tui.sampling.presets import BUILTIN_PRESETS
 
 PROMPT = "<|im_start|>user\nTell me a story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n"
@@ -14,12 +15,12 @@ N_TOKENS = 256
 def native_generate(engine, preset, seed: int, tokens: list[int], n: int) -> list[int]:
     """llama.cpp samples: llama_sampler_chain_init + the same llama_sampler_init_* + llama_sampler_sample."""
     ctx = engine.build_context(seed)
-    chain = engine.native_chain(preset.native_specs(ctx))
+    chain = native_chain(engine, preset.native_specs(ctx))
     engine.clear()
     engine.decode(tokens)
     out: list[int] = []
     for _ in range(n):
-        tok = engine.native_sample(chain)  # also accepts the token into the chain
+        tok = native_sample(engine, chain)  # also accepts the token into the chain
         out.append(tok)
         if engine.is_eog(tok) or len(out) == n:
             break

@@ -30,11 +30,11 @@ def test_kv_bytes_equal_llama_cpp_log(smollm2_path: Path, n_ctx: int, type_k: st
         for swa_full in (True, False):
             with LlamaEngine(path, EngineSettings(n_ctx=n_ctx, type_k=type_k, type_v=type_v,
                                                    swa_full=swa_full)) as eng:
-                dims = eng._model_dims()
+                dims = eng.dims
                 ours, _full, _swa = computed_allocation(
-                    arch=dims["arch"], n_layer=dims["n_layer"], n_head_kv=dims["n_head_kv"],
-                    head_dim_k=dims["head_k"], head_dim_v=dims["head_v"], type_k=type_k, type_v=type_v,
-                    n_ctx=n_ctx, n_swa=dims["n_swa"], swa_full=swa_full)
+                    arch=dims.arch, n_layer=dims.n_layer, n_head_kv=dims.n_head_kv,
+                    head_dim_k=dims.head_k, head_dim_v=dims.head_v, type_k=type_k, type_v=type_v,
+                    n_ctx=n_ctx, n_swa=dims.n_swa, swa_full=swa_full)
                 logged = [float(m) * 2**20 for m in re.findall(
                     r"llama_kv_cache: size = +([\d.]+) MiB", "\n".join(eng._context_log))]
                 assert logged, "llama.cpp logged no KV cache size"

@@ -9,6 +9,7 @@ import numpy as np
 import psutil
 import pytest
 
+from tui.engine.oracle import native_chain, native_sample
 from tui.engine import ContextError, EngineSettings, Generation, ModelFileError, StopReason
 from tui.sampling import Chain, Greedy, SampleTrace
 
@@ -19,10 +20,10 @@ def native_greedy(engine, tokens: list[int], n: int) -> list[int]:
     """llama.cpp's own greedy generation: its sampler chain reads the logits in C."""
     engine.clear()
     engine.decode(tokens)
-    smpl = engine.native_chain([("greedy", {})])
+    smpl = native_chain(engine, [("greedy", {})])
     out = []
     for _ in range(n):
-        tok = engine.native_sample(smpl)
+        tok = native_sample(engine, smpl)
         out.append(tok)
         engine.decode([tok])
     smpl.close()
@@ -195,7 +196,8 @@ def test_metadata_and_perf_counters(engine) -> None:
 
 
 def test_llama_log_goes_to_the_ring_not_the_terminal(smollm2_path: Path, capfd) -> None:
-    from tui.engine.llama import LOG, LlamaEngine
+    from tui.engine.binding import LOG
+    from tui.engine.llama import LlamaEngine
 
     mark = LOG.mark
     with LlamaEngine(smollm2_path, EngineSettings(n_ctx=256)):

@@ -30,7 +30,7 @@ def test_the_api_service_imports_no_web_framework() -> None:
 def test_only_one_module_imports_llama_cpp() -> None:
     pattern = re.compile(r"^\s*(from|import)\s+llama_cpp\b", re.M)
     users = sorted(str(p.relative_to(PKG)) for p in PKG.rglob("*.py") if pattern.search(p.read_text()))
-    assert users == ["engine/llama.py"]
+    assert users == ["engine/binding.py"]
 
 
 def test_sampling_does_not_import_llama_cpp() -> None:

@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Markdown, OptionList
 from tests.test_app import until
 from tests.test_cli import run
 from tests.test_models import llama_pool, real_app
+from tui.engine import memory
 from tui.app.experiments import EXPERIMENTS, run_experiment
 from tui.app.screens.anatomy import AnatomyScreen
 from tui.app.screens.labs import PerfLab, QuantLab
@@ -233,7 +234,7 @@ async def test_long_context_is_refused_with_the_guards_numbers(smollm2_path: Pat
     seen: dict[str, int] = {}
 
     def check0(app, f) -> None:
-        kv, _compute = app.engine.estimate_context_bytes(4_000_000)
+        kv, _compute = memory.estimate_bytes(app.engine.dims, 4_000_000, app.engine.settings)
         assert f.values["kv_bytes"] == kv
         if f.values["message"] is not None:  # machines with < ~90 GiB free
             assert "largest n_ctx that fits" in f.values["message"] and 0 < f.values["largest"] < 4_000_000
@@ -308,7 +309,7 @@ async def test_threads_in_the_perf_lab(smollm2_path: Path) -> None:
 
 
 async def test_gpu_is_said_plainly(smollm2_path: Path) -> None:
-    from tui.engine.llama import supports_gpu_offload
+    from tui.engine.binding import supports_gpu_offload
     def check(app, f) -> None:
         assert f.values["gpu"] == supports_gpu_offload()
         notes = str(app.screen.query_one("#notes-text").content)

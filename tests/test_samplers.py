@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tui.engine.oracle import native_chain
 from tui.sampling import (
     XTC,
     AdaptiveP,
@@ -145,7 +146,7 @@ def native(engine):
     made = []
 
     def make(name: str, **params):
-        s = engine.native_chain([(name, params)])
+        s = native_chain(engine, [(name, params)])
         made.append(s)
         return s
 
@@ -325,7 +326,7 @@ def test_mirostat_v2_over_a_sequence(native, lg, seed, tau, eta) -> None:
 def test_mirostat_over_a_sequence(native, engine, lg, seed, tau, eta, m) -> None:
     n_vocab = len(lg)
     mine = Mirostat(n_vocab, seed, tau, eta, m)
-    ref = engine.native_chain([("mirostat", {"seed": seed, "tau": tau, "eta": eta, "m": m})])
+    ref = native_chain(engine, [("mirostat", {"seed": seed, "tau": tau, "eta": eta, "m": m})])
     ref.n_vocab = n_vocab
     # llama.cpp's mirostat takes n_vocab from the model; build ours with the model's too
     mine.n_vocab = engine.n_vocab

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -417,9 +416,6 @@ async def exp_new_tokens(r: Runner, v: int) -> Finding:
                      reused_before=before.reused if before else None)
 
 
-_LARGEST = re.compile(r"largest n_ctx that fits is about ([\d,]+)")
-
-
 async def exp_long_context(r: Runner, v: int) -> Finding:
     await r.ready()
     app = r.app
@@ -428,21 +424,22 @@ async def exp_long_context(r: Runner, v: int) -> Finding:
     n_ctx = 4_000_000
     cache = "q8_0" if v == 1 else "f16"
 
-    def probe() -> tuple[str | None, int, int, int]:
-        eng = app.engine
-        settings = eng.settings.with_(type_k=cache, type_v=cache)
-        message = None
+    def probe() -> tuple[ContextError | None, int, int, int]:
+        from ..engine import memory
+
+        settings = app.engine.settings.with_(type_k=cache, type_v=cache)
+        available = memory.available_memory()
+        refused = None
         try:
-            eng.check_context(n_ctx, settings)
+            memory.check(app.engine.dims, n_ctx, settings, available)
         except ContextError as exc:
-            message = str(exc)
-        kv, compute = eng.estimate_context_bytes(n_ctx, settings)  # with these cache types
-        import psutil
+            refused = exc
+        kv, compute = memory.estimate_bytes(app.engine.dims, n_ctx, settings)  # with these cache types
+        return refused, kv, compute, available
 
-        return message, kv, compute, psutil.virtual_memory().available
-
-    message, kv, compute, available = await r.in_thread(probe)
-    largest = int(_LARGEST.search(message).group(1).replace(",", "")) if message else n_ctx
+    refused, kv, compute, available = await r.in_thread(probe)
+    message = str(refused) if refused is not None else None
+    largest = refused.largest_n_ctx if refused is not None and refused.largest_n_ctx else n_ctx
     headline = (f"n_ctx {n_ctx:,} with a {cache} cache needs {human_bytes(kv)} of KV (+{human_bytes(compute)}): "
                 + (f"refused — {human_bytes(available)} available, the largest n_ctx that fits is ~{largest:,}"
                    if message else f"it fits in the {human_bytes(available)} available"))
@@ -698,8 +695,8 @@ async def exp_threads(r: Runner, v: int) -> Finding:
 
 async def exp_gpu(r: Runner, v: int) -> Finding:
     await r.ready()
+    from ..engine.binding import llama_cpp_version, supports_gpu_offload, system_info
     from ..engine.lab import bench
-    from ..engine.llama import llama_cpp_version, supports_gpu_offload, system_info
     from .screens.learn import ResultsScreen
 
     path = r.lab_model()

@@ -109,7 +109,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..engine.lab import bench, bench_markdown
-    from ..engine.llama import supports_gpu_offload
+    from ..engine.binding import supports_gpu_offload
 
     config = load_config_or_fail(args)
     entry = pick_model(args, config)

@@ -17,4 +17,12 @@ class ModelFileError(EngineError):
 
 
 class ContextError(EngineError):
-    """The context could not be created with the requested settings."""
+    """The context could not be created with the requested settings. When memory was the reason,
+    the figures are fields (``largest_n_ctx``: the largest context that would fit)."""
+
+    def __init__(self, message: str, *, largest_n_ctx: int | None = None, needed: int | None = None,
+                 available: int | None = None) -> None:
+        super().__init__(message)
+        self.largest_n_ctx = largest_n_ctx
+        self.needed = needed
+        self.available = available

@@ -46,7 +46,7 @@ class QuantizeResult:
 def gpu_offload_available() -> bool:
     """Whether this llama.cpp build can offload layers to a GPU (False without llama.cpp behind the app)."""
     try:
-        from .llama import supports_gpu_offload
+        from .binding import supports_gpu_offload
 
         return supports_gpu_offload()
     except Exception:  # a fake engine: no llama.cpp to ask
@@ -64,7 +64,7 @@ def quantize_model(source: str | os.PathLike[str], qtype: str, out: str | os.Pat
     """Quantize (or re-quantize) ``source`` to ``out`` (or its :func:`default_output` in ``models_dir``);
     clear errors for every bad input."""
     from .gguf_header import read_header
-    from .llama import QUANT_TYPES, quantize
+    from .quantize import QUANT_TYPES, quantize
 
     key = qtype.lower()
     if key not in QUANT_TYPES:

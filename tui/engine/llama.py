@@ -1,16 +1,10 @@
-"""The only module that imports ``llama_cpp``.
+"""The engine: one loaded model and one context, over llama.cpp's C API (see :mod:`tui.engine.binding`).
 
-A thin, explicit layer over llama.cpp's C API (through llama-cpp-python's ctypes
-bindings, not its high-level ``Llama`` class):
-
-* llama.cpp's log goes to an in-memory :class:`LogRing` via ``llama_log_set``.
-  ``Llama(verbose=False)`` would instead redirect the process's fd 1/2 while
-  loading, which blanks a running Textual screen; we never touch the fds.
 * pieces are produced by our own ``llama_token_to_piece`` call (the library's
   one-token helpers pad to 32 bytes or drop longer pieces);
 * the last position's logits are a zero-copy numpy view;
-* llama.cpp's own samplers are reachable here as the reference (oracle) for
-  the pure-Python sampler chain and for benchmarks.
+* every token id is checked before llama.cpp sees it (it aborts the process on a bad one);
+* a context that cannot fit in memory is refused before llama.cpp tries (:mod:`tui.engine.memory`).
 """
 
 from __future__ import annotations
@@ -18,98 +12,28 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-import llama_cpp as _ll
-
+from . import memory
+from .binding import LOG, ChatFormatter, ensure_backend, error_from_log, ll
 from .errors import ContextError, EngineError, ModelFileError
 from .gguf_header import read_header
-from .logring import LogRing
+from .memory import ModelDims
 from .records import ModelInfo, PerfCounters
 from .settings import CACHE_TYPES, FLASH_ATTN, EngineSettings
 
 if TYPE_CHECKING:
     from .kv import KvLayout
 
-# --------------------------------------------------------------------------
-# log capture: installed at import, before any model is touched
-
-LOG = LogRing()
-
-
-@_ll.llama_log_callback
-def _on_log(level: int, text: bytes, user_data: Any) -> None:
-    try:
-        LOG.write(level, text.decode("utf-8", errors="replace") if text else "")
-    except Exception:  # never let a log line raise inside a C callback
-        return
-
-
-_ll.llama_log_set(_on_log, ctypes.c_void_p(0))
-_backend_ready = False
-
-
-def _ensure_backend() -> None:
-    global _backend_ready
-    if not _backend_ready:
-        _ll.llama_backend_init()
-        _backend_ready = True
-
-
-def llama_cpp_version() -> str:
-    return getattr(_ll, "__version__", "?")
-
-
-def system_info() -> str:
-    _ensure_backend()
-    return (_ll.llama_print_system_info() or b"").decode("utf-8", errors="replace").strip()
-
-
-def supports_gpu_offload() -> bool:
-    _ensure_backend()
-    return bool(_ll.llama_supports_gpu_offload())
-
-
-def supports_mmap() -> bool:
-    return bool(_ll.llama_supports_mmap())
-
-
-def supports_mlock() -> bool:
-    return bool(_ll.llama_supports_mlock())
-
-
 # ChatML, for models whose GGUF carries no chat template
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-
-# --------------------------------------------------------------------------
-# records
-
-
-# --------------------------------------------------------------------------
-# the engine
-
-
-def _error_from_log(mark: int) -> str:
-    """The most telling error line llama.cpp logged since ``mark``."""
-    lines = LOG.since(mark)
-    for wanted in ("error", "warn"):
-        picked = [ln.text.strip() for ln in lines if ln.level == wanted and ln.text.strip()]
-        # "llama_model_load: error loading model: <reason>" -> "<reason>"; the generic
-        # "…_impl: failed to load model" that llama.cpp logs after it says nothing more
-        for sep in ("error loading model: ", "failed to load model: "):
-            reasons = [t.split(sep, 1)[1] for t in picked if sep in t]
-            if reasons:
-                return reasons[-1]
-        if picked:
-            return picked[-1]
-    return "llama.cpp refused it (see the log)"
 
 
 class LlamaEngine:
@@ -136,7 +60,7 @@ class LlamaEngine:
         self._logits_addr: int | None = None
         self._logits_view: np.ndarray | None = None
         header = read_header(self.path)  # fast validation with a clear message
-        _ensure_backend()
+        ensure_backend()
         self.load_ms, self.context_ms = self._load(on_progress, header.file_size)
         self.info = self._read_info(header.file_size)
 
@@ -144,16 +68,16 @@ class LlamaEngine:
 
     def _load(self, on_progress: Callable[[float], None] | None, file_size: int) -> tuple[float, float]:
         s = self.settings
-        mparams = _ll.llama_model_default_params()
+        mparams = ll.llama_model_default_params()
         mparams.n_gpu_layers = s.n_gpu_layers
         if s.use_mmap and s.use_mlock:
-            mparams.load_mode = _ll.LLAMA_LOAD_MODE_MMAP_MLOCK
+            mparams.load_mode = ll.LLAMA_LOAD_MODE_MMAP_MLOCK
         elif s.use_mmap:
-            mparams.load_mode = _ll.LLAMA_LOAD_MODE_MMAP
+            mparams.load_mode = ll.LLAMA_LOAD_MODE_MMAP
         elif s.use_mlock:
-            mparams.load_mode = _ll.LLAMA_LOAD_MODE_MLOCK
+            mparams.load_mode = ll.LLAMA_LOAD_MODE_MLOCK
         else:
-            mparams.load_mode = _ll.LLAMA_LOAD_MODE_NONE
+            mparams.load_mode = ll.LLAMA_LOAD_MODE_NONE
         if on_progress is not None:
 
             def _progress(p: float, _user: Any) -> bool:
@@ -163,28 +87,29 @@ class LlamaEngine:
                     pass  # a broken progress display must not abort the load
                 return True
 
-            self._progress_cb = _ll.llama_progress_callback(_progress)
+            self._progress_cb = ll.llama_progress_callback(_progress)
             mparams.progress_callback = self._progress_cb
         else:
             # llama.cpp's default callback prints dots; a no-op keeps the log clean
-            self._progress_cb = _ll.llama_progress_callback(lambda p, u: True)
+            self._progress_cb = ll.llama_progress_callback(lambda p, u: True)
             mparams.progress_callback = self._progress_cb
         mark = LOG.mark
         t0 = time.perf_counter()
-        model = _ll.llama_model_load_from_file(str(self.path).encode(), mparams)
+        model = ll.llama_model_load_from_file(str(self.path).encode(), mparams)
         t1 = time.perf_counter()
         if not model:
-            raise ModelFileError(str(self.path), _error_from_log(mark))
+            raise ModelFileError(str(self.path), error_from_log(mark))
         self._model = model
-        self._vocab = _ll.llama_model_get_vocab(model)
-        self.n_vocab = int(_ll.llama_vocab_n_tokens(self._vocab))
+        self._vocab = ll.llama_model_get_vocab(model)
+        self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
+        self.dims = self._model_dims()
         self._create_context()
         t2 = time.perf_counter()
         return (t1 - t0) * 1000.0, (t2 - t1) * 1000.0
 
     def _create_context(self) -> None:
         s = self.settings
-        cparams = _ll.llama_context_default_params()
+        cparams = ll.llama_context_default_params()
         cparams.n_ctx = s.n_ctx
         cparams.n_batch = s.n_batch
         cparams.n_ubatch = min(s.n_ubatch, s.n_batch)
@@ -196,87 +121,40 @@ class LlamaEngine:
         cparams.flash_attn_type = FLASH_ATTN[s.flash_attn]
         cparams.swa_full = s.swa_full
         cparams.no_perf = False
-        self.warnings = self._guard_memory(s.n_ctx, s)
+        self.warnings = memory.check(self.dims, s.n_ctx, s, memory.available_memory())
         mark = LOG.mark
-        ctx = _ll.llama_init_from_model(self._model, cparams)
+        ctx = ll.llama_init_from_model(self._model, cparams)
         if not ctx:
-            raise ContextError(f"cannot create a context with n_ctx={s.n_ctx}: {_error_from_log(mark)}")
+            raise ContextError(f"cannot create a context with n_ctx={s.n_ctx}: {error_from_log(mark)}")
         self._ctx = ctx
         self._logits_addr = None  # a new context: a new logits buffer
-        self._memory = _ll.llama_get_memory(ctx)
-        self.n_ctx = int(_ll.llama_n_ctx(ctx))
+        self._memory = ll.llama_get_memory(ctx)
+        self.n_ctx = int(ll.llama_n_ctx(ctx))
         self.held = []
         self._context_log = [ln.text for ln in LOG.since(mark)]
         self._kv = None
 
     # -- memory guard ------------------------------------------------------------------
 
-    def estimate_context_bytes(self, n_ctx: int, settings: EngineSettings | None = None) -> tuple[int, int]:
-        """(KV cache bytes, compute buffer bytes) a context of ``n_ctx`` would need (an upper estimate),
-        with ``settings``' cache types and batch sizes (default: the current ones)."""
-        from .kv import computed_allocation
-
-        s, info = settings or self.settings, self._model_dims()
-        kv, _full, _swa = computed_allocation(
-            arch=info["arch"], n_layer=info["n_layer"], n_head_kv=info["n_head_kv"], head_dim_k=info["head_k"],
-            head_dim_v=info["head_v"], type_k=s.type_k, type_v=s.type_v, n_ctx=n_ctx,
-            n_ubatch=min(s.n_ubatch, s.n_batch), n_swa=info["n_swa"], swa_full=s.swa_full)
-        ub = min(s.n_ubatch, s.n_batch, n_ctx)
-        # logits for a micro-batch, plus attention scores (one head at a time with flash attention off)
-        compute = ub * self.n_vocab * 4 + ub * min(n_ctx, 1 << 20) * 4 * max(1, info["n_head"]) // 2 + (64 << 20)
-        return kv, compute
-
-    def _model_dims(self) -> dict[str, Any]:
+    def _model_dims(self) -> ModelDims:
+        """The model's dimensions for the memory guard (read once per model)."""
         from .kv import head_dims
 
         m = self._model
         arch = self.meta("general.architecture") or "?"
-        n_embd, n_head = int(_ll.llama_model_n_embd(m)), int(_ll.llama_model_n_head(m))
+        n_embd, n_head = int(ll.llama_model_n_embd(m)), int(ll.llama_model_n_head(m))
         head_k, head_v = head_dims(self.meta(f"{arch}.attention.key_length"),
                                    self.meta(f"{arch}.attention.value_length"), n_embd, n_head)
-        return {"arch": arch, "n_layer": int(_ll.llama_model_n_layer(m)), "n_head": n_head,
-                "n_head_kv": int(_ll.llama_model_n_head_kv(m)), "head_k": head_k, "head_v": head_v,
-                "n_swa": int(_ll.llama_model_n_swa(m))}
-
-    def _guard_memory(self, n_ctx: int, settings: EngineSettings) -> list[str]:
-        """Refuse a context whose KV cache cannot fit, naming the largest n_ctx that would; the
-        warnings a context of ``n_ctx`` deserves otherwise."""
-        import psutil
-
-        from .kv import CTX_PAD
-
-        kv, compute = self.estimate_context_bytes(n_ctx, settings)
-        available = psutil.virtual_memory().available
-        warnings = []
-        n_train = int(_ll.llama_model_n_ctx_train(self._model))
-        if n_ctx > n_train:
-            warnings.append(f"n_ctx {n_ctx:,} is beyond the model's training context {n_train:,}: "
-                            "expect degraded output past it")
-        if kv + compute <= available:
-            return warnings
-        lo, hi = CTX_PAD, n_ctx
-        while hi - lo > CTX_PAD:
-            mid = (lo + hi) // 2 // CTX_PAD * CTX_PAD
-            if sum(self.estimate_context_bytes(mid, settings)) <= available:
-                lo = mid
-            else:
-                hi = mid
-        gib = 2**30
-        raise ContextError(
-            f"n_ctx {n_ctx:,} needs ~{kv / gib:.1f} GiB of KV cache (+{compute / gib:.1f} GiB of buffers) but only "
-            f"{available / gib:.1f} GiB of memory is available: the largest n_ctx that fits is about {lo:,}"
-        )
-
-    def check_context(self, n_ctx: int, settings: EngineSettings | None = None) -> None:
-        """Raise the memory guard's ContextError if a context of ``n_ctx`` would not fit (with
-        ``settings``' cache types if given); the current context is left alone."""
-        self._guard_memory(n_ctx, settings or self.settings)
+        return ModelDims(arch=arch, n_layer=int(ll.llama_model_n_layer(m)), n_head=n_head,
+                         n_head_kv=int(ll.llama_model_n_head_kv(m)), head_k=head_k, head_v=head_v,
+                         n_swa=int(ll.llama_model_n_swa(m)), n_vocab=self.n_vocab,
+                         n_ctx_train=int(ll.llama_model_n_ctx_train(m)))
 
     def recreate_context(self, settings: EngineSettings) -> None:
         """Apply new context settings; the model stays loaded (and mapped)."""
         old = self.settings
         if self._ctx:
-            _ll.llama_free(self._ctx)
+            ll.llama_free(self._ctx)
             self._ctx = None
         self.settings = settings
         try:
@@ -299,11 +177,11 @@ class LlamaEngine:
 
     def _free(self) -> None:
         if self._ctx:
-            _ll.llama_free(self._ctx)
+            ll.llama_free(self._ctx)
             self._ctx = None
             self._logits_addr = None
         if self._model:
-            _ll.llama_model_free(self._model)
+            ll.llama_model_free(self._model)
             self._model = None
 
     @property
@@ -324,53 +202,53 @@ class LlamaEngine:
 
     def meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(512)
-        n = _ll.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        n = ll.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
         if n < 0:
             return None
         if n >= len(buf):
             buf = ctypes.create_string_buffer(n + 1)
-            _ll.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+            ll.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", errors="replace")
 
     def metadata(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for i in range(int(_ll.llama_model_meta_count(self._model))):
+        for i in range(int(ll.llama_model_meta_count(self._model))):
             kbuf = ctypes.create_string_buffer(256)
-            _ll.llama_model_meta_key_by_index(self._model, i, kbuf, len(kbuf))
+            ll.llama_model_meta_key_by_index(self._model, i, kbuf, len(kbuf))
             vbuf = ctypes.create_string_buffer(256)
-            n = _ll.llama_model_meta_val_str_by_index(self._model, i, vbuf, len(vbuf))
+            n = ll.llama_model_meta_val_str_by_index(self._model, i, vbuf, len(vbuf))
             if n >= len(vbuf):
                 vbuf = ctypes.create_string_buffer(n + 1)
-                _ll.llama_model_meta_val_str_by_index(self._model, i, vbuf, len(vbuf))
+                ll.llama_model_meta_val_str_by_index(self._model, i, vbuf, len(vbuf))
             out[kbuf.value.decode("utf-8", "replace")] = vbuf.value.decode("utf-8", "replace")
         return out
 
     def _read_info(self, file_size: int) -> ModelInfo:
         m, v = self._model, self._vocab
         desc = ctypes.create_string_buffer(256)
-        _ll.llama_model_desc(m, desc, len(desc))
-        tmpl = _ll.llama_model_chat_template(m, None)
-        quant = (_ll.llama_ftype_name(_ll.llama_model_ftype(m)) or b"?").decode()
+        ll.llama_model_desc(m, desc, len(desc))
+        tmpl = ll.llama_model_chat_template(m, None)
+        quant = (ll.llama_ftype_name(ll.llama_model_ftype(m)) or b"?").decode()
         return ModelInfo(
             name=self.meta("general.name") or self.path.stem,
             path=str(self.path),
             arch=self.meta("general.architecture") or "?",
             quant=quant,
             description=desc.value.decode("utf-8", "replace"),
-            n_params=int(_ll.llama_model_n_params(m)),
-            size_bytes=int(_ll.llama_model_size(m)),
+            n_params=int(ll.llama_model_n_params(m)),
+            size_bytes=int(ll.llama_model_size(m)),
             file_size=file_size,
-            n_ctx_train=int(_ll.llama_model_n_ctx_train(m)),
+            n_ctx_train=int(ll.llama_model_n_ctx_train(m)),
             n_vocab=self.n_vocab,
-            n_layer=int(_ll.llama_model_n_layer(m)),
-            n_head=int(_ll.llama_model_n_head(m)),
-            n_head_kv=int(_ll.llama_model_n_head_kv(m)),
-            n_embd=int(_ll.llama_model_n_embd(m)),
-            n_swa=int(_ll.llama_model_n_swa(m)),
-            bos=int(_ll.llama_vocab_bos(v)),
-            eos=int(_ll.llama_vocab_eos(v)),
-            eot=int(_ll.llama_vocab_eot(v)),
-            add_bos=bool(_ll.llama_vocab_get_add_bos(v)),
+            n_layer=int(ll.llama_model_n_layer(m)),
+            n_head=int(ll.llama_model_n_head(m)),
+            n_head_kv=int(ll.llama_model_n_head_kv(m)),
+            n_embd=int(ll.llama_model_n_embd(m)),
+            n_swa=int(ll.llama_model_n_swa(m)),
+            bos=int(ll.llama_vocab_bos(v)),
+            eos=int(ll.llama_vocab_eos(v)),
+            eot=int(ll.llama_vocab_eot(v)),
+            add_bos=bool(ll.llama_vocab_get_add_bos(v)),
             chat_template=tmpl.decode("utf-8", "replace") if tmpl else None,
         )
 
@@ -385,11 +263,11 @@ class LlamaEngine:
                               "give text in UTF-8") from None
         n_max = len(data) + 8
         buf = (ctypes.c_int32 * n_max)()
-        n = _ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, parse_special)
+        n = ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, parse_special)
         if n < 0:
             n_max = -n
             buf = (ctypes.c_int32 * n_max)()
-            n = _ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, parse_special)
+            n = ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, parse_special)
         tokens = list(buf[:n])
         if add_bos is None:
             add_bos = self.info.add_bos
@@ -406,7 +284,7 @@ class LlamaEngine:
         size = 64
         while True:
             buf = ctypes.create_string_buffer(size)
-            n = _ll.llama_token_to_piece(self._vocab, token, buf, size, 0, True)
+            n = ll.llama_token_to_piece(self._vocab, token, buf, size, 0, True)
             if n < 0:
                 size = -n
                 continue
@@ -425,15 +303,15 @@ class LlamaEngine:
 
     def is_eog(self, token: int) -> bool:
         self._check_token(token)
-        return bool(_ll.llama_vocab_is_eog(self._vocab, token))
+        return bool(ll.llama_vocab_is_eog(self._vocab, token))
 
     def is_control(self, token: int) -> bool:
         self._check_token(token)
-        return bool(_ll.llama_vocab_is_control(self._vocab, token))
+        return bool(ll.llama_vocab_is_control(self._vocab, token))
 
     def token_attr(self, token: int) -> int:
         self._check_token(token)
-        return int(_ll.llama_vocab_get_attr(self._vocab, token))
+        return int(ll.llama_vocab_get_attr(self._vocab, token))
 
     def eog_tokens(self) -> list[int]:
         """Every end-of-generation token (EOS, EOT, <end_of_turn>, …), computed once."""
@@ -446,15 +324,13 @@ class LlamaEngine:
     def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
         """The conversation as the model expects it: its own GGUF chat template, rendered with
         llama-cpp-python's Jinja formatter (ChatML when the model has no template)."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
         try:
             fmt = self._chat_formatters.get(add_generation_prompt)
             if fmt is None:
                 template = self.info.chat_template or CHATML
                 bos = self.piece(self.info.bos).decode("utf-8", "replace") if self.info.bos >= 0 else ""
                 eos = self.piece(self.info.eos).decode("utf-8", "replace") if self.info.eos >= 0 else ""
-                fmt = self._chat_formatters[add_generation_prompt] = Jinja2ChatFormatter(
+                fmt = self._chat_formatters[add_generation_prompt] = ChatFormatter(
                     template, eos_token=eos, bos_token=bos, add_generation_prompt=add_generation_prompt)
             return fmt(messages=messages).prompt
         except Exception as exc:  # a template that does not render is a user-facing problem
@@ -506,12 +382,12 @@ class LlamaEngine:
         return (time.perf_counter() - t0) * 1000.0
 
     def _decode_batch(self, ptr: Any, n: int) -> None:
-        batch = _ll.llama_batch_get_one(ptr, n)
-        rc = _ll.llama_decode(self._ctx, batch)
+        batch = ll.llama_batch_get_one(ptr, n)
+        rc = ll.llama_decode(self._ctx, batch)
         if rc != 0:
             if rc == 1:
                 raise ContextError(f"context full: no KV slot for {n} tokens (n_past {self.n_past}, n_ctx {self.n_ctx})")
-            raise EngineError(f"llama_decode failed with code {rc}: {_error_from_log(LOG.mark - 5)}")
+            raise EngineError(f"llama_decode failed with code {rc}: {error_from_log(LOG.mark - 5)}")
 
     def evaluate_all(self, tokens: Sequence[int]) -> np.ndarray:
         """Logits for every position of ``tokens`` (a fresh sequence), shape (n, n_vocab), float32.
@@ -528,7 +404,7 @@ class LlamaEngine:
             self._check_token(tok)
         out = np.empty((n, self.n_vocab), dtype=np.float32)
         step = min(self.settings.n_batch, self.settings.n_ubatch)
-        batch = _ll.llama_batch_init(step, 0, 1)
+        batch = ll.llama_batch_init(step, 0, 1)
         try:
             for start in range(0, n, step):
                 chunk = tokens[start:start + step]
@@ -539,14 +415,14 @@ class LlamaEngine:
                     batch.n_seq_id[i] = 1
                     batch.seq_id[i][0] = 0
                     batch.logits[i] = 1
-                rc = _ll.llama_decode(self._ctx, batch)
+                rc = ll.llama_decode(self._ctx, batch)
                 if rc != 0:
                     raise EngineError(f"llama_decode failed with code {rc} while evaluating")
                 for i in range(len(chunk)):
-                    ptr = _ll.llama_get_logits_ith(self._ctx, i)
+                    ptr = ll.llama_get_logits_ith(self._ctx, i)
                     out[start + i] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
         finally:
-            _ll.llama_batch_free(batch)
+            ll.llama_batch_free(batch)
         self.held = [int(t) for t in tokens]
         return out
 
@@ -555,7 +431,7 @@ class LlamaEngine:
 
         Valid until the next ``decode``; copy what must outlive it.
         """
-        ptr = _ll.llama_get_logits_ith(self._ctx, -1)
+        ptr = ll.llama_get_logits_ith(self._ctx, -1)
         if not ptr:
             raise EngineError("no logits: nothing has been decoded yet")
         addr = ctypes.cast(ptr, ctypes.c_void_p).value
@@ -569,7 +445,7 @@ class LlamaEngine:
     def clear(self) -> None:
         """Empty the KV cache (a new conversation)."""
         self._require_open()
-        _ll.llama_memory_clear(self._memory, True)
+        ll.llama_memory_clear(self._memory, True)
         self.held = []
 
     def truncate(self, n_keep: int) -> None:
@@ -577,20 +453,20 @@ class LlamaEngine:
         self._require_open()
         if n_keep >= self.n_past:
             return
-        if not _ll.llama_memory_seq_rm(self._memory, 0, n_keep, -1):
+        if not ll.llama_memory_seq_rm(self._memory, 0, n_keep, -1):
             raise EngineError("this model's memory cannot be truncated (recurrent?)")
         del self.held[n_keep:]
 
     def can_shift(self) -> bool:
-        return bool(_ll.llama_memory_can_shift(self._memory))
+        return bool(ll.llama_memory_can_shift(self._memory))
 
     def shift(self, n_keep: int, n_discard: int) -> None:
         """llama.cpp's context shift: drop [n_keep, n_keep+n_discard) and slide the rest left."""
         self._require_open()
         if not self.can_shift():
             raise EngineError("this model's cache cannot shift positions")
-        _ll.llama_memory_seq_rm(self._memory, 0, n_keep, n_keep + n_discard)
-        _ll.llama_memory_seq_add(self._memory, 0, n_keep + n_discard, self.n_past, -n_discard)
+        ll.llama_memory_seq_rm(self._memory, 0, n_keep, n_keep + n_discard)
+        ll.llama_memory_seq_add(self._memory, 0, n_keep + n_discard, self.n_past, -n_discard)
         del self.held[n_keep:n_keep + n_discard]
 
     def kv_layout(self) -> "KvLayout":
@@ -607,19 +483,19 @@ class LlamaEngine:
         return self._kv
 
     def pos_max(self) -> int:
-        return int(_ll.llama_memory_seq_pos_max(self._memory, 0))
+        return int(ll.llama_memory_seq_pos_max(self._memory, 0))
 
     # -- counters ----------------------------------------------------------------
 
     def perf(self) -> PerfCounters:
-        d = _ll.llama_perf_context(self._ctx)
+        d = ll.llama_perf_context(self._ctx)
         return PerfCounters(d.t_load_ms, d.t_p_eval_ms, d.t_eval_ms, d.n_p_eval, d.n_eval)
 
     def perf_reset(self) -> None:
-        _ll.llama_perf_context_reset(self._ctx)
+        ll.llama_perf_context_reset(self._ctx)
 
     def state_size(self) -> int:
-        return int(_ll.llama_state_get_size(self._ctx))
+        return int(ll.llama_state_get_size(self._ctx))
 
     # -- sampling ------------------------------------------------------------------
 
@@ -631,148 +507,3 @@ class LlamaEngine:
         if self._dry_vocab is None:
             self._dry_vocab = DryVocab(self.n_vocab, self.piece, lambda s: self.tokenize(s, add_bos=False))
         return BuildContext(n_vocab=self.n_vocab, seed=seed, n_ctx=self.n_ctx, dry_vocab=self._dry_vocab)
-
-    # -- llama.cpp's own samplers (the reference) ---------------------------------
-
-    def native_chain(self, specs: Iterable[tuple[str, dict[str, Any]]]) -> "NativeSampler":
-        return NativeSampler(specs, vocab=self._vocab, n_vocab=self.n_vocab)
-
-    def native_sample(self, sampler: "NativeSampler") -> int:
-        """Sample with llama.cpp's chain straight from the context (no Python in the loop)."""
-        return int(_ll.llama_sampler_sample(sampler.ptr, self._ctx, -1))
-
-
-# --------------------------------------------------------------------------
-# llama.cpp's native samplers, for equivalence tests and benchmarks
-
-
-def _native_init(name: str, p: dict[str, Any], vocab: Any, n_vocab: int) -> Any:
-    if name == "greedy":
-        return _ll.llama_sampler_init_greedy()
-    if name == "dist":
-        return _ll.llama_sampler_init_dist(p.get("seed", 0) & 0xFFFFFFFF)
-    if name == "top_k":
-        return _ll.llama_sampler_init_top_k(p["k"])
-    if name == "top_p":
-        return _ll.llama_sampler_init_top_p(p["p"], p.get("min_keep", 1))
-    if name == "min_p":
-        return _ll.llama_sampler_init_min_p(p["p"], p.get("min_keep", 1))
-    if name == "typical":
-        return _ll.llama_sampler_init_typical(p["p"], p.get("min_keep", 1))
-    if name == "temp":
-        return _ll.llama_sampler_init_temp(p["t"])
-    if name == "temp_ext":
-        return _ll.llama_sampler_init_temp_ext(p["t"], p.get("delta", 0.0), p.get("exponent", 1.0))
-    if name == "xtc":
-        return _ll.llama_sampler_init_xtc(p["probability"], p["threshold"], p.get("min_keep", 1), p.get("seed", 0) & 0xFFFFFFFF)
-    if name == "top_n_sigma":
-        return _ll.llama_sampler_init_top_n_sigma(p["n"])
-    if name == "mirostat":
-        return _ll.llama_sampler_init_mirostat(n_vocab, p.get("seed", 0) & 0xFFFFFFFF, p["tau"], p["eta"], p.get("m", 100))
-    if name == "mirostat_v2":
-        return _ll.llama_sampler_init_mirostat_v2(p.get("seed", 0) & 0xFFFFFFFF, p["tau"], p["eta"])
-    if name == "penalties":
-        return _ll.llama_sampler_init_penalties(
-            n_vocab, p.get("last_n", 64), p.get("repeat", 1.0), p.get("frequency", 0.0), p.get("presence", 0.0)
-        )
-    if name == "dry":
-        breakers = [b.encode() for b in p.get("sequence_breakers", ["\n", ":", '"', "*"])]
-        arr = (ctypes.c_char_p * len(breakers))(*breakers)
-        return _ll.llama_sampler_init_dry(
-            vocab, p["multiplier"], p.get("base", 1.75), p.get("allowed_length", 2),
-            p.get("penalty_last_n", 64), arr, len(breakers),
-        )
-    if name == "logit_bias":
-        bias = p.get("bias", {})
-        arr = (_ll.llama_logit_bias * len(bias))()
-        for i, (tok, val) in enumerate(bias.items()):
-            arr[i].token = int(tok)
-            arr[i].bias = float(val)
-        return _ll.llama_sampler_init_logit_bias(n_vocab, len(bias), arr)
-    if name == "adaptive_p":
-        return _ll.llama_sampler_init_adaptive_p(p["target"], p["decay"], p.get("seed", 0) & 0xFFFFFFFF)
-    raise EngineError(f"llama.cpp has no sampler named {name!r}")
-
-
-class NativeSampler:
-    """A llama.cpp sampler chain built from ``(name, params)`` specs."""
-
-    def __init__(self, specs: Iterable[tuple[str, dict[str, Any]]], *, vocab: Any, n_vocab: int) -> None:
-        params = _ll.llama_sampler_chain_default_params()
-        params.no_perf = True
-        self.ptr = _ll.llama_sampler_chain_init(params)
-        self.n_vocab = n_vocab
-        for name, p in specs:
-            _ll.llama_sampler_chain_add(self.ptr, _native_init(name, p, vocab, n_vocab))
-
-    def accept(self, token: int) -> None:
-        _ll.llama_sampler_accept(self.ptr, token)
-
-    def reset(self) -> None:
-        _ll.llama_sampler_reset(self.ptr)
-
-    def apply(self, ids: np.ndarray, logits: np.ndarray, *, sorted: bool = False) -> dict[str, Any]:
-        """Apply the chain to candidates (ids, logits); return llama.cpp's view of them afterwards."""
-        n = len(ids)
-        data = (_ll.llama_token_data * n)()
-        view = np.ctypeslib.as_array(ctypes.cast(data, ctypes.POINTER(ctypes.c_byte)), shape=(n * 12,))
-        rec = view.view(np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]))
-        rec["id"] = ids
-        rec["logit"] = logits
-        rec["p"] = 0.0
-        arr = _ll.llama_token_data_array(data, n, -1, sorted)
-        _ll.llama_sampler_apply(self.ptr, ctypes.byref(arr))
-        size = int(arr.size)
-        # samplers may re-point arr.data (e.g. to a sorted buffer of their own)
-        out_view = np.ctypeslib.as_array(ctypes.cast(arr.data, ctypes.POINTER(ctypes.c_byte)), shape=(size * 12,))
-        out = out_view.view(np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])).copy()
-        return {
-            "ids": out["id"],
-            "logits": out["logit"],
-            "probs": out["p"],
-            "selected": int(arr.selected),
-            "sorted": bool(arr.sorted),
-        }
-
-    def close(self) -> None:
-        if self.ptr:
-            _ll.llama_sampler_free(self.ptr)
-            self.ptr = None
-
-    def __del__(self) -> None:  # best effort; tests create many
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-# --------------------------------------------------------------------------
-# quantization (llama_model_quantize)
-
-QUANT_TYPES: dict[str, int] = {
-    "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10,
-    "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18,
-}
-
-
-def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: str, *,
-             threads: int = 0) -> list[str]:
-    """Write ``src`` re-quantized to ``qtype`` at ``dst``; returns llama.cpp's log of it.
-
-    Requantizing is allowed (our embedded sources are already quantized).
-    """
-    key = qtype.lower()
-    if key not in QUANT_TYPES:
-        raise EngineError(f"unsupported quantization type {qtype!r} (one of {', '.join(QUANT_TYPES)})")
-    read_header(src)  # a clear error for a bad input file
-    _ensure_backend()
-    params = _ll.llama_model_quantize_default_params()
-    params.nthread = threads
-    params.ftype = QUANT_TYPES[key]
-    params.allow_requantize = True
-    mark = LOG.mark
-    rc = _ll.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    lines = [ln.text for ln in LOG.since(mark)]
-    if rc != 0:
-        raise EngineError(f"{src}: quantization to {qtype} failed: {_error_from_log(mark)}")
-    return lines

@@ -1,0 +1,88 @@
+"""The only module that imports ``llama_cpp``: llama.cpp's C API through llama-cpp-python's ctypes
+bindings (not its high-level ``Llama`` class), and what is process-wide about it.
+
+* llama.cpp's log goes to an in-memory :class:`LogRing` via ``llama_log_set``.
+  ``Llama(verbose=False)`` would instead redirect the process's fd 1/2 while
+  loading, which blanks a running Textual screen; we never touch the fds.
+* the backend is initialised once;
+* what this build can do (GPU offload, mmap, mlock) and what it is.
+
+The engine (:mod:`tui.engine.llama`), the oracle (:mod:`tui.engine.oracle`) and
+quantization (:mod:`tui.engine.quantize`) reach the C API as ``binding.ll``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import llama_cpp as ll
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from .logring import LogRing
+
+__all__ = ["LOG", "ChatFormatter", "error_from_log", "ensure_backend", "ll", "llama_cpp_version", "supports_gpu_offload",
+           "supports_mlock", "supports_mmap", "system_info"]
+
+ChatFormatter = Jinja2ChatFormatter  # renders a GGUF's chat template (Jinja), as llama-cpp-python does
+
+# log capture: installed at import, before any model is touched
+
+LOG = LogRing()
+
+
+@ll.llama_log_callback
+def _on_log(level: int, text: bytes, user_data: Any) -> None:
+    try:
+        LOG.write(level, text.decode("utf-8", errors="replace") if text else "")
+    except Exception:  # never let a log line raise inside a C callback
+        return
+
+
+ll.llama_log_set(_on_log, ctypes.c_void_p(0))
+_backend_ready = False
+
+
+def ensure_backend() -> None:
+    global _backend_ready
+    if not _backend_ready:
+        ll.llama_backend_init()
+        _backend_ready = True
+
+
+def llama_cpp_version() -> str:
+    return getattr(ll, "__version__", "?")
+
+
+def system_info() -> str:
+    ensure_backend()
+    return (ll.llama_print_system_info() or b"").decode("utf-8", errors="replace").strip()
+
+
+def supports_gpu_offload() -> bool:
+    ensure_backend()
+    return bool(ll.llama_supports_gpu_offload())
+
+
+def supports_mmap() -> bool:
+    return bool(ll.llama_supports_mmap())
+
+
+def supports_mlock() -> bool:
+    return bool(ll.llama_supports_mlock())
+
+
+def error_from_log(mark: int) -> str:
+    """The most telling error line llama.cpp logged since ``mark``."""
+    lines = LOG.since(mark)
+    for wanted in ("error", "warn"):
+        picked = [ln.text.strip() for ln in lines if ln.level == wanted and ln.text.strip()]
+        # "llama_model_load: error loading model: <reason>" -> "<reason>"; the generic
+        # "…_impl: failed to load model" that llama.cpp logs after it says nothing more
+        for sep in ("error loading model: ", "failed to load model: "):
+            reasons = [t.split(sep, 1)[1] for t in picked if sep in t]
+            if reasons:
+                return reasons[-1]
+        if picked:
+            return picked[-1]
+    return "llama.cpp refused it (see the log)"
