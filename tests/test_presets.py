@@ -116,3 +116,69 @@ def test_cli_unknown_preset_is_one_line(tmp_path: Path) -> None:
     out = run_cli("generate", "hi", "--preset", "nope", home=tmp_path)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "no preset named 'nope'" in out.stderr
+
+
+# -- every sampler is declared once, on its class -------------------------------------------------------
+
+
+def _sampler_classes() -> list[type]:
+    from tui.sampling import samplers
+    from tui.sampling.base import Sampler
+
+    return [c for c in vars(samplers).values()
+            if isinstance(c, type) and issubclass(c, Sampler) and c.__module__.startswith(samplers.__name__ + ".")]
+
+
+def test_every_sampler_class_is_registered_with_its_declarations() -> None:
+    from tui.sampling.presets import SAMPLER_TYPES
+    from tui.sampling.samplers import SAMPLERS
+
+    assert sorted(SAMPLERS) == sorted(c.name for c in _sampler_classes())
+    assert list(SAMPLER_TYPES) == list(SAMPLERS)
+    for name, t in SAMPLER_TYPES.items():
+        cls = SAMPLERS[name]
+        assert t.params is cls.schema and t.help == cls.help and t.help
+        assert (t.selects, t.seeded) == (cls.selects, cls.seeded)
+        for key, p in cls.schema.items():
+            assert p.kind in (int, float, list, dict), (name, key)
+            assert p.lo is None or p.hi is None or p.lo <= p.default <= p.hi or p.default == -1, (name, key)
+
+
+def test_constructor_defaults_are_the_declared_ones() -> None:
+    """A class built without arguments is the sampler a preset gets without parameters."""
+    import inspect
+
+    def plain(default):  # an immutable default stands for the declared list; None for an empty table
+        return list(default) if isinstance(default, tuple) else {} if default is None else default
+
+    for cls in _sampler_classes():
+        sig = inspect.signature(cls.__init__).parameters
+        for key, p in cls.schema.items():
+            assert key in sig, f"{cls.name}: the constructor takes no {key!r}"
+            assert plain(sig[key].default) == p.default, (cls.name, key, sig[key].default, p.default)
+
+
+def test_native_declarations_match_llama_cpp_signatures() -> None:
+    from tui.engine.binding import ll
+
+    for cls in _sampler_classes():
+        assert cls.native is not None, cls.name
+        fn = getattr(ll, f"llama_sampler_init_{cls.native.init}")
+        assert len(fn.argtypes) == len(cls.native.args), cls.name
+        for arg in cls.native.args:
+            inner = arg[4:-1] if arg.startswith("len(") else arg
+            known = inner in cls.schema or inner in ("vocab", "n_vocab") or (inner == "seed" and cls.seeded)
+            assert known, f"{cls.name}: native argument {arg!r} is neither a parameter nor the run's"
+        assert not cls.seeded or "seed" in cls.native.args, cls.name
+
+
+def test_native_specs_resolve_the_context_size_and_seed() -> None:
+    ctx = BuildContext(n_vocab=1000, seed=77, n_ctx=333)
+    preset = BUILTIN_PRESETS["creative"].with_param("penalties", "last_n", -1).with_param("dry", "penalty_last_n", -1)
+    specs = dict(preset.native_specs(ctx))
+    assert specs["penalties"]["last_n"] == 333 and specs["dry"]["penalty_last_n"] == 333
+    assert specs["xtc"]["seed"] == 77 and specs["dist"]["seed"] == 77
+    assert specs["dry"]["base"] == 1.75  # a declared default fills what the preset leaves out
+    chain = preset.build(ctx)
+    by_name = {s.name: s for s in chain.samplers}
+    assert by_name["penalties"].last_n == 333 and by_name["dry"].penalty_last_n == 333

@@ -477,14 +477,28 @@ def test_on_real_smollm2_logits(native, real_logits, name, factory, params) -> N
             assert a.ids[a.selected] == b["ids"][b["selected"]]
 
 
-def test_samplers_never_write_into_their_input(real_logits) -> None:
+def test_samplers_never_write_into_their_input(real_logits, dry_vocab) -> None:
+    """Samplers assign new arrays to the candidates and never write into the ones they were given: the
+    logits start as a zero-copy view of llama.cpp's buffer, and the chain keeps each stage's arrays for
+    its trace."""
     lg = real_logits[0]
-    frozen = lg.copy()
-    frozen.flags.writeable = False
+    history = [int(t) for t in np.argsort(lg)[-3:]] * 3  # a repetition: penalties and DRY both act
+    penalties, dry = Penalties(64, 1.3, 0.1, 0.1), Dry(dry_vocab, allowed_length=1)
+    for tok in history:
+        penalties.accept(tok)
+        dry.accept(tok)
     for s in [TopK(40), TopP(0.9), MinP(0.05), Typical(0.9), Temp(0.5), TempExt(0.8, 0.5), TopNSigma(1.0),
               XTC(1.0, 0.05, 1, 1), Dist(1), MirostatV2(1), Mirostat(len(lg), 1), LogitBias({1: 2.0}),
-              AdaptiveP(0.5, 0.9, 1), Greedy()]:
-        ours(s, frozen)  # would raise "assignment destination is read-only"
-    p = Penalties(64, 1.3, 0.1, 0.1)
-    p.accept(5)
-    ours(p, frozen)
+              AdaptiveP(0.5, 0.9, 1), Greedy(), penalties, dry]:
+        cur = Candidates.from_logits(lg.copy())
+        cur.softmax()  # probabilities too, as an earlier stage leaves them
+        given = {"ids": cur.ids, "logits": cur.logits, "probs": cur.probs}
+        before = {k: a.copy() for k, a in given.items()}
+        s.apply(cur)
+        for k, a in given.items():
+            np.testing.assert_array_equal(a, before[k], err_msg=f"{s.name} wrote into the {k} it was given")
+        assert len(cur) > 0
+        if s.changes_logits and not s.selects:
+            assert cur.logits is not given["logits"], f"{s.name} changed nothing"
+        if s.selects:
+            assert 0 <= cur.selected < len(cur), s.name

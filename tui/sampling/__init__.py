@@ -4,6 +4,7 @@ from .base import Sampler
 from .candidates import Candidates
 from .chain import Chain
 from .samplers import (
+    SAMPLERS,
     XTC,
     AdaptiveP,
     Dist,
@@ -22,10 +23,11 @@ from .samplers import (
     TopP,
     Typical,
 )
+from .schema import BuildContext, Native, Param
 from .trace import SampleTrace, StageTrace
 
 __all__ = [
-    "XTC", "AdaptiveP", "Candidates", "Chain", "Dist", "Dry", "DryVocab", "Greedy", "LogitBias", "MinP",
-    "Mirostat", "MirostatV2", "Penalties", "SampleTrace", "Sampler", "StageTrace", "Temp", "TempExt", "TopK",
-    "TopNSigma", "TopP", "Typical",
+    "SAMPLERS", "XTC", "AdaptiveP", "BuildContext", "Candidates", "Chain", "Dist", "Dry", "DryVocab", "Greedy",
+    "LogitBias", "MinP", "Mirostat", "MirostatV2", "Native", "Param", "Penalties", "SampleTrace", "Sampler",
+    "StageTrace", "Temp", "TempExt", "TopK", "TopNSigma", "TopP", "Typical",
 ]

@@ -18,6 +18,7 @@ import numpy as np
 
 _ARANGE_CACHE: dict[int, np.ndarray] = {}
 F32 = np.float32
+NEG_INF = F32(-np.inf)
 
 
 def arange_ids(n: int) -> np.ndarray:

@@ -24,33 +24,19 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .base import Sampler
 from .chain import Chain
-from .samplers import (
-    XTC,
-    AdaptiveP,
-    Dist,
-    Dry,
-    DryVocab,
-    Greedy,
-    LogitBias,
-    MinP,
-    Mirostat,
-    MirostatV2,
-    Penalties,
-    Temp,
-    TempExt,
-    TopK,
-    TopNSigma,
-    TopP,
-    Typical,
-)
+from .samplers import SAMPLERS
+from .schema import BuildContext, Param
 
+__all__ = ["ALIASES", "BUILTIN_PRESETS", "DEFAULT_PRESET", "SAMPLER_TYPES", "BuildContext", "Param", "Preset",
+           "PresetCatalog", "PresetError", "SamplerSpec", "SamplerType", "canonical_name", "load_preset_file",
+           "load_presets", "save_preset", "validate_specs"]
 
 _F32_MAX = 3.4028234663852886e38
 _INT_LIMIT = (1 << 31) - 1  # C ints: llama.cpp's samplers take int32 parameters
@@ -66,91 +52,36 @@ class PresetError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Param:
-    kind: type
-    default: Any
-    lo: float | None = None
-    hi: float | None = None
-    help: str = ""
-    lo_open: bool = False  # the value must be above ``lo``, not equal to it
-
-
-@dataclass(frozen=True, slots=True)
 class SamplerType:
-    name: str
-    params: Mapping[str, Param]
-    build: Callable[["BuildContext", dict[str, Any]], Sampler]
-    selects: bool = False
-    seeded: bool = False
-    help: str = ""
+    """A sampler class as presets see it; everything here is what the class declares."""
+
+    cls: type[Sampler]
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+    @property
+    def params(self) -> Mapping[str, Param]:
+        return self.cls.schema
+
+    @property
+    def selects(self) -> bool:
+        return self.cls.selects
+
+    @property
+    def seeded(self) -> bool:
+        return self.cls.seeded
+
+    @property
+    def help(self) -> str:
+        return self.cls.help
+
+    def build(self, ctx: BuildContext, params: Mapping[str, Any]) -> Sampler:
+        return self.cls.from_params(ctx, params)
 
 
-@dataclass(frozen=True, slots=True)
-class BuildContext:
-    """What building a chain needs from the run: the model's vocabulary and the seed."""
-
-    n_vocab: int
-    seed: int = 42
-    n_ctx: int = 4096
-    dry_vocab: DryVocab | None = None
-
-
-_F, _I = float, int
-SAMPLER_TYPES: dict[str, SamplerType] = {
-    t.name: t
-    for t in [
-        SamplerType("greedy", {}, lambda c, p: Greedy(), selects=True, help="always the most likely token"),
-        SamplerType("dist", {}, lambda c, p: Dist(c.seed), selects=True, seeded=True,
-                    help="draw from the distribution (seeded)"),
-        SamplerType("top_k", {"k": Param(_I, 40, -1, None, "keep the k best (<= 0: off)")},
-                    lambda c, p: TopK(p["k"]), help="keep the k most likely"),
-        SamplerType("top_p", {"p": Param(_F, 0.95, 0.0, 1.0, "cumulative mass to keep (1: off)"),
-                              "min_keep": Param(_I, 1, 0, None)},
-                    lambda c, p: TopP(p["p"], p["min_keep"]), help="nucleus: smallest set with mass >= p"),
-        SamplerType("min_p", {"p": Param(_F, 0.05, 0.0, 1.0, "relative to the best token (0: off)"),
-                              "min_keep": Param(_I, 1, 0, None)},
-                    lambda c, p: MinP(p["p"], p["min_keep"]), help="keep tokens with p >= min_p * p_max"),
-        SamplerType("typical", {"p": Param(_F, 1.0, 0.0, 1.0, "(1: off)"), "min_keep": Param(_I, 1, 0, None)},
-                    lambda c, p: Typical(p["p"], p["min_keep"]), help="locally typical sampling"),
-        SamplerType("top_n_sigma", {"n": Param(_F, -1.0, None, None, "std devs below the max (<= 0: off)")},
-                    lambda c, p: TopNSigma(p["n"]), help="mask logits below max - n*sigma"),
-        SamplerType("temp", {"t": Param(_F, 0.8, None, None, "temperature (<= 0: keep only the best)")},
-                    lambda c, p: Temp(p["t"]), help="divide logits by t"),
-        SamplerType("temp_ext", {"t": Param(_F, 0.8), "delta": Param(_F, 0.0, 0.0, None),
-                                 "exponent": Param(_F, 1.0, 0.0, None)},
-                    lambda c, p: TempExt(p["t"], p["delta"], p["exponent"]), help="dynamic temperature"),
-        SamplerType("xtc", {"probability": Param(_F, 0.5, 0.0, 1.0), "threshold": Param(_F, 0.1, 0.0, 1.0),
-                            "min_keep": Param(_I, 1, 0, None)},
-                    lambda c, p: XTC(p["probability"], p["threshold"], p["min_keep"], c.seed), seeded=True,
-                    help="exclude top choices"),
-        SamplerType("penalties", {"last_n": Param(_I, 64, -1, None, "-1: the context size"),
-                                  "repeat": Param(_F, 1.0, 0.0, None, "divides positive logits: above 0",
-                                                  lo_open=True), "frequency": Param(_F, 0.0),
-                                  "presence": Param(_F, 0.0)},
-                    lambda c, p: Penalties(c.n_ctx if p["last_n"] == -1 else p["last_n"], p["repeat"],
-                                           p["frequency"], p["presence"]),
-                    help="repetition / frequency / presence penalties"),
-        SamplerType("dry", {"multiplier": Param(_F, 0.8, 0.0, None), "base": Param(_F, 1.75, 0.0, None),
-                            "allowed_length": Param(_I, 2, 0, None), "penalty_last_n": Param(_I, 64, -1, None),
-                            "sequence_breakers": Param(list, ["\n", ":", '"', "*"])},
-                    lambda c, p: Dry(c.dry_vocab, p["multiplier"], p["base"], p["allowed_length"],
-                                     p["penalty_last_n"], p["sequence_breakers"], c.n_ctx),
-                    help="don't repeat yourself"),
-        SamplerType("logit_bias", {"bias": Param(dict, {})},
-                    lambda c, p: LogitBias({int(k): float(v) for k, v in p["bias"].items()}),
-                    help="add a bias to chosen token ids"),
-        SamplerType("mirostat", {"tau": Param(_F, 5.0, 0.0, None), "eta": Param(_F, 0.1, 0.0, None),
-                                 "m": Param(_I, 100, 1, None)},
-                    lambda c, p: Mirostat(c.n_vocab, c.seed, p["tau"], p["eta"], p["m"]), selects=True,
-                    seeded=True, help="mirostat v1 (target surprise)"),
-        SamplerType("mirostat_v2", {"tau": Param(_F, 5.0, 0.0, None), "eta": Param(_F, 0.1, 0.0, None)},
-                    lambda c, p: MirostatV2(c.seed, p["tau"], p["eta"]), selects=True, seeded=True,
-                    help="mirostat 2.0"),
-        SamplerType("adaptive_p", {"target": Param(_F, 0.5, None, 1.0), "decay": Param(_F, 0.9, 0.0, 0.99)},
-                    lambda c, p: AdaptiveP(p["target"], p["decay"], c.seed), selects=True, seeded=True,
-                    help="favour a target probability"),
-    ]
-}
+SAMPLER_TYPES: dict[str, SamplerType] = {name: SamplerType(cls) for name, cls in SAMPLERS.items()}
 
 # llama.cpp's --samplers names and short forms
 ALIASES = {
@@ -174,23 +105,12 @@ class SamplerSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def build(self, ctx: BuildContext) -> Sampler:
-        t = SAMPLER_TYPES[self.name]
-        full = {k: p.default for k, p in t.params.items()}
-        full.update(self.params)
-        return t.build(ctx, full)
+        return SAMPLER_TYPES[self.name].build(ctx, self.params)
 
     def native(self, ctx: BuildContext) -> tuple[str, dict[str, Any]]:
-        """The same sampler as a llama.cpp spec (see ``LlamaEngine.native_chain``)."""
-        t = SAMPLER_TYPES[self.name]
-        full: dict[str, Any] = {k: p.default for k, p in t.params.items()}
-        full.update(self.params)
-        if t.seeded:
-            full["seed"] = ctx.seed
-        if self.name == "penalties" and full["last_n"] == -1:
-            full["last_n"] = ctx.n_ctx
-        if self.name == "dry" and full["penalty_last_n"] == -1:
-            full["penalty_last_n"] = ctx.n_ctx
-        return self.name, full
+        """The same sampler as a spec for llama.cpp's own (``tui.engine.oracle.native_chain``): every
+        parameter as this run resolves it, with the seed."""
+        return self.name, SAMPLER_TYPES[self.name].cls.resolve(ctx, self.params)
 
     def describe(self) -> str:
         t = SAMPLER_TYPES[self.name]
