@@ -15,16 +15,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import openai
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tests.test_app import until
-from tests.test_models import llama_pool, real_app
+from tests.conftest import llama_pool, real_app, until
 from tui.app.widgets.panels import ChainTrace
 from tui.app.widgets.token_stream import TokenStream
 from tui.engine.controller import StepEvent
@@ -57,6 +58,17 @@ def client(server) -> openai.OpenAI:
 
 def model_id(server) -> str:
     return server.model
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Whether ``condition`` holds within ``timeout`` seconds (polled: the service and the engine run in
+    threads of their own that signal nothing a test could wait on)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
 
 
 def test_lists_the_local_models(server, client) -> None:
@@ -202,10 +214,7 @@ def test_a_dropped_stream_frees_the_engine_within_a_token(server, client) -> Non
     at_close = len(server.steps)
     stream.close()
     svc = server.service
-    deadline = time.monotonic() + 10
-    while svc.busy and time.monotonic() < deadline:
-        time.sleep(0.002)
-    assert not svc.busy
+    assert wait_for(lambda: not svc.busy)
     assert len(server.steps) - at_close <= 2  # at most the token being generated when it left
     assert len(server.steps) < 100
     # the next request is served at once
@@ -235,8 +244,8 @@ async def test_a_request_to_the_dashboard_server_shows_up_in_the_token_stream(sm
     entries = [describe_file(smollm2_path, source="embedded")]
     app = real_app(entries, llama_pool(), serve=("127.0.0.1", 0), record="")
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.api is not None, timeout=30)
-        c = openai.OpenAI(base_url=app.api.http.url, api_key="x", max_retries=0, timeout=60)
+        await until(pilot, lambda: app.api.server is not None, timeout=30)
+        c = openai.OpenAI(base_url=app.api.server.http.url, api_key="x", max_retries=0, timeout=60)
         done: list = []
         thread = threading.Thread(target=lambda: done.append(c.chat.completions.create(
             model=entries[0].name, messages=[{"role": "user", "content": "Name a colour."}], max_tokens=16,
@@ -244,18 +253,18 @@ async def test_a_request_to_the_dashboard_server_shows_up_in_the_token_stream(sm
         thread.start()
         await until(pilot, lambda: bool(done), timeout=60)
         thread.join()
-        await until(pilot, lambda: app.state.startswith("API #1 stopped"), timeout=10)
+        await until(pilot, lambda: app.current.state_text.startswith("API #1 stopped"), timeout=10)
         stream = app.query_one(TokenStream)
         answer = done[0].choices[0].message.content
         assert stream.text() == answer
         assert "Name a colour." in stream.prompt()
-        assert len(app.steps) == done[0].usage.completion_tokens
+        assert len(app.current.steps) == done[0].usage.completion_tokens
         trace = app.query_one(ChainTrace)
         lines = trace._build(80) if trace._build else []
         assert "chain: precise" in "".join(text for text, _ in lines[0])  # the request's preset, not the app's
-        assert f"API :{app.api.http.port} (1 request)" in app.query_one("#status").text
+        assert f"API :{app.api.server.http.port} (1 request)" in app.query_one("#status").text
         # recorded like any session: the conversation as the prompt, every step
-        session = read_session(Path(app.record_path))
+        session = read_session(Path(app.current.record_path))
         assert "Name a colour." in session.header["prompt"]
         assert "".join(s.text for s in session.steps) == answer
 
@@ -278,33 +287,32 @@ def test_cli_serve_starts_and_stops(tmp_path: Path) -> None:
 async def test_S_toggles_the_server_and_a_taken_port_is_a_one_line_error() -> None:
     import socket
 
-    from tests.test_app import make_app, ready
+    from tests.conftest import make_app, ready
 
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         app.query_one(TokenStream).focus()
-        app.serve_at = ("127.0.0.1", 0)
+        app.api.serve_at = ("127.0.0.1", 0)
         await pilot.press("S")
-        assert app.api is not None
-        url = app.api.http.url
+        assert app.api.server is not None
+        url = app.api.server.http.url
         with urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=10) as r:
             assert json.load(r)["model"] == app.model_label
         await pilot.press("S")
-        assert app.api is None
+        assert app.api.server is None
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=5)
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
-            app.serve_at = ("127.0.0.1", taken.getsockname()[1])
-            await pilot.press("S")
-            await pilot.pause(0.1)
-            assert app.api is None
+            app.api.serve_at = ("127.0.0.1", taken.getsockname()[1])
+            await pilot.press("S")  # the action runs (and fails) before press returns
+            assert app.api.server is None
             assert any("could not listen" in str(n.message) for n in app._notifications)
         # the dashboard goes on: a local generation still runs
         app.start_generation("the cat")
-        await until(pilot, lambda: app.state.startswith("stopped"))
+        await until(pilot, lambda: app.current.state_text.startswith("stopped"))
 
 
 def test_a_client_that_leaves_a_non_streaming_request_stops_its_generation(server) -> None:
@@ -314,16 +322,11 @@ def test_a_client_that_leaves_a_non_streaming_request_stops_its_generation(serve
                        "preset": "greedy"})
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
-    deadline = time.monotonic() + 10
-    while len(server.steps) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_for(lambda: len(server.steps) >= 5, timeout=30)  # it is generating
     conn.sock.close()  # gone without reading the answer
     conn.close()
     svc = server.service
-    deadline = time.monotonic() + 5
-    while svc.busy and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not svc.busy  # noticed within the 0.5 s poll, long before 500 tokens
+    assert wait_for(lambda: not svc.busy, timeout=5)  # noticed within the 0.5 s poll, long before 500 tokens
     assert len(server.steps) < 200, len(server.steps)
 
 
@@ -337,15 +340,20 @@ def test_closing_answers_every_waiting_request() -> None:
     req = GenRequest(kind="completion", model="m", preset=BUILTIN_PRESETS["greedy"], seed=1, max_tokens=1,
                      prompt="hi")
     jobs = [service.submit(req, lambda item, i=i: got.setdefault(i, []).append(item)) for i in range(4)]
-    time.sleep(0.2)
-    threading.Timer(0.3, release.set).start()
-    service.close()
+    assert wait_for(lambda: service.busy)  # the worker holds the first job; the other three wait
+    closing = threading.Thread(target=service.close)
+    closing.start()
+    # answered while the first job still holds the worker: close() does not wait for it to finish
+    assert wait_for(lambda: all(got.get(i) for i in range(1, 4)))
+    release.set()
+    closing.join(10)
+    assert not closing.is_alive()
     for i in range(1, 4):  # the waiting ones: a 503 each, their generation cancelled
         assert isinstance(got[i][0], ApiError) and got[i][0].status == 503 and jobs[i].cancel.is_set()
 
 
 async def test_a_request_without_preset_uses_the_dashboards_current_one() -> None:
-    from tests.test_app import make_app, ready
+    from tests.conftest import make_app, ready
 
     app = make_app(max_tokens=8)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -353,14 +361,14 @@ async def test_a_request_without_preset_uses_the_dashboards_current_one() -> Non
         app.query_one(TokenStream).focus()
         await pilot.press("plus")  # balanced → "balanced T=0.8": a preset the catalog has no name for
         assert app.preset.name == "balanced T=0.8"
-        app.serve_at = ("127.0.0.1", 0)
-        app.start_api()
-        c = openai.OpenAI(base_url=app.api.http.url, api_key="x", max_retries=0, timeout=30)
+        app.api.serve_at = ("127.0.0.1", 0)
+        app.api.start()
+        c = openai.OpenAI(base_url=app.api.server.http.url, api_key="x", max_retries=0, timeout=30)
         out = await asyncio.to_thread(lambda: c.completions.create(model=app.model_label, prompt="the cat",
                                                                    max_tokens=4))
         assert out.system_fingerprint.startswith("llmtui-balanced T=0.8")
-        await until(pilot, lambda: app.state.startswith("API #1 stopped"))
-        app.stop_api()
+        await until(pilot, lambda: app.current.state_text.startswith("API #1 stopped"))
+        app.api.stop()
 
 
 # -- untrusted input: body limit, auth before parsing, error shapes, bad values, logged 500s ---------------

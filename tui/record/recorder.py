@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine.controller import Accepted, Finished, PresetChanged, Resampled, Started
-from .session import RecordError, SessionWriter, session_header
+from .writer import RecordError, SessionWriter, session_header
 
 
 @dataclass(frozen=True, slots=True)

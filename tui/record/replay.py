@@ -7,7 +7,7 @@ from typing import Any
 
 from ..engine.records import ModelInfo
 from ..engine.settings import EngineSettings
-from .session import Session
+from .reader import Session
 
 
 class ReplayEngine:

@@ -14,7 +14,7 @@ from ..engine.loop import Generation
 from ..safe_text import markdown_code, markdown_text, visible, visible_lines
 from ..sampling.presets import Preset, PresetError, validate_specs
 from ..sampling.trace import prob_bucket
-from .session import Session
+from .reader import Session
 
 
 def preset_from(data: dict[str, Any], where: str) -> Preset:

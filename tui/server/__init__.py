@@ -2,7 +2,8 @@
 
 :mod:`tui.server.service` is the engine side (queue, worker, stop strings,
 logprobs) and imports no web framework; :mod:`tui.server.http` is the FastAPI
-app and the uvicorn runner. Neither imports Textual.
+app (its request bodies, guard, errors, answers and uvicorn runner in modules of
+their own beside it). None imports Textual.
 """
 
 from __future__ import annotations

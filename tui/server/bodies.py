@@ -1,0 +1,90 @@
+"""The API's request bodies and its error body, as pydantic models (the OpenAPI schema is built from them).
+
+Each field is range-checked where it enters; a body that fails a check is a 400
+(:mod:`tui.server.errors` words it). Unknown fields are ignored, as OpenAI's API does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..engine.settings import MAX_TOKENS, SEED_MAX
+from .service import TOP_LOGPROBS_MAX, ApiError
+
+
+class SamplingParams(BaseModel):
+    """The fields both request bodies share: the model and how to sample."""
+
+    # Python's json reads the NaN / Infinity literals; no sampler parameter means anything with them
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    model: str
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=-1, le=SEED_MAX)  # llama.cpp's seeds are 32-bit (-1: random)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int = Field(1, ge=1, le=1, description="llmtui generates one choice per request")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    # llmtui extensions
+    preset: str | None = None
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(None, ge=0.0)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text":
+                raise ApiError(400, f"llmtui serves text models: content part type {part.get('type')!r} is not "
+                               "supported", param="messages")
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+
+
+class ChatRequest(SamplingParams):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=TOP_LOGPROBS_MAX)
+
+
+class CompletionRequest(SamplingParams):
+    prompt: str | list[str]
+    max_tokens: int | None = Field(16, ge=1, le=MAX_TOKENS)
+    logprobs: int | None = Field(None, ge=0, le=TOP_LOGPROBS_MAX)
+    echo: bool = False
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response (for the OpenAPI schema; :meth:`ApiError.body` builds it)."""
+
+    error: ErrorDetail
+
+
+# every route's ``responses=``: any status may be an error in OpenAI's shape
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {"default": {"model": ErrorBody,
+                                                                "description": "An error, in OpenAI's shape"}}
