@@ -88,7 +88,7 @@ async def dashboard(engine: LlamaEngine, preset, catalog, settings, n: int) -> t
         pressed = 0
         while not summary:
             await asyncio.sleep(0.02)
-            if app.running and pressed < 3 and len(app.steps) > 40 * (pressed + 1):
+            if app.running and pressed < 3 and len(app.current.steps) > 40 * (pressed + 1):
                 # key press -> screen update, while generating
                 before = app.preset.name
                 t0 = time.perf_counter()

@@ -79,9 +79,9 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
 
             import openai
 
-            app.start_api()
-            await wait(pilot, lambda: app.api is not None)
-            client = openai.OpenAI(base_url=app.api.http.url, api_key="x", max_retries=0)
+            app.api.start()
+            await wait(pilot, lambda: app.api.server is not None)
+            client = openai.OpenAI(base_url=app.api.server.http.url, api_key="x", max_retries=0)
 
             def ask() -> None:
                 for _ in client.chat.completions.create(
@@ -92,20 +92,20 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
                     pass
 
             threading.Thread(target=ask, daemon=True).start()
-            await wait(pilot, lambda: len(app.steps) >= 50 or (app.steps and not app.running))
+            await wait(pilot, lambda: len(app.current.steps) >= 50 or (app.current.steps and not app.running))
         elif scenario == "step":
             app.query_one(TokenStream).focus()
             await pilot.press("s", "space")
             for i in range(1, 12):
-                await wait(pilot, lambda: app.pending is not None)
+                await wait(pilot, lambda: app.current.pending is not None)
                 await pilot.press("space")
-            await wait(pilot, lambda: app.pending is not None and app.pending.index == 11)
+            await wait(pilot, lambda: app.current.pending is not None and app.current.pending.index == 11)
         else:
             app.start_generation(PROMPT)
-            await wait(pilot, lambda: len(app.steps) >= 60 or (app.steps and not app.running))
+            await wait(pilot, lambda: len(app.current.steps) >= 60 or (app.current.steps and not app.running))
             if scenario == "select":
                 app.query_one(TokenStream).focus()
-                app.select_step(40)
+                app.screen.select_step(40)
             elif scenario == "help":
                 app.action_help()
         await pilot.pause(1.2)  # let the plots catch up
@@ -113,7 +113,7 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
         print("wrote", OUT / f"{name}.svg")
         if app.controller:
             app.controller.stop()
-        app.stop_api()
+        app.api.stop()
         await pilot.pause(0.2)
 
 

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from textual.widgets import Input
+
+from tui.app.app import LlmTuiApp
+from tui.app.themes import load_themes, shipped_theme_dir
+from tui.engine import EngineSettings
+from tui.engine.fake import FakeEngine
+from tui.engine.pool import EnginePool
+from tui.sampling.presets import BUILTIN_PRESETS, load_presets
 
 # Deterministic property tests by default (CI must not depend on luck);
 # `pytest --hypothesis-profile=explore` draws new examples each run.
@@ -52,3 +63,91 @@ def smollm2_q8_path(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory
     out = tmp_path_factory.mktemp("models") / "SmolLM2-135M-Instruct.Q8_0.gguf"
     quantize(smollm2_path, out, "q8_0")
     return out
+
+
+# -- shared helpers (import them from tests.conftest) ---------------------------------------------------
+# The dashboard on the fake engine (Pilot), on the real model (an LRU pool), the CLI as a subprocess,
+# the app in a real terminal (tmux).
+
+FAKE_SETTINGS = EngineSettings(n_ctx=512, seed=7)  # the deterministic fake engine's
+
+
+def make_app(*, delay_s: float = 0.0, max_tokens: int = 40, preset: str = "balanced", **kw) -> LlmTuiApp:
+    return LlmTuiApp(
+        engine_factory=lambda: FakeEngine(FAKE_SETTINGS, delay_s=delay_s),
+        model_label="fake",
+        settings=FAKE_SETTINGS,
+        preset=BUILTIN_PRESETS[preset],
+        catalog=load_presets(None),
+        max_tokens=max_tokens,
+        themes=load_themes(shipped_theme_dir()).themes,
+        live_metrics=False,
+        **kw,
+    )
+
+
+async def ready(pilot) -> None:
+    for _ in range(100):
+        if pilot.app.controller is not None:
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("engine never loaded")
+
+
+async def until(pilot, cond, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if cond():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def generate(pilot, prompt: str = "the cat sat") -> None:
+    app = pilot.app
+    app.query_one("#prompt", Input).value = prompt
+    app.query_one("#prompt", Input).focus()
+    await pilot.press("enter")
+    await until(pilot, lambda: app.current.run_id and not app.running and app.current.state_text.startswith("stopped"))
+
+
+REAL_SETTINGS = EngineSettings(n_ctx=512, seed=1)  # the real model's, in the dashboard
+
+
+def llama_pool(capacity: int = 2, settings: EngineSettings = REAL_SETTINGS) -> EnginePool:
+    from tui.engine.llama import LlamaEngine
+
+    return EnginePool(lambda path, progress: LlamaEngine(path, settings, on_progress=progress), capacity)
+
+
+def real_app(entries, pool: EnginePool, **kw) -> LlmTuiApp:
+    return LlmTuiApp(
+        load=lambda e, progress: pool.get(e.path, progress), entry=entries[0],
+        loaded_paths=lambda: pool.loaded, model_label=entries[0].name, settings=REAL_SETTINGS,
+        preset=BUILTIN_PRESETS["balanced"], catalog=load_presets(None), max_tokens=400,
+        discover=lambda: entries, live_metrics=False, **kw,
+    )
+
+
+def run(*args: str, home: Path, timeout: int = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LLMTUI_HOME": str(home), "HF_HUB_CACHE": str(home / "hf")}
+    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
+
+
+def capture(session: str) -> str:
+    return tmux("capture-pane", "-t", session, "-p")
+
+
+def wait_for(session: str, needle: str, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = capture(session)
+        if needle in screen:
+            return screen
+        time.sleep(0.2)
+    raise AssertionError(f"{needle!r} never appeared; the screen was:\n{screen}")

@@ -11,57 +11,18 @@ import os
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input
 
+from tests.conftest import FAKE_SETTINGS as SETTINGS
+from tests.conftest import generate, make_app, ready, until
 from tui.app.app import LlmTuiApp
 from tui.app.screens.help import HelpScreen
 from tui.app.screens.models import ModelPicker
 from tui.app.themes import load_themes, shipped_theme_dir
 from tui.app.widgets.token_stream import TokenStream
-from tui.engine import EngineSettings, Generation
+from tui.engine import Generation
 from tui.engine.fake import FakeEngine
 from tui.engine.models import ModelEntry
 from tui.sampling.presets import BUILTIN_PRESETS, load_presets
-
-SETTINGS = EngineSettings(n_ctx=512, seed=7)
-
-
-def make_app(*, delay_s: float = 0.0, max_tokens: int = 40, preset: str = "balanced", **kw) -> LlmTuiApp:
-    return LlmTuiApp(
-        engine_factory=lambda: FakeEngine(SETTINGS, delay_s=delay_s),
-        model_label="fake",
-        settings=SETTINGS,
-        preset=BUILTIN_PRESETS[preset],
-        catalog=load_presets(None),
-        max_tokens=max_tokens,
-        themes=load_themes(shipped_theme_dir()).themes,
-        live_metrics=False,
-        **kw,
-    )
-
-
-async def ready(pilot) -> None:
-    for _ in range(100):
-        if pilot.app.controller is not None:
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("engine never loaded")
-
-
-async def until(pilot, cond, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if cond():
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("condition not reached")
-
-
-async def generate(pilot, prompt: str = "the cat sat") -> None:
-    app = pilot.app
-    app.query_one("#prompt", Input).value = prompt
-    app.query_one("#prompt", Input).focus()
-    await pilot.press("enter")
-    await until(pilot, lambda: app.generation_count and not app.running and app.state.startswith("stopped"))
 
 
 def headless_tokens(prompt: str, preset: str, n: int) -> list[int]:
@@ -76,14 +37,14 @@ async def test_generate_and_ui_matches_step_records() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await generate(pilot)
-        assert app.state == "stopped: max tokens reached"
-        assert [s.token for s in app.steps] == headless_tokens("the cat sat", "balanced", 40)
+        assert app.current.state_text == "stopped: max tokens reached"
+        assert [s.token for s in app.current.steps] == headless_tokens("the cat sat", "balanced", 40)
         stream = app.query_one(TokenStream)
         assert stream.token_count == 40
-        assert stream.text() == "".join(s.text for s in app.steps)
+        assert stream.text() == "".join(s.text for s in app.current.steps)
         # the panels show the last step
         hist_lines = app.query_one("#hist")._build(60)
-        assert hist_lines[0][0][0].startswith(f"step {app.steps[-1].index}")
+        assert hist_lines[0][0][0].startswith(f"step {app.current.steps[-1].index}")
         trace_lines = app.query_one("#trace")._build(60)
         stage_names = [line[0][0].strip() for line in trace_lines[1:7]]
         assert stage_names == ["penalties", "top_k", "top_p", "min_p", "temp", "dist"]
@@ -97,12 +58,12 @@ async def test_stop_mid_generation() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await pilot.press("enter")
-        await until(pilot, lambda: len(app.steps) >= 5)
+        await until(pilot, lambda: len(app.current.steps) >= 5)
         await pilot.press("escape")
         await until(pilot, lambda: not app.running)
         await pilot.pause(0.1)
-        assert app.state == "stopped: stopped by user"
-        assert 5 <= len(app.steps) < 400
+        assert app.current.state_text == "stopped: stopped by user"
+        assert 5 <= len(app.current.steps) < 400
 
 
 async def test_step_mode_advances_one_token_per_press() -> None:
@@ -113,17 +74,17 @@ async def test_step_mode_advances_one_token_per_press() -> None:
         await pilot.press("s")
         assert app.step_mode
         await pilot.press("space")  # starts a run in step mode: the first token is pending
-        await until(pilot, lambda: app.pending is not None)
-        assert len(app.steps) == 0 and app.pending.index == 0
+        await until(pilot, lambda: app.current.pending is not None)
+        assert len(app.current.steps) == 0 and app.current.pending.index == 0
         for expected in range(1, 6):
             await pilot.press("space")
-            await until(pilot, lambda: app.pending is not None and app.pending.index == expected)
-            assert len(app.steps) == expected
+            await until(pilot, lambda: app.current.pending is not None and app.current.pending.index == expected)
+            assert len(app.current.steps) == expected
         assert "pending" in app.query_one("#hist")._build(60)[0][0][0]
         await pilot.press("s")  # step mode off: it runs to the end
         await until(pilot, lambda: not app.running)
-        assert len(app.steps) == 50
-        assert [s.token for s in app.steps] == headless_tokens("Once upon a time", "balanced", 50)
+        assert len(app.current.steps) == 50
+        assert [s.token for s in app.current.steps] == headless_tokens("Once upon a time", "balanced", 50)
 
 
 async def test_resample_pending_step_with_another_preset() -> None:
@@ -132,15 +93,15 @@ async def test_resample_pending_step_with_another_preset() -> None:
         await ready(pilot)
         app.query_one(TokenStream).focus()
         await pilot.press("s", "space")
-        await until(pilot, lambda: app.pending is not None)
+        await until(pilot, lambda: app.current.pending is not None)
         await pilot.press("space", "space")
-        await until(pilot, lambda: app.pending is not None and app.pending.index == 2)
-        before = app.pending
+        await until(pilot, lambda: app.current.pending is not None and app.current.pending.index == 2)
+        before = app.current.pending
         await pilot.press("p")  # next preset: creative
         assert app.preset.name == "creative"
         await pilot.press("r")
-        await until(pilot, lambda: app.pending is not before)
-        after = app.pending
+        await until(pilot, lambda: app.current.pending is not before)
+        after = app.current.pending
         assert after.index == before.index == 2
         assert [s.name for s in after.trace.stages] == [s.name for s in BUILTIN_PRESETS["creative"].samplers]
         assert app.query_one(TokenStream).text().endswith(after.text)
@@ -151,13 +112,13 @@ async def test_resample_last_step_after_a_run() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await generate(pilot)
-        last = app.steps[-1]
+        last = app.current.steps[-1]
         app.query_one(TokenStream).focus()
         await pilot.press("P", "P", "P")  # back to greedy
         assert app.preset.name == "greedy"
         await pilot.press("r")
-        await until(pilot, lambda: app.steps[-1] is not last)
-        new = app.steps[-1]
+        await until(pilot, lambda: app.current.steps[-1] is not last)
+        new = app.current.steps[-1]
         assert new.index == last.index and [s.name for s in new.trace.stages] == ["greedy"]
         assert new.token == int(new.trace.top_ids[0])  # greedy took the best
 
@@ -185,13 +146,13 @@ async def test_temperature_change_applies_mid_generation() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await pilot.press("enter")
-        await until(pilot, lambda: len(app.steps) >= 3)
+        await until(pilot, lambda: len(app.current.steps) >= 3)
         app.query_one(TokenStream).focus()
         await pilot.press("p")  # creative, while generating
-        await until(pilot, lambda: len(app.steps) >= 30)
+        await until(pilot, lambda: len(app.current.steps) >= 30)
         await pilot.press("escape")
         await until(pilot, lambda: not app.running)
-        late = app.steps[-1]
+        late = app.current.steps[-1]
         assert [s.name for s in late.trace.stages] == [s.name for s in BUILTIN_PRESETS["creative"].samplers]
 
 
@@ -202,15 +163,15 @@ async def test_select_past_tokens_with_keys_and_mouse() -> None:
         await generate(pilot)
         app.query_one(TokenStream).focus()
         await pilot.press("left", "left")
-        assert app.selected == 28
+        assert app.current.selected == 28
         assert app.query_one("#hist")._build(60)[0][0][0].startswith("step 28")
         assert "viewing step 28" in app.query_one("#status").text
         await pilot.press("end")
-        assert app.selected is None
+        assert app.current.selected is None
         # the prompt "the cat sat" fills the first 11 cells of line 0; the first tokens follow
         await pilot.click(TokenStream, offset=(2 + 13, 1))
         await pilot.pause(0.05)
-        assert app.selected is not None and app.selected < 5
+        assert app.current.selected is not None and app.current.selected < 5
 
 
 async def test_models_key_lists_models() -> None:
@@ -249,16 +210,16 @@ async def test_new_session_help_and_quit_mid_generation() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await pilot.press("enter")
-        await until(pilot, lambda: len(app.steps) >= 3)
+        await until(pilot, lambda: len(app.current.steps) >= 3)
         await pilot.press("ctrl+n")
         await until(pilot, lambda: not app.running)
         await pilot.pause(0.1)
-        assert app.steps == [] and app.query_one(TokenStream).token_count == 0
+        assert app.current.steps == [] and app.query_one(TokenStream).token_count == 0
         await pilot.press("f1")  # the prompt box has focus, so "?" would be typed; F1 works anywhere
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
         await pilot.press("enter")  # prompt box is focused again after ctrl+n
-        await until(pilot, lambda: len(app.steps) >= 3)
+        await until(pilot, lambda: len(app.current.steps) >= 3)
         await pilot.press("q")
         await pilot.pause(0.2)
     assert app.return_value == 0 and not app.controller.running
@@ -300,8 +261,8 @@ async def test_bad_model_keeps_the_app_running() -> None:
     app = LlmTuiApp(engine_factory=boom, model_label="x", settings=SETTINGS, preset=BUILTIN_PRESETS["greedy"],
                     catalog=load_presets(None), live_metrics=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: app.state.startswith("error"))
-        assert "not a GGUF file" in app.state
+        await until(pilot, lambda: app.current.state_text.startswith("error"))
+        assert "not a GGUF file" in app.current.state_text
         await pilot.press("enter")  # generating without a model is refused politely
         assert app.is_running
 

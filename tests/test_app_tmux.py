@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import tmux, wait_for
+
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
-
-
-def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
-
-
-def capture(session: str) -> str:
-    return tmux("capture-pane", "-t", session, "-p")
-
-
-def wait_for(session: str, needle: str, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    screen = ""
-    while time.monotonic() < deadline:
-        screen = capture(session)
-        if needle in screen:
-            return screen
-        time.sleep(0.2)
-    raise AssertionError(f"{needle!r} never appeared; the screen was:\n{screen}")
 
 
 def test_real_app_generates_in_tmux(tmp_path: Path) -> None:

@@ -142,3 +142,12 @@ def test_the_graph_sees_function_level_imports() -> None:
     was one, hidden that way)."""
     hidden = [(m, t) for m in MODULES for t, _ in imports_of(m)]
     assert hidden and all(t in MODULES for _, t in hidden)
+
+
+def test_every_package_ships_in_the_wheel() -> None:
+    """pyproject.toml lists the packages explicitly: a new one missing there would be absent from an install."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {_module_name(p) for p in PKG.rglob("__init__.py")}
+    assert found <= listed, f"missing from pyproject.toml: {sorted(found - listed)}"

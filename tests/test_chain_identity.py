@@ -48,7 +48,7 @@ def test_same_tokens_as_llama_cpp(engine, name: str, seed: int) -> None:
     assert len(reference) > 20  # a real generation, not an immediate end of turn
     first_diff = next((i for i, (a, b) in enumerate(zip(ours, reference)) if a != b), None)
     assert first_diff is None and len(ours) == len(reference), (
-        f"first difference at step {first_diff}: {engine.detokenize(ours[:first_diff or 0])!r}"
+        f"first difference at step {first_diff}: {b''.join(engine.piece(t) for t in ours[:first_diff or 0])!r}"
     )
 
 

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run
 from tui import __version__
-
-
-def run(*args: str, home: Path, timeout: int = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LLMTUI_HOME": str(home), "HF_HUB_CACHE": str(home / "hf")}
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
 
 
 def test_version(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tui.config import app_dirs
 from tui.engine import ContextError, EngineSettings, Generation, StopReason
 from tui.engine.chat import ChatSession
 from tui.engine.kv import computed_allocation
-from tui.config import app_dirs
 from tui.engine.models import gemma_model_path
 from tui.sampling import Chain, Greedy
 from tui.sampling.presets import BUILTIN_PRESETS
@@ -134,13 +134,14 @@ def test_chat_drops_oldest_turns_when_full(smollm2_path: Path) -> None:
             plan = chat.prepare(long)
             dropped += plan.dropped_turns
             gen = Generation(eng, plan.evaluate, Chain([Greedy()]), max_tokens=48)
-            steps = list(gen)
+            assert list(gen), "every turn answers"
             chat.finish(gen.stats.text)
+            assert eng.n_past <= eng.n_ctx  # what was dropped made room
         assert dropped >= 1 and chat.messages[0]["role"] == "system"
         strict = ChatSession(eng, system="Be brief.")
         with pytest.raises(ContextError, match="no longer fits"):
             for _ in range(6):
-                p = strict.prepare(long)
+                strict.prepare(long)
                 strict.finish("ok")
 
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from textual.widgets import DataTable, Input, Select
 
-from tests.test_app import make_app, ready, until
-from tests.test_models import llama_pool, real_app
+from tests.conftest import llama_pool, make_app, ready, real_app, until
 from tui.app.screens.settings import SettingsScreen
 from tui.app.screens.tokenizer import TokenizerScreen
 from tui.app.widgets.token_stream import TokenStream
@@ -27,11 +26,11 @@ async def test_chat_mode_reuses_the_cache_and_says_so(smollm2_path: Path) -> Non
             app.query_one("#prompt", Input).value = question
             app.query_one("#prompt", Input).focus()
             await pilot.press("enter")
-            await until(pilot, lambda: app.state.startswith("stopped"), timeout=60)
+            await until(pilot, lambda: app.current.state_text.startswith("stopped"), timeout=60)
             if i == 0:
-                assert app.n_reused == 0
+                assert app.current.n_reused == 0
         # the second turn reused the first turn's tokens
-        assert app.n_reused > 20 and "reused" in app.query_one("#status").text
+        assert app.current.n_reused > 20 and "reused" in app.query_one("#status").text
         conversation = app.query_one(TokenStream)._tokens[0].text
         assert "<|im_start|>user" in conversation and "Hi!" in conversation and "What is a cat?" in conversation
         kv = app.query_one("#kv")._build(60)
@@ -47,9 +46,9 @@ async def test_shift_policy_in_the_app_shows_shifts() -> None:
         app.query_one("#prompt", Input).value = "the cat"
         app.query_one("#prompt", Input).focus()
         await pilot.press("enter")
-        await until(pilot, lambda: app.state.startswith("stopped"), timeout=30)
-        assert len(app.steps) == 1000 and app.state == "stopped: max tokens reached"
-        assert len(app.shifts) >= 2
+        await until(pilot, lambda: app.current.state_text.startswith("stopped"), timeout=30)
+        assert len(app.current.steps) == 1000 and app.current.state_text == "stopped: max tokens reached"
+        assert len(app.current.shifts) >= 2
         lines = app.query_one("#kv")._build(60)
         assert any("shifted ×" in text for text, _ in lines[-1])
         assert any(cls == "kv--keep" for _text, cls in lines[1])  # n_keep marked on the cell strip

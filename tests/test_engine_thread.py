@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from tests.test_app import SETTINGS, make_app, ready, until
+from tests.conftest import FAKE_SETTINGS as SETTINGS
+from tests.conftest import make_app, ready, until
 from tui.engine.controller import Controller
 from tui.engine.fake import FakeEngine
 from tui.engine.pool import Loaded
@@ -44,7 +45,7 @@ async def test_the_dashboard_decodes_only_on_the_engine_thread() -> None:
         await ready(pilot)
         for prompt in ("one", "two"):
             app.start_generation(prompt)
-            await until(pilot, lambda: app.state.startswith("stopped"))
+            await until(pilot, lambda: app.current.state_text.startswith("stopped"))
     assert engine.decode_threads == {"llmtui-engine"}
 
 

@@ -124,8 +124,7 @@ def test_quantize_non_gguf_input_is_one_error(tmp_path: Path) -> None:
 async def test_quant_and_perf_lab_screens(smollm2_path: Path, tmp_path: Path, monkeypatch) -> None:
     from textual.widgets import DataTable
 
-    from tests.test_app import until
-    from tests.test_models import llama_pool, real_app
+    from tests.conftest import llama_pool, real_app, until
     from tui.app.screens.labs import PerfLab, QuantLab
     from tui.app.widgets.token_stream import TokenStream
     from tui.engine.models import describe_file
@@ -161,12 +160,13 @@ async def test_quant_and_perf_lab_screens(smollm2_path: Path, tmp_path: Path, mo
         rows = perf.query_one("#rows", DataTable)
         assert rows.row_count == len(perf.rows) >= 4
         assert any(not r.mmap for r in perf.rows) and all(r.tg_tps > 0 for r in perf.rows)
+        record_path = app.current.record_path
     pool.close_all()
     # with recording on, both labs' results are part of the session recording (nothing generated yet:
     # a session of its own), readable like any other
     from tui.record import read_session
 
-    session = read_session(app.record_path)
+    session = read_session(record_path)
     labs = {e["lab"]: e["result"] for e in session.events if e["kind"] == "lab"}
     assert set(labs) == {"quant", "perf"} and not session.problems
     assert len(labs["quant"]["models"]) == 6 and len(labs["perf"]["rows"]) == len(perf.rows)

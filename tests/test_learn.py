@@ -10,19 +10,18 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Markdown, OptionList
 
-from tests.test_app import until
-from tests.test_cli import run
-from tests.test_models import llama_pool, real_app
-from tui.engine import memory
-from tui.app.experiments import EXPERIMENTS, run_experiment
+from tests.conftest import llama_pool, real_app, run, until
+from tui.app.learn_host import run_experiment
 from tui.app.screens.anatomy import AnatomyScreen
 from tui.app.screens.labs import PerfLab, QuantLab
 from tui.app.screens.learn import LearnScreen, ResultsScreen
 from tui.app.screens.models import ModelPicker
 from tui.app.screens.tokenizer import TokenizerScreen
-from tui.units import human_bytes
+from tui.engine import memory
 from tui.engine.models import describe_file
 from tui.learn import STAGES, LearnFileError, _parse, find, load_questions
+from tui.learn.experiments import EXPERIMENTS
+from tui.units import human_bytes
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -179,9 +178,9 @@ async def test_tokens_counts_bytes_for_chinese_and_emoji(smollm2_path: Path) -> 
 
 async def test_next_token_greedy_step_has_no_draw(smollm2_path: Path) -> None:
     def check0(app, f) -> None:
-        assert app.pending is not None and app.step_mode  # paused in step mode, the step not yet accepted
+        assert app.current.pending is not None and app.step_mode  # paused in step mode, the step not yet accepted
         assert f.values["draw"] is None and f.values["rank"] == 1
-        assert app.pending.trace.draw is None
+        assert app.current.pending.trace.draw is None
         assert "greedy" in panel_text(app, "#trace") or "no random draw" in str(app.query_one("#trace").border_subtitle)
         assert marked(app.query_one("#hist")) and marked(app.query_one("#trace"))
 
@@ -251,7 +250,7 @@ async def test_long_context_is_refused_with_the_guards_numbers(smollm2_path: Pat
 async def test_shift_records_a_shift_event(smollm2_path: Path) -> None:
     def check0(app, f) -> None:
         assert app.engine.n_ctx == 256 and f.values["shifts"] >= 1 and f.values["steps"] > 256
-        assert f.values["first_shift"] == app.shifts[0]
+        assert f.values["first_shift"] == app.current.shifts[0]
         assert "shifted ×" in panel_text(app, "#kv")
 
     def check1(app, f) -> None:
@@ -341,7 +340,7 @@ async def test_chat_three_turns_reuse_more_each_time(smollm2_path: Path) -> None
 async def test_chat_recorded_keeps_the_conversation(smollm2_path: Path) -> None:
     from tui.record import read_session
     def check(app, f) -> None:
-        assert len(f.values["files"]) == 2 and not app.recording  # recording is back to what it was
+        assert len(f.values["files"]) == 2 and not app.recorder.on  # recording is back to what it was
         last = read_session(f.values["files"][-1])
         text = "".join(app.engine.piece(t).decode("utf-8", "replace") for t in last.header["prompt_tokens"])
         assert "My name is Ada" in text and "And what is a dog?" in text

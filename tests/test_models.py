@@ -12,8 +12,7 @@ import psutil
 import pytest
 from textual.widgets import DataTable
 
-from tests.test_app import until
-from tui.app.app import LlmTuiApp
+from tests.conftest import llama_pool, real_app, until
 from tui.app.screens.anatomy import AnatomyScreen
 from tui.app.screens.models import ModelPicker
 from tui.app.screens.presets import PresetScreen
@@ -21,26 +20,8 @@ from tui.app.widgets.token_stream import TokenStream
 from tui.engine import EngineSettings, Generation
 from tui.engine.anatomy import read_anatomy
 from tui.engine.models import describe_file, discover
-from tui.engine.pool import EnginePool
 from tui.sampling import Chain, Greedy
-from tui.sampling.presets import BUILTIN_PRESETS, load_presets, load_preset_file
-
-SETTINGS = EngineSettings(n_ctx=512, seed=1)
-
-
-def llama_pool(capacity: int = 2, settings: EngineSettings = SETTINGS) -> EnginePool:
-    from tui.engine.llama import LlamaEngine
-
-    return EnginePool(lambda path, progress: LlamaEngine(path, settings, on_progress=progress), capacity)
-
-
-def real_app(entries, pool: EnginePool, **kw) -> LlmTuiApp:
-    return LlmTuiApp(
-        load=lambda e, progress: pool.get(e.path, progress), entry=entries[0],
-        loaded_paths=lambda: pool.loaded, model_label=entries[0].name, settings=SETTINGS,
-        preset=BUILTIN_PRESETS["balanced"], catalog=load_presets(None), max_tokens=400,
-        discover=lambda: entries, live_metrics=False, **kw,
-    )
+from tui.sampling.presets import load_preset_file
 
 
 async def pick(pilot, row: int) -> None:
@@ -61,13 +42,13 @@ async def test_switch_model_in_the_picker_and_back_warm(smollm2_path, smollm2_q8
         cold_first = app.load_info
         # generating when we switch: it stops cleanly and goes on, on the new model
         app.start_generation("Once upon a time")
-        await until(pilot, lambda: len(app.steps) >= 5, timeout=30)
+        await until(pilot, lambda: len(app.current.steps) >= 5, timeout=30)
         app.query_one(TokenStream).focus()
         await pick(pilot, 1)
         await until(pilot, lambda: app.engine is not None and app.engine.path == smollm2_q8_path, timeout=60)
         assert "(cold)" in app.load_info and "Q8_0" in app.query_one("#status").text
         assert "SmolLM2-135M-Instruct.Q8_0" in app.query_one("#status").text
-        await until(pilot, lambda: len(app.steps) >= 5, timeout=60)  # the generation resumed on Q8_0
+        await until(pilot, lambda: len(app.current.steps) >= 5, timeout=60)  # the generation resumed on Q8_0
         assert app.controller.engine.info.quant == "Q8_0"
         cold_ms = float(app.load_info.split()[2].replace(",", ""))
         # back to the first one: still in the pool -> warm, and much faster than a cold load
@@ -151,14 +132,14 @@ async def test_anatomy_screen_on_the_real_model(smollm2_path) -> None:
 
 
 async def test_preset_screen_pick_edit_resample_and_save(tmp_path: Path, monkeypatch) -> None:
-    from tests.test_app import generate, make_app, ready
+    from tests.conftest import generate, make_app, ready
 
     monkeypatch.setenv("LLMTUI_HOME", str(tmp_path))
     app = make_app(max_tokens=12)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await generate(pilot)
-        last = app.steps[-1]
+        last = app.current.steps[-1]
         app.query_one(TokenStream).focus()
         await pilot.press("e")
         await until(pilot, lambda: isinstance(app.screen, PresetScreen))
@@ -173,8 +154,8 @@ async def test_preset_screen_pick_edit_resample_and_save(tmp_path: Path, monkeyp
         await pilot.press("enter")
         await until(pilot, lambda: app.preset.name == "balanced*")
         assert next(s for s in app.preset.samplers if s.name == "temp").params["t"] == pytest.approx(0.05)
-        await until(pilot, lambda: app.steps[-1] is not last)  # re-sampled at once with the edit
-        assert [s.name for s in app.steps[-1].trace.stages][-2:] == ["temp", "dist"]
+        await until(pilot, lambda: app.current.steps[-1] is not last)  # re-sampled at once with the edit
+        assert [s.name for s in app.current.steps[-1].trace.stages][-2:] == ["temp", "dist"]
         await pilot.press("ctrl+s")
         screen.query_one("#edit").value = "cold-story"
         await pilot.press("enter")

@@ -18,13 +18,12 @@ import pytest
 from markdown_it import MarkdownIt
 from textual.widgets import DataTable
 
-from tests.test_app import make_app, ready, until
+from tests.conftest import make_app, ready, until
 from tui.app.app import LlmTuiApp
-from tui.app.screens.sessions import SessionsScreen
+from tui.app.screens.sessions import JumpScreen, SessionsScreen
 from tui.app.widgets.token_stream import TokenStream
 from tui.engine import EngineSettings
 from tui.engine.controller import Controller, Finished, StepEvent
-from tui.record.recorder import Recorder, RecordingFailed
 from tui.engine.errors import EngineError
 from tui.engine.fake import FakeEngine
 from tui.record import (
@@ -35,6 +34,7 @@ from tui.record import (
     append_event,
     read_session,
 )
+from tui.record.recorder import Recorder, RecordingFailed
 from tui.record.replay import ReplayEngine
 from tui.record.tools import export, export_html, export_markdown, fork_prefix, verify
 from tui.sampling.presets import BUILTIN_PRESETS, load_presets
@@ -91,28 +91,28 @@ async def test_replay_in_the_app_shows_what_was_live(recorded: Path) -> None:
                     preset=BUILTIN_PRESETS["balanced"], catalog=load_presets(None), replay=session,
                     live_metrics=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.state == "replay")
-        stream = app.query_one(TokenStream)
+        await until(pilot, lambda: app.current.state_text == "replay")
+        stream = app.screen.query_one(TokenStream)  # the replay screen, over the live dashboard
         await pilot.press("right", "right", "right")
-        assert app.replay_pos == 3 and stream.token_count == 3
-        hist = app.query_one("#hist")._build(70)
+        assert app.screen.position == 3 and stream.token_count == 3
+        hist = app.screen.query_one("#hist")._build(70)
         assert hist[0][0][0].startswith("step 2")
         chosen = [row for row in hist[2:] if row[0][0].startswith("▶")]
         assert chosen and session.piece(session.steps[2].token).decode().replace(" ", "␣") in chosen[0][1][0]
         await pilot.press("left")
-        assert app.replay_pos == 2 and stream.token_count == 2
+        assert app.screen.position == 2 and stream.token_count == 2
         for _ in range(4):
             await pilot.press("plus")  # faster
         await pilot.press("space")  # play
-        await until(pilot, lambda: app.replay_pos == 120, timeout=20)
+        await until(pilot, lambda: app.screen.position == 120, timeout=20)
         assert stream.text() == session.text
-        assert app.state.startswith("replay: end")
-        assert app.query_one("#kv")._build(40)[0][0][0].startswith(f"{4 + 120} / 2,048 cells")
-        app.action_jump()
-        await pilot.pause(0.1)
+        assert app.current.state_text.startswith("replay: end")
+        assert app.screen.query_one("#kv")._build(40)[0][0][0].startswith(f"{4 + 120} / 2,048 cells")
+        app.screen.action_jump()
+        await until(pilot, lambda: isinstance(app.screen, JumpScreen) and getattr(app.focused, "id", None) == "step")
         app.screen.query_one("Input").value = "40"
         await pilot.press("enter")
-        assert app.replay_pos == 40 and stream.token_count == 40
+        assert app.screen.position == 40 and stream.token_count == 40
 
 
 def test_killed_recording_reads_up_to_the_last_complete_line(tmp_path: Path) -> None:
@@ -245,11 +245,11 @@ async def test_record_toggle_sessions_browser_replay_and_delete(tmp_path: Path, 
         await ready(pilot)
         app.query_one(TokenStream).focus()
         await pilot.press("ctrl+r")
-        assert app.recording and "● REC" in app.query_one("#status").text
+        assert app.recorder.on and "● REC" in app.query_one("#status").text
         app.start_generation("the cat sat")
-        await until(pilot, lambda: app.state.startswith("stopped"))
-        await until(pilot, lambda: bool(app.record_path))
-        path = Path(app.record_path)
+        await until(pilot, lambda: app.current.state_text.startswith("stopped"))
+        await until(pilot, lambda: bool(app.current.record_path))
+        path = Path(app.current.record_path)
         assert path.parent == tmp_path / "data" / "sessions"
         assert len(read_session(path).steps) == 25
         app.query_one(TokenStream).focus()
@@ -258,9 +258,9 @@ async def test_record_toggle_sessions_browser_replay_and_delete(tmp_path: Path, 
         table = app.screen.query_one(DataTable)
         assert table.row_count == 1 and table.get_row_at(0)[3] == "25"
         await pilot.press("enter")  # replay it
-        await until(pilot, lambda: app.state == "replay")
+        await until(pilot, lambda: app.current.state_text == "replay")
         await pilot.press("right", "right")
-        assert app.replay_pos == 2
+        assert app.screen.position == 2
         await pilot.press("b")
         await until(pilot, lambda: isinstance(app.screen, SessionsScreen))
         await pilot.press("d")
@@ -281,13 +281,13 @@ async def test_fork_from_a_replay_in_the_app(recorded: Path, smollm2_path: Path,
                     live_metrics=False, max_tokens=20,
                     fork_load=lambda s: Loaded(LlamaEngine(smollm2_path, EngineSettings(n_ctx=1024)), True, 1.0))
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.state == "replay")
-        app.replay_goto(10)
+        await until(pilot, lambda: app.current.state_text == "replay")
+        app.screen.goto(10)
         await pilot.press("f")
-        await until(pilot, lambda: app.state.startswith("stopped"), timeout=60)
-        assert len(app.steps) == 20
-        await until(pilot, lambda: bool(app.record_path))
-        fork = read_session(app.record_path)
+        await until(pilot, lambda: app.current.state_text.startswith("stopped"), timeout=60)
+        assert len(app.current.steps) == 20
+        await until(pilot, lambda: bool(app.current.record_path))
+        fork = read_session(app.current.record_path)
         assert fork.header["parent"] == {"file": str(recorded), "fork_step": 10}
         assert fork.header["prompt_tokens"] == session.header["prompt_tokens"] + session.tokens[:10]
         assert fork.header["preset"]["name"] == "creative" and len(fork.steps) == 20

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input
 
-from tests.test_app import make_app, ready, until
+from tests.conftest import make_app, ready, until
 from tui.app.widgets.token_stream import TokenStream
 
 SIZES = [(120, 40), (80, 24)]
@@ -21,7 +21,7 @@ async def _finished_run(pilot) -> None:
     app.query_one("#prompt", Input).value = "the lighthouse keeper"
     app.query_one("#prompt", Input).focus()
     await pilot.press("enter")
-    await until(pilot, lambda: app.state.startswith("stopped"))
+    await until(pilot, lambda: app.current.state_text.startswith("stopped"))
     await pilot.pause(0.1)
 
 
@@ -31,10 +31,10 @@ async def _step_mode(pilot) -> None:
     app.query_one("#prompt", Input).cursor_blink = False
     app.query_one(TokenStream).focus()
     await pilot.press("s", "space")
-    await until(pilot, lambda: app.pending is not None)
+    await until(pilot, lambda: app.current.pending is not None)
     for i in range(1, 8):
         await pilot.press("space")
-        await until(pilot, lambda i=i: app.pending is not None and app.pending.index == i)
+        await until(pilot, lambda i=i: app.current.pending is not None and app.current.pending.index == i)
     await pilot.pause(0.1)
 
 

@@ -23,14 +23,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_cli import run
-from tui.cli import build_parser, config_or_defaults, engine_settings, keymap_problems, main
+from tests.conftest import run
+from tui.cli import (
+    build_parser,
+    config_or_defaults,
+    engine_settings,
+    keymap_problems,
+    main,
+)
 from tui.config import Config, ConfigError, load_config
 from tui.engine import EngineError, EngineSettings
 from tui.engine.settings import max_threads
 from tui.safe_text import json_text, markdown_code, markdown_text, visible
 from tui.sampling.errors import NonFiniteLogits, SamplingError
-from tui.sampling.presets import BUILTIN_PRESETS, BuildContext, PresetError, load_preset_file
+from tui.sampling.presets import (
+    BUILTIN_PRESETS,
+    BuildContext,
+    PresetError,
+    load_preset_file,
+)
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ESC_TEXT = "Hi \x1b]2;PWNED\x07 \x1b[2J\x9b31m \u202eevil"
@@ -410,8 +421,7 @@ def test_nan_logits_are_a_500_with_the_reason_in_the_api(crafted_models: dict[st
 
 
 async def test_nan_logits_stop_the_dashboard_run_with_the_reason(crafted_models: dict[str, Path]) -> None:
-    from tests.test_app import until
-    from tests.test_models import llama_pool, real_app
+    from tests.conftest import llama_pool, real_app, until
     from tui.engine.models import describe_file
 
     entries = [describe_file(crafted_models["nan"])]
@@ -419,7 +429,7 @@ async def test_nan_logits_stop_the_dashboard_run_with_the_reason(crafted_models:
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.controller is not None, timeout=60)
         app.start_generation("hello")
-        await until(pilot, lambda: "error" in app.state or "NaN" in app.state, timeout=30)
+        await until(pilot, lambda: "error" in app.current.state_text or "NaN" in app.current.state_text, timeout=30)
         await until(pilot, lambda: any("NaN/inf logits" in str(n.message) for n in app._notifications), timeout=10)
         assert app.screen is app.screen_stack[0]  # still running, nothing crashed
 
@@ -533,8 +543,9 @@ def _evil_recording(recording: Path, dst: Path) -> Path:
 
 
 async def test_a_replayed_recording_shows_escape_sequences_as_text(recording: Path, tmp_path: Path) -> None:
-    from tests.test_app import until
+    from tests.conftest import until
     from tui.app.app import LlmTuiApp
+    from tui.app.replay import Replay
     from tui.record import read_session
     from tui.record.replay import ReplayEngine
     from tui.record.tools import preset_from
@@ -547,10 +558,9 @@ async def test_a_replayed_recording_shows_escape_sequences_as_text(recording: Pa
                     catalog=load_presets(None),
                     prompt=session.header["prompt"], replay=session, live_metrics=False)
     async with app.run_test(size=(140, 40)) as pilot:
-        await until(pilot, lambda: app.engine is not None, timeout=10)
-        await pilot.pause(0.2)
+        await until(pilot, lambda: isinstance(app.screen, Replay) and app.current.state_text == "replay", timeout=10)
         first = app.export_screenshot()
-        app.replay_goto(4)  # steps shown: the chain panel names the recorded preset and its stages
+        app.screen.goto(4)  # steps shown: the chain panel names the recorded preset and its stages
         await pilot.pause(0.3)
         stepped = app.export_screenshot()
     for screen in (first, stepped):
@@ -561,7 +571,7 @@ async def test_a_replayed_recording_shows_escape_sequences_as_text(recording: Pa
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
 def test_replaying_a_hostile_recording_in_a_real_terminal_changes_nothing(recording: Path, tmp_path: Path) -> None:
     """Before: the terminal's title became PWNED-MODEL and the screen was cleared."""
-    from tests.test_app_tmux import capture, tmux, wait_for
+    from tests.conftest import capture, tmux, wait_for
 
     evil = _evil_recording(recording, tmp_path / "evil.jsonl")
     session = f"llmtui-evil-{os.getpid()}"

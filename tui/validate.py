@@ -4,7 +4,7 @@ The other entries check their own values once, each in one place:
 config files (``tui.config``, typed with pydantic), engine settings from any
 source (``EngineSettings``: types and ranges), presets (``tui.sampling.presets``:
 each sampler's declared parameters), themes (``tui.app.themes``), recordings
-(``tui.record.session``) and API bodies (``tui.server.http``, pydantic).
+(``tui.record.checks``) and API bodies (``tui.server.http``, pydantic).
 
 Every check gives one line that names the value and says what would be right.
 No Textual, no llama_cpp.

@@ -130,9 +130,7 @@ def config_or_defaults(args: argparse.Namespace, notices: list[str]) -> Config:
 
 def keymap_problems(config: Config) -> list[str]:
     """The config's [keys] entries that name no binding (Textual would ignore them without a word)."""
-    from ..app.app import (
-        known_binding_ids,  # Textual: only where the dashboard starts anyway
-    )
+    from ..app.keys import known_binding_ids  # Textual: only where the dashboard starts anyway
 
     unknown = sorted(set(config.keys) - known_binding_ids())
     if not unknown:

@@ -54,21 +54,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from ..app.app import run_app
     from ..app.themes import load_themes, shipped_theme_dir
     from ..config import app_dirs, load_state
-    from ..record.replay import ReplayEngine
+    from ..engine import EngineSettings
+    from ..record.tools import preset_from
     from ..sampling.presets import load_presets
 
     notices = [f"{args.file}: {p}" for p in session.problems]
     config = config_or_defaults(args, notices)
     notices += keymap_problems(config)
     dirs = app_dirs()
-    engine = ReplayEngine(session)
     themes = load_themes(shipped_theme_dir(), dirs.themes)
-    from ..record.tools import preset_from
+    from ..engine.llama import LlamaEngine
+    from ..engine.pool import EnginePool
 
+    # no model is loaded: the replay needs none; forking (f) loads the recorded one, m picks any
+    settings = EngineSettings.from_dict(session.header["engine"])
+    pool = EnginePool(lambda path, progress: LlamaEngine(path, settings, on_progress=progress), capacity=1)
     return run_app(
-        engine_factory=lambda: engine,
-        model_label=f"replay · {session.header['model']['name']}",
-        settings=engine.settings,
+        load=lambda e, progress: pool.get(e.path, progress),
+        loaded_paths=lambda: pool.loaded,
+        settings=settings,
         preset=preset_from(session.header["preset"], str(args.file)),
         catalog=load_presets(dirs.presets),
         prompt=session.header["prompt"],
@@ -105,7 +109,7 @@ def _fork_loader(args: argparse.Namespace, session: Any) -> Any:
 def _model_for(args: argparse.Namespace, session: Any) -> Any:
     """The recorded model: by --model, else by fingerprint among the discovered models, else its path."""
     from ..engine.models import describe_file, resolve_model
-    from ..record.session import fingerprint
+    from ..record.writer import fingerprint
 
     config = load_config_or_fail(args)
     if getattr(args, "model", None):

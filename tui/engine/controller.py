@@ -129,7 +129,6 @@ class RunState:
 
     history: list[int] = field(default_factory=list)  # accepted generated tokens
     last_logits: np.ndarray | None = None
-    last_step: Step | None = None
 
 
 class Controller:
@@ -166,6 +165,20 @@ class Controller:
 
     def send(self, command: object) -> None:
         self.commands.put(command)
+
+    def exclusive(self, job: Callable[[], Any]) -> Any:
+        """Run ``job`` while no run uses the engine (a run started meanwhile waits for it). The cache then
+        no longer holds the last run: re-sampling its last step is no longer possible."""
+        with self._lock:
+            try:
+                return job()
+            finally:
+                self.last = RunState()
+
+    def wait_idle(self) -> None:
+        """Block until the current run (if any) has finished with the engine."""
+        with self._lock:
+            return
 
     def stop(self) -> None:
         self.cancel.set()
@@ -290,8 +303,7 @@ class Controller:
             stats = gen.stats
             if plan is not None:
                 self.chat.finish(stats.text)
-            self.last = RunState(history=history, last_logits=gen.last_logits,
-                                 last_step=None)
+            self.last = RunState(history=history, last_logits=gen.last_logits)
         except EngineError as exc:
             error = str(exc)
             stats = GenerationStats(stop_reason=StopReason.ERROR, error=error)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import ContextError
 from .kv import KvLayout
-from .records import ModelInfo, PerfCounters
+from .records import ModelInfo
 from .settings import EngineSettings
 
 WORDS = (
@@ -66,9 +66,6 @@ class FakeEngine:
 
     def piece(self, token: int) -> bytes:
         return self._pieces[token]
-
-    def detokenize(self, tokens: Sequence[int]) -> bytes:
-        return b"".join(self._pieces[t] for t in tokens)
 
     def is_eog(self, token: int) -> bool:
         return token == EOS
@@ -127,15 +124,6 @@ class FakeEngine:
 
     def shift(self, n_keep: int, n_discard: int) -> None:
         del self._tokens[n_keep:n_keep + n_discard]
-
-    def pos_max(self) -> int:
-        return self.n_past - 1
-
-    def perf(self) -> PerfCounters:
-        return PerfCounters(self.load_ms, 0.0, self._t_eval, 0, self._n_eval)
-
-    def perf_reset(self) -> None:
-        self._t_eval, self._n_eval = 0.0, 0
 
     def kv_layout(self) -> KvLayout:
         return KvLayout(n_layer=4, n_head_kv=2, head_dim_k=16, head_dim_v=16, type_k=self.settings.type_k,

@@ -23,7 +23,7 @@ from .binding import LOG, ChatFormatter, ensure_backend, error_from_log, ll
 from .errors import ContextError, EngineError, ModelFileError
 from .gguf_header import read_header
 from .memory import ModelDims
-from .records import ModelInfo, PerfCounters
+from .records import ModelInfo
 from .settings import CACHE_TYPES, FLASH_ATTN, EngineSettings
 
 if TYPE_CHECKING:
@@ -292,9 +292,6 @@ class LlamaEngine:
             self._piece_cache[token] = piece
             return piece
 
-    def detokenize(self, tokens: Sequence[int]) -> bytes:
-        return b"".join(self.piece(t) for t in tokens)
-
     def _check_token(self, token: int) -> None:
         """llama.cpp aborts the process (std::out_of_range) on an id outside the vocabulary: every
         id that reaches it from here is checked first (ids come from files and clients too)."""
@@ -308,10 +305,6 @@ class LlamaEngine:
     def is_control(self, token: int) -> bool:
         self._check_token(token)
         return bool(ll.llama_vocab_is_control(self._vocab, token))
-
-    def token_attr(self, token: int) -> int:
-        self._check_token(token)
-        return int(ll.llama_vocab_get_attr(self._vocab, token))
 
     def eog_tokens(self) -> list[int]:
         """Every end-of-generation token (EOS, EOT, <end_of_turn>, …), computed once."""
@@ -481,21 +474,6 @@ class LlamaEngine:
                 n_ctx=self.n_ctx, log_lines=self._context_log,
             )
         return self._kv
-
-    def pos_max(self) -> int:
-        return int(ll.llama_memory_seq_pos_max(self._memory, 0))
-
-    # -- counters ----------------------------------------------------------------
-
-    def perf(self) -> PerfCounters:
-        d = ll.llama_perf_context(self._ctx)
-        return PerfCounters(d.t_load_ms, d.t_p_eval_ms, d.t_eval_ms, d.n_p_eval, d.n_eval)
-
-    def perf_reset(self) -> None:
-        ll.llama_perf_context_reset(self._ctx)
-
-    def state_size(self) -> int:
-        return int(ll.llama_state_get_size(self._ctx))
 
     # -- sampling ------------------------------------------------------------------
 

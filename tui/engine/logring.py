@@ -61,6 +61,3 @@ class LogRing:
     def lines(self) -> list[LogLine]:
         with self._lock:
             return list(self._lines)
-
-    def grep(self, needle: str, since: int = 0) -> list[str]:
-        return [line.text for line in self.since(since) if needle in line.text]

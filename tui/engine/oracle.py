@@ -4,60 +4,49 @@ the benchmarks build the same chain in C and compare."""
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..sampling.samplers import SAMPLERS
+from ..sampling.schema import Param
 from .binding import ll
 from .errors import EngineError
 
-def _native_init(name: str, p: dict[str, Any], vocab: Any, n_vocab: int) -> Any:
-    if name == "greedy":
-        return ll.llama_sampler_init_greedy()
-    if name == "dist":
-        return ll.llama_sampler_init_dist(p.get("seed", 0) & 0xFFFFFFFF)
-    if name == "top_k":
-        return ll.llama_sampler_init_top_k(p["k"])
-    if name == "top_p":
-        return ll.llama_sampler_init_top_p(p["p"], p.get("min_keep", 1))
-    if name == "min_p":
-        return ll.llama_sampler_init_min_p(p["p"], p.get("min_keep", 1))
-    if name == "typical":
-        return ll.llama_sampler_init_typical(p["p"], p.get("min_keep", 1))
-    if name == "temp":
-        return ll.llama_sampler_init_temp(p["t"])
-    if name == "temp_ext":
-        return ll.llama_sampler_init_temp_ext(p["t"], p.get("delta", 0.0), p.get("exponent", 1.0))
-    if name == "xtc":
-        return ll.llama_sampler_init_xtc(p["probability"], p["threshold"], p.get("min_keep", 1), p.get("seed", 0) & 0xFFFFFFFF)
-    if name == "top_n_sigma":
-        return ll.llama_sampler_init_top_n_sigma(p["n"])
-    if name == "mirostat":
-        return ll.llama_sampler_init_mirostat(n_vocab, p.get("seed", 0) & 0xFFFFFFFF, p["tau"], p["eta"], p.get("m", 100))
-    if name == "mirostat_v2":
-        return ll.llama_sampler_init_mirostat_v2(p.get("seed", 0) & 0xFFFFFFFF, p["tau"], p["eta"])
-    if name == "penalties":
-        return ll.llama_sampler_init_penalties(
-            n_vocab, p.get("last_n", 64), p.get("repeat", 1.0), p.get("frequency", 0.0), p.get("presence", 0.0)
-        )
-    if name == "dry":
-        breakers = [b.encode() for b in p.get("sequence_breakers", ["\n", ":", '"', "*"])]
-        arr = (ctypes.c_char_p * len(breakers))(*breakers)
-        return ll.llama_sampler_init_dry(
-            vocab, p["multiplier"], p.get("base", 1.75), p.get("allowed_length", 2),
-            p.get("penalty_last_n", 64), arr, len(breakers),
-        )
-    if name == "logit_bias":
-        bias = p.get("bias", {})
-        arr = (ll.llama_logit_bias * len(bias))()
-        for i, (tok, val) in enumerate(bias.items()):
+
+def _native_init(name: str, params: dict[str, Any], vocab: Any, n_vocab: int) -> Any:
+    """llama.cpp's sampler ``name``, built as the sampler class declares (``native``), with the declared
+    defaults for what ``params`` leaves out and seed 0 when it has none."""
+    cls = SAMPLERS.get(name)
+    if cls is None or cls.native is None:
+        raise EngineError(f"llama.cpp has no sampler named {name!r}")
+    p = {key: param.default for key, param in cls.schema.items()} | {"seed": 0} | params
+    args = [_native_arg(arg, p, cls.schema, vocab, n_vocab) for arg in cls.native.args]
+    return getattr(ll, f"llama_sampler_init_{cls.native.init}")(*args)
+
+
+def _native_arg(arg: str, p: dict[str, Any], schema: Mapping[str, Param], vocab: Any, n_vocab: int) -> Any:
+    """One C argument, named as in :class:`~tui.sampling.schema.Native`."""
+    if arg == "vocab":
+        return vocab
+    if arg == "n_vocab":
+        return n_vocab
+    if arg == "seed":
+        return int(p["seed"]) & 0xFFFFFFFF  # uint32_t in C
+    if arg.startswith("len(") and arg.endswith(")"):
+        return len(p[arg[4:-1]])
+    value, kind = p[arg], schema[arg].kind
+    if kind is list:  # const char ** (llama.cpp copies the strings)
+        return (ctypes.c_char_p * len(value))(*(s.encode() for s in value))
+    if kind is dict:  # llama_logit_bias[]: token id -> bias
+        arr = (ll.llama_logit_bias * len(value))()
+        for i, (tok, bias) in enumerate(value.items()):
             arr[i].token = int(tok)
-            arr[i].bias = float(val)
-        return ll.llama_sampler_init_logit_bias(n_vocab, len(bias), arr)
-    if name == "adaptive_p":
-        return ll.llama_sampler_init_adaptive_p(p["target"], p["decay"], p.get("seed", 0) & 0xFFFFFFFF)
-    raise EngineError(f"llama.cpp has no sampler named {name!r}")
+            arr[i].bias = float(bias)
+        return arr
+    return value
 
 
 class NativeSampler:
@@ -120,3 +109,30 @@ def native_chain(engine: Any, specs: Iterable[tuple[str, dict[str, Any]]]) -> Na
 def native_sample(engine: Any, sampler: NativeSampler) -> int:
     """Sample with llama.cpp's chain straight from ``engine``'s context (no Python in the loop)."""
     return int(ll.llama_sampler_sample(sampler.ptr, engine._ctx, -1))
+
+
+# -- llama.cpp's own account of what the engine did (our bookkeeping is checked against it) --------------
+
+
+@dataclass(frozen=True, slots=True)
+class PerfCounters:
+    t_load_ms: float
+    t_prompt_ms: float
+    t_eval_ms: float
+    n_prompt: int
+    n_eval: int
+
+
+def perf_counters(engine: Any) -> PerfCounters:
+    """llama.cpp's performance counters of ``engine``'s context (``llama_perf_context``)."""
+    d = ll.llama_perf_context(engine._ctx)
+    return PerfCounters(d.t_load_ms, d.t_p_eval_ms, d.t_eval_ms, d.n_p_eval, d.n_eval)
+
+
+def perf_reset(engine: Any) -> None:
+    ll.llama_perf_context_reset(engine._ctx)
+
+
+def cache_pos_max(engine: Any) -> int:
+    """The highest position llama.cpp's KV cache holds for sequence 0 (``llama_memory_seq_pos_max``)."""
+    return int(ll.llama_memory_seq_pos_max(engine._memory, 0))

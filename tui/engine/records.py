@@ -42,20 +42,3 @@ class ModelInfo:
     @property
     def has_chat_template(self) -> bool:
         return bool(self.chat_template)
-
-
-@dataclass(frozen=True, slots=True)
-class PerfCounters:
-    t_load_ms: float
-    t_prompt_ms: float
-    t_eval_ms: float
-    n_prompt: int
-    n_eval: int
-
-    @property
-    def prompt_tps(self) -> float:
-        return self.n_prompt * 1000.0 / self.t_prompt_ms if self.t_prompt_ms > 0 else 0.0
-
-    @property
-    def eval_tps(self) -> float:
-        return self.n_eval * 1000.0 / self.t_eval_ms if self.t_eval_ms > 0 else 0.0

@@ -53,6 +53,10 @@ class LabScreen(WideModal[None]):
         """Update the status line (from a worker thread)."""
         self.app.call_from_thread(self.query_one("#status", Static).update, text)
 
+    @property
+    def status_text(self) -> str:
+        return str(self.query_one("#status", Static).content)
+
     def run_then(self, job: Callable[[], Any], show: Callable[[Any], None]) -> None:
         """In a worker: run ``job`` guarded, then ``show`` its result on the UI thread (or the error)."""
         try:
@@ -77,8 +81,10 @@ class QuantLab(LabScreen):
     TYPES = ("q8_0", "q5_1", "q4_0", "q2_k")
 
     def __init__(self, model_path: str, run_guarded: Callable[[Callable[[], Any]], Any], *,
-                 types: tuple[str, ...] = TYPES, max_tokens: int = 256) -> None:
+                 types: tuple[str, ...] = TYPES, max_tokens: int = 256,
+                 on_result: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         super().__init__()
+        self.on_result = on_result  # (lab, result): e.g. an event of the session recording
         self.model_path = model_path
         self.run_guarded = run_guarded  # runs a job while no generation uses the engine
         self.types = types  # re-quantized from the F16 reference
@@ -108,6 +114,19 @@ class QuantLab(LabScreen):
             flip: DataTable[str] = DataTable(id="flip", zebra_stripes=True, cursor_type="none")
             flip.add_columns("rank", "reference", "this model")
             yield flip
+
+    def variants_exist(self) -> bool:
+        return all(Path(p).exists() for p in self._variant_paths())
+
+    async def make_variants(self) -> None:
+        """Quantize the F16 reference and the lab's types (awaitable: ``made`` is filled after)."""
+        self.query_one("#status", Static).update("quantizing… (F16 reference, then " + ", ".join(self.types) + ")")
+        await self._make_variants().wait()
+
+    def show_variant(self, index: int) -> None:
+        """Paint variant ``index``'s per-token KL (once compared)."""
+        self.shown = index
+        self._paint()
 
     def _variant_paths(self) -> list[str]:
         from ...config import app_dirs
@@ -145,11 +164,19 @@ class QuantLab(LabScreen):
 
     @on(Button.Pressed, "#compare")
     def _compare(self) -> None:
-        if self.compare() is None:
+        if self.start_compare() is None:
             self.query_one("#status", Static).update("make the variants first")
 
-    def compare(self) -> Any:
-        """Compare the variants that exist (the worker, to await); None if there are none."""
+    async def compare(self) -> Any:
+        """Compare the variants that exist; the Comparison (None: nothing to compare, or it failed)."""
+        worker = self.start_compare()
+        if worker is None:
+            return None
+        await worker.wait()
+        return self.result
+
+    def start_compare(self) -> Any:
+        """Start comparing the variants that exist (the worker); None if there are none."""
         paths = [p for p in self._variant_paths() if Path(p).exists()]
         if len(paths) < 2:
             return None
@@ -165,9 +192,8 @@ class QuantLab(LabScreen):
 
     def _show(self, result: Any) -> None:
         self.result = result
-        record = getattr(self.app, "record_lab", None)
-        if record is not None:
-            record("quant", result.as_dict())
+        if self.on_result is not None:
+            self.on_result("quant", result.as_dict())
         table = self.query_one("#scores", DataTable)
         table.clear()
         for s in result.scores:
@@ -237,8 +263,10 @@ class PerfLab(LabScreen):
     """
 
     def __init__(self, model_path: str, threads: int, run_guarded: Callable[[Callable[[], Any]], Any],
-                 gpu: bool, *, quick: bool = False) -> None:
+                 gpu: bool, *, quick: bool = False,
+                 on_result: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         super().__init__()
+        self.on_result = on_result  # (lab, result): e.g. an event of the session recording
         self.quick = quick  # threads only, short runs (tests and a first look)
         self.model_path = model_path
         self.max_threads = threads
@@ -270,6 +298,12 @@ class PerfLab(LabScreen):
         self.query_one("#status", Static).update("benchmarking…")
         self._bench()
 
+    async def run(self) -> list[Any]:
+        """Benchmark (awaitable); the rows (empty if it failed: ``status_text`` says why)."""
+        self.query_one("#status", Static).update("benchmarking…")
+        await self._bench().wait()
+        return self.rows
+
     @work(thread=True, exclusive=True, group="lab", exit_on_error=False)
     def _bench(self) -> None:
         from ...engine.lab import bench
@@ -292,9 +326,8 @@ class PerfLab(LabScreen):
 
     def _show(self, rows: list[Any]) -> None:
         self.rows = rows
-        record = getattr(self.app, "record_lab", None)
-        if record is not None:
-            record("perf", {"model": self.model_path, "rows": [r.as_dict() for r in rows]})
+        if self.on_result is not None:
+            self.on_result("perf", {"model": self.model_path, "rows": [r.as_dict() for r in rows]})
         table = self.query_one("#rows", DataTable)
         table.clear()
         for r in rows:

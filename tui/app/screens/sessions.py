@@ -13,7 +13,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
-from ...record.session import MAX_HEADER_BYTES, SessionFileError, read_header
+from ...record.reader import MAX_HEADER_BYTES, SessionFileError, read_header
 from ...safe_text import visible
 from ..widgets.safe import SafeInput, plain
 

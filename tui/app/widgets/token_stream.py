@@ -197,10 +197,6 @@ class TokenStream(ScrollView, can_focus=True):
 
     CHUNK = 64  # virtual height grows by this many lines at a time
 
-    @property
-    def line_count(self) -> int:
-        return len(self._lines)
-
     def _finish_update(self) -> None:
         n = len(self._lines)
         width = self._layout_width or self._width()

@@ -1,0 +1,408 @@
+"""The dashboard screen: the panels, the run model they show, selection, and the keys that drive a run.
+
+Events reach it through :meth:`Dashboard.post_events` (any thread: the engine's
+runs, the API server); a timer folds them into the :class:`~tui.run.RunModel`
+at a bounded rate (``REFRESH_HZ``) whatever the token rate, and state changes
+(started, prompt done, finished, a pending step) fold at once. The per-step
+panels redraw at ``PANEL_HZ`` while tokens pour in, at once in step mode or on
+a selection. The screen's ``phase`` is reactive: the status line follows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any, TypeVar
+
+import psutil
+from textual import events, on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from ..engine.controller import Advance, Resample, SetStepMode, StepEvent
+from ..engine.errors import EngineError
+from ..run import Phase, RunModel, RunResult, Update
+from ..run.waiters import RunWaiters
+from .messages import EngineNotice
+from .status import status_line
+from .widgets.graphs import MemoryGraph, ThroughputGraph
+from .widgets.panels import ChainTrace, KvGauge, StatusLine, TopKHistogram
+from .widgets.safe import SafeInput
+from .widgets.token_stream import TokenStream
+
+W = TypeVar("W")
+REFRESH_HZ = 8  # the token stream
+PANEL_HZ = 2  # histogram, trace, gauge while tokens pour in (at once in step mode or on selection)
+PLOT_HZ = 1.0
+SAMPLE_HZ = 2  # RSS / KV samples for the memory graph
+
+
+class Dashboard(Screen):
+    """The live dashboard: what the app's engine generates (dashboard runs and API requests)."""
+
+    class Ready(Message):
+        """The dashboard's panels exist (the app starts loading the model then)."""
+
+        def __init__(self, dashboard: "Dashboard") -> None:
+            super().__init__()
+            self.dashboard = dashboard
+
+    phase: reactive[Phase] = reactive(Phase.LOADING, init=False)
+
+    def __init__(self, prompt: str, *, live_metrics: bool = True) -> None:
+        super().__init__()
+        self.model = RunModel()
+        self.initial_prompt = prompt
+        self.live_metrics = live_metrics  # off for snapshot tests: RSS and wall times vary run to run
+        self._inbox: deque[tuple[int, object]] = deque()
+        self._panels: dict[type, Any] = {}
+        self._panels_at = 0.0
+        self._shown_run = -1  # the run whose step the panels show
+        self._dirty_plots = False
+        self._t0 = time.perf_counter()
+        self._proc = psutil.Process()
+        self.waiters = RunWaiters()
+
+    # -- layout ------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="top"):
+            with Vertical(id="left"):
+                yield SafeInput(self.initial_prompt, placeholder="prompt — Enter to generate", id="prompt")
+                yield TokenStream(id="stream")
+            with Vertical(id="right"):
+                yield TopKHistogram(id="hist")
+                yield ChainTrace(id="trace")
+        with Horizontal(id="bottom"):
+            yield KvGauge(id="kv")
+            yield MemoryGraph(id="mem")
+            yield ThroughputGraph(id="tput")
+        yield Static("", id="learnbar")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for selector, title in (("#stream", "tokens"), ("#hist", "top-10 next tokens"), ("#trace", "sampler chain"),
+                                ("#kv", "KV cache"), ("#mem", "memory"), ("#tput", "throughput")):
+            self.query_one(selector).border_title = title
+        self.query_one(TopKHistogram).clear(self.WAITING)
+        self.query_one(ChainTrace).clear()
+        self._refresh_timer = self.set_interval(1 / REFRESH_HZ, self.fold, pause=True)
+        self.set_interval(1 / SAMPLE_HZ, self._sample_memory)
+        self.set_interval(1 / PLOT_HZ, self._replot)
+        self._dirty_plots = True
+        self.call_after_refresh(self._replot)  # empty graphs with their titles, at once
+        self._apply_size_classes()
+        self.update_status()
+        self.app.post_message(self.Ready(self))
+
+    WAITING = "loading the model…"  # what the histogram says before the first step
+
+    @on(events.Resize)
+    def _apply_size_classes(self, event: events.Resize | None = None) -> None:
+        w, h = event.size if event is not None else self.app.size
+        self.set_class(h < 32, "-short")
+        self.set_class(w < 100, "-narrow")
+        self.set_class(w < 60 or h < 16, "-tiny")
+
+    def panel(self, kind: type[W]) -> W | None:
+        """This screen's panel of type ``kind``, cached: a DOM query per refresh costs more than the panel's
+        own update (None while the screen goes away)."""
+        widget = self._panels.get(kind)
+        if widget is None or not widget.is_attached:
+            found = self.query(kind)
+            widget = found.first() if found else None
+            if widget is None:
+                self._panels.pop(kind, None)
+                return None
+            self._panels[kind] = widget
+        return widget
+
+    # -- what this screen shows of the app ---------------------------------------------------------
+
+    @property
+    def engine(self) -> Any:
+        """Where pieces and the KV layout come from (the app's engine; a replay's own)."""
+        return self.app.engine
+
+    @property
+    def preset_name(self) -> str:
+        # the run's own (an API request's, an experiment's), else the one the next run will use
+        return self.model.preset or self.app.preset.name
+
+    def identity(self) -> tuple[str, int, int]:
+        """(model label, seed, threads) for the status line."""
+        return self.app.model_label, self.app.settings.seed, self.app.settings.threads
+
+    def watch_phase(self, phase: Phase) -> None:
+        self.update_status()
+
+    def sync_phase(self) -> None:
+        self.phase = self.model.phase
+        self.update_status()
+
+    def update_status(self) -> None:
+        status = self.panel(StatusLine)
+        if status is not None:
+            status.set_text(status_line(self.app, self))
+
+    def mode_text(self) -> str:
+        """What this screen adds to the status line's modes (the replay's position, say)."""
+        return ""
+
+    # -- runs: the inbox, folded into the model -----------------------------------------------------
+
+    def post_events(self, run_id: int, event: object) -> None:
+        """Any thread: queue an event; state changes wake the UI at once, streamed steps wait for the timer."""
+        self._inbox.append((run_id, event))
+        if not (isinstance(event, StepEvent) and not event.pending):
+            self.app.post_message(EngineNotice())
+
+    def new_run(self, prompt: str, phase: Phase = Phase.PROMPT, detail: str = "", label: str = "") -> int:
+        """Clear what the panels know of the last run for a new one; returns the run id its events carry."""
+        self._inbox.clear()
+        run_id = self.model.new_run(phase, detail, label)
+        self.waiters.wake(self.model)  # whoever waited for the last run: it is over
+        stream = self.query_one(TokenStream)
+        stream.set_prompt(prompt)
+        stream.select(None)
+        stream.follow = True
+        self._refresh_timer.resume()
+        self.update_kv()
+        self.sync_phase()
+        return run_id
+
+    def fold(self) -> None:
+        """Fold the queued events into the model and redraw what changed."""
+        if not self._inbox:
+            return
+        stream = self.panel(TokenStream)
+        if stream is None:  # the screen is going away
+            self._inbox.clear()
+            return
+        events_, self._inbox = list(self._inbox), deque()
+        up = self.model.apply(events_)
+        with self.app.batch_update():
+            self._draw(up, stream)
+
+    def _draw(self, up: Update, stream: TokenStream) -> None:
+        m = self.model
+        if up.prompt is not None and self.app.chat_mode:
+            stream.set_prompt(up.prompt)  # the conversation, rendered by the chat template
+        if up.appended:
+            stream.append_many(up.appended)  # the final view is laid out from every token, however batched
+        for index, text, prob in up.replaced:
+            stream.replace(index, text, prob)
+        if up.pending is not None:
+            stream.set_pending(up.pending.index)
+        elif up.pending_cleared:
+            stream.set_pending(None)
+        if m.prompt_tps:
+            self.panel(ThroughputGraph).prompt_tps = m.prompt_tps
+        if up.finished is not None:
+            self._refresh_timer.pause()
+            self._panels_at = 0.0  # the final state shows at once
+            if stream.follow:
+                stream.follow_latest()  # the same final view however the tokens arrived
+        for message, severity in up.notices:
+            self.app.notify(message, severity=severity, timeout=10 if severity == "error" else 3)
+        now = time.perf_counter()
+        urgent = m.pending is not None or not self.app.running
+        first = up.show is not None and self._shown_run != m.run_id  # a run's first step: at once
+        if urgent or first or now - self._panels_at >= 1 / PANEL_HZ:
+            self._panels_at = now
+            if up.show is not None and m.selected is None:
+                self.show_step(up.show, pending=up.show is m.pending)
+            elif m.selected is None and m.steps:
+                self.show_step(m.steps[-1])
+            if up.new_steps or urgent:
+                self.update_kv()
+            self.sync_phase()
+        if up.new_steps and m.steps:
+            self._add_throughput_sample()
+        self.waiters.wake(m, finished=up.finished is not None)
+
+    def wait_for(self, run_id: int, *, pending: bool = False) -> asyncio.Future[RunResult]:
+        """A future for run ``run_id``'s end (or, with ``pending``, its first pending step): what
+        :meth:`LlmTuiApp.generate` awaits."""
+        return self.waiters.add(run_id, pending=pending)
+
+    def show_step(self, step: Any, *, pending: bool = False) -> None:
+        if self.engine is None:  # between two models
+            return
+        piece = self.engine.piece
+        self._shown_run = self.model.run_id
+        self.panel(TopKHistogram).show(step, piece, pending=pending)
+        self.panel(ChainTrace).show(step, piece, self.preset_name)
+
+    def update_kv(self) -> None:
+        gauge = self.panel(KvGauge)
+        if self.engine is None or gauge is None:
+            return
+        app = self.app
+        n_keep = None
+        if app.context_policy == "shift":
+            n_keep = self.model.n_prompt + self.model.n_reused if app.n_keep < 0 else app.n_keep
+        view = self.model.kv_view(self.engine.kv_layout(), self.engine.n_ctx, getattr(self.engine, "n_past", None),
+                                  n_keep)
+        gauge.show(n_ctx=view.n_ctx, n_past=view.n_past, n_prompt=view.n_prompt, n_reused=view.n_reused,
+                   n_keep=view.n_keep, shifts=view.shifts, bytes_per_token=view.bytes_per_token,
+                   allocated=view.allocated, type_k=view.type_k, type_v=view.type_v)
+
+    def fail_run(self, error: str) -> None:
+        """The run's worker failed outside the controller (a bug): say so, and release whoever waits."""
+        self.model.set_phase(Phase.ERROR, error)
+        self._refresh_timer.pause()
+        self.waiters.wake(self.model, everyone=True)
+        self.sync_phase()
+
+    def clear_run(self, message: str) -> None:
+        """An empty dashboard (a new session, a recreated context)."""
+        self.model.new_run(Phase.IDLE)
+        self._inbox.clear()
+        self.query_one(TokenStream).clear()
+        self.query_one(TopKHistogram).clear(message)
+        self.query_one(ChainTrace).clear()
+        self.update_kv()
+        self.sync_phase()
+
+    # -- metrics -------------------------------------------------------------------------------------
+
+    def _add_throughput_sample(self) -> None:
+        tput = self.model.throughput()
+        if tput is None or not self.live_metrics:
+            return
+        self.panel(ThroughputGraph).add(time.perf_counter() - self._t0, *tput)
+        self._dirty_plots = True
+
+    def _sample_memory(self) -> None:
+        if self.engine is None or not self.live_metrics:
+            return
+        try:
+            rss = self._proc.memory_info().rss
+        except psutil.Error:
+            return
+        kv = self.engine.kv_layout()
+        n_past = self.model.n_prompt + len(self.model.steps)
+        graph = self.panel(MemoryGraph)
+        if graph is not None:  # absent while the screen goes away
+            graph.add(time.perf_counter() - self._t0, rss, kv.used(n_past))
+            self._dirty_plots = True
+
+    def _replot(self) -> None:
+        if not self._dirty_plots:
+            return
+        self._dirty_plots = False
+        for graph in (self.panel(MemoryGraph), self.panel(ThroughputGraph)):
+            if graph is not None and graph.display and graph.size.width > 10:
+                graph.replot()
+
+    # -- selection ----------------------------------------------------------------------------------------
+
+    def select_step(self, index: int) -> None:
+        step = self.model.select(index)
+        if step is None:
+            return
+        stream = self.query_one(TokenStream)
+        stream.follow = False
+        stream.select(index)
+        self.show_step(step)
+        self.update_status()
+
+    def action_select(self, delta: int) -> None:
+        index = self.model.neighbour(delta)
+        if index is not None:
+            self.select_step(index)
+
+    def action_follow(self) -> None:
+        step = self.model.select(None)
+        stream = self.query_one(TokenStream)
+        stream.select(None)
+        stream.follow_latest()
+        if step is not None:
+            self.show_step(step, pending=step is self.model.pending)
+        self.update_status()
+
+    @on(TokenStream.Selected)
+    def _clicked(self, event: TokenStream.Selected) -> None:
+        self.select_step(event.index)
+
+    def action_focus_prompt(self) -> None:
+        self.query_one("#prompt", Input).focus()
+
+    # -- a live run's keys ------------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#prompt")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.app.start_generation(event.value)
+
+    def action_stop(self) -> None:
+        app = self.app
+        if self.focused is self.query_one("#prompt"):
+            self.query_one(TokenStream).focus()
+            return
+        if app.running:
+            app.controller.stop()
+            self.model.set_phase(Phase.STOPPING)
+            self.sync_phase()
+        elif self.model.selected is not None:
+            self.action_follow()
+
+    def action_step_mode(self) -> None:
+        app = self.app
+        app.step_mode = not app.step_mode
+        if app.running and not app.serving_request:  # an API request is never paused
+            app.controller.send(SetStepMode(app.step_mode))
+        app.notify("step mode on: space accepts one token" if app.step_mode else "step mode off", timeout=2)
+
+    def action_step(self) -> None:
+        app = self.app
+        if app.running and self.model.pending is not None:
+            app.controller.send(Advance())
+        elif not app.running and app.controller is not None:
+            app.start_generation(self.query_one("#prompt", Input).value, step_mode=True)
+
+    def action_temperature(self, delta: float) -> None:
+        self.app.change_temperature(delta)
+
+    def action_resample(self) -> None:
+        app = self.app
+        if app.controller is None:
+            return
+        if app.running:
+            if self.model.pending is None:
+                app.notify("re-sampling needs a paused step: press s (step mode) first", severity="warning")
+                return
+            app.controller.send(Resample(app.preset))
+        elif self.model.steps:
+            self._resample_last(app.preset, self.model.steps[-1])
+        else:
+            app.notify("nothing to re-sample yet", severity="warning")
+
+    @work(thread=True, exclusive=True, group="resample", exit_on_error=False)
+    def _resample_last(self, preset: Any, last: Any) -> None:
+        try:
+            self.app.controller.resample_last(preset, last)
+        except EngineError as exc:
+            self.app.call_from_thread(self.app.notify, str(exc), severity="warning")
+
+    def action_chat(self) -> None:
+        self.app.toggle_chat()
+
+    def action_new_session(self) -> None:
+        app = self.app
+        if app.running:
+            app.controller.stop()
+        self.clear_run("new session: type a prompt and press Enter")
+        self.query_one("#prompt", Input).focus()
+
+    def _replay_only(self) -> None:
+        self.app.notify("jump (g) and fork (f) work on a replay: open one with b (sessions)", severity="warning")
+
+    action_jump = action_fork = _replay_only

@@ -1,0 +1,172 @@
+"""The replay player: a recording shown in the dashboard's panels, a source of steps like a live run.
+
+A :class:`Replay` screen goes over the live dashboard (the app's model stays
+loaded underneath). The same keys mean what a player needs: space plays or
+pauses, ←/→ step, +/- set the speed, ``g`` jumps, ``f`` forks (continues with
+the model from the current step, on the live dashboard), esc pauses and then
+leaves. The generation keys say that this is a replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import work
+
+from ..engine.errors import EngineError
+from ..record.replay import ReplayEngine
+from ..run import Phase
+from .dashboard import Dashboard
+from .widgets.graphs import MemoryGraph, ThroughputGraph
+from .widgets.panels import ChainTrace, TopKHistogram
+from .widgets.token_stream import TokenStream
+
+HELP = "replay: space plays, → steps, g jumps, f forks"
+TICK_HZ = 30
+
+
+class Replay(Dashboard):
+    def __init__(self, session: Any, fork_load: Any = None) -> None:
+        super().__init__(session.header.get("prompt", ""), live_metrics=False)
+        self.session = session
+        self.replay_engine = ReplayEngine(session)
+        self.fork_load = fork_load  # (session) -> Loaded: the recorded model, for forking
+        self.position = 0
+        self.playing = False
+        self.speed = 20.0  # tokens per second
+        self._due = 0.0
+
+    @property
+    def engine(self) -> Any:
+        return self.replay_engine
+
+    @property
+    def preset_name(self) -> str:
+        return str(self.session.header["preset"].get("name", "recorded"))
+
+    WAITING = HELP
+
+    def identity(self) -> tuple[str, int, int]:
+        head = self.session.header
+        return (f"replay · {head['model']['name']}", int(head.get("seed", 0)),
+                int(head.get("engine", {}).get("n_threads", 0)))
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._tick = self.set_interval(1 / TICK_HZ, self._advance, pause=True)
+        self.model.new_run(Phase.REPLAY)
+        self.model.n_prompt = len(self.session.header.get("prompt_tokens", []))
+        self.query_one(TokenStream).set_prompt(self.session.header.get("prompt", ""))
+        self.query_one(TokenStream).focus()
+        self.update_kv()
+        self.sync_phase()
+
+    def mode_text(self) -> str:
+        return (f" │ REPLAY {self.position}/{len(self.session.steps)} {'▶' if self.playing else '⏸'} "
+                f"{self.speed:g} tok/s")
+
+    # -- playing ---------------------------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        if not self.playing:
+            return
+        self._due += self.speed / TICK_HZ
+        n = int(self._due)
+        if n:
+            self._due -= n
+            self.goto(self.position + n)
+
+    def goto(self, position: int) -> None:
+        """Show the first ``position`` recorded steps (forwards or backwards)."""
+        session = self.session
+        position = min(max(position, 0), len(session.steps))
+        stream = self.query_one(TokenStream)
+        before = self.position
+        up = self.model.show_steps(session.steps[:position])
+        if position < before:
+            stream.truncate_to(position)
+        elif up.appended:
+            stream.append_many(up.appended)
+            memory, throughput = self.panel(MemoryGraph), self.panel(ThroughputGraph)
+            for s, (rss, kv) in zip(session.steps[before:position], session.metrics[before:position]):
+                memory.add(s.index, rss, kv)
+                throughput.add(s.index, 1000.0 / max(1e-3, s.decode_ms + s.sample_ms), s.decode_ms + s.sample_ms)
+            self._dirty_plots = True  # redrawn by the plot timer
+        self.position = position
+        if position >= len(session.steps) and self.playing:
+            self.pause()
+            end = session.footer.get("stop_reason") if session.footer else "the recording was cut off"
+            self.model.set_phase(Phase.REPLAY_END, str(end))
+        if self.model.steps:
+            self.show_step(self.model.steps[-1])
+        else:
+            self.query_one(TopKHistogram).clear(HELP)
+            self.query_one(ChainTrace).clear()
+        self.update_kv()
+        self.sync_phase()
+
+    def pause(self) -> None:
+        self.playing = False
+        self._tick.pause()
+        self.update_status()
+
+    # -- the keys ------------------------------------------------------------------------------------
+
+    def action_step(self) -> None:  # space: play / pause
+        if self.playing:
+            self.pause()
+            return
+        if self.position >= len(self.session.steps):
+            self.goto(0)
+        self.playing = True
+        self._tick.resume()
+        self.update_status()
+
+    def action_select(self, delta: int) -> None:  # ← / →: one step back / forward
+        self.pause()
+        self.goto(self.position + delta)
+
+    def action_temperature(self, delta: float) -> None:  # + / -: the speed
+        self.speed = min(400.0, self.speed * 2) if delta > 0 else max(1.0, self.speed / 2)
+        self.update_status()
+
+    def action_stop(self) -> None:  # esc: pause; paused, leave the replay
+        if self.playing:
+            self.pause()
+        elif len(self.app.screen_stack) > 1 and self.app.screen is self:
+            self.app.pop_screen()
+
+    def action_jump(self) -> None:
+        from .screens.sessions import JumpScreen
+
+        self.app.push_screen(JumpScreen(len(self.session.steps)), lambda n: n is not None and self.goto(n))
+
+    def _not_here(self) -> None:
+        self.app.notify("this is a replay: press f to fork it and generate with the model", severity="warning")
+
+    action_step_mode = action_resample = action_chat = action_new_session = _not_here
+
+    def action_fork(self) -> None:
+        if self.fork_load is None:
+            self.app.notify("forking needs the model: run `llmtui replay FILE` where the model is installed",
+                            severity="warning")
+            return
+        self.pause()
+        self._fork(self.position)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _fork(self, at_step: int) -> None:
+        from ..record.tools import fork_prefix
+
+        try:
+            loaded = self.fork_load(self.session)
+        except EngineError as exc:
+            self.app.call_from_thread(self.app.notify, str(exc), severity="error", timeout=10)
+            return
+        try:
+            prefix, kept = fork_prefix(self.session, at_step, loaded.engine)
+        except EngineError as exc:
+            loaded.engine.close()
+            self.app.call_from_thread(self.app.notify, str(exc), severity="error", timeout=10)
+            return
+        self.app.call_from_thread(self.app.fork_from_replay, loaded, self.session, at_step, prefix, kept)

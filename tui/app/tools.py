@@ -1,0 +1,279 @@
+"""The screens the app's keys open over the dashboard: models, anatomy, presets, tokenizer, settings, the
+labs, sessions, themes, help and the Learn path. A mixin of :class:`~tui.app.app.LlmTuiApp`: each opens a
+screen, and engine work they need runs in a worker while no generation uses the engine."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from textual import work
+from textual.widgets import Static
+from textual.worker import Worker
+
+from ..config import app_dirs, save_state
+from ..engine.errors import EngineError
+from ..engine.thread import engine_thread
+from .keys import help_rows
+
+
+class Tools:
+    """The app's screens (mixed into the app: ``self`` is the :class:`LlmTuiApp`)."""
+
+    app: Any
+
+    # -- models ---------------------------------------------------------------------------------------
+
+    def action_models(self) -> None:
+        if self.discover is None:
+            self.notify("model discovery is not available here", severity="warning")
+            return
+        self._find_models()
+
+    @work(thread=True, exclusive=True, group="models", exit_on_error=False)
+    def _find_models(self) -> None:
+        from .screens.models import ModelPicker
+
+        entries = self.discover()
+        self.call_from_thread(self.push_screen, ModelPicker(entries, self.model_label, self.loaded_paths()),
+                              self.use_picked_model)
+
+    def use_picked_model(self, entry: Any) -> None:
+        """The model picker's answer (None: closed without a choice)."""
+        if entry is not None:
+            self.switch_model(entry)
+
+    def model_file(self) -> str | None:
+        """The loaded model's GGUF file, if there is one on disk (a fake engine has none)."""
+        path = getattr(self.engine, "path", None)
+        if path is None or not str(path).endswith(".gguf") or not os.path.exists(path):
+            return None
+        return str(path)
+
+    def action_anatomy(self) -> None:
+        path = self.model_file()
+        if path is None:
+            self.notify("no model file to inspect", severity="warning")
+            return
+        self.notify("reading the model's tensors…", timeout=2)
+        self._read_anatomy(path)
+
+    @work(thread=True, exclusive=True, group="anatomy", exit_on_error=False)
+    def _read_anatomy(self, path: str) -> None:
+        from ..engine.anatomy import read_anatomy
+        from .screens.anatomy import AnatomyScreen
+
+        try:
+            anatomy = read_anatomy(path, app_dirs().cache)
+        except EngineError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.call_from_thread(self.push_screen, AnatomyScreen(anatomy))
+
+    # -- presets ------------------------------------------------------------------------------------------
+
+    def action_presets(self) -> None:
+        from .screens.presets import PresetScreen
+
+        self.push_screen(PresetScreen(self.catalog, self.preset, self._preset_edited, self._save_preset),
+                         self._preset_picked)
+
+    def _preset_picked(self, preset: Any) -> None:
+        if preset is not None and preset is not self.preset:
+            self.set_preset(preset)
+
+    def _preset_edited(self, preset: Any) -> None:
+        """A parameter changed in the editor: use it now and re-sample the current step."""
+        self.set_preset(preset)
+        run = self.dashboard.model
+        if (self.running and run.pending is not None) or (not self.running and run.steps):
+            self.dashboard.action_resample()
+
+    def _save_preset(self, preset: Any) -> str:
+        from ..sampling.presets import load_presets, save_preset
+
+        path = save_preset(preset, app_dirs().presets)
+        self.catalog = load_presets(app_dirs().presets)
+        return str(path)
+
+    # -- tokenizer and settings -----------------------------------------------------------------------------
+
+    def action_tokenizer(self) -> None:
+        if self.engine is None:
+            return
+        from .screens.tokenizer import TokenizerScreen
+
+        self.push_screen(TokenizerScreen(self.dashboard.query_one("#prompt").value, self.tokenizer_job))
+
+    def tokenizer_job(self, text: str, add_bos: bool | None, special: bool, done: Callable[[Any], None]) -> None:
+        """Tokenize and compare next-token top-k for text variants, in the engine's thread."""
+        if self.running:
+            done(EngineError("stop the generation first: the inspector uses the model"))
+            return
+        self._run_tokenizer(text, add_bos, special, done)
+
+    @work(thread=True, exclusive=True, group="tokenizer", exit_on_error=False)
+    def _run_tokenizer(self, text: str, add_bos: bool | None, special: bool, done: Callable[[Any], None]) -> None:
+        from ..engine.inspect_tokens import inspect_text
+
+        engine, controller = self.engine, self.controller
+
+        def inspect() -> Any:
+            return inspect_text(engine, text, add_bos=add_bos, parse_special=special)
+
+        try:
+            result = engine_thread().call(lambda: controller.exclusive(inspect))
+        except EngineError as exc:
+            result = exc
+        self.call_from_thread(done, result)
+
+    def action_settings(self) -> None:
+        if self.engine is None:
+            return
+        from .screens.settings import SettingsScreen
+
+        self.push_screen(SettingsScreen(self.settings, self.context_policy, self.n_keep), self._settings_chosen)
+
+    def _settings_chosen(self, result: Any) -> None:
+        if result is None:
+            return
+        settings, policy, n_keep = result
+        self.set_context_policy(policy, n_keep)
+        if settings != self.settings:
+            self.apply_settings(settings)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def apply_settings(self, settings: Any) -> None:
+        """Recreate the context with new settings; the model stays loaded (and mapped)."""
+        engine, controller = self.engine, self.controller
+        controller.stop()
+        t0 = time.perf_counter()
+        try:
+            controller.exclusive(lambda: engine.recreate_context(settings))
+        except EngineError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            return
+        ms = (time.perf_counter() - t0) * 1000.0
+        self.settings = settings
+        self.call_from_thread(self._settings_applied, ms)
+
+    def _settings_applied(self, ms: float) -> None:
+        self.load_info = f"context recreated in {ms:,.0f} ms"
+        board = self.dashboard
+        board.model.reset()
+        board.update_kv()
+        board.update_status()
+        self.notify(f"new context: n_ctx {self.engine.n_ctx:,}, KV {self.settings.type_k}/{self.settings.type_v}, "
+                    f"threads {self.settings.threads}", timeout=4)
+
+    # -- labs ------------------------------------------------------------------------------------------------
+
+    def _lab_model(self) -> str | None:
+        path = self.model_file()
+        if path is None:
+            self.notify("the labs need a loaded model", severity="warning")
+        return path
+
+    def action_quant_lab(self) -> None:
+        path = self._lab_model()
+        if path:
+            from .screens.labs import QuantLab
+
+            self.push_screen(QuantLab(path, self.run_guarded, on_result=self.recorder.lab))
+
+    def action_perf_lab(self) -> None:
+        path = self._lab_model()
+        if path:
+            from ..engine.lab import gpu_offload_available
+            from ..engine.settings import default_threads
+            from .screens.labs import PerfLab
+
+            self.push_screen(PerfLab(path, default_threads(), self.run_guarded, gpu_offload_available(),
+                                     on_result=self.recorder.lab))
+
+    # -- sessions, themes, help ---------------------------------------------------------------------------------
+
+    def action_sessions(self) -> None:
+        from .screens.sessions import SessionsScreen
+
+        self.push_screen(SessionsScreen(app_dirs().sessions), self._session_chosen)
+
+    def _session_chosen(self, path: Any) -> None:
+        if path is None:
+            return
+        from ..record import SessionFileError, read_session
+
+        try:
+            session = read_session(path)
+        except SessionFileError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        for problem in session.problems:
+            self.notify(f"{path}: {problem}", severity="warning", timeout=8)
+        self.open_replay(session, self._fork_load)
+
+    def open_replay(self, session: Any, fork_load: Callable[[Any], Any] | None = None) -> None:
+        from .replay import Replay
+
+        self.push_screen(Replay(session, fork_load))
+
+    def action_next_theme(self) -> None:
+        names = [t.name for t in self.extra_themes] or sorted(self.available_themes)
+        i = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(i + 1) % len(names)]
+        save_state(theme=self.theme)
+        self.notify(f"theme: {self.theme}", timeout=2)
+
+    def action_help(self) -> None:
+        from .screens.help import HelpScreen
+
+        self.push_screen(HelpScreen(help_rows(self.keymap)))
+
+    # -- the Learn path -----------------------------------------------------------------------------------------
+
+    def action_learn(self, question: str | None = None) -> None:
+        from ..learn import find, load_questions
+        from .screens.learn import LearnScreen
+
+        questions = load_questions()
+        current = question or self.learn_question
+        if current is not None and all(current != q.id for q in questions):
+            try:
+                current = find(current).id
+            except KeyError as exc:
+                self.notify(str(exc.args[0]), severity="error", timeout=8)
+                current = None
+        self.push_screen(LearnScreen(questions, current, self.learn_findings), self._learn_chosen)
+
+    def _learn_chosen(self, choice: tuple[str, int] | None) -> None:
+        if choice is not None:
+            self.run_experiment(*choice)
+
+    def action_learn_try(self, variant: int) -> None:
+        if self.learn_question is None:
+            self.notify("no experiment yet: press L (Learn) and run one", severity="warning", timeout=4)
+            return
+        from ..learn import find
+
+        q = find(self.learn_question)
+        if variant > len(q.try_next):
+            self.notify(f"{q.number} has no variation {variant}", severity="warning", timeout=3)
+            return
+        self.run_experiment(q.id, variant)
+
+    def run_experiment(self, question_id: str, variant: int = 0) -> Worker[Any]:
+        from .learn_host import run_experiment
+
+        return self.run_worker(run_experiment(self, question_id, variant), group="learn", exclusive=True,
+                               exit_on_error=False)
+
+    def show_finding(self, finding: Any) -> None:
+        from .learn_host import bar_text
+
+        self.learn_question = finding.question
+        self.learn_findings[finding.question] = finding
+        bar = self.dashboard.query_one("#learnbar", Static)
+        bar.update(bar_text(finding))
+        bar.display = True

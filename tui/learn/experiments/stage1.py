@@ -1,0 +1,141 @@
+"""Stage 1 — run a model: loading, tokens, the next token, the prompt's form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...engine.anatomy import read_anatomy
+from ...units import human_bytes, shorten
+from ..host import Finding, LearnError, Runner
+
+
+async def exp_load(r: Runner, v: int) -> Finding:
+    await r.host.ready()
+    if v == 1:
+        return await _model_picker(r)
+    path = r.host.model_file()
+    anatomy = await r.host.in_thread(lambda: read_anatomy(path, r.host.cache_dir))
+    screen = await r.host.show_anatomy(anatomy)
+    load = r.host.load_info or "loaded"
+    headline = (f"{load}: {human_bytes(anatomy.file_size)} file, {len(anatomy.tensors)} tensors, "
+                f"{anatomy.total_elements / 1e6:.1f}M parameters at {anatomy.bits_per_weight:.2f} bits/weight")
+    r.host.mark(screen, part="#summary", text=headline)
+    return r.finding("anatomy", headline, load_info=load, n_tensors=len(anatomy.tensors),
+                     file_size=anatomy.file_size, parameters=anatomy.total_elements)
+
+
+async def _model_picker(r: Runner) -> Finding:
+    found, loaded = await r.host.show_models()
+    headline = (f"{found} model(s) found, {loaded} loaded: pick one (Enter), then come back — "
+                "the return is warm")
+    return r.finding("models", headline, n_models=found, loaded=loaded)
+
+
+def _is_text(piece: str) -> bool:
+    return piece.isascii() and "\\x" not in piece
+
+
+async def _tokenizer(r: Runner, text: str, special: bool = False) -> tuple[Any, Any]:
+    await r.host.idle()
+    return await r.host.tokenizer(text, special)
+
+
+async def exp_tokens(r: Runner, v: int) -> Finding:
+    await r.host.ready()
+    if v == 1:
+        text = "<|im_start|>user"
+        screen, result = await _tokenizer(r, text, special=True)
+        plain = await r.host.in_thread(lambda: r.host.engine.tokenize(text, add_bos=False, parse_special=False))
+        special = [row for row in result["tokens"] if row["special"]]
+        headline = (f"parsed as special: {len(result['tokens'])} tokens ({len(special)} control token"
+                    f"{'s' if len(special) != 1 else ''}); as plain text: {len(plain)} pieces")
+        r.host.mark(screen, part="#chips", text=headline)
+        return r.finding("tokenizer", headline, n_special_parse=len(result["tokens"]), n_control=len(special),
+                         n_plain=len(plain))
+    if v == 2:
+        text = "今天天氣很好，我們去公園散步吧。"
+        screen, result = await _tokenizer(r, text)
+        n = len(result["tokens"])
+        headline = f"{len(text)} Chinese characters → {n} tokens ({n / len(text):.2f} per character)"
+        r.host.mark(screen, part="#chips", text=headline)
+        return r.finding("tokenizer", headline, n_chars=len(text), n_tokens=n)
+    text = "The capital of France is Paris. 你好 👋"
+    screen, result = await _tokenizer(r, text)
+    rows = result["tokens"]
+    english = [row for row in rows if _is_text(row["piece"])]
+    other = len(rows) - len(english)
+    headline = (f"{len(rows)} tokens: the English words take {len(english)}, the 2 Chinese characters and "
+                f"the emoji take {other} (raw bytes)")
+    r.host.mark(screen, part="#chips", text=headline)
+    return r.finding("tokenizer", headline, n_tokens=len(rows), n_english=len(english), n_other=other,
+                     pieces=[row["piece"] for row in rows])
+
+
+def _piece(host: Any, token: int) -> str:
+    return host.engine.piece(token).decode("utf-8", "replace")
+
+
+async def exp_next_token(r: Runner, v: int) -> Finding:
+    await r.host.ready()
+    host = r.host
+    await r.host.use_settings()
+    r.host.policy()
+    r.host.chat(False)
+    r.host.use_preset("balanced" if v == 1 else "greedy")
+    await r.host.generate("The capital of France is", 16, step_mode=True)
+    step = host.current().pending
+    if step is None:
+        raise LearnError("the model stopped before its first token")
+    tr = step.trace
+    if v == 2:
+        before = step
+        run = await host.resample(host.catalog.get("wild"))
+        step = run.pending
+        tr = step.trace
+        headline = (f"greedy chose {_piece(host, before.token)!r}; the same logits re-sampled with wild: "
+                    f"{_piece(host, step.token)!r} (rank {tr.rank or '>10'}, draw u={tr.draw:.3f})"
+                    + (" — the draw landed on the same token; p and r try other presets" if step.token == before.token
+                       else ""))
+        r.host.mark("trace", headline)
+        r.host.mark("hist", f"{_piece(host, step.token)!r} — no new llama_decode")
+        return r.finding("trace", headline, greedy_token=before.token, token=step.token, draw=tr.draw)
+    chosen = _piece(host, step.token)
+    if tr.draw is None:
+        how = "greedy: no random draw"
+    else:
+        how = f"drawn: u={tr.draw:.3f} fell in [{tr.draw_lo:.3f}, {tr.draw_hi:.3f})"
+    headline = (f"step 0: {chosen!r} p={step.prob:.1%} (raw {tr.raw_p:.1%}, rank {tr.rank}), entropy "
+                f"{tr.entropy_bits:.2f} bits; {how} — space accepts it")
+    r.host.mark("hist", f"{chosen!r} {tr.raw_p:.1%} · H={tr.entropy_bits:.2f} bits")
+    r.host.mark("trace", how)
+    return r.finding("hist", headline, token=step.token, draw=tr.draw, entropy=tr.entropy, prob=step.prob,
+                     rank=tr.rank)
+
+
+async def exp_prompt_form(r: Runner, v: int) -> Finding:
+    await r.host.ready()
+    host = r.host
+    if v in (1, 2):
+        await r.host.use_settings()
+        r.host.policy()
+        r.host.chat(v == 2)
+        r.host.use_preset("greedy")
+        await r.host.generate("Name the capital city of France.", r.n(40, 16))
+        text = "".join(s.text for s in host.current().steps)
+        first = host.current().steps[0] if host.current().steps else None
+        where = "in the chat template" if v == 2 else "as plain text"
+        opening = f"first token {_piece(host, first.token)!r} ({first.trace.raw_p:.0%})" if first else "no token"
+        headline = f"{where}: {opening}, then {shorten(text, 60)!r}"
+        r.host.mark("stream", "the chat template, then an answer" if v == 2 else "a continuation, not an answer")
+        return r.finding("stream", headline, text=text, chat=v == 2)
+    screen, result = await _tokenizer(r, "The capital of France is")
+    tops = result["top"]
+
+    def top1(label: str) -> str:
+        piece, p = tops[label][0]
+        return f"{piece!r} {p:.0%}"
+
+    headline = (f"next token without a trailing space: {top1('no trailing space')}; with one: "
+                f"{top1('trailing space')}; with BOS: {top1('with BOS')}, without: {top1('without BOS')}")
+    r.host.mark(screen, part="#compare", text="same text, four forms: four different top-5s")
+    return r.finding("tokenizer", headline, top={k: v[0] for k, v in tops.items()})

@@ -1,0 +1,151 @@
+"""Stage 2 — the KV cache: what it holds, what new tokens cost, long contexts, the context shift."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ...engine.errors import ContextError
+from ...units import human_bytes
+from ..host import Finding, LearnError, Runner
+
+
+def _kv_figures(host: Any) -> dict[str, Any]:
+    kv = host.engine.kv_layout()
+    n_past = host.engine.n_past
+    return {"n_past": n_past, "used": kv.used(n_past), "bytes_per_token": kv.bytes_per_token,
+            "allocated": kv.allocated, "type": f"{kv.type_k}/{kv.type_v}", "n_ctx": host.engine.n_ctx}
+
+
+async def exp_kv_cache(r: Runner, v: int) -> Finding:
+    await r.host.ready()
+    host = r.host
+    r.host.policy()
+    r.host.chat(False)
+    r.host.use_preset("balanced")
+    base = None
+    if v == 1:
+        await r.host.use_settings()
+        base = host.engine.kv_layout().bytes_per_token
+        await r.host.use_settings(type_k="q8_0", type_v="q8_0")
+    elif v == 2:
+        await r.host.use_settings()
+        base = host.engine.kv_layout().allocated
+        await r.host.use_settings(n_ctx=host.base_settings.n_ctx * 4)
+    else:
+        await r.host.use_settings()
+    await r.host.generate("Once upon a time", r.n(48, 12))
+    f = _kv_figures(host)
+    headline = (f"{f['n_past']} tokens × {human_bytes(f['bytes_per_token'])} = {human_bytes(f['used'])} used of "
+                f"{human_bytes(f['allocated'])} allocated for n_ctx {f['n_ctx']:,} ({f['type']})")
+    if v == 1:
+        headline += f"; f16 needs {human_bytes(base)} per token: ×{f['bytes_per_token'] / base:.2f}"
+    elif v == 2:
+        headline += f"; n_ctx {host.base_settings.n_ctx:,} allocated {human_bytes(base)}: allocation is up front"
+    r.host.mark("kv", f"{human_bytes(f['used'])} = {f['n_past']} × {human_bytes(f['bytes_per_token'])}")
+    return r.finding("kv", headline, base=base, **f)
+
+
+CHAT_TURNS = ["Hi! My name is Ada. What is a cat?", "And what is a dog?", "What is my name?"]
+
+
+async def _chat_turns(r: Runner, turns: list[str], max_tokens: int, *, fresh: bool = True,
+                      system: str | None = None, on_turn: Callable[[], None] | None = None) -> list[Any]:
+    host = r.host
+    if fresh or not host.chat_mode:
+        r.host.chat(True, system)
+    seen = []
+    for text in turns:
+        await r.host.generate(text, max_tokens)
+        if host.current().chat_turn is None:
+            raise LearnError("the chat turn reported no reuse figures")
+        seen.append((host.current().chat_turn, "".join(s.text for s in host.current().steps).strip()))
+        if on_turn is not None:
+            on_turn()
+    return seen
+
+
+async def exp_new_tokens(r: Runner, v: int) -> Finding:
+    await r.host.ready()
+    host = r.host
+    if v == 1 and host.chat_mode and host.chat_turns() >= 4:
+        before = host.current().chat_turn
+        turns = await _chat_turns(r, CHAT_TURNS[2:], r.n(24, 10), fresh=False)
+    else:
+        await r.host.use_settings()
+        r.host.policy()
+        r.host.use_preset("balanced")
+        before = None
+        turns = await _chat_turns(r, CHAT_TURNS[:3] if v == 1 else CHAT_TURNS[:2], r.n(24, 10))
+        if len(turns) > 2:
+            before = turns[-2][0]
+    turn = turns[-1][0]
+    headline = (f"this turn reused {turn.reused:,} cached tokens, evaluated "
+                f"only {turn.evaluated:,} new ones (saved ~{turn.saved_ms:.0f} ms)")
+    if before is not None:
+        headline += f"; the turn before reused {before.reused:,}"
+    r.host.mark("kv", f"reused {turn.reused:,} · new {turn.evaluated:,}")
+    return r.finding("kv", headline, reused=turn.reused, evaluated=turn.evaluated,
+                     reused_before=before.reused if before else None)
+
+
+async def exp_long_context(r: Runner, v: int) -> Finding:
+    await r.host.ready()
+    host = r.host
+    await r.host.use_settings()
+    r.host.chat(False)
+    n_ctx = 4_000_000
+    cache = "q8_0" if v == 1 else "f16"
+
+    def probe() -> tuple[ContextError | None, int, int, int]:
+        from ...engine import memory
+
+        settings = host.engine.settings.with_(type_k=cache, type_v=cache)
+        available = memory.available_memory()
+        refused = None
+        try:
+            memory.check(host.engine.dims, n_ctx, settings, available)
+        except ContextError as exc:
+            refused = exc
+        kv, compute = memory.estimate_bytes(host.engine.dims, n_ctx, settings)  # with these cache types
+        return refused, kv, compute, available
+
+    refused, kv, compute, available = await r.host.in_thread(probe)
+    message = str(refused) if refused is not None else None
+    largest = refused.largest_n_ctx if refused is not None and refused.largest_n_ctx else n_ctx
+    headline = (f"n_ctx {n_ctx:,} with a {cache} cache needs {human_bytes(kv)} of KV (+{human_bytes(compute)}): "
+                + (f"refused — {human_bytes(available)} available, the largest n_ctx that fits is ~{largest:,}"
+                   if message else f"it fits in the {human_bytes(available)} available"))
+    if message:
+        host.notify(message, severity="warning", timeout=12)
+    r.host.mark("kv", f"{cache}: ≤ ~{largest:,} tokens fit")
+    return r.finding("kv", headline, message=message, kv_bytes=kv, available=available, largest=largest,
+                     cache=cache)
+
+
+async def exp_shift(r: Runner, v: int) -> Finding:
+    await r.host.ready()
+    host = r.host
+    await r.host.use_settings(n_ctx=256)
+    r.host.chat(False)
+    r.host.use_preset("balanced")
+    r.host.policy("stop" if v == 1 else "shift", -1, ignore_eos=True)
+    try:
+        await r.host.generate("Once upon a time, in a small village by the sea,", r.n(600, 320))
+    finally:
+        r.host.policy("stop" if v == 1 else "shift", -1, ignore_eos=False)
+    n = len(host.current().steps)
+    reason = host.current().summary.get("stop_reason")
+    if v == 1:
+        headline = f"policy stop: {n} tokens, then {reason!r} — the 256-cell context is full"
+        r.host.mark("kv", f"full after {n} tokens")
+        return r.finding("kv", headline, steps=n, stop_reason=reason, shifts=len(host.current().shifts))
+    if host.current().shifts:
+        _at, keep, drop = host.current().shifts[0]
+        headline = (f"{len(host.current().shifts)} context shift(s) in a 256-cell context: each kept the first {keep} "
+                    f"(n_keep) and dropped {drop}, then shifted the rest back (RoPE re-rotated); {n} tokens")
+    else:
+        headline = f"no shift happened ({n} tokens, {reason})"
+    r.host.mark("kv", f"{len(host.current().shifts)} shift(s) · {n} tokens in n_ctx 256")
+    return r.finding("kv", headline, shifts=len(host.current().shifts), steps=n, stop_reason=reason,
+                     first_shift=host.current().shifts[0] if host.current().shifts else None)

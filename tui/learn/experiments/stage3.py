@@ -1,0 +1,110 @@
+"""Stage 3 — sampling: the chain's stages, presets side by side, the stories experiment."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..host import Finding, Runner
+
+
+def _runs_table(runs: list[Any]) -> tuple[list[str], list[list[str]]]:
+    columns = ["preset", "text", "tokens", "H bits", "rank", "draws", "distinct", "kept per stage"]
+    rows = []
+    for run in runs:
+        stages = "\n".join(f"{s.name}{f' {s.note}' if s.note else ''}: {s.kept_mean:,.0f}" for s in run.stages)
+        stop = "eos" if run.stop_reason == "eog" else ("max" if run.stop_reason == "max_tokens" else run.stop_reason)
+        rows.append([run.preset, run.text.strip().replace("\n", " ⏎ "), f"{run.n_tokens} ({stop})",
+                     f"{run.entropy_mean / 0.6931:.2f}", f"{run.rank_mean:.1f}", str(run.draws),
+                     f"{run.distinct_ratio:.0%}", stages])
+    return columns, rows
+
+
+async def _preset_runs(r: Runner, prompt: str, presets: list[Any], max_tokens: int,
+                       seeds: list[int] | None = None) -> list[Any]:
+    from ..runs import run_presets
+
+    host = r.host
+    seed = host.settings.seed
+
+    def job() -> list[Any]:
+        if seeds is None:
+            return run_presets(host.engine, prompt, presets, seed=seed, max_tokens=max_tokens)
+        out = []
+        for s in seeds:
+            (run,) = run_presets(host.engine, prompt, presets[:1], seed=s, max_tokens=max_tokens)
+            out.append(dataclasses.replace(run, preset=f"{run.preset} · seed {s}"))
+        return out
+
+    runs = await r.host.in_thread(job)
+    return runs
+
+
+async def _show_runs(r: Runner, title: str, runs: list[Any], notes: str, mark_row: int = 0) -> Any:
+    columns, rows = _runs_table(runs)
+    return await r.host.show_results(title, columns, rows, notes, mark_row=mark_row, widths={1: 48, 7: 20})
+
+
+def _temp_preset(base: Any, t: float) -> Any:
+    p = base.with_param("temp", "t", t)
+    return dataclasses.replace(p, name=f"{base.name} T={t:g}")
+
+
+def _custom(name: str, *specs: tuple[str, dict[str, Any]]) -> Any:
+    from ...sampling.presets import Preset, SamplerSpec, validate_specs
+
+    return Preset(name, validate_specs([SamplerSpec(n, p) for n, p in specs], where=name), "learn")
+
+
+SAMPLER_NOTES = (
+    "H bits: mean entropy of the model's raw distribution (the model's own uncertainty). rank: mean rank of the "
+    "chosen token in the raw distribution (1 = always the most likely). draws: steps decided by a random draw. "
+    "distinct: distinct tokens / tokens (low = repetitive). kept per stage: candidates left after each sampler, "
+    "mean over the steps.")
+
+
+async def exp_samplers(r: Runner, v: int) -> Finding:
+    await r.host.ready()
+    host = r.host
+    await r.host.use_settings()
+    prompt = "The best way to learn a new language is"
+    cat = host.catalog
+    if v == 1:
+        presets = [_temp_preset(cat.get("balanced"), t) for t in (0.2, 0.7, 1.5)]
+        title = "one chain, three temperatures"
+    elif v == 2:
+        presets = [_custom("top-k 5", ("top_k", {"k": 5}), ("temp", {"t": 1.0}), ("dist", {})),
+                   _custom("top-p 0.5", ("top_p", {"p": 0.5}), ("temp", {"t": 1.0}), ("dist", {})),
+                   _custom("min-p 0.2", ("min_p", {"p": 0.2}), ("temp", {"t": 1.0}), ("dist", {}))]
+        title = "three truncations at T=1"
+    else:
+        presets = [cat.get(n) for n in ("greedy", "precise", "balanced", "wild")]
+        title = "greedy, precise, balanced, wild"
+    runs = await _preset_runs(r, prompt, presets, r.n(32, 8))
+    screen = await _show_runs(r, f"{title} — {prompt!r}, seed {host.settings.seed}", runs, SAMPLER_NOTES)
+    parts = [f"{run.preset}: rank {run.rank_mean:.1f}, {run.draws} draws" for run in runs]
+    headline = "same prompt and seed — " + "; ".join(parts)
+    r.host.mark(screen, part="table", text="rank 1.0 = always the top token; higher = the chain let others through")
+    return r.finding("results", headline, runs=runs)
+
+
+async def exp_stories(r: Runner, v: int) -> Finding:
+    await r.host.ready()
+    host = r.host
+    await r.host.use_settings()
+    prompt = "The dragon opened its eyes and"
+    cat = host.catalog
+    seeds = None
+    if v == 1:
+        presets = [cat.get("creative"), cat.get("wild")]
+    elif v == 2:
+        presets = [cat.get("wild")]
+        seeds = [host.settings.seed + i for i in range(3)]
+    else:
+        presets = [cat.get("precise"), cat.get("wild")]
+    runs = await _preset_runs(r, prompt, presets, r.n(64, 12), seeds)
+    screen = await _show_runs(r, f"stories — {prompt!r}", runs, SAMPLER_NOTES, mark_row=len(runs) - 1)
+    parts = [f"{run.preset}: mean rank {run.rank_mean:.1f}, {run.distinct_ratio:.0%} distinct" for run in runs]
+    headline = "; ".join(parts)
+    r.host.mark(screen, part="table", text="wild picks tokens far down the list: a high mean rank")
+    return r.finding("results", headline, runs=runs)

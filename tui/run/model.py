@@ -1,0 +1,315 @@
+"""What the panels show, folded from the events of any source of steps (no Textual).
+
+Every producer of tokens — a local run on the controller, a replay, an API
+request, later a remote server or a branch — emits the same immutable events
+(:mod:`tui.engine.controller`'s ``Started``, ``PromptDone``, ``StepEvent``,
+``Resampled``, ``Finished``…). :class:`RunModel` folds them into one state:
+the steps, the pending step, the selection, the prompt and reuse figures, the
+shifts, the phase. The panels and the status line read it; they never ask
+where a step came from. :meth:`RunModel.apply` says what changed, so the front
+end redraws only that.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.controller import ChatTurn, Finished, PresetChanged, PromptDone, Resampled, Started, StepEvent
+from ..engine.loop import Step
+from ..record.recorder import RecordingFailed, RecordingStarted
+
+
+class Phase(enum.Enum):
+    LOADING = "loading"
+    IDLE = "idle"
+    PROMPT = "prompt"  # the prompt is being evaluated
+    GENERATING = "generating"
+    PAUSED = "paused"  # step mode: a pending step waits for space
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    ERROR = "error"
+    REPLAY = "replay"
+    REPLAY_END = "replay end"
+
+    @property
+    def busy(self) -> bool:
+        return self in (Phase.PROMPT, Phase.GENERATING, Phase.PAUSED, Phase.STOPPING)
+
+
+@dataclass(frozen=True, slots=True)
+class KvView:
+    """The KV gauge's figures (see :meth:`RunModel.kv_view`)."""
+
+    n_ctx: int
+    n_past: int
+    n_prompt: int
+    n_reused: int
+    n_keep: int | None
+    shifts: tuple[tuple[int, int, int], ...]
+    bytes_per_token: float
+    allocated: int
+    type_k: str
+    type_v: str
+
+
+@dataclass(slots=True)
+class Update:
+    """What one batch of events changed (the front end redraws from it)."""
+
+    appended: list[tuple[int, str, float]] = field(default_factory=list)  # new steps: (index, text, p)
+    replaced: list[tuple[int, str, float]] = field(default_factory=list)  # re-sampled steps
+    pending: Step | None = None  # the step now pending (step mode)
+    pending_cleared: bool = False
+    prompt: str | None = None  # a new prompt text to show (a chat rendered by its template)
+    show: Step | None = None  # the step the panels should show (unless one is selected)
+    new_steps: bool = False
+    finished: Finished | None = None
+    notices: list[tuple[str, str]] = field(default_factory=list)  # (message, severity)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.appended or self.replaced or self.pending or self.pending_cleared or self.prompt
+                    or self.show or self.new_steps or self.finished or self.notices)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """A run as it stood when it was read (what :meth:`RunModel.snapshot` gives a caller that waited)."""
+
+    run_id: int
+    steps: tuple[Step, ...]
+    pending: Step | None
+    phase: Phase
+    state: str
+    summary: dict[str, Any]
+    shifts: tuple[tuple[int, int, int], ...]
+    chat_turn: ChatTurn | None
+    n_prompt: int
+    n_reused: int
+    preset: str
+    record_path: str
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.steps)
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.summary.get("stop_reason")
+
+
+class RunModel:
+    """The current run, as the panels see it."""
+
+    def __init__(self) -> None:
+        self.phase = Phase.LOADING
+        self.detail = "model"  # what the phase is about: "45%", the stop reason, the error…
+        self.label = ""  # who runs it: "API #3" for a client's request
+        self.run_id = 0  # events of other runs are ignored
+        self.steps: list[Step] = []
+        self.pending: Step | None = None
+        self.selected: int | None = None
+        self.n_prompt = 0
+        self.n_reused = 0
+        self.prompt_tps = 0.0
+        self.shifts: list[tuple[int, int, int]] = []  # (step index, n_keep, n_discard)
+        self.chat_turn: ChatTurn | None = None
+        self.summary: dict[str, Any] = {}  # of the last finished run
+        self.preset = ""  # the preset the run samples with (an API request's own, an experiment's)
+        self.record_path = ""
+        self.token_times: deque[float] = deque(maxlen=64)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget the last run: its steps, selection, and the prompt/reuse/shift figures."""
+        self.steps = []
+        self.pending = None
+        self.selected = None
+        self.n_prompt = 0
+        self.n_reused = 0
+        self.shifts = []
+        self.preset = ""
+        self.token_times.clear()
+
+    def new_run(self, phase: Phase = Phase.PROMPT, detail: str = "", label: str = "") -> int:
+        """A new run starts: its events will carry the returned id (older runs' events are dropped)."""
+        self.reset()
+        self.run_id += 1
+        self.set_phase(phase, detail)
+        self.label = label
+        return self.run_id
+
+    def set_phase(self, phase: Phase, detail: str = "") -> None:
+        self.phase, self.detail = phase, detail
+
+    @property
+    def state_text(self) -> str:
+        """The phase in words, as the status line says it."""
+        p, d = self.phase, self.detail
+        text = {
+            Phase.LOADING: f"loading {d}".rstrip(),
+            Phase.IDLE: "idle",
+            Phase.PROMPT: "prompt" if not d else d,
+            Phase.GENERATING: "generating",
+            Phase.PAUSED: "step mode: space accepts, r re-samples",
+            Phase.STOPPING: "stopping",
+            Phase.STOPPED: f"stopped: {d}",
+            Phase.ERROR: f"error: {d}",
+            Phase.REPLAY: "replay",
+            Phase.REPLAY_END: f"replay: end{f' ({d})' if d else ''}",
+        }[p]
+        return f"{self.label} {text}" if self.label else text
+
+    def snapshot(self) -> RunResult:
+        return RunResult(self.run_id, tuple(self.steps), self.pending, self.phase, self.state_text, dict(self.summary),
+                         tuple(self.shifts), self.chat_turn, self.n_prompt, self.n_reused, self.preset,
+                         self.record_path)
+
+    @property
+    def last(self) -> Step | None:
+        """The step the cache is at: the pending one, else the last accepted one."""
+        return self.pending or (self.steps[-1] if self.steps else None)
+
+    # -- folding events ------------------------------------------------------------------------
+
+    def apply(self, events: list[tuple[int, object]]) -> Update:
+        """Fold ``(run id, event)`` pairs (events of other runs are skipped); say what changed."""
+        up = Update()
+        for run_id, ev in events:
+            if run_id == self.run_id:
+                self._fold(ev, up)
+        return up
+
+    def _fold(self, ev: object, up: Update) -> None:
+        if isinstance(ev, StepEvent):
+            step = ev.step
+            if ev.pending:
+                self.pending = step
+                self.set_phase(Phase.PAUSED)
+                up.appended.append((step.index, step.text, step.prob))
+                up.pending = step
+            else:
+                if self.pending is not None and self.pending.index == step.index:
+                    self.pending = None
+                    up.pending_cleared = True
+                    up.pending = None
+                else:
+                    up.appended.append((step.index, step.text, step.prob))
+                self.steps.append(step)
+                self.token_times.append(step.t)
+                if step.shift is not None:
+                    self.shifts.append((step.index, *step.shift))
+                    up.notices.append((f"context shift at step {step.index}: kept {step.shift[0]}, dropped "
+                                       f"{step.shift[1]} tokens", "information"))
+            up.show = step
+            up.new_steps = True
+        elif isinstance(ev, Resampled):
+            step = ev.step
+            if ev.pending:
+                self.pending = step
+                up.pending = step
+            elif self.steps and self.steps[-1].index == step.index:
+                self.steps[-1] = step
+            up.replaced.append((step.index, step.text, step.prob))
+            self.preset = ev.preset
+            up.show = step
+            up.notices.append((f"re-sampled step {step.index} with {ev.preset}: {step.piece!r}", "information"))
+        elif isinstance(ev, PromptDone):
+            self.n_prompt = ev.n_tokens
+            self.prompt_tps = ev.tokens_per_s
+            self.set_phase(Phase.GENERATING)
+            up.new_steps = True
+        elif isinstance(ev, Started):
+            self.set_phase(Phase.PROMPT)
+            self.preset = ev.preset
+            up.prompt = ev.prompt
+        elif isinstance(ev, ChatTurn):
+            self.chat_turn = ev
+            self.n_reused = ev.reused
+        elif isinstance(ev, PresetChanged):
+            self.preset = ev.preset
+            up.notices.append((f"preset: {ev.preset}", "information"))
+        elif isinstance(ev, Finished):
+            self.summary = dict(ev.summary or {})
+            reason = ev.reason.describe() if ev.reason else "?"
+            self.set_phase(Phase.STOPPED, reason + (f" ({ev.error})" if ev.error else ""))
+            if self.pending is not None:
+                self.pending = None
+                up.pending_cleared = True
+            up.finished = ev
+            if ev.error:
+                up.notices.append((ev.error, "error"))
+        elif isinstance(ev, RecordingStarted):
+            self.record_path = ev.path
+        elif isinstance(ev, RecordingFailed):
+            self.record_path = ""
+            up.notices.append((ev.message, "error"))
+
+    # -- a source without events: the steps of a recording, shown up to a position ---------------
+
+    def show_steps(self, steps: list[Step]) -> Update:
+        """Show exactly ``steps`` (a replay's first N): what is beyond N is dropped, what is new appended."""
+        up = Update()
+        keep = 0
+        while keep < min(len(steps), len(self.steps)) and steps[keep] is self.steps[keep]:
+            keep += 1
+        del self.steps[keep:]
+        new = steps[keep:]
+        self.steps.extend(new)
+        up.appended = [(s.index, s.text, s.prob) for s in new]
+        up.show = self.steps[-1] if self.steps else None
+        up.new_steps = bool(new)
+        return up
+
+    # -- selection --------------------------------------------------------------------------------
+
+    def select(self, index: int | None) -> Step | None:
+        """Select step ``index`` (None: follow the live end); the step the panels should show."""
+        if index is not None and not 0 <= index < len(self.steps):
+            return None
+        self.selected = index
+        if index is not None:
+            return self.steps[index]
+        return self.pending or (self.steps[-1] if self.steps else None)
+
+    def neighbour(self, delta: int) -> int | None:
+        """The index ``delta`` steps from the selection (or from the live end)."""
+        if not self.steps:
+            return None
+        current = self.selected if self.selected is not None else len(self.steps)
+        return min(max(current + delta, 0), len(self.steps) - 1)
+
+    # -- figures --------------------------------------------------------------------------------------
+
+    def kv_view(self, kv: Any, n_ctx: int, engine_n_past: int | None, n_keep: int | None) -> KvView:
+        """The KV gauge's figures: ``kv`` the engine's layout (bytes per token, allocated), ``engine_n_past``
+        what the cache holds once a run stopped (the last sampled token is never decoded), ``n_keep``
+        the policy's kept cells (None: no shift policy)."""
+        last = self.last
+        n_prompt = self.n_prompt
+        if self.shifts:  # after a shift only n_keep prompt tokens remain at the front
+            n_prompt = min(n_prompt, self.shifts[-1][1])
+        if last is None:
+            n_past = self.n_prompt + self.n_reused
+        elif self.phase is Phase.STOPPED and self.pending is None and engine_n_past is not None:
+            n_past = engine_n_past
+        else:
+            n_past = last.n_past + 1  # the token being decoded now
+        return KvView(n_ctx=n_ctx, n_past=n_past,
+                      n_prompt=n_prompt + self.n_reused if not self.shifts else n_prompt,
+                      n_reused=self.n_reused, n_keep=n_keep, shifts=tuple(self.shifts),
+                      bytes_per_token=kv.bytes_per_token, allocated=kv.allocated, type_k=kv.type_k,
+                      type_v=kv.type_v)
+
+    def throughput(self) -> tuple[float, float] | None:
+        """(tokens per second over the recent steps, the last step's ms), once two steps are known."""
+        times = self.token_times
+        if len(times) < 2 or not self.steps:
+            return None
+        span = times[-1] - times[0]
+        last = self.steps[-1]
+        return ((len(times) - 1) / span if span > 0 else 0.0), last.decode_ms + last.sample_ms
