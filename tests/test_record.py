@@ -23,7 +23,7 @@ from tui.app.app import LlmTuiApp
 from tui.app.screens.sessions import JumpScreen, SessionsScreen
 from tui.app.widgets.token_stream import TokenStream
 from tui.engine import EngineSettings
-from tui.engine.controller import Controller, Finished, StepEvent
+from tui.engine.controller import Controller, Finished, Resample, SetStepMode, StepEvent
 from tui.engine.errors import EngineError
 from tui.engine.fake import FakeEngine
 from tui.record import (
@@ -113,6 +113,10 @@ async def test_replay_in_the_app_shows_what_was_live(recorded: Path) -> None:
         app.screen.query_one("Input").value = "40"
         await pilot.press("enter")
         assert app.screen.position == 40 and stream.token_count == 40
+        live_run = app.dashboard.model.run_id
+        app.screen.query_one("#prompt").focus()  # Enter on the replay's prompt generates nothing
+        await pilot.press("enter")
+        assert not app.running and app.screen.position == 40 and app.dashboard.model.run_id == live_run
 
 
 def test_killed_recording_reads_up_to_the_last_complete_line(tmp_path: Path) -> None:
@@ -214,6 +218,39 @@ def test_unwritable_place_is_one_error_and_generation_goes_on(tmp_path: Path, mo
     assert sum(isinstance(e, StepEvent) for e in events) == 30 and isinstance(events[-1], Finished)
     s = read_session(path)
     assert 0 < len(s.steps) < 30 and s.problems == []
+
+
+def test_a_step_mode_resample_is_recorded_and_switching_recording_off_mid_run_finishes_the_file(
+        tmp_path: Path) -> None:
+    eng = FakeEngine(EngineSettings(n_ctx=512, seed=1))
+    path = tmp_path / "s.jsonl"
+    opened: list[str] = []
+
+    def factory(header: dict) -> SessionWriter:
+        opened.append(header["prompt"])
+        return SessionWriter(path, header, eng.piece)
+
+    recorder = Recorder(eng, factory)
+    creative = BUILTIN_PRESETS["creative"]
+
+    def emit(ev: object) -> None:  # on the run's thread, before the controller waits for a command
+        if isinstance(ev, StepEvent) and ev.pending and ev.step.index == 0:
+            recorder.enabled = False  # off mid-run: from the next run on
+            ctl.send(Resample(creative))
+            ctl.send(SetStepMode(False))
+
+    ctl = Controller(eng, BUILTIN_PRESETS["greedy"], seed=1, emit=emit, max_tokens=5)
+    ctl.listeners.append(recorder)
+    stats = ctl.run("the cat", step_mode=True)
+    s = read_session(path)
+    assert s.complete and s.problems == [] and s.tokens == ctl.last.history and len(s.steps) == 5
+    assert s.text == stats.text
+    resampled = [e for e in s.events if e["kind"] == "resampled"]
+    assert len(resampled) == 1 and resampled[0]["preset"]["name"] == "creative"
+    assert resampled[0]["token"] == s.steps[0].token  # the accepted step is the re-sampled one
+    assert s.footer["stop_reason"] == "max_tokens" and "error" not in s.footer
+    ctl.run("another run")  # recording is off now: no file is opened
+    assert opened == ["the cat"]
 
 
 def test_fork_names_its_parent_and_verifies(recorded: Path, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from tui.engine.controller import (
 from tui.engine.fake import FakeEngine
 from tui.engine.kv import KvLayout
 from tui.record.recorder import RecordingFailed, RecordingStarted
-from tui.run import Phase, RunModel
+from tui.run import Phase, RunModel, Update
 from tui.run.waiters import RunWaiters
 from tui.sampling.presets import BUILTIN_PRESETS
 
@@ -65,7 +65,7 @@ def test_events_of_another_run_are_dropped(steps) -> None:
     old = m.new_run()
     m.new_run()
     up = run_events(m, [StepEvent(steps[0]), Finished(StopReason.EOG, None, {}, "")], run_id=old)
-    assert not up.any and m.steps == [] and m.phase is Phase.PROMPT
+    assert up == Update() and m.steps == [] and m.phase is Phase.PROMPT
 
 
 def test_step_mode_pending_then_accepted_is_one_step(steps) -> None:
@@ -159,9 +159,13 @@ def test_waiters_resolve_when_the_run_ends_pauses_or_is_replaced(steps) -> None:
         run_events(m, [StepEvent(steps[0], pending=True)])
         waiters.wake(m)
         assert paused.done() and not end.done() and paused.result().pending is steps[0]
+        waiters.release(m)  # another run takes the panels: the first one's waiter learns how far it got
+        assert end.done() and end.result().run_id == first and end.result().phase is Phase.PAUSED
+        assert end.result().pending is steps[0]
         m.new_run()
-        waiters.wake(m)  # another run took the panels: the first one is over for its waiter
-        assert end.done() and end.result().run_id == first + 1
+        late = waiters.add(first)  # a waiter for a run that is already gone is resolved at the next fold
+        waiters.wake(m)
+        assert late.done() and late.result().run_id == first + 1
 
     asyncio.run(scenario())
 
@@ -187,3 +191,47 @@ def test_the_run_model_imports_no_textual() -> None:
     code = "import sys, tui.run, tui.run.waiters; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- the app as a front end of runs: what a caller that waits is told -------------------------------------
+
+
+async def test_a_bug_while_loading_is_one_line_a_crash_log_and_no_endless_wait(tmp_path, monkeypatch) -> None:
+    from tests.conftest import make_app, until
+    from tui.app.app import LlmTuiApp
+    from tui.app.learn_host import AppHost
+    from tui.learn.host import LearnError
+
+    monkeypatch.setenv("LLMTUI_HOME", str(tmp_path))
+
+    def broken() -> FakeEngine:
+        raise RuntimeError("a bug in the loader")
+
+    app: LlmTuiApp = make_app()
+    app.load = lambda entry, progress: broken()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, app.engine_settled.is_set)
+        with pytest.raises(LearnError, match="a bug in the loader"):
+            await AppHost(app).ready()  # settled: the model is not coming, said at once
+        assert app.current.phase is Phase.ERROR
+        notices = [n.message for n in app._notifications]
+        assert any("loading failed: RuntimeError: a bug in the loader" in n for n in notices)
+        assert "RuntimeError: a bug in the loader" in (tmp_path / "cache" / "crash.log").read_text()
+
+
+async def test_a_run_cut_short_by_another_tells_its_waiter_how_far_it_got() -> None:
+    from tests.conftest import make_app, ready, until
+    from tui.app.learn_host import AppHost
+    from tui.learn.host import LearnError
+
+    app = make_app(delay_s=0.02, max_tokens=400)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        host = AppHost(app)
+        first = asyncio.ensure_future(host.generate("the cat sat", 400))
+        await until(pilot, lambda: len(app.current.steps) >= 3)
+        first_id = app.current.run_id
+        app.start_generation("another prompt")  # a key press: this run takes the panels
+        with pytest.raises(LearnError, match="cut short by another"):
+            await first
+        await until(pilot, lambda: app.current.run_id == first_id + 1 and not app.running, timeout=30)

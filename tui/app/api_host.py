@@ -31,9 +31,9 @@ class ApiHost:
         if self.server is not None:
             self.stop()
             self.app.notify("API server stopped", timeout=3)
+            self.app.dashboard.update_status()
         else:
             self.start()
-        self.app.dashboard.update_status()
 
     def start(self) -> None:
         """Serve the loaded model on the OpenAI API; every request shows up in the panels."""
@@ -66,6 +66,7 @@ class ApiHost:
             return
         self.server = LocalServer(service, http, None)
         self.serve_at = (host, http.port)
+        app.dashboard.update_status()  # the port is on the status line (whoever started it: S, --serve)
         app.notify(f"OpenAI-compatible API on {http.url}" + (" (API key required)" if self.api_key else "")
                    + " — requests show up here live", timeout=8)
 

@@ -29,6 +29,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from ..config import save_state
+from ..crash import crash_log
 from ..engine.controller import Controller, SetPreset
 from ..engine.errors import EngineError
 from ..engine.thread import engine_thread
@@ -165,6 +166,8 @@ class LlmTuiApp(Tools, App[int]):
         for notice in self._notices:
             self.notify(notice, severity="warning", timeout=8)
 
+    NO_MODEL = "no model loaded: m picks one"
+
     def on_dashboard_ready(self, message: Dashboard.Ready) -> None:
         if message.dashboard is not self.screen_stack[0]:
             return  # a replay's
@@ -174,7 +177,8 @@ class LlmTuiApp(Tools, App[int]):
             self._load_engine()
         else:
             self.dashboard.model.set_phase(Phase.IDLE)
-            self.dashboard.query_one(TopKHistogram).clear("no model loaded: m picks one")
+            self.dashboard.query_one(TopKHistogram).clear(self.NO_MODEL)
+            self.dashboard.sync_phase()
             self.engine_settled.set()
 
     def watch_step_mode(self) -> None:
@@ -251,7 +255,7 @@ class LlmTuiApp(Tools, App[int]):
         self.chat_mode = False
         for warning in getattr(self.engine, "warnings", []):
             self.notify(warning, severity="warning", timeout=8)
-        board.model.new_run(Phase.IDLE)
+        board.reset_run(Phase.IDLE)
         if not self._gc_frozen:
             # Start-up objects (widgets, styles, the first model's records) live as long as the
             # app: freezing them once keeps the collector's full passes off them while tokens stream.
@@ -272,7 +276,7 @@ class LlmTuiApp(Tools, App[int]):
         resume = board.query_one("#prompt").value if self.running else None
         if self.controller is not None:
             self.controller.stop()
-        board.model.new_run(Phase.LOADING, visible(entry.name))  # whatever the old run still sends is dropped
+        board.reset_run(Phase.LOADING, visible(entry.name))  # whatever the old run still sends is dropped
         self.model_label = visible(entry.name)
         self.engine = None
         self.engine_settled.clear()
@@ -284,10 +288,13 @@ class LlmTuiApp(Tools, App[int]):
         (a new recording that names its parent)."""
         while len(self.screen_stack) > 1:
             self.pop_screen()
+        if self.controller is not None:
+            self.controller.stop()  # the engine thread runs the fork once whatever ran has stopped
+        self.api.job = None
         self.use_engine(loaded.engine, cold=loaded.cold, ms=loaded.ms)
+        self.model_label = visible(loaded.engine.info.name)
         self.live_metrics = self.dashboard.live_metrics = True
-        self.recorder.on = True
-        self.recorder.sync()
+        self.recorder.set(True)
         kept_text = "".join(s.text for s in session.steps[:at_step])
         prompt = session.header.get("prompt", "")
         run_id = self.dashboard.new_run(prompt + kept_text + "⟨fork⟩")
@@ -362,14 +369,23 @@ class LlmTuiApp(Tools, App[int]):
         engine_thread().call(self.controller.run, prompt, run_id=run_id, **run)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.state != WorkerState.ERROR:
-            return
-        error = event.worker.error
-        if event.worker.group in ("gen", "load", "resample"):
+        if event.state is WorkerState.ERROR:
+            self.worker_failed(event.worker)
+
+    WORKS = {"gen": "the run", "load": "loading", "resample": "re-sampling", "learn": "the experiment",
+             "models": "model discovery", "anatomy": "the anatomy", "tokenizer": "the tokenizer"}
+
+    def worker_failed(self, worker: Worker) -> None:
+        """A worker (the app's or a screen's) raised what it should have caught: a bug. Say it in one line,
+        keep the traceback in crash.log, and release whoever waits on what the worker was doing."""
+        error = worker.error
+        if worker.group == "load":
+            self.engine_settled.set()  # whoever waits for the model learns that it is not coming
+        if worker.group in ("gen", "load", "resample"):
             self.dashboard.fail_run(str(error))
-            self.notify(f"{type(error).__name__}: {error}", severity="error", timeout=15)
-        elif event.worker.group == "learn":
-            self.notify(f"the experiment failed: {type(error).__name__}: {error}", severity="error", timeout=15)
+        where = crash_log(error) if isinstance(error, BaseException) else "none"
+        self.notify(f"{self.WORKS.get(worker.group, worker.group or 'a task')} failed: {type(error).__name__}: "
+                    f"{error} (traceback: {where})", severity="error", timeout=15)
 
     # -- sampling, chat, context --------------------------------------------------------------------------
 

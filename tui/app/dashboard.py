@@ -15,7 +15,6 @@ import time
 from collections import deque
 from typing import Any, TypeVar
 
-import psutil
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -23,12 +22,14 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
+from textual.worker import Worker, WorkerState
 
 from ..engine.controller import Advance, Resample, SetStepMode, StepEvent
 from ..engine.errors import EngineError
 from ..run import Phase, RunModel, RunResult, Update
 from ..run.waiters import RunWaiters
 from .messages import EngineNotice
+from .metrics import LiveMetrics
 from .status import status_line
 from .widgets.graphs import MemoryGraph, ThroughputGraph
 from .widgets.panels import ChainTrace, KvGauge, StatusLine, TopKHistogram
@@ -38,8 +39,6 @@ from .widgets.token_stream import TokenStream
 W = TypeVar("W")
 REFRESH_HZ = 8  # the token stream
 PANEL_HZ = 2  # histogram, trace, gauge while tokens pour in (at once in step mode or on selection)
-PLOT_HZ = 1.0
-SAMPLE_HZ = 2  # RSS / KV samples for the memory graph
 
 
 class Dashboard(Screen):
@@ -63,9 +62,7 @@ class Dashboard(Screen):
         self._panels: dict[type, Any] = {}
         self._panels_at = 0.0
         self._shown_run = -1  # the run whose step the panels show
-        self._dirty_plots = False
-        self._t0 = time.perf_counter()
-        self._proc = psutil.Process()
+        self.metrics = LiveMetrics(self)
         self.waiters = RunWaiters()
 
     # -- layout ------------------------------------------------------------------------------------
@@ -94,10 +91,7 @@ class Dashboard(Screen):
         self.query_one(TopKHistogram).clear(self.WAITING)
         self.query_one(ChainTrace).clear()
         self._refresh_timer = self.set_interval(1 / REFRESH_HZ, self.fold, pause=True)
-        self.set_interval(1 / SAMPLE_HZ, self._sample_memory)
-        self.set_interval(1 / PLOT_HZ, self._replot)
-        self._dirty_plots = True
-        self.call_after_refresh(self._replot)  # empty graphs with their titles, at once
+        self.metrics.start()
         self._apply_size_classes()
         self.update_status()
         self.app.post_message(self.Ready(self))
@@ -133,12 +127,22 @@ class Dashboard(Screen):
 
     @property
     def preset_name(self) -> str:
-        # the run's own (an API request's, an experiment's), else the one the next run will use
-        return self.model.preset or self.app.preset.name
+        """The preset the status line names: the one the next run will use (what the keys change)."""
+        return self.app.preset.name
+
+    @property
+    def trace_preset(self) -> str:
+        """The preset the sampler-chain trace names: the shown run's own (an API request's, an
+        experiment's), else the status line's."""
+        return self.model.preset or self.preset_name
 
     def identity(self) -> tuple[str, int, int]:
         """(model label, seed, threads) for the status line."""
         return self.app.model_label, self.app.settings.seed, self.app.settings.threads
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state is WorkerState.ERROR:  # this screen's workers (re-sample, a replay's fork)
+            self.app.worker_failed(event.worker)
 
     def watch_phase(self, phase: Phase) -> None:
         self.update_status()
@@ -166,9 +170,7 @@ class Dashboard(Screen):
 
     def new_run(self, prompt: str, phase: Phase = Phase.PROMPT, detail: str = "", label: str = "") -> int:
         """Clear what the panels know of the last run for a new one; returns the run id its events carry."""
-        self._inbox.clear()
-        run_id = self.model.new_run(phase, detail, label)
-        self.waiters.wake(self.model)  # whoever waited for the last run: it is over
+        run_id = self.reset_run(phase, detail, label)
         stream = self.query_one(TokenStream)
         stream.set_prompt(prompt)
         stream.select(None)
@@ -178,6 +180,13 @@ class Dashboard(Screen):
         self.sync_phase()
         return run_id
 
+    def reset_run(self, phase: Phase, detail: str = "", label: str = "") -> int:
+        """The one way the model starts another run: whoever waited for the last one gets it as it stood,
+        what it still had queued is dropped (its events carry the old id)."""
+        self.waiters.release(self.model)
+        self._inbox.clear()
+        return self.model.new_run(phase, detail, label)
+
     def fold(self) -> None:
         """Fold the queued events into the model and redraw what changed."""
         if not self._inbox:
@@ -186,7 +195,8 @@ class Dashboard(Screen):
         if stream is None:  # the screen is going away
             self._inbox.clear()
             return
-        events_, self._inbox = list(self._inbox), deque()
+        inbox = self._inbox
+        events_ = [inbox.popleft() for _ in range(len(inbox))]  # what a thread appends meanwhile waits
         up = self.model.apply(events_)
         with self.app.batch_update():
             self._draw(up, stream)
@@ -225,7 +235,7 @@ class Dashboard(Screen):
                 self.update_kv()
             self.sync_phase()
         if up.new_steps and m.steps:
-            self._add_throughput_sample()
+            self.metrics.add_throughput()
         self.waiters.wake(m, finished=up.finished is not None)
 
     def wait_for(self, run_id: int, *, pending: bool = False) -> asyncio.Future[RunResult]:
@@ -239,7 +249,7 @@ class Dashboard(Screen):
         piece = self.engine.piece
         self._shown_run = self.model.run_id
         self.panel(TopKHistogram).show(step, piece, pending=pending)
-        self.panel(ChainTrace).show(step, piece, self.preset_name)
+        self.panel(ChainTrace).show(step, piece, self.trace_preset)
 
     def update_kv(self) -> None:
         gauge = self.panel(KvGauge)
@@ -259,49 +269,17 @@ class Dashboard(Screen):
         """The run's worker failed outside the controller (a bug): say so, and release whoever waits."""
         self.model.set_phase(Phase.ERROR, error)
         self._refresh_timer.pause()
-        self.waiters.wake(self.model, everyone=True)
+        self.waiters.release(self.model)
         self.sync_phase()
 
     def clear_run(self, message: str) -> None:
         """An empty dashboard (a new session, a recreated context)."""
-        self.model.new_run(Phase.IDLE)
-        self._inbox.clear()
+        self.reset_run(Phase.IDLE)
         self.query_one(TokenStream).clear()
         self.query_one(TopKHistogram).clear(message)
         self.query_one(ChainTrace).clear()
         self.update_kv()
         self.sync_phase()
-
-    # -- metrics -------------------------------------------------------------------------------------
-
-    def _add_throughput_sample(self) -> None:
-        tput = self.model.throughput()
-        if tput is None or not self.live_metrics:
-            return
-        self.panel(ThroughputGraph).add(time.perf_counter() - self._t0, *tput)
-        self._dirty_plots = True
-
-    def _sample_memory(self) -> None:
-        if self.engine is None or not self.live_metrics:
-            return
-        try:
-            rss = self._proc.memory_info().rss
-        except psutil.Error:
-            return
-        kv = self.engine.kv_layout()
-        n_past = self.model.n_prompt + len(self.model.steps)
-        graph = self.panel(MemoryGraph)
-        if graph is not None:  # absent while the screen goes away
-            graph.add(time.perf_counter() - self._t0, rss, kv.used(n_past))
-            self._dirty_plots = True
-
-    def _replot(self) -> None:
-        if not self._dirty_plots:
-            return
-        self._dirty_plots = False
-        for graph in (self.panel(MemoryGraph), self.panel(ThroughputGraph)):
-            if graph is not None and graph.display and graph.size.width > 10:
-                graph.replot()
 
     # -- selection ----------------------------------------------------------------------------------------
 
@@ -340,7 +318,11 @@ class Dashboard(Screen):
 
     @on(Input.Submitted, "#prompt")
     def _submitted(self, event: Input.Submitted) -> None:
-        self.app.start_generation(event.value)
+        self.submit(event.value)
+
+    def submit(self, prompt: str) -> None:
+        """The prompt's Enter: generate from it."""
+        self.app.start_generation(prompt)
 
     def action_stop(self) -> None:
         app = self.app

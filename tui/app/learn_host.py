@@ -22,6 +22,7 @@ from ..run import Phase, RunResult
 from ..units import shorten
 from .widgets.panels import escape
 
+
 class AppHost:
     """:class:`tui.learn.host.Host` over a running :class:`~tui.app.app.LlmTuiApp`."""
 
@@ -90,7 +91,8 @@ class AppHost:
         except asyncio.TimeoutError:
             raise LearnError("timed out waiting for the model to load") from None
         if app.engine is None:
-            raise LearnError(app.dashboard.model.state_text)
+            state = app.dashboard.model
+            raise LearnError(state.detail if state.phase is Phase.ERROR else app.NO_MODEL)
 
     async def idle(self) -> None:
         if self.app.running:
@@ -134,6 +136,8 @@ class AppHost:
             raise LearnError(str(exc)) from None
         if run.phase is Phase.ERROR or run.state.startswith("stopped: error"):
             raise LearnError(run.state)
+        if run.phase not in (Phase.STOPPED, Phase.PAUSED):
+            raise LearnError(f"the run was cut short by another ({run.state} after {len(run.steps)} tokens)")
         return run
 
     async def resample(self, preset: Any) -> RunResult:
@@ -145,15 +149,13 @@ class AppHost:
             raise LearnError("re-sampling needs a pending step (step mode)")
         replaced = board.wait_for(board.model.run_id, pending=True)  # the fold of the Resampled event wakes it
         app.controller.send(Resample(preset))
-        return await asyncio.wait_for(replaced, timeout=60)
+        try:
+            return await asyncio.wait_for(replaced, timeout=60)
+        except asyncio.TimeoutError:
+            raise LearnError("timed out waiting for the re-sampled step") from None
 
     async def recording(self, on: bool) -> bool:
-        recorder = self.app.recorder
-        was = recorder.on
-        recorder.on = on
-        recorder.sync()
-        self.app.dashboard.update_status()
-        return was
+        return self.app.recorder.set(on)
 
     def model_file(self) -> str:
         path = self.app.model_file()

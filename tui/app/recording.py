@@ -20,19 +20,26 @@ class Recording:
         self._next = first or None
 
     def sync(self) -> None:
-        """A Recorder listens to the controller's runs while recording is on (and only then)."""
+        """The controller (a new one for each model) has one Recorder; it records while recording is on."""
         ctl = self.app.controller
         if ctl is None:
             return
-        ctl.listeners[:] = [listen for listen in ctl.listeners if not isinstance(listen, Recorder)]
-        if self.on:
-            ctl.listeners.append(Recorder(self.app.engine, self.new_writer, self.app.emit))
+        recorder = next((listen for listen in ctl.listeners if isinstance(listen, Recorder)), None)
+        if recorder is None:
+            recorder = Recorder(self.app.engine, self.new_writer, self.app.emit)
+            ctl.listeners.append(recorder)
+        recorder.enabled = self.on  # read when a run starts: the current recording always finishes
+
+    def set(self, on: bool) -> bool:
+        """Recording on or off (from the next run on); returns what it was."""
+        was, self.on = self.on, on
+        self.sync()
+        self.app.dashboard.update_status()
+        return was
 
     def toggle(self) -> None:
-        self.on = not self.on
-        self.sync()
+        self.set(not self.on)
         self.app.notify("recording from the next generation on" if self.on else "recording off", timeout=3)
-        self.app.dashboard.update_status()
 
     def new_writer(self, header: dict[str, Any]) -> SessionWriter:
         """Called in the worker at the start of each run (recording on)."""

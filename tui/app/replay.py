@@ -54,7 +54,7 @@ class Replay(Dashboard):
     def on_mount(self) -> None:
         super().on_mount()
         self._tick = self.set_interval(1 / TICK_HZ, self._advance, pause=True)
-        self.model.new_run(Phase.REPLAY)
+        self.reset_run(Phase.REPLAY)
         self.model.n_prompt = len(self.session.header.get("prompt_tokens", []))
         self.query_one(TokenStream).set_prompt(self.session.header.get("prompt", ""))
         self.query_one(TokenStream).focus()
@@ -91,7 +91,7 @@ class Replay(Dashboard):
             for s, (rss, kv) in zip(session.steps[before:position], session.metrics[before:position]):
                 memory.add(s.index, rss, kv)
                 throughput.add(s.index, 1000.0 / max(1e-3, s.decode_ms + s.sample_ms), s.decode_ms + s.sample_ms)
-            self._dirty_plots = True  # redrawn by the plot timer
+            self.metrics.dirty = True  # redrawn by the plot timer
         self.position = position
         if position >= len(session.steps) and self.playing:
             self.pause()
@@ -145,6 +145,9 @@ class Replay(Dashboard):
         self.app.notify("this is a replay: press f to fork it and generate with the model", severity="warning")
 
     action_step_mode = action_resample = action_chat = action_new_session = _not_here
+
+    def submit(self, prompt: str) -> None:  # the prompt's Enter
+        self._not_here()
 
     def action_fork(self) -> None:
         if self.fork_load is None:

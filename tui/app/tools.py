@@ -161,10 +161,7 @@ class Tools:
 
     def _settings_applied(self, ms: float) -> None:
         self.load_info = f"context recreated in {ms:,.0f} ms"
-        board = self.dashboard
-        board.model.reset()
-        board.update_kv()
-        board.update_status()
+        self.dashboard.clear_run("a new context (the cache is empty): type a prompt and press Enter")
         self.notify(f"new context: n_ctx {self.engine.n_ctx:,}, KV {self.settings.type_k}/{self.settings.type_v}, "
                     f"threads {self.settings.threads}", timeout=4)
 

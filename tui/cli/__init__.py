@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..config import ConfigError
+from ..crash import crash_log
 from . import dashboard, generate, labs, models, replay, serve
 from .common import (
     EXIT_USAGE,
@@ -73,23 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug: one line here, the traceback in a file
-        where = _crash_log(exc)
+        where = crash_log(exc)
         say(f"llmtui: internal error: {type(exc).__name__}: {exc} (traceback: {where}; please report it)",
             file=sys.stderr)
         return 1
-
-
-def _crash_log(exc: BaseException) -> str:
-    """Write ``exc``'s traceback to the cache dir's crash.log; returns where (or why not)."""
-    import traceback
-
-    from ..config import app_dirs
-
-    path = app_dirs().cache / "crash.log"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write("".join(traceback.format_exception(exc)) + "\n")
-    except OSError as err:
-        return f"not written: {err.strerror or err}"
-    return str(path)

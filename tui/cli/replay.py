@@ -63,12 +63,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     notices += keymap_problems(config)
     dirs = app_dirs()
     themes = load_themes(shipped_theme_dir(), dirs.themes)
-    from ..engine.llama import LlamaEngine
     from ..engine.pool import EnginePool
 
-    # no model is loaded: the replay needs none; forking (f) loads the recorded one, m picks any
+    # no model is loaded: the replay needs none (nor llama.cpp); forking (f) loads the recorded one, m picks any
     settings = EngineSettings.from_dict(session.header["engine"])
-    pool = EnginePool(lambda path, progress: LlamaEngine(path, settings, on_progress=progress), capacity=1)
+
+    def open_engine(path: Any, progress: Any) -> Any:
+        from ..engine.llama import LlamaEngine
+
+        return LlamaEngine(path, settings, on_progress=progress)
+
+    pool = EnginePool(open_engine, capacity=1)
     return run_app(
         load=lambda e, progress: pool.get(e.path, progress),
         loaded_paths=lambda: pool.loaded,

@@ -78,6 +78,13 @@ class Accepted:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerFailed:
+    """A listener of the run (a recorder, say) raised: it was dropped, the run went on."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Resampled:
     step: Step  # replaces the step with the same index
     preset: str
@@ -230,9 +237,14 @@ class Controller:
                 self.seed, self.max_tokens = saved
 
     def _send(self, event: object) -> None:
-        """Every event: the listeners (a recorder), this run's own listener (an API request), the front end."""
-        for listen in self.listeners:
-            listen(event)
+        """Every event: the listeners (a recorder), this run's own listener (an API request), the front end.
+        A listener that fails is a bug: it is dropped and reported, and the run goes on."""
+        for listen in list(self.listeners):
+            try:
+                listen(event)
+            except Exception as exc:
+                self.listeners.remove(listen)
+                self.emit(ListenerFailed(f"{type(exc).__name__}: {exc}"))
         if self._run_listener is not None:
             self._run_listener(event)
         if not isinstance(event, Accepted):  # the front end shows steps from StepEvent

@@ -13,6 +13,7 @@ import ctypes
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,13 @@ CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class NativeHandles:
+    vocab: Any
+    ctx: Any
+    memory: Any
 
 
 class LlamaEngine:
@@ -199,6 +207,12 @@ class LlamaEngine:
             raise EngineError("the engine is closed")
 
     # -- metadata ------------------------------------------------------------
+
+    def handles(self) -> "NativeHandles":
+        """llama.cpp's handles of this engine (vocabulary, context, memory) for code that calls the C API
+        on them (the oracle); valid until the context is recreated or the engine closed."""
+        self._require_open()
+        return NativeHandles(self._vocab, self._ctx, self._memory)
 
     def meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(512)

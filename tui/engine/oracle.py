@@ -103,12 +103,12 @@ class NativeSampler:
 
 def native_chain(engine: Any, specs: Iterable[tuple[str, dict[str, Any]]]) -> NativeSampler:
     """llama.cpp's chain for ``specs`` on ``engine``'s vocabulary (a loaded :class:`~tui.engine.llama.LlamaEngine`)."""
-    return NativeSampler(specs, vocab=engine._vocab, n_vocab=engine.n_vocab)
+    return NativeSampler(specs, vocab=engine.handles().vocab, n_vocab=engine.n_vocab)
 
 
 def native_sample(engine: Any, sampler: NativeSampler) -> int:
     """Sample with llama.cpp's chain straight from ``engine``'s context (no Python in the loop)."""
-    return int(ll.llama_sampler_sample(sampler.ptr, engine._ctx, -1))
+    return int(ll.llama_sampler_sample(sampler.ptr, engine.handles().ctx, -1))
 
 
 # -- llama.cpp's own account of what the engine did (our bookkeeping is checked against it) --------------
@@ -125,14 +125,14 @@ class PerfCounters:
 
 def perf_counters(engine: Any) -> PerfCounters:
     """llama.cpp's performance counters of ``engine``'s context (``llama_perf_context``)."""
-    d = ll.llama_perf_context(engine._ctx)
+    d = ll.llama_perf_context(engine.handles().ctx)
     return PerfCounters(d.t_load_ms, d.t_p_eval_ms, d.t_eval_ms, d.n_p_eval, d.n_eval)
 
 
 def perf_reset(engine: Any) -> None:
-    ll.llama_perf_context_reset(engine._ctx)
+    ll.llama_perf_context_reset(engine.handles().ctx)
 
 
 def cache_pos_max(engine: Any) -> int:
     """The highest position llama.cpp's KV cache holds for sequence 0 (``llama_memory_seq_pos_max``)."""
-    return int(ll.llama_memory_seq_pos_max(engine._memory, 0))
+    return int(ll.llama_memory_seq_pos_max(engine.handles().memory, 0))

@@ -10,15 +10,11 @@ reaches into a widget or a private member. Screens it opens come back as
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import Question
-
-WAIT_S = 300.0  # generous: a 2-core machine quantizing or benchmarking
 
 
 class LearnError(Exception):
@@ -77,6 +73,7 @@ class Host(Protocol):
     base_settings: Any  # the settings the app started with
     model_label: str
     load_info: str
+    cache_dir: Any  # where derived files go (the anatomy cache)
 
     @property
     def chat_mode(self) -> bool: ...
@@ -155,10 +152,3 @@ class Runner:
     def finding(self, panel: str, headline: str, **values: Any) -> Finding:
         q = self.question
         return Finding(q.id, q.number, self.variant, panel, headline, values, tuple(q.try_next))
-
-    async def until(self, cond: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > deadline:
-                raise LearnError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.02)

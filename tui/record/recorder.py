@@ -38,6 +38,8 @@ class Recorder:
         self.factory = factory
         self.report = report
         self.writer: SessionWriter | None = None
+        # read when a run starts: switching recording off mid-run lets the current recording finish
+        self.enabled = True
 
     def __call__(self, event: object) -> None:
         if isinstance(event, Accepted):
@@ -49,7 +51,7 @@ class Recorder:
             self._open(event)
         elif isinstance(event, PresetChanged):
             self._write(lambda w: w.event("preset_changed", event.at_step, preset=event.spec.as_dict()))
-        elif isinstance(event, Resampled) and event.during_run:
+        elif isinstance(event, Resampled):  # after a run the writer is closed: nothing is written
             self._write(lambda w: w.event("resampled", event.step.index, preset=event.spec.as_dict(),
                                           token=event.step.token))
         elif isinstance(event, Finished):
@@ -59,6 +61,8 @@ class Recorder:
 
     def _open(self, ev: Started) -> None:
         self.writer = None
+        if not self.enabled:
+            return
         try:
             header = session_header(self.engine, ev.spec, ev.seed, ev.given, ev.prompt_tokens,
                                     max_tokens=ev.max_tokens, ignore_eos=ev.ignore_eos, parent=ev.parent,

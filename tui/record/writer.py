@@ -193,7 +193,7 @@ class SessionWriter:
     def finish(self, reason: str | None, error: str | None, summary: dict[str, Any], text: str) -> None:
         """The end of a run: a "stopped" event after its last step, then the footer."""
         self.event("stopped", self.steps, reason=reason, error=error)
-        self.footer(stop_reason=reason, summary=summary, text=text)
+        self.footer(stop_reason=reason, summary=summary, text=text, **({"error": error} if error else {}))
 
     def close(self) -> None:
         if not self.closed:

@@ -17,7 +17,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.controller import ChatTurn, Finished, PresetChanged, PromptDone, Resampled, Started, StepEvent
+from ..engine.controller import (
+    ChatTurn,
+    Finished,
+    ListenerFailed,
+    PresetChanged,
+    PromptDone,
+    Resampled,
+    Started,
+    StepEvent,
+)
 from ..engine.loop import Step
 from ..record.recorder import RecordingFailed, RecordingStarted
 
@@ -34,9 +43,6 @@ class Phase(enum.Enum):
     REPLAY = "replay"
     REPLAY_END = "replay end"
 
-    @property
-    def busy(self) -> bool:
-        return self in (Phase.PROMPT, Phase.GENERATING, Phase.PAUSED, Phase.STOPPING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +74,6 @@ class Update:
     new_steps: bool = False
     finished: Finished | None = None
     notices: list[tuple[str, str]] = field(default_factory=list)  # (message, severity)
-
-    @property
-    def any(self) -> bool:
-        return bool(self.appended or self.replaced or self.pending or self.pending_cleared or self.prompt
-                    or self.show or self.new_steps or self.finished or self.notices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +249,8 @@ class RunModel:
         elif isinstance(ev, RecordingFailed):
             self.record_path = ""
             up.notices.append((ev.message, "error"))
+        elif isinstance(ev, ListenerFailed):
+            up.notices.append((f"a listener of the run failed and was dropped: {ev.message}", "error"))
 
     # -- a source without events: the steps of a recording, shown up to a position ---------------
 

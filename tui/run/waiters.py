@@ -18,15 +18,24 @@ class RunWaiters:
         self._waiting.append((run_id, pending, future))
         return future
 
-    def wake(self, model: RunModel, *, finished: bool = False, everyone: bool = False) -> None:
-        """Resolve the futures whose run ended (``finished``), paused, or was replaced by another run;
-        ``everyone``: all of them (the run failed outside the controller)."""
+    def wake(self, model: RunModel, *, finished: bool = False) -> None:
+        """Resolve the futures of ``model``'s run when it ended (``finished``) or, for those that asked,
+        paused at a pending step."""
         left = []
         for run_id, pending, future in self._waiting:
             if future.done():
                 continue
-            if everyone or run_id != model.run_id or finished or (pending and model.pending is not None):
+            if run_id != model.run_id or finished or (pending and model.pending is not None):
                 future.set_result(model.snapshot())
             else:
                 left.append((run_id, pending, future))
         self._waiting = left
+
+    def release(self, model: RunModel) -> None:
+        """Resolve every future with the run as it stands: before the model starts another run (whoever
+        waited learns how far theirs got: its phase is not a final one), or when the run failed outside
+        the controller."""
+        for _, _, future in self._waiting:
+            if not future.done():
+                future.set_result(model.snapshot())
+        self._waiting = []
