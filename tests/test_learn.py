@@ -276,6 +276,10 @@ async def test_stories_precise_vs_wild(smollm2_path: Path) -> None:
         precise, wild = f.values["runs"]
         assert (precise.preset, wild.preset) == ("precise", "wild")
         assert precise.text != wild.text and wild.rank_mean > precise.rank_mean
+        table = app.screen.query_one(DataTable)
+        kept = table.get_cell_at((0, len(table.columns) - 1))
+        assert kept.plain.split("\n")[0].startswith(precise.stages[0].name)  # a stage per line
+        assert kept.plain.count("\n") == len(precise.stages) - 1 and "␊" not in kept.plain
 
     await experiments(smollm2_path, ("s3-stories", 0, check))
 

@@ -159,8 +159,9 @@ class ResultsScreen(WideModal[None]):
             for i, c in enumerate(self.columns):
                 table.add_column(c, width=self.widths.get(i))
             for i, row in enumerate(self.rows):
-                # the cells hold model output: plain text, never markup
-                cells: list[Any] = [Text(visible(str(c)), style="bold" if i == self.mark_row else "") for c in row]
+                # the cells hold model output: plain text, never markup; line breaks are the recipe's own
+                style = "bold" if i == self.mark_row else ""
+                cells: list[Any] = [Text(visible(str(c), "\n"), style=style) for c in row]
                 table.add_row(*cells, height=None)
             yield table
             with VerticalScroll(id="notes"):
