@@ -17,6 +17,7 @@ from typing import Any
 
 from ..safe_text import visible
 from .errors import ModelFileError
+from .gguf_header import totals_by_type
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 _CACHE_VERSION = 1
@@ -81,13 +82,7 @@ class Anatomy:
         return bits_per_weight(self.total_bytes, self.total_elements)
 
     def by_type(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for t in self.tensors:
-            row = out.setdefault(t.type, {"tensors": 0, "elements": 0, "bytes": 0})
-            row["tensors"] += 1
-            row["elements"] += t.n_elements
-            row["bytes"] += t.n_bytes
-        return dict(sorted(out.items(), key=lambda kv: -kv[1]["bytes"]))
+        return totals_by_type((t.type, t.n_elements, t.n_bytes) for t in self.tensors)
 
     def by_layer(self) -> "OrderedDict[str, list[Tensor]]":
         groups: OrderedDict[str, list[Tensor]] = OrderedDict()

@@ -13,11 +13,23 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelFileError
+
+
+def totals_by_type(tensors: Iterable[tuple[str, int, int]]) -> dict[str, dict[str, int]]:
+    """``(type, elements, bytes)`` per tensor → tensors, elements and bytes per type, largest first."""
+    out: dict[str, dict[str, int]] = {}
+    for type_name, n_elements, n_bytes in tensors:
+        row = out.setdefault(type_name, {"tensors": 0, "elements": 0, "bytes": 0})
+        row["tensors"] += 1
+        row["elements"] += n_elements
+        row["bytes"] += n_bytes
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["bytes"]))
 
 GGUF_MAGIC = b"GGUF"
 _DEFAULT_ALIGNMENT = 32
@@ -75,13 +87,7 @@ class GGUFHeader:
     def by_type(self) -> dict[str, dict[str, int]]:
         """Tensors, elements and bytes per tensor type, largest first (what ``Anatomy.by_type`` says,
         from the header alone: no second read of the file)."""
-        out: dict[str, dict[str, int]] = {}
-        for t in self.tensors:
-            row = out.setdefault(t.type_name, {"tensors": 0, "elements": 0, "bytes": 0})
-            row["tensors"] += 1
-            row["elements"] += t.n_elements
-            row["bytes"] += t.n_bytes
-        return dict(sorted(out.items(), key=lambda kv: -kv[1]["bytes"]))
+        return totals_by_type((t.type_name, t.n_elements, t.n_bytes) for t in self.tensors)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
