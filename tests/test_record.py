@@ -93,6 +93,8 @@ async def test_replay_in_the_app_shows_what_was_live(recorded: Path) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.current.state_text == "replay")
         stream = app.screen.query_one(TokenStream)  # the replay screen, over the live dashboard
+        footer = {b.binding.description for b in app.screen.active_bindings.values() if b.binding.show}
+        assert {"Play/Pause", "Faster", "Jump", "Fork"} <= footer and not footer & {"Step mode", "Re-sample"}
         await pilot.press("right", "right", "right")
         assert app.screen.position == 3 and stream.token_count == 3
         hist = app.screen.query_one("#hist")._build(70)
@@ -307,6 +309,7 @@ async def test_record_toggle_sessions_browser_replay_and_delete(tmp_path: Path, 
 
 
 async def test_fork_from_a_replay_in_the_app(recorded: Path, smollm2_path: Path, tmp_path: Path, monkeypatch) -> None:
+    from tui.app.status import status_line
     from tui.engine.llama import LlamaEngine
     from tui.engine.pool import Loaded
 
@@ -328,6 +331,24 @@ async def test_fork_from_a_replay_in_the_app(recorded: Path, smollm2_path: Path,
         assert fork.header["parent"] == {"file": str(recorded), "fork_step": 10}
         assert fork.header["prompt_tokens"] == session.header["prompt_tokens"] + session.tokens[:10]
         assert fork.header["preset"]["name"] == "creative" and len(fork.steps) == 20
+        assert app.model_label == fork.header["model"]["name"] and app.model_label in status_line(app, app.dashboard)
+
+
+def test_the_dashboard_forks_with_the_recorded_model_not_the_one_it_runs(recorded: Path, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    from tui.cli import build_parser
+    from tui.cli.recorded import load_recorded_model, recorded_model
+
+    monkeypatch.setenv("LLMTUI_HOME", str(tmp_path))
+    session = read_session(recorded)
+    args = build_parser().parse_args(["--model", str(tmp_path / "another.gguf")])
+    found = recorded_model(args, session, by_arg=False)  # the dashboard's: found by the recording's fingerprint
+    assert str(found.path) == session.header["model"]["path"]
+    named = recorded_model(args, session)  # `llmtui replay --model`: the file named is the recorded model's
+    assert named.path == str(tmp_path / "another.gguf") and not named.usable
+    session.header["model"] = {**session.header["model"], "fingerprint": "0" * 16, "path": str(tmp_path / "gone")}
+    with pytest.raises(EngineError, match="not available here"):
+        load_recorded_model(args, session, by_arg=False)  # one line for the fork's notice
 
 
 # -- recordings are untrusted input -----------------------------------------------------------------

@@ -270,7 +270,8 @@ async def test_a_request_to_the_dashboard_server_shows_up_in_the_token_stream(sm
 
 
 def test_cli_serve_starts_and_stops(tmp_path: Path) -> None:
-    env = {**os.environ, "LLMTUI_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hf")}
+    env = {**os.environ, "LLMTUI_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hf"),
+           "PYTHONFAULTHANDLER": "1"}  # a hang at exit shows every thread's stack (SIGABRT below)
     proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve", "--port", "0", "--n-ctx", "512"],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -281,7 +282,12 @@ def test_cli_serve_starts_and_stops(tmp_path: Path) -> None:
         assert c.completions.create(model=c.models.list().data[0].id, prompt="Hi", max_tokens=2).choices
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            raise AssertionError(f"serve did not stop on SIGINT:\n{proc.communicate(timeout=10)[1][-4000:]}") from None
+        assert code == 0
 
 
 async def test_S_toggles_the_server_and_a_taken_port_is_a_one_line_error() -> None:

@@ -55,6 +55,13 @@ KEYS: list[tuple[str, str, str, str, bool]] = [
 BINDINGS = [Binding(keys, action, desc, show=show, id=bid) for bid, keys, action, desc, show in KEYS]
 
 
+def screen_binding(bid: str, action: str, description: str = "", *, show: bool = True) -> Binding:
+    """A screen's own meaning for a key of the table (the replay's space plays): the same id and keys, so a
+    ``[keys]`` remap moves both."""
+    keys = next(k for b, k, *_ in KEYS if b == bid)
+    return Binding(keys, action, description, show=show, id=bid)
+
+
 def help_rows(keymap: dict[str, str]) -> list[tuple[str, str, str]]:
     """(keys as configured, what they do, binding id) for the help screen."""
     return [(keymap.get(bid, keys), desc, bid) for bid, keys, _a, desc, _s in KEYS]

@@ -17,6 +17,7 @@ from ..engine.errors import EngineError
 from ..record.replay import ReplayEngine
 from ..run import Phase
 from .dashboard import Dashboard
+from .keys import screen_binding
 from .widgets.graphs import MemoryGraph, ThroughputGraph
 from .widgets.panels import ChainTrace, TopKHistogram
 from .widgets.token_stream import TokenStream
@@ -26,6 +27,21 @@ TICK_HZ = 30
 
 
 class Replay(Dashboard):
+    # the table's keys with the player's meanings (what the footer shows); generation keys say "a replay"
+    BINDINGS = [
+        screen_binding("gen.step", "step", "Play/Pause"),
+        screen_binding("select.prev", "select(-1)", "Back", show=False),
+        screen_binding("select.next", "select(1)", "Forward", show=False),
+        screen_binding("temp.up", "temperature(1)", "Faster"),
+        screen_binding("temp.down", "temperature(-1)", "Slower"),
+        screen_binding("replay.jump", "jump", "Jump"),
+        screen_binding("replay.fork", "fork", "Fork"),
+        screen_binding("gen.stop", "stop", "Pause/Leave"),
+        *(screen_binding(bid, action, show=False) for bid, action in (
+            ("gen.step_mode", "step_mode"), ("gen.resample", "resample"), ("chat.toggle", "chat"),
+            ("session.new", "new_session"))),
+    ]
+
     def __init__(self, session: Any, fork_load: Any = None) -> None:
         super().__init__(session.header.get("prompt", ""), live_metrics=False)
         self.session = session

@@ -20,6 +20,7 @@ from .common import (
     pick_preset,
     say,
 )
+from .recorded import load_recorded_model
 
 
 def dashboard_args(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +108,7 @@ def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
         theme=config.theme or state.get("theme"),
         keymap=config.keys,
         discover=discover,
+        fork_load=lambda session: load_recorded_model(args, session, by_arg=False),
         notices=notices,
         record=args.record,
         context_policy=args.context_policy,

@@ -21,6 +21,7 @@ from .common import (
     say,
     with_overrides,
 )
+from .recorded import load_recorded_model, recorded_model
 
 
 def register(sub: Any) -> None:
@@ -86,52 +87,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         keymap=config.keys,
         replay=session,
         notices=notices,
-        fork_load=lambda s: _fork_loader(args, s),
+        fork_load=lambda s: load_recorded_model(args, s),
         discover=lambda: find_models(args, config),
     )
-
-
-def _fork_loader(args: argparse.Namespace, session: Any) -> Any:
-    """Load the recorded model with the recorded settings, for forking a replay (runs in a worker)."""
-    from ..engine import EngineSettings
-    from ..engine.llama import LlamaEngine
-    from ..engine.pool import Loaded
-
-    try:
-        entry = _model_for(args, session)
-    except CliError as exc:
-        from ..engine.errors import EngineError
-
-        raise EngineError(str(exc)) from None
-    settings = EngineSettings.from_dict(session.header["engine"])
-    import time as _time
-
-    t0 = _time.perf_counter()
-    engine = LlamaEngine(entry.path, settings)
-    return Loaded(engine, True, (_time.perf_counter() - t0) * 1000.0)
-
-
-def _model_for(args: argparse.Namespace, session: Any) -> Any:
-    """The recorded model: by --model, else by fingerprint among the discovered models, else its path."""
-    from ..engine.models import describe_file, resolve_model
-    from ..record.writer import fingerprint
-
-    config = load_config_or_fail(args)
-    if getattr(args, "model", None):
-        return resolve_model(args.model, find_models(args, config))
-    rec = session.header["model"]
-    for e in find_models(args, config):
-        if e.usable and e.size == rec.get("file_size"):
-            try:
-                if fingerprint(e.path) == rec.get("fingerprint"):
-                    return e
-            except OSError:
-                continue
-    entry = describe_file(rec["path"])
-    if not entry.usable:
-        raise CliError(f"the recorded model {rec['name']} is not available here ({rec['path']}: {entry.error}); "
-                       "pass --model")
-    return entry
 
 
 def _replay_with_model(args: argparse.Namespace, session: Any) -> int:
@@ -139,7 +97,7 @@ def _replay_with_model(args: argparse.Namespace, session: Any) -> int:
     from ..engine.llama import LlamaEngine
     from ..record.tools import fork_prefix, preset_from, verify
 
-    entry = _model_for(args, session)
+    entry = recorded_model(args, session)
     settings = EngineSettings.from_dict(session.header["engine"])
     with LlamaEngine(entry.path, settings) as engine:
         if args.verify:
