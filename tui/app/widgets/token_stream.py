@@ -1,16 +1,25 @@
 """The prompt and the generated tokens, each a visible token, coloured by probability.
 
+Lines wrap at word boundaries: a break may come before a piece that starts with
+whitespace, after one that ends with whitespace, and at a newline (drawn as a
+faint ⏎). A word made of several tokens moves to the next line whole; only a
+word longer than a line is cut, by cells. Token text is never changed by the
+layout: a moved word keeps its leading space, which then starts the new line.
+
 Rendering is incremental: tokens are laid out into lines once (re-laid out only
 when the width changes), each line's Strip is cached, and appending a token
-repaints only the lines it touched. A refresh therefore costs the same whether
-the stream holds ten tokens or ten thousand. Two more things keep a frame
-cheap while tokens pour in: the virtual height grows in chunks (a change of
+repaints only the lines it touched; laying it out costs the token, plus the
+word it belongs to when that word moves to a new line. A refresh therefore
+costs the same whether the stream holds ten tokens or ten thousand. Two more
+things keep a frame cheap while tokens pour in: once the content is taller
+than the view, the virtual height grows in chunks (a change of
 ``virtual_size`` is a layout pass for the whole screen), and following the
 newest token scrolls by half a page at a time instead of a line per line.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rich.cells import cell_len
@@ -35,6 +44,10 @@ def display_text(text: str) -> str:
     return visible(text, "\n\t").replace("\t", "→   ")
 
 
+# a token's text (one line of it) in pieces that each start a word or are whitespace
+_PIECES = re.compile(r"\s*\S+|\s+")
+
+
 @dataclass(slots=True)
 class _Tok:
     text: str
@@ -47,9 +60,9 @@ class TokenStream(ScrollView, can_focus=True):
 
     # ScrollView binds these to scrolling; here they move the token selection
     BINDINGS = [
-        Binding("left,left_square_bracket", "app.select(-1)", "Prev token", show=False, id="select.prev"),
-        Binding("right,right_square_bracket", "app.select(1)", "Next token", show=False, id="select.next"),
-        Binding("end", "app.follow", "Live", show=False, id="select.live"),
+        Binding("left,left_square_bracket", "screen.select(-1)", "Prev token", show=False, id="select.prev"),
+        Binding("right,right_square_bracket", "screen.select(1)", "Next token", show=False, id="select.next"),
+        Binding("end", "screen.follow", "Live", show=False, id="select.live"),
     ]
 
     COMPONENT_CLASSES = {
@@ -92,6 +105,10 @@ class TokenStream(ScrollView, can_focus=True):
         # layout: per line, a list of (token position in _tokens, text fragment)
         self._lines: list[list[tuple[int, str]]] = [[]]
         self._line_width = 0  # cells used on the last line
+        # the word being laid out (it may still grow): where it starts on the last line
+        self._word_start = 0  # index into the last line's fragments
+        self._word_col = 0  # its first cell
+        self._break_after = True  # the last piece ended with whitespace: a word may start next
         self._layout_width = 0
         self._token_lines: list[int] = []  # first line of each token
         self._cache: dict[int, Strip] = {}
@@ -143,10 +160,16 @@ class TokenStream(ScrollView, can_focus=True):
     def _width(self) -> int:
         return max(8, self.scrollable_content_region.width or self.size.width or 80)
 
+    def _view_height(self) -> int:
+        """The lines the view shows: what scrolling and the scrollbar measure against."""
+        return max(1, self.container_size.height - self.scrollbar_size_horizontal)
+
     def _relayout(self) -> None:
         self._layout_width = self._width()
         self._lines = [[]]
         self._line_width = 0
+        self._word_start = self._word_col = 0
+        self._break_after = True
         self._token_lines = []
         self._cache.clear()
         for pos in range(len(self._tokens)):
@@ -156,54 +179,95 @@ class TokenStream(ScrollView, can_focus=True):
     def _place(self, pos: int, invalidate: bool = True) -> None:
         width = self._layout_width or self._width()
         self._layout_width = width
-        tok = self._tokens[pos]
-        self._token_lines.append(len(self._lines) - 1)
         first = len(self._lines) - 1
-        parts = tok.text.split("\n")
-        for n, part in enumerate(parts):
+        self._token_lines.append(-1)  # set by the token's first fragment (a moved word may change it)
+        for n, part in enumerate(self._tokens[pos].text.split("\n")):
             if n:
                 # show the newline as a faint ⏎ at the end of its line, then break
-                self._lines[-1].append((pos, "⏎"))
-                self._lines.append([])
-                self._line_width = 0
-            while part:
-                room = width - self._line_width
-                if cell_len(part) <= room:
-                    self._lines[-1].append((pos, part))
-                    self._line_width += cell_len(part)
-                    part = ""
-                else:
-                    if self._line_width and cell_len(part) <= width:
-                        # move the whole token to the next line rather than split it
-                        self._lines.append([])
-                        self._line_width = 0
-                        continue
-                    cut, used = 0, 0
-                    while cut < len(part) and used + cell_len(part[cut]) <= room:
-                        used += cell_len(part[cut])
-                        cut += 1
-                    if cut == 0:
-                        self._lines.append([])
-                        self._line_width = 0
-                        continue
-                    self._lines[-1].append((pos, part[:cut]))
-                    part = part[cut:]
-                    self._lines.append([])
-                    self._line_width = 0
+                self._add(pos, "⏎", 1)
+                self._new_line()
+                self._break_after = True
+            for piece in _PIECES.findall(part):
+                self._place_piece(pos, piece, width)
+        if self._token_lines[pos] < 0:  # an empty token
+            self._token_lines[pos] = len(self._lines) - 1
         if invalidate:
+            # from ``first``: a word that moved to a new line left this one changed too
             for y in range(first, len(self._lines)):
                 self._cache.pop(y, None)
             self._dirty_from = first if self._dirty_from is None else min(self._dirty_from, first)
 
-    CHUNK = 64  # virtual height grows by this many lines at a time
+    def _place_piece(self, pos: int, piece: str, width: int) -> None:
+        """Lay out one piece of a token (no newline in it), wrapping at the last word boundary."""
+        if piece[0].isspace() or self._break_after:
+            self._word_start, self._word_col = len(self._lines[-1]), self._line_width
+        self._break_after = piece[-1].isspace()
+        while piece:
+            room = width - self._line_width
+            size = cell_len(piece)
+            if size <= room:
+                self._add(pos, piece, size)
+                return
+            if self._word_col:
+                self._carry_word()  # the word starts a new line, whole; cut below if it is still too long
+                continue
+            # a word longer than a whole line: the only thing cut mid-word, by cells
+            cut, used = 0, 0
+            while cut < len(piece) and used + cell_len(piece[cut]) <= room:
+                used += cell_len(piece[cut])
+                cut += 1
+            if cut:
+                self._add(pos, piece[:cut], used)
+                piece = piece[cut:]
+            self._new_line()  # the word goes on at the start of the next line
+
+    def _add(self, pos: int, fragment: str, cells: int) -> None:
+        if self._token_lines[pos] < 0:
+            self._token_lines[pos] = len(self._lines) - 1
+        self._lines[-1].append((pos, fragment))
+        self._line_width += cells
+
+    def _new_line(self) -> None:
+        self._lines.append([])
+        self._line_width = 0
+        self._word_start = self._word_col = 0
+
+    def _carry_word(self) -> None:
+        """Move the word being laid out from the end of the last line to a new line."""
+        old_y = len(self._lines) - 1
+        line = self._lines[-1]
+        moved = line[self._word_start:]
+        del line[self._word_start:]
+        self._lines.append(moved)
+        self._line_width -= self._word_col
+        self._word_start = self._word_col = 0
+        # a token whose text now starts on the new line is found there (selection, scrolling to a step);
+        # only the word's first token can keep a fragment (before a space inside it) on the old line
+        kept = line[-1][0] if line else None
+        for pos, _ in moved:
+            if pos != kept and self._token_lines[pos] == old_y:
+                self._token_lines[pos] = old_y + 1
+
+    CHUNK = 64  # once the content is taller than the view, the virtual height grows by this many lines
+
+    def _update_virtual_size(self) -> None:
+        n = len(self._lines)
+        width = self._layout_width or self._width()
+        view = self._view_height()
+        height = self.virtual_size.height
+        if n <= view:
+            height = view  # it all fits: nothing to scroll, no scrollbar thumb
+        elif not n <= height <= -(-n // self.CHUNK) * self.CHUNK:
+            height = -(-n // self.CHUNK) * self.CHUNK
+        if self.virtual_size != Size(width, height):
+            self.virtual_size = Size(width, height)
+        if self.scroll_y > self.max_scroll_y:  # less content, or a taller view: nothing scrolled past the end
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
 
     def _finish_update(self) -> None:
         n = len(self._lines)
-        width = self._layout_width or self._width()
-        height = -(-n // self.CHUNK) * self.CHUNK
-        if self.virtual_size.width != width or self.virtual_size.height < n or self.virtual_size.height > height:
-            self.virtual_size = Size(width, height)
-        view = max(1, self.scrollable_content_region.height or self.size.height or 1)
+        self._update_virtual_size()
+        view = self._view_height()
         if self.follow and n > self.scroll_y + view:
             # jump so the newest line sits mid-view: the next half page needs no scrolling
             self.scroll_to(y=max(0, n - view // 2), animate=False, immediate=True)
@@ -219,8 +283,7 @@ class TokenStream(ScrollView, can_focus=True):
     def follow_latest(self) -> None:
         """Follow new tokens again, showing the last lines of content (not the padding below)."""
         self.follow = True
-        view = max(1, self.scrollable_content_region.height or self.size.height or 1)
-        self.scroll_to(y=max(0, len(self._lines) - view), animate=False, immediate=True)
+        self.scroll_to(y=max(0, len(self._lines) - self._view_height()), animate=False, immediate=True)
 
     def append_many(self, items: list[tuple[int, str, float]]) -> None:
         """Append several tokens with one repaint."""
@@ -234,6 +297,7 @@ class TokenStream(ScrollView, can_focus=True):
             self._relayout()
         else:
             self._cache.clear()
+            self._update_virtual_size()  # a taller view may now hold it all, a shorter one not
         if self.follow and self._tokens:
             self.follow_latest()  # a taller or shorter view still ends on the newest line
 
