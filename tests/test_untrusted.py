@@ -384,7 +384,7 @@ def test_a_crafted_model_name_never_reaches_the_terminal_raw(crafted_models: dic
     from tui.engine.llama import LlamaEngine
 
     with LlamaEngine(path, EngineSettings(n_ctx=64)) as eng:
-        assert eng.info.name.startswith("␛]2;PWNED")
+        assert eng.info.name == "evil" and eng.info.general_name.startswith("␛]2;PWNED")
 
 
 def test_an_unknown_architecture_is_named_in_the_error(crafted_models: dict[str, Path], tmp_path: Path) -> None:

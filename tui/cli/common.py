@@ -71,7 +71,8 @@ def common_args(parser: argparse.ArgumentParser, sub: bool = False) -> None:
     if sub:
         g.argument_default = argparse.SUPPRESS
     g.add_argument("--model", "-m", metavar="NAME|PATH",
-                   help="model to use: a name from `llmtui models` (unique substring is enough) or a .gguf path")
+                   help="model to use: a name from `llmtui models` or a .gguf path; a substring is enough when it "
+                   "names one model (the quant lab's variants give way to the others: `smol` is the installed SmolLM2)")
     g.add_argument("--models-dir", action="append", metavar="DIR", type=Path,
                    help="also look for *.gguf under DIR (repeatable; adds to the config file's models.dirs)")
     g.add_argument("--config", type=Path, metavar="FILE", help="config file (default: $LLMTUI_CONFIG or the user config dir)")

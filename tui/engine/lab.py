@@ -204,7 +204,7 @@ def compare_models(paths: Sequence[str], text: str | None = None, *, settings: E
                     pieces[t] = eng.piece(t).decode("utf-8", "replace")
             gen_tps = _gen_speed(eng, tokens[:8], gen_tokens)
             scores.append(ModelScore(
-                name=eng.info.name if eng.info.quant in eng.info.name else f"{Path(path).stem}",
+                name=eng.info.name,  # the catalog's name of the variant's file
                 path=str(path), file_size=eng.info.file_size,
                 bits_per_weight=read_header(path).bits_per_weight, load_ms=eng.load_ms,
                 prompt_tps=len(tokens) * 1000.0 / pp_ms, gen_tps=gen_tps,
@@ -230,7 +230,7 @@ def compare_table(result: Any) -> str:
              f"{'model':<36} {'size':>9} {'bpw':>5} {'load ms':>8} {'pp t/s':>7} {'tg t/s':>7} {'PPL':>8} "
              f"{'KL mean':>8} {'KL p99':>8} {'top-1':>6}"]
     for s in result.scores:
-        lines.append(f"{Path(s.path).stem[:36]:<36} {human_bytes(s.file_size):>9} {s.bits_per_weight:>5.2f} "
+        lines.append(f"{s.name[:36]:<36} {human_bytes(s.file_size):>9} {s.bits_per_weight:>5.2f} "
                      f"{s.load_ms:>8.0f} {s.prompt_tps:>7.0f} {s.gen_tps:>7.1f} {s.perplexity:>8.3f} "
                      f"{s.kl_mean:>8.4f} {s.kl_p99:>8.4f} {s.top1_agreement:>6.1%}")
     return "\n".join(lines)
@@ -241,7 +241,8 @@ def compare_markdown(result: Any) -> str:
              "| model | size | bits/weight | perplexity | KL mean | KL p99 | top-1 agreement | tg tok/s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in result.scores:
-        lines.append(f"| {Path(s.path).stem} | {human_bytes(s.file_size)} | {s.bits_per_weight:.2f} | "
+        name = s.name.replace("|", "\\|")  # a file name may hold the table's separator
+        lines.append(f"| {name} | {human_bytes(s.file_size)} | {s.bits_per_weight:.2f} | "
                      f"{s.perplexity:.3f} | {s.kl_mean:.4f} | {s.kl_p99:.4f} | {s.top1_agreement:.1%} | {s.gen_tps:.1f} |")
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ from .binding import LOG, ChatFormatter, ensure_backend, error_from_log, ll
 from .errors import ContextError, EngineError, ModelFileError
 from .gguf_header import read_header
 from .memory import ModelDims
+from .models import display_name
 from .records import ModelInfo
 from .settings import CACHE_TYPES, FLASH_ATTN, EngineSettings
 
@@ -244,7 +245,8 @@ class LlamaEngine:
         tmpl = ll.llama_model_chat_template(m, None)
         quant = (ll.llama_ftype_name(ll.llama_model_ftype(m)) or b"?").decode()
         return ModelInfo(
-            name=self.meta("general.name") or self.path.stem,
+            name=display_name(self.path),  # the catalog's name for this file, not general.name
+            general_name=self.meta("general.name") or "",
             path=str(self.path),
             arch=self.meta("general.architecture") or "?",
             quant=quant,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ _CACHE_VERSION = 1
 class ModelEntry:
     name: str
     path: str
-    source: str  # embedded | package | dir | hf-cache | path
+    source: str  # embedded | package | lab | dir | hf-cache | path (lab: written by llmtui's quantize)
     size: int = 0
     arch: str = ""
     quant: str = ""
@@ -142,11 +142,25 @@ class _HeaderCache:
             return  # a cache that cannot be written only costs speed
 
 
-def describe_file(path: str | os.PathLike[str], *, name: str | None = None, source: str = "path",
+def display_name(path: str | os.PathLike[str]) -> str:
+    """The one name a model file goes by everywhere (catalog, status line, recordings, labs): the file's
+    stem, and for the Hugging Face hub cache ``Org/Repo/stem``. Not the GGUF's ``general.name``, which
+    many files share or leave generic ("Smollm2 135M 8k Lc100K Mix1 Ep2" for every quantization)."""
+    p = Path(path)
+    # .../hub/models--Org--Repo/snapshots/<rev>/file.gguf -> Org/Repo/file
+    for parent in p.parents:
+        if parent.name.startswith("models--"):
+            repo = parent.name.removeprefix("models--").replace("--", "/")
+            return f"{repo}/{p.stem}"
+    return p.stem
+
+
+def describe_file(path: str | os.PathLike[str], *, source: str = "path",
                   cache: _HeaderCache | None = None) -> ModelEntry:
-    """One entry for one file; never raises (an unusable file carries ``error``)."""
+    """One entry for one file, named by :func:`display_name`; never raises (an unusable file carries
+    ``error``)."""
     p = Path(path).expanduser()
-    name = name or p.stem
+    name = display_name(p)
     if cache is not None:
         hit = cache.get(p)
         if hit is not None:
@@ -217,15 +231,6 @@ def _scan_dir(d: Path) -> list[Path]:
         return []
 
 
-def _hf_name(p: Path) -> str:
-    # .../hub/models--Org--Repo/snapshots/<rev>/file.gguf -> Org/Repo/file
-    for parent in p.parents:
-        if parent.name.startswith("models--"):
-            repo = parent.name.removeprefix("models--").replace("--", "/")
-            return f"{repo}/{p.stem}"
-    return p.stem
-
-
 def discover(
     models_dirs: Sequence[Path] = (),
     paths: Sequence[str | os.PathLike[str]] = (),
@@ -242,7 +247,7 @@ def discover(
     entries: list[ModelEntry] = []
     seen: set[str] = set()
 
-    def add(path: Path, source: str, name: str | None = None) -> None:
+    def add(path: Path, source: str) -> None:
         try:
             real = str(path.resolve())
         except OSError:
@@ -250,7 +255,7 @@ def discover(
         if real in seen:
             return
         seen.add(real)
-        entries.append(describe_file(path, name=name, source=source, cache=cache))
+        entries.append(describe_file(path, source=source, cache=cache))
 
     if include_embedded:
         emb = embedded_model_path()
@@ -265,7 +270,11 @@ def discover(
                                           source="package", error=f"could not assemble: {exc}"))
         if gem is not None:
             add(gem, "package")
-    for d in [*([data_models] if data_models is not None else []), *models_dirs]:
+    if data_models is not None and data_models.is_dir():
+        for p in _scan_dir(data_models):
+            # what llmtui wrote there besides Gemma: the quant lab's variants (`llmtui quantize`'s too)
+            add(p, "package" if p.name == GEMMA_FILE else "lab")
+    for d in models_dirs:
         if d.is_dir():
             for p in _scan_dir(d):
                 add(p, "dir")
@@ -273,7 +282,7 @@ def discover(
         for d in hf_cache_dirs():
             if d.is_dir():
                 for p in sorted(d.glob("models--*/snapshots/*/**/*.gguf")):
-                    add(p, "hf-cache", _hf_name(p))
+                    add(p, "hf-cache")
     for raw in paths:
         add(Path(raw).expanduser(), "path")
     cache.save()
@@ -281,7 +290,9 @@ def discover(
 
 
 def resolve_model(spec: str | None, entries: Iterable[ModelEntry]) -> ModelEntry:
-    """A model from a path or a name (exact, then unique case-insensitive substring)."""
+    """A model from a path or a name: the exact name, the exact file stem, the name in any case, then a
+    case-insensitive substring. Where several match, the one that is not a lab variant wins: ``--model
+    smol`` keeps meaning the installed SmolLM2 once the quant lab has written its variants."""
     entries = list(entries)
     if spec is None:
         usable = [e for e in entries if e.usable]
@@ -294,14 +305,24 @@ def resolve_model(spec: str | None, entries: Iterable[ModelEntry]) -> ModelEntry
             if Path(e.path) == p:
                 return e
         return describe_file(p)
-    exact = [e for e in entries if e.name == spec]
-    if exact:
-        return exact[0]
     low = spec.lower()
-    matches = [e for e in entries if low in e.name.lower()]
-    if len(matches) == 1:
-        return matches[0]
+    tiers: list[tuple[bool, Callable[[ModelEntry], bool]]] = [
+        (True, lambda e: e.name == spec),
+        (True, lambda e: Path(e.path).stem == spec),
+        (True, lambda e: e.name.lower() == low),
+        (False, lambda e: low in e.name.lower()),
+    ]
+    for exact, matching in tiers:
+        matches = [e for e in entries if matching(e)]
+        installed = [e for e in matches if e.source != "lab"]
+        if len(installed) == 1:
+            return installed[0]
+        if len(matches) == 1:
+            return matches[0]
+        if matches and exact:
+            return (installed or matches)[0]  # one name in two places: the first found (embedded first)
+        if matches:
+            raise EngineError(f"{spec!r} matches {len(matches)} models: {', '.join(e.name for e in matches)}; "
+                              "give one's full name (`llmtui models` lists them) or its .gguf path")
     names = ", ".join(e.name for e in entries) or "none found"
-    if not matches:
-        raise EngineError(f"no model named {spec!r} (known: {names})")
-    raise EngineError(f"{spec!r} matches several models: {', '.join(e.name for e in matches)}")
+    raise EngineError(f"no model named {spec!r} (known: {names})")

@@ -9,7 +9,8 @@ from ..safe_text import is_clean, visible
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What llama.cpp itself reports about a loaded model."""
+    """What llama.cpp itself reports about a loaded model, under the name the catalog gives its file
+    (:func:`tui.engine.models.display_name`)."""
 
     name: str
     path: str
@@ -31,10 +32,11 @@ class ModelInfo:
     eot: int
     add_bos: bool
     chat_template: str | None
+    general_name: str = ""  # the GGUF's general.name (metadata; ``name`` is the display name)
 
     def __post_init__(self) -> None:
         # general.name and friends come from the GGUF file: made visible once, here, for every display
-        for name in ("name", "arch", "quant", "description"):
+        for name in ("name", "arch", "quant", "description", "general_name"):
             value = getattr(self, name)
             if not is_clean(value, keep=""):
                 object.__setattr__(self, name, visible(value))

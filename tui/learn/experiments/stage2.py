@@ -34,16 +34,24 @@ async def exp_kv_cache(r: Runner, v: int) -> Finding:
         await r.host.use_settings(n_ctx=host.base_settings.n_ctx * 4)
     else:
         await r.host.use_settings()
-    await r.host.generate("Once upon a time", r.n(48, 12))
+    run = await r.host.generate("Once upon a time", r.n(48, 12))
     f = _kv_figures(host)
-    headline = (f"{f['n_past']} tokens × {human_bytes(f['bytes_per_token'])} = {human_bytes(f['used'])} used of "
-                f"{human_bytes(f['allocated'])} allocated for n_ctx {f['n_ctx']:,} ({f['type']})")
+    # the cells, as the KV panel counts them: the last token drawn is written only when the next decode
+    # evaluates it, so a run of 48 tokens leaves 47 of them in the cache
+    in_cache = f["n_past"] - run.n_prompt
+    drawn = len(run.steps)
+    generated = (f"{in_cache} generated" if in_cache == drawn
+                 else f"{in_cache} of the {drawn} generated, the last not decoded yet")
+    headline = (f"{f['n_past']} cells ({run.n_prompt} prompt + {generated}) × {human_bytes(f['bytes_per_token'])} = "
+                f"{human_bytes(f['used'])} used of {human_bytes(f['allocated'])} allocated for n_ctx "
+                f"{f['n_ctx']:,} ({f['type']})")
     if v == 1:
         headline += f"; f16 needs {human_bytes(base)} per token: ×{f['bytes_per_token'] / base:.2f}"
     elif v == 2:
         headline += f"; n_ctx {host.base_settings.n_ctx:,} allocated {human_bytes(base)}: allocation is up front"
     r.host.mark("kv", f"{human_bytes(f['used'])} = {f['n_past']} × {human_bytes(f['bytes_per_token'])}")
-    return r.finding("kv", headline, base=base, **f)
+    return r.finding("kv", headline, base=base, n_prompt=run.n_prompt, generated=drawn, generated_in_cache=in_cache,
+                     **f)
 
 
 CHAT_TURNS = ["Hi! My name is Ada. What is a cat?", "And what is a dog?", "What is my name?"]
