@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from .. import validate as V
-from ..safe_text import json_text
-from ..units import human_bytes
+from ..safe_text import json_text, piece_label
+from ..units import human_bytes, human_count, short_number
 from .common import (
     CliError,
     add_bos,
@@ -78,6 +78,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ..config import app_dirs
     from ..engine.anatomy import bits_per_weight, read_anatomy
+    from ..engine.gguf_header import read_header
 
     entry = pick_model(args, load_config_or_fail(args))
     a = read_anatomy(entry.path, app_dirs().cache)
@@ -87,18 +88,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.cache_type not in CACHE_TYPES:
         raise CliError(f"--cache-type must be one of {', '.join(CACHE_TYPES)} (got {args.cache_type!r})")
     kv = figures_for(a.arch, a.hyper, args.n_ctx, args.cache_type)
+    # the model goes by its catalog name; the GGUF's general.name is one more piece of metadata
+    general_name = a.name if "general.name" in read_header(entry.path).metadata else None
     if args.json:
-        print(json_text({**a.as_dict(), "kv": kv}, indent=2, default=str))
+        print(json_text({**a.as_dict(), "name": entry.name, "general_name": general_name, "kv": kv}, indent=2,
+                        default=str))
         return 0
-    say(f"{a.name}  ({a.arch}, {a.file_type})  {entry.path}")
+    say(f"{entry.name}  ({a.arch}, {a.file_type})  {entry.path}")
     say(f"file {human_bytes(a.file_size)}, tensor data {human_bytes(a.total_bytes)} in {len(a.tensors)} tensors, "
-          f"{a.total_elements / 1e6:.1f}M parameters, {a.bits_per_weight:.2f} bits per weight, vocab {a.vocab_size:,}")
+          f"{human_count(a.total_elements)} parameters, {a.bits_per_weight:.2f} bits per weight, vocab {a.vocab_size:,}")
     say(f"KV cache at n_ctx {kv['n_ctx']:,} ({kv['cache_type']}): {human_bytes(kv['bytes'])} allocated, "
           f"{human_bytes(kv['bytes_per_token'])} per token ({kv['full_layers']} full-context layers, "
           f"{kv['swa_layers']} sliding-window)")
     say()
+    if general_name is not None:
+        say(f"  {'general.name':<22} {general_name}")
     for label, value in a.hyper.items():
-        say(f"  {label:<22} {value}")
+        say(f"  {label:<22} {short_number(value)}")
     say()
     say(f"  {'type':<8} {'tensors':>7} {'parameters':>12} {'bytes':>12} {'bits/weight':>11}")
     for t, row in a.by_type().items():
@@ -135,7 +141,8 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     for r in rows:
         flags = " ".join(f for f in ("BOS" if r["bos"] else "", "EOS" if r["eos"] else "",
                                      "special" if r["special"] else "") if f)
-        say(f"{r['id']:>8}  {r['bytes']:>2} B  {r['piece']!r:<24} {flags}")
+        # (the row's piece is text already: invalid UTF-8 as \xNN, which encoding keeps as it is)
+        say(f"{r['id']:>8}  {r['bytes']:>2} B  {piece_label(r['piece'].encode()):<24} {flags}")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from .errors import ModelFileError
 from .gguf_header import totals_by_type
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: float32 metadata stored as the number it was written as
 HYPER_KEYS = [
     ("block_count", "layers"),
     ("attention.head_count", "attention heads"),
@@ -102,13 +103,34 @@ class Anatomy:
 
 
 def _hyper_value(value: Any) -> Any:
-    """A hyperparameter as read: sane numbers (and non-empty lists of them) as they are; anything else
-    (a crafted file's string, NaN, 2**40 layers) as visible text, which no computation uses."""
+    """A hyperparameter as read: sane numbers (and non-empty lists of them) as they are, float32s as the
+    number that was written (:func:`_float32_decimal`); anything else (a crafted file's string, NaN, 2**40
+    layers) as visible text, which no computation uses."""
     if _sane(value):
-        return value
+        return _float32_decimal(value) if isinstance(value, float) else value
     if isinstance(value, list) and value and len(value) <= 1 << 16 and all(_sane(v) for v in value):
-        return value
+        return [_float32_decimal(v) if isinstance(v, float) else v for v in value]
     return visible(value)
+
+
+def _as_float32(x: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def _float32_decimal(x: float) -> float:
+    """The shortest decimal that is the same float32: GGUF stores 1e-5 as a float32, which Python widens
+    to 9.999999747378752e-06; this gives 1e-05 back (the same float32, so no computation changes). A
+    value that is no float32 (a FLOAT64 field) is kept as it is."""
+    try:
+        if _as_float32(x) != x:
+            return x
+    except OverflowError:  # beyond float32's range: a FLOAT64 field
+        return x
+    for digits in range(1, 10):  # 9 significant digits always identify a float32
+        short = float(f"{x:.{digits}g}")
+        if _as_float32(short) == x:
+            return short
+    return x
 
 
 def _sane(value: Any) -> bool:

@@ -51,6 +51,16 @@ class PresetError(Exception):
     """A preset that cannot be used; the message names the file and field."""
 
 
+def _quoted(value: Any) -> str:
+    """A value from a preset file or a flag, for an error message: text in quotes with its control
+    characters as ``\\xNN`` (one line; backslashes single, not doubled as ``repr`` writes them);
+    anything else as Python writes it."""
+    if not isinstance(value, str):
+        return repr(value)
+    return "'" + _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                              else f"\\u{ord(m.group()):04x}", value) + "'"
+
+
 @dataclass(frozen=True, slots=True)
 class SamplerType:
     """A sampler class as presets see it; everything here is what the class declares."""
@@ -93,6 +103,11 @@ ALIASES = {
 }
 
 
+def base_name(name: str) -> str:
+    """A preset's name without the temperature the +/- keys added ("balanced T=0.9" → "balanced")."""
+    return name.split(" T=")[0]
+
+
 def canonical_name(name: str) -> str | None:
     key = name.strip().lower()
     key = ALIASES.get(key, key).replace("-", "_")
@@ -124,6 +139,8 @@ class Preset:
     samplers: tuple[SamplerSpec, ...]
     description: str = ""
     source: str = "built-in"
+    # the preset this one was edited from (``with_param``): its description then says what changed
+    base: Preset | None = field(default=None, compare=False, repr=False)
 
     def build(self, ctx: BuildContext, *, trace: bool = True, seen: Iterable[int] = ()) -> Chain:
         """A fresh chain; ``seen``: tokens it has already accepted (penalties and DRY remember them)."""
@@ -139,7 +156,9 @@ class Preset:
         return " → ".join(s.describe() for s in self.samplers)
 
     def with_param(self, sampler: str, param: str, value: Any) -> "Preset":
-        """A copy with one parameter changed (the first sampler of that name; added if missing)."""
+        """A copy with one parameter changed (the first sampler of that name; added if missing). Its
+        description says what differs from the preset it was edited from ("balanced with temp t=1.5
+        (was 0.7)"): the old one ("moderate temperature") may no longer be true."""
         specs = list(self.samplers)
         for i, s in enumerate(specs):
             if s.name == sampler:
@@ -148,7 +167,13 @@ class Preset:
         else:
             selector = len(specs) - 1 if specs and SAMPLER_TYPES[specs[-1].name].selects else len(specs)
             specs.insert(selector, SamplerSpec(sampler, {param: value}))
-        return Preset(self.name, validate_specs(specs, where=self.name), self.description, self.source)
+        checked = validate_specs(specs, where=self.name)
+        base = self.base or self
+        changes = changed_params(base.samplers, checked)
+        description = f"{base.name} with {', '.join(changes)}" if changes else base.description
+        if len(description) > MAX_DESCRIPTION:
+            description = description[: MAX_DESCRIPTION - 1] + "…"
+        return Preset(self.name, checked, description, self.source, base)
 
     def reordered(self, names: Sequence[str]) -> "Preset":
         """llama.cpp's ``--samplers``: this order, keeping known parameters, then the selector."""
@@ -157,17 +182,17 @@ class Preset:
         for raw in names:
             name = canonical_name(raw)
             if name is None:
-                raise PresetError(f"--samplers: unknown sampler {raw!r} (known: {', '.join(SAMPLER_TYPES)})")
+                raise PresetError(f"--samplers: unknown sampler {_quoted(raw)} (known: {', '.join(SAMPLER_TYPES)})")
             specs.append(have.get(name, SamplerSpec(name, {})))
         if not specs or not SAMPLER_TYPES[specs[-1].name].selects:
             last = self.samplers[-1] if self.samplers and SAMPLER_TYPES[self.samplers[-1].name].selects else None
             specs.append(last or SamplerSpec("dist"))
-        return Preset(self.name, validate_specs(specs, where="--samplers"), self.description, self.source)
+        return Preset(self.name, validate_specs(specs, where="--samplers"), self.description, self.source, self.base)
 
     def as_toml(self) -> str:
-        lines = [f"name = {self.name!r}".replace("'", '"')]
+        lines = [f"name = {_toml_value(self.name)}"]
         if self.description:
-            lines.append(f'description = "{self.description}"')
+            lines.append(f"description = {_toml_value(self.description)}")
         for s in self.samplers:
             lines += ["", "[[samplers]]", f'type = "{s.name}"']
             for k, v in s.params.items():
@@ -177,6 +202,36 @@ class Preset:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "source": self.source,
                 "samplers": [{"type": s.name, **s.params} for s in self.samplers]}
+
+
+MAX_DESCRIPTION = 200  # what a preset file may hold
+
+
+def changed_params(before: Sequence[SamplerSpec], after: Sequence[SamplerSpec]) -> list[str]:
+    """What ``after`` sets differently from ``before``, per sampler and parameter (defaults filled in):
+    ``temp t=1.5 (was 0.7)``; a sampler ``before`` lacks is ``(added)``."""
+    old = {s.name: s for s in before}
+    out = []
+    for spec in after:
+        schema = SAMPLER_TYPES[spec.name].params
+        prev = old.get(spec.name)
+        for key, p in schema.items():
+            now = spec.params.get(key, p.default)
+            was = prev.params.get(key, p.default) if prev is not None else None
+            if prev is not None and now == was:
+                continue
+            if prev is None and key not in spec.params:
+                continue
+            shown = f"{spec.name} {key}={_short(now)}"
+            out.append(f"{shown} (added)" if prev is None else f"{shown} (was {_short(was)})")
+    return out
+
+
+def _short(v: Any) -> str:
+    """A parameter value for a description: numbers ``:g``, anything else (a list, a table) as "…"."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "…"
+    return f"{v:g}"
 
 
 def _toml_value(v: Any) -> str:
@@ -190,23 +245,23 @@ def _toml_value(v: Any) -> str:
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
         return "{ " + ", ".join(f'"{k}" = {_toml_value(x)}' for k, x in v.items()) + " }"
-    raise PresetError(f"cannot write {v!r} to TOML")
+    raise PresetError(f"cannot write {_quoted(v)} to TOML")
 
 
 def _check_param(where: str, t: SamplerType, key: str, value: Any) -> Any:
     if key not in t.params:
         known = ", ".join(t.params) or "none"
-        raise PresetError(f"{where}: {t.name} has no parameter {key!r} (parameters: {known})")
+        raise PresetError(f"{where}: {t.name} has no parameter {_quoted(key)} (parameters: {known})")
     p = t.params[key]
     if p.kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PresetError(f"{where}.{key}: expected a number, got {value!r}")
+            raise PresetError(f"{where}.{key}: expected a number, got {_quoted(value)}")
         value = float(value)
         if not math.isfinite(value) or abs(value) > _F32_MAX:  # the samplers compute in float32, as C does
-            raise PresetError(f"{where}.{key}: expected a finite number (float32), got {value!r}")
+            raise PresetError(f"{where}.{key}: expected a finite number (float32), got {_quoted(value)}")
     elif p.kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise PresetError(f"{where}.{key}: expected an integer, got {value!r}")
+            raise PresetError(f"{where}.{key}: expected an integer, got {_quoted(value)}")
         if not -_INT_LIMIT - 1 <= value <= _INT_LIMIT:
             raise PresetError(f"{where}.{key}: {value} is out of range ({-_INT_LIMIT - 1:,}..{_INT_LIMIT:,})")
     elif p.kind is list:
@@ -221,7 +276,7 @@ def _check_param(where: str, t: SamplerType, key: str, value: Any) -> Any:
             if (not str(k).isascii() or not str(k).isdigit() or len(str(k)) > 9 or isinstance(v, bool)
                     or not isinstance(v, (int, float)) or (not math.isfinite(v) and v != -math.inf)):
                 raise PresetError(f"{where}.{key}: entries must be token_id = finite number or -inf "
-                                  f"(got {k!r} = {v!r})")
+                                  f"(got {_quoted(k)} = {_quoted(v)})")
         if len(value) > 1024:
             raise PresetError(f"{where}.{key}: at most 1,024 biased tokens (got {len(value):,})")
     if p.lo is not None and p.lo_open and value <= p.lo:
@@ -248,7 +303,7 @@ def validate_specs(specs: Iterable[SamplerSpec | Mapping[str, Any]], *, where: s
             raise PresetError(f"{here}: expected a table with a 'type'")
         canon = canonical_name(str(name))
         if canon is None:
-            raise PresetError(f"{here}.type: unknown sampler {name!r} (known: {', '.join(SAMPLER_TYPES)})")
+            raise PresetError(f"{here}.type: unknown sampler {_quoted(name)} (known: {', '.join(SAMPLER_TYPES)})")
         t = SAMPLER_TYPES[canon]
         checked = {k: _check_param(f"{here}", t, k, v) for k, v in params.items()}
         out.append(SamplerSpec(canon, checked))
@@ -319,8 +374,8 @@ def load_preset_file(path: Path) -> Preset:
     if not isinstance(samplers, list):
         raise PresetError(f"{path}: samplers: expected a list of [[samplers]] tables")
     description = data.get("description", "")
-    if not isinstance(description, str) or len(description) > 200:
-        raise PresetError(f"{path}: description: expected a string of at most 200 characters")
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+        raise PresetError(f"{path}: description: expected a string of at most {MAX_DESCRIPTION} characters")
     for key, text in (("name", name), ("description", description)):
         if _CONTROL.search(text):
             raise PresetError(f"{path}: {key}: control characters are not allowed")
@@ -343,7 +398,7 @@ class PresetCatalog:
                [p for n, p in self.presets.items() if n.lower().startswith(low)]
         if len(hits) == 1:
             return hits[0]
-        raise PresetError(f"no preset named {name!r} (known: {', '.join(self.presets)})")
+        raise PresetError(f"no preset named {_quoted(name)} (known: {', '.join(self.presets)})")
 
     def neighbour(self, name: str, step: int) -> Preset:
         names = self.names()

@@ -11,8 +11,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
 from ...engine.anatomy import bits_per_weight
+from ...engine.models import display_name
 from ...safe_text import visible
-from ...units import human_bytes
+from ...units import human_bytes, human_count, short_number
 from ..widgets.safe import plain
 from .base import WideModal
 
@@ -34,18 +35,19 @@ class AnatomyScreen(WideModal[None]):
         a = self.anatomy
         with Vertical():
             yield Static(
-                Text.assemble((visible(a.name), "bold"),
+                Text.assemble((visible(display_name(a.path)), "bold"),
                               f" · {visible(a.arch)} · {a.file_type} · file {human_bytes(a.file_size)} · "
                               f"tensor data {human_bytes(a.total_bytes)} in {len(a.tensors)} tensors · "
-                              f"{a.total_elements / 1e6:.1f}M parameters · {a.bits_per_weight:.2f} bits/weight · "
+                              f"{human_count(a.total_elements)} parameters · {a.bits_per_weight:.2f} bits/weight · "
                               f"vocab {a.vocab_size:,}   ", ("(Esc closes)", "dim")),
                 id="summary",
             )
             with Horizontal(id="tables"):
                 hyper: DataTable[str] = DataTable(id="hyper", zebra_stripes=True, cursor_type="none")
                 hyper.add_columns("hyperparameter", "value")
+                hyper.add_row("general.name", plain(a.name))
                 for label, value in a.hyper.items():
-                    hyper.add_row(label, plain(value))
+                    hyper.add_row(label, plain(short_number(value)))
                 yield hyper
                 types: DataTable[str] = DataTable(id="types", zebra_stripes=True, cursor_type="none")
                 types.add_columns("type", "tensors", "parameters", "bytes", "bits/weight")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,28 @@ from textual.widgets import Button, DataTable, Static
 from textual_plotext import PlotextPlot
 
 from ...engine.errors import EngineError
-from ...safe_text import visible, visible_lines
+from ...safe_text import piece_label, visible, visible_lines
 from ...units import human_bytes
 from ..widgets.panels import escape
 from ..widgets.safe import plain
 from .base import WideModal
 
 KL_COLOURS = ["green", "yellow", "dark_orange", "red"]  # < 0.01, < 0.1, < 1, >= 1 nats
+
+
+def integer_ticks(values: Iterable[int], most: int = 8) -> list[int]:
+    """Ticks for an axis of whole numbers (threads, batch sizes): the measured values, every n-th when
+    there are more than ``most``, the last always kept (plotext's own ticks would read 1.25 threads)."""
+    ordered = sorted(set(values))
+    ticks = ordered[:: -(-len(ordered) // most)] if ordered else []
+    if ordered and ticks[-1] != ordered[-1]:
+        ticks[-1] = ordered[-1]
+    return ticks
+
+
+def set_integer_xticks(plt: Any, values: Iterable[int]) -> None:
+    ticks = integer_ticks(values)
+    plt.xticks(ticks, [str(t) for t in ticks])
 
 
 def save_lab(kind: str, data: dict[str, Any], markdown: str) -> Path:
@@ -48,6 +63,10 @@ class LabScreen(WideModal[None]):
     uses the engine (``run_guarded``)."""
 
     run_guarded: Callable[[Callable[[], Any]], Any]
+    # app.tcss's `#status` (the dashboard's one-line status) reaches this #status too, which holds a line
+    # per variant and, when Learn highlights it, a border round them. A screen's CSS is scoped to the screen
+    # and, with the type, outranks app.tcss; DEFAULT_CSS never does.
+    CSS = "Static#status { height: auto; }"
 
     def say(self, text: str) -> None:
         """Update the status line (from a worker thread)."""
@@ -232,8 +251,8 @@ class QuantLab(LabScreen):
         table = self.query_one("#flip", DataTable)
         table.clear()
         for rank, ((rt, rp), (ot, op)) in enumerate(zip(ref, other), 1):
-            table.add_row(str(rank), plain(f"{res.pieces.get(rt, rt)!r} {rp:.1%}"),
-                          plain(f"{res.pieces.get(ot, ot)!r} {op:.1%}"))
+            table.add_row(str(rank), plain(f"{piece_label(res.pieces.get(rt, f'<{rt}>').encode())} {rp:.1%}"),
+                          plain(f"{piece_label(res.pieces.get(ot, f'<{ot}>').encode())} {op:.1%}"))
 
     @on(Button.Pressed, "#next")
     def _next(self) -> None:
@@ -344,6 +363,7 @@ class PerfLab(LabScreen):
             plt.plot([r.threads for r in by_threads], [r.tg_tps for r in by_threads], label="tg", marker="braille")
             plt.plot([r.threads for r in by_threads], [r.pp_tps / 10 for r in by_threads], label="pp/10",
                      marker="braille")
+            set_integer_xticks(plt, (r.threads for r in by_threads))
         self.query_one("#by_threads", PlotextPlot).refresh()
         last = max((r.threads for r in rows), default=0)
         by_batch = sorted((r for r in rows if r.threads == last and r.mmap), key=lambda r: r.batch)
@@ -353,6 +373,7 @@ class PerfLab(LabScreen):
         plt.title("pp tok/s vs batch")
         if by_batch:
             plt.plot([r.batch for r in by_batch], [r.pp_tps for r in by_batch], marker="braille")
+            set_integer_xticks(plt, (r.batch for r in by_batch))
         self.query_one("#by_batch", PlotextPlot).refresh()
         self.query_one("#status", Static).update("done")
 

@@ -9,11 +9,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from ...safe_text import visible
-from ...units import human_bytes
+from ...units import human_bytes, human_count
 from ..widgets.safe import SafeInput, plain
 
 
@@ -38,7 +39,8 @@ class ModelPicker(ModalScreen[Any]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(Text.assemble(("Models", "bold"), " — loaded now: ", (visible(self.current), "bold"),
-                                       " · type to filter, ↑↓ and Enter to switch (", ("warm", "italic"),
+                                       " · type to filter (Enter picks the only match), ↑↓ and Enter to switch (",
+                                       ("warm", "italic"),
                                        " = still in memory), Esc to close"))
             yield SafeInput(placeholder="filter by name, arch, quant…", id="filter")
             table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="models")
@@ -65,7 +67,7 @@ class ModelPicker(ModalScreen[Any]):
                 continue
             if e.usable:
                 state = "● loaded" if e.name == self.current else ("warm" if e.path in self.loaded else "")
-                table.add_row(plain(e.name), plain(e.arch), plain(e.quant), f"{e.n_params / 1e6:.0f}M", human_bytes(e.size),
+                table.add_row(plain(e.name), plain(e.arch), plain(e.quant), human_count(e.n_params), human_bytes(e.size),
                               f"{e.n_ctx_train:,}", f"{e.n_vocab:,}", "yes" if e.has_chat_template else "no",
                               e.source, state, key=str(i))
             else:
@@ -77,12 +79,22 @@ class ModelPicker(ModalScreen[Any]):
         self._fill(event.value)
 
     @on(Input.Submitted, "#filter")
-    def _to_table(self) -> None:
-        self.query_one(DataTable).focus()
+    def _submitted(self) -> None:
+        """Enter in the filter: the one model that matches is picked; with several, the list takes over."""
+        table = self.query_one(DataTable)
+        if table.row_count == 1:
+            self._pick(int(table.coordinate_to_cell_key(Coordinate(0, 0)).row_key.value))
+        elif table.row_count:
+            table.focus()
+        else:
+            self.notify("no model matches the filter", severity="warning")
 
     @on(DataTable.RowSelected, "#models")
     def _chosen(self, event: DataTable.RowSelected) -> None:
-        entry = self.entries[int(event.row_key.value)]
+        self._pick(int(event.row_key.value))
+
+    def _pick(self, index: int) -> None:
+        entry = self.entries[index]
         if not entry.usable:
             self.notify(f"{entry.name}: {entry.error}", severity="error")
             return

@@ -17,7 +17,8 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
+from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
@@ -36,6 +37,18 @@ def parse_value(text: str, kind: type) -> Any:
     return text
 
 
+class WidthWatchingTable(DataTable[Any]):
+    """A DataTable that calls ``on_width`` after each change of its size: rows that wrap are laid out for
+    one width (the presets table's changes with the parameters table beside it, and with the terminal)."""
+
+    def __init__(self, on_width: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_width = on_width
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.on_width)
+
+
 class PresetScreen(ModalScreen[Any]):
     """Dismisses with the preset to use (or None)."""
 
@@ -45,11 +58,11 @@ class PresetScreen(ModalScreen[Any]):
     ]
     DEFAULT_CSS = """
     PresetScreen { align: center middle; }
-    PresetScreen > Vertical { width: 118; max-width: 96%; height: auto; max-height: 92%;
+    PresetScreen > VerticalScroll { width: 118; max-width: 96%; height: auto; max-height: 92%;
                               border: round $primary; background: $surface; padding: 0 1; }
     PresetScreen #lists { height: auto; max-height: 20; }
-    PresetScreen #presets { width: 2fr; height: auto; max-height: 20; }
-    PresetScreen #params { width: 3fr; height: auto; max-height: 20; }
+    PresetScreen #presets { width: 1fr; height: auto; max-height: 20; }
+    PresetScreen #params { width: auto; max-width: 60%; height: auto; max-height: 20; margin-left: 1; }
     PresetScreen #chain { height: auto; margin: 1 0 0 0; color: $text-muted; }
     """
 
@@ -65,13 +78,11 @@ class PresetScreen(ModalScreen[Any]):
         self._mode = "edit"
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with VerticalScroll(can_focus=False):  # on a short terminal the edit box is below the fold
             yield Static("[b]Presets[/b] — Enter on a preset uses it · Enter on a parameter edits it "
                          "(applied at once, the current step is re-sampled) · ctrl+s saves as · Esc closes")
             with Horizontal(id="lists"):
-                presets: DataTable[str] = DataTable(id="presets", cursor_type="row", zebra_stripes=True)
-                presets.add_columns("preset", "description")
-                yield presets
+                yield WidthWatchingTable(self._fill_presets, id="presets", cursor_type="row", zebra_stripes=True)
                 params: DataTable[str] = DataTable(id="params", cursor_type="row", zebra_stripes=True)
                 params.add_columns("#", "sampler", "parameter", "value")
                 yield params
@@ -79,16 +90,36 @@ class PresetScreen(ModalScreen[Any]):
             yield SafeInput(placeholder="select a parameter to edit it", id="edit")
 
     def on_mount(self) -> None:
-        table = self.query_one("#presets", DataTable)
-        names = list(self.catalog.presets)
-        if self.current.name not in names:
-            names.insert(0, self.current.name)
-        for name in names:
-            p = self._preset(name)
-            table.add_row(plain(name), plain(p.description or ("(edited)" if p is self.current else "")), key=name)
-        table.move_cursor(row=names.index(self.current.name))
+        self._names = list(self.catalog.presets)  # the rows of the presets table, in order
+        if self.current.name not in self._names:
+            self._names.insert(0, self.current.name)
+        self._description_width = 0
         self._show(self.current)
-        table.focus()
+        self.query_one("#presets", DataTable).focus()  # filled when it learns its width
+
+    def _fill_presets(self, *, force: bool = False) -> None:
+        """The presets with their descriptions wrapped in the width the table has (a long one is never
+        cut short); rebuilt when that width changes, or (``force``) when the rows did, the shown preset
+        highlighted then."""
+        table = self.query_one("#presets", DataTable)
+        name_width = max(len("preset"), *(len(n) for n in self._names))
+        # the padding of both columns, and room for the scrollbar the table may need
+        width = max(8, table.size.width - name_width - 4 * table.cell_padding - table.styles.scrollbar_size_vertical)
+        if width == self._description_width and not force:
+            return
+        self._description_width = width
+        highlighted = self.shown.name
+        if table.row_count and not force:
+            highlighted = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+        with self.prevent(DataTable.RowHighlighted):  # the same preset stays shown, its parameters untouched
+            table.clear(columns=True)
+            table.add_column("preset", width=name_width)
+            table.add_column("description", width=width)
+            for name in self._names:
+                p = self._preset(name)
+                table.add_row(plain(name), plain(p.description or ("(edited)" if p is self.current else "")),
+                              key=name, height=None)
+            table.move_cursor(row=self._names.index(highlighted) if highlighted in self._names else 0)
 
     def _preset(self, name: str) -> Any:
         return self.current if name == self.current.name else self.catalog.presets[name]
@@ -151,10 +182,14 @@ class PresetScreen(ModalScreen[Any]):
         self.current = edited
         self.on_change(edited)
         self._show(edited)
-        table = self.query_one("#presets", DataTable)
-        if f"{base}*" not in [str(k.value) for k in table.rows]:
-            table.add_row(plain(edited.name), "(edited)", key=edited.name)
-        self.query_one("#params", DataTable).focus()
+        # one edited preset at a time (the one in use): its row first, with its description of what changed
+        self._names = [edited.name] + [n for n in self._names if n != edited.name and n in self.catalog.presets]
+        self._fill_presets(force=True)
+        params = self.query_one("#params", DataTable)
+        row = next((i for i, spec in enumerate(edited.samplers) if spec.name == sampler), None)
+        if row is not None and f"{row}:{param}" in params.rows:
+            params.move_cursor(row=params.get_row_index(f"{row}:{param}"))  # back on the parameter just edited
+        params.focus()
 
     def action_save_as(self) -> None:
         self._mode = "save"

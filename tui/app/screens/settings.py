@@ -13,7 +13,8 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from ...engine.errors import EngineError
 from ...engine.settings import CACHE_TYPES
-from ..widgets.safe import SafeInput
+from ...units import quoted
+from ..widgets.safe import SafeInput, plain
 
 POLICIES = [("stop", "stop"), ("shift (llama.cpp context shift)", "shift"),
             ("drop-oldest-turns (chat)", "drop-oldest-turns")]
@@ -68,7 +69,11 @@ class SettingsScreen(ModalScreen[Any]):
     @on(Button.Pressed, "#apply")
     def _apply(self) -> None:
         def num(wid: str) -> int:
-            return int(self.query_one(f"#{wid}", Input).value)
+            text = self.query_one(f"#{wid}", Input).value.strip()
+            try:
+                return int(text)
+            except ValueError:  # int()'s own words quote Python's repr: say what the field wants instead
+                raise ValueError(f"{wid}: expected a whole number, got {quoted(text)}") from None
 
         try:
             new = self.settings.with_(
@@ -78,6 +83,6 @@ class SettingsScreen(ModalScreen[Any]):
             )
             n_keep = num("n_keep")
         except (ValueError, EngineError) as exc:
-            self.query_one("#error", Static).update(str(exc))
+            self.query_one("#error", Static).update(plain(str(exc)))  # text, never markup
             return
         self.dismiss((new, self.query_one("#policy", Select).value, n_keep))

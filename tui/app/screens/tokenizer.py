@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Checkbox, DataTable, Input, Static
 
 from ...engine.errors import EngineError
-from ...safe_text import visible
+from ...safe_text import piece_label, visible
 from ..widgets.safe import SafeInput, plain
 
 
@@ -83,5 +83,5 @@ class TokenizerScreen(ModalScreen[None]):
         table.clear()
         for label, top in result["top"].items():
             n = result["variants"][label]
-            cells = [plain(f"{piece!r} {p:.1%}") for piece, p in top]
+            cells = [plain(f"{piece_label(piece.encode())} {p:.1%}") for piece, p in top]  # text: \xNN kept
             table.add_row(plain(f"{label} ({n} tok)"), *cells)
