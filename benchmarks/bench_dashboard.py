@@ -67,7 +67,8 @@ async def dashboard(engine: LlamaEngine, preset, catalog, settings, n: int) -> t
     """One generation in the full app. Nothing here forces extra repaints: plain asyncio sleeps,
     and keys are posted the way a terminal driver posts them."""
     app = LlmTuiApp(engine_factory=lambda: engine, model_label="SmolLM2", settings=settings, preset=preset,
-                    catalog=catalog, prompt=PROMPT, max_tokens=n, themes=load_themes(shipped_theme_dir()).themes)
+                    catalog=catalog, prompt=PROMPT, max_tokens=n, themes=load_themes(shipped_theme_dir()).themes,
+                    chat=False)  # raw completion, as the headless loop it is compared with
     summary: dict = {}
     latencies: list[float] = []
     frames = FRAMES

@@ -23,14 +23,17 @@ from tui.sampling.presets import load_presets
 
 OUT = Path(__file__).resolve().parent
 PROMPT = "Once upon a time"
+QUESTION = "Name three colors and say what each one makes you think of."
 
 
-def make_app(engine: LlamaEngine, preset: str = "balanced", theme: str | None = None) -> LlmTuiApp:
+def make_app(engine: LlamaEngine, preset: str = "balanced", theme: str | None = None,
+             chat: bool | None = False) -> LlmTuiApp:
+    """The app as `llmtui` starts it; raw completion (stage 1) unless ``chat=None``: the first-run rule."""
     catalog = load_presets(None)
     return LlmTuiApp(
         engine_factory=lambda: engine, model_label="SmolLM2-135M-Instruct.Q4_1", settings=engine.settings,
-        preset=catalog.get(preset), catalog=catalog, prompt=PROMPT, max_tokens=400,
-        themes=load_themes(shipped_theme_dir()).themes, theme=theme,
+        preset=catalog.get(preset), catalog=catalog, prompt=None if chat is None else PROMPT, max_tokens=400,
+        themes=load_themes(shipped_theme_dir()).themes, theme=theme, chat=chat,
     )
 
 
@@ -93,6 +96,12 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
 
             threading.Thread(target=ask, daemon=True).start()
             await wait(pilot, lambda: len(app.current.steps) >= 50 or (app.current.steps and not app.running))
+        elif scenario == "first-run":  # what a newcomer does: type a question, press Enter
+            prompt = app.query_one("#prompt", Input)
+            prompt.value = QUESTION
+            prompt.focus()
+            await pilot.press("enter")
+            await wait(pilot, lambda: app.current.steps and not app.running, 120)
         elif scenario == "step":
             app.query_one(TokenStream).focus()
             await pilot.press("s", "space")
@@ -126,9 +135,11 @@ async def main(only: list[str]) -> None:
         async def shoot(engine: LlamaEngine, name: str, *a, **kw) -> None:  # type: ignore[no-redef]
             if name in only:
                 await real(engine, name, *a, **kw)
-    await shoot(engine, "dashboard", (120, 40), "run")
-    await shoot(engine, "step-mode", (120, 40), "step")
-    await shoot(engine, "selected-token", (120, 40), "select", preset="creative")
+    await shoot(engine, "first-run", (160, 48), "first-run", chat=None)
+    await shoot(engine, "first-run-small", (80, 24), "first-run", chat=None)
+    await shoot(engine, "dashboard", (160, 48), "run")
+    await shoot(engine, "step-mode", (160, 48), "step")
+    await shoot(engine, "selected-token", (160, 48), "select", preset="creative")
     await shoot(engine, "small-terminal", (80, 24), "run")
     await shoot(engine, "light-theme", (120, 40), "run", theme="llmtui-light", preset="wild")
     await shoot(engine, "help", (120, 40), "help")

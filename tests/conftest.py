@@ -72,9 +72,11 @@ def smollm2_q8_path(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory
 FAKE_SETTINGS = EngineSettings(n_ctx=512, seed=7)  # the deterministic fake engine's
 
 
-def make_app(*, delay_s: float = 0.0, max_tokens: int = 40, preset: str = "balanced", **kw) -> LlmTuiApp:
+def make_app(*, delay_s: float = 0.0, max_tokens: int = 40, preset: str = "balanced", chat_template: str | None = None,
+             **kw) -> LlmTuiApp:
+    """The dashboard on the fake engine (no chat template unless given: it starts in raw completion)."""
     return LlmTuiApp(
-        engine_factory=lambda: FakeEngine(FAKE_SETTINGS, delay_s=delay_s),
+        engine_factory=lambda: FakeEngine(FAKE_SETTINGS, delay_s=delay_s, chat_template=chat_template),
         model_label="fake",
         settings=FAKE_SETTINGS,
         preset=BUILTIN_PRESETS[preset],
@@ -120,6 +122,9 @@ def llama_pool(capacity: int = 2, settings: EngineSettings = REAL_SETTINGS) -> E
 
 
 def real_app(entries, pool: EnginePool, **kw) -> LlmTuiApp:
+    """The dashboard on the real model; it starts in raw completion unless ``chat=None`` (the default rule:
+    chat mode on a model with a chat template) or ``chat=True``."""
+    kw.setdefault("chat", False)
     return LlmTuiApp(
         load=lambda e, progress: pool.get(e.path, progress), entry=entries[0],
         loaded_paths=lambda: pool.loaded, model_label=entries[0].name, settings=REAL_SETTINGS,

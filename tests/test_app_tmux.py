@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 def test_real_app_generates_in_tmux(tmp_path: Path) -> None:
     session = f"llmtui-test-{os.getpid()}"
     env = f"LLMTUI_HOME={tmp_path} HF_HUB_CACHE={tmp_path}/hf TERM=xterm-256color"
-    cmd = f"env -u COLUMNS -u LINES {env} {sys.executable} -m tui.cli --max-tokens 48 --seed 3; echo EXITED-$?; sleep 30"
+    cmd = f"env -u COLUMNS -u LINES {env} {sys.executable} -m tui.cli --raw --max-tokens 48 --seed 3; echo EXITED-$?; sleep 30"
     tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", "-c", str(Path(__file__).parents[1]), cmd)
     tmux("set-option", "-t", session, "window-size", "manual")
     tmux("resize-window", "-t", session, "-x", "120", "-y", "40")
@@ -34,6 +34,31 @@ def test_real_app_generates_in_tmux(tmp_path: Path) -> None:
             assert needle.lower() in screen.lower(), needle
         assert "preset balanced" in screen and "seed 3" in screen
         tmux("send-keys", "-t", session, "q")
+        screen = wait_for(session, "EXITED-0", timeout=15)
+        assert "Traceback" not in screen
+    finally:
+        tmux("kill-session", "-t", session)
+
+
+def test_first_run_a_question_gets_an_answer_in_tmux(tmp_path: Path) -> None:
+    """What a newcomer does first: launch with no options, type a question, press Enter, read an answer."""
+    session = f"llmtui-first-{os.getpid()}"
+    env = f"LLMTUI_HOME={tmp_path} HF_HUB_CACHE={tmp_path}/hf TERM=xterm-256color"
+    cmd = f"env -u COLUMNS -u LINES {env} {sys.executable} -m tui.cli --max-tokens 24 --seed 3; echo EXITED-$?; sleep 30"
+    tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", "-c", str(Path(__file__).parents[1]), cmd)
+    tmux("set-option", "-t", session, "window-size", "manual")
+    tmux("resize-window", "-t", session, "-x", "100", "-y", "30")
+    try:
+        wait_for(session, "CHAT (c: raw completion)")  # loaded, in chat mode, and it says how to leave it
+        tmux("send-keys", "-t", session, "-l", "Name three colors.")
+        tmux("send-keys", "-t", session, "Enter")
+        screen = wait_for(session, "stopped:")
+        lines = screen.splitlines()
+        start = next(i for i, line in enumerate(lines) if "<|im_start|>assistant" in line)
+        answer = " ".join(line.strip("│ ").split("││")[0] for line in lines[start + 1:start + 4])
+        assert len(answer.split()) >= 3, screen  # before: "stopped: end of generation token" and nothing
+        assert screen.splitlines()[-2].lstrip().startswith("stopped:")  # the run's state comes first
+        tmux("send-keys", "-t", session, "q")  # the token stream holds the focus after a run
         screen = wait_for(session, "EXITED-0", timeout=15)
         assert "Traceback" not in screen
     finally:

@@ -17,14 +17,14 @@ def test_version(tmp_path: Path) -> None:
 
 
 def test_generate_streams_real_text(tmp_path: Path) -> None:
-    out = run("generate", "Once upon a time", "--max-tokens", "64", "--preset", "greedy", home=tmp_path)
+    out = run("generate", "Once upon a time", "--raw", "--max-tokens", "64", "--preset", "greedy", home=tmp_path)
     assert out.returncode == 0, out.stderr
     words = out.stdout.split()
     assert len(words) > 20 and out.stderr == ""
 
 
 def test_generate_json_steps_and_summary(tmp_path: Path) -> None:
-    out = run("generate", "The capital of France is", "-n", "12", "--json", "--seed", "3", home=tmp_path)
+    out = run("generate", "The capital of France is", "--raw", "-n", "12", "--json", "--seed", "3", home=tmp_path)
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     steps, summary = lines[:-1], lines[-1]["summary"]

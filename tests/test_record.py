@@ -51,7 +51,7 @@ def recorded(tmp_path_factory) -> Path:
     """A real SmolLM2 session: 120 steps, balanced, seed 11."""
     home = tmp_path_factory.mktemp("rec-home")
     path = home / "story.jsonl"
-    out = cli("generate", "Once upon a time", "-n", "120", "--ignore-eos", "--preset", "balanced", "--seed", "11",
+    out = cli("generate", "Once upon a time", "--raw", "-n", "120", "--ignore-eos", "--preset", "balanced", "--seed", "11",
               "--record", str(path), home=home)
     assert out.returncode == 0, out.stderr
     return path
@@ -124,7 +124,7 @@ async def test_replay_in_the_app_shows_what_was_live(recorded: Path) -> None:
 def test_killed_recording_reads_up_to_the_last_complete_line(tmp_path: Path) -> None:
     path = tmp_path / "killed.jsonl"
     env = {**os.environ, "LLMTUI_HOME": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "generate", "Once upon a time", "-n", "3000",
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "generate", "Once upon a time", "--raw", "-n", "3000",
                              "--ignore-eos", "--record", str(path)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

@@ -63,6 +63,16 @@ def visible_lines(text: Any) -> str:
     return visible(text, "\n\t")
 
 
+_WHITESPACE_LABELS = str.maketrans({" ": "␣", "\n": "\\n", "\t": "\\t", "\r": "\\r"})
+
+
+def piece_label(piece: bytes) -> str:
+    """A token's bytes as a label (panels, notices, CLI tables): space as ␣, whitespace as escapes, invalid
+    UTF-8 as \\xNN, every other control character visible; never a Python repr (``b'...'``)."""
+    text = piece.decode("utf-8", errors="backslashreplace")
+    return visible(text.translate(_WHITESPACE_LABELS)) or "∅"
+
+
 def is_clean(text: str, keep: str = "\n\t") -> bool:
     """True when ``text`` holds no character :func:`visible` would replace."""
     return visible(text, keep) == text

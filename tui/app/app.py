@@ -1,15 +1,13 @@
 """The llmtui app: the composition root.
 
-It owns the engine (loading, switching, settings) and the controller that runs
-it, the sampling preset, chat mode and the context policy, and it is the
-public API experiments drive (:meth:`LlmTuiApp.generate`). What the user sees
-lives elsewhere: the live dashboard screen (:mod:`tui.app.dashboard`, panels
-folded from a :class:`~tui.run.RunModel`), the replay player
-(:mod:`tui.app.replay`), the screens the keys open (:mod:`tui.app.tools`), the
-API server's host (:mod:`tui.app.api_host`), recording (:mod:`tui.app.recording`)
-and the key table (:mod:`tui.app.keys`). Workers never touch widgets: the
-controller's events are posted to the dashboard, which folds them at a bounded
-rate.
+It owns the engine (loading, switching, settings) and the controller that runs it, the sampling preset,
+chat mode and the context policy, and it is the public API experiments drive (:meth:`LlmTuiApp.generate`).
+What the user sees lives elsewhere: the live dashboard (:mod:`tui.app.dashboard`, panels folded from a
+:class:`~tui.run.RunModel`), the replay player (:mod:`tui.app.replay`), the screens the keys open
+(:mod:`tui.app.tools`), the modes and their exits (:mod:`tui.app.modes`), the API server's host
+(:mod:`tui.app.api_host`), recording (:mod:`tui.app.recording`) and the key table (:mod:`tui.app.keys`).
+Workers never touch widgets: the controller's events are posted to the dashboard, which folds them at a
+bounded rate.
 """
 
 from __future__ import annotations
@@ -35,10 +33,12 @@ from ..engine.errors import EngineError
 from ..engine.thread import engine_thread
 from ..run import Phase, RunModel, RunResult
 from ..safe_text import visible, visible_lines
+from ..sampling.presets import base_name
 from .api_host import ApiHost
 from .dashboard import Dashboard
 from .keys import BINDINGS, palette_commands
 from .messages import EngineLoaded, EngineNotice, LoadProgress
+from .modes import CHAT_OFF, CHAT_ON, prompt_hint
 from .recording import Recording
 from .themes import DEFAULT_THEME
 from .tools import Tools
@@ -87,6 +87,7 @@ class LlmTuiApp(Tools, App[int]):
         serve: tuple[str, int] | None = None,
         api_key: str | None = None,
         max_body_bytes: int = 8 << 20,
+        chat: bool | None = None,
     ) -> None:
         super().__init__()
         if load is None and engine_factory is not None:
@@ -102,13 +103,15 @@ class LlmTuiApp(Tools, App[int]):
         self.load = load  # None: no model (a replay opened without one)
         self.loaded_paths = loaded_paths
         self.entry = entry
-        self.model_label = visible(model_label)  # a GGUF's general.name: untrusted
+        self.model_label = visible(model_label)  # a model's name (a file name, a recording's): untrusted
         self.load_info = ""
         self.settings = settings
         self.base_settings = settings  # what experiments start from
         self.preset = preset
         self.catalog = catalog
-        self.initial_prompt = prompt if prompt is not None else "Once upon a time"
+        self.initial_prompt = prompt if prompt is not None else self.RAW_PROMPT
+        self._prompt_given = prompt is not None
+        self.chat_start = chat  # None: chat mode on a model with a chat template, raw completion otherwise
         self.max_tokens = max_tokens
         self.extra_themes = list(themes)
         self._start_theme = theme
@@ -167,6 +170,7 @@ class LlmTuiApp(Tools, App[int]):
             self.notify(notice, severity="warning", timeout=8)
 
     NO_MODEL = "no model loaded: m picks one"
+    RAW_PROMPT = "Once upon a time"  # what the prompt box holds for raw completion until the user types
 
     def on_dashboard_ready(self, message: Dashboard.Ready) -> None:
         if message.dashboard is not self.screen_stack[0]:
@@ -181,16 +185,14 @@ class LlmTuiApp(Tools, App[int]):
             self.dashboard.sync_phase()
             self.engine_settled.set()
 
-    def watch_step_mode(self) -> None:
-        self._repaint_status()
-
-    def watch_chat_mode(self) -> None:
-        self._repaint_status()
-
     def _repaint_status(self) -> None:
+        """The status lines and footers of every dashboard (a mode changed)."""
         for screen in self.screen_stack:
             if isinstance(screen, Dashboard) and screen.is_mounted:
                 screen.update_status()
+                screen.refresh_footer()
+
+    watch_step_mode = watch_chat_mode = _repaint_status
 
     # -- the engine ----------------------------------------------------------------------------------------
 
@@ -221,6 +223,8 @@ class LlmTuiApp(Tools, App[int]):
         self.dashboard.sync_phase()
 
     def on_engine_loaded(self, message: EngineLoaded) -> None:
+        if not self.screen_stack:  # the app is closing
+            return
         board = self.dashboard
         if message.error:
             board.model.set_phase(Phase.ERROR, message.error)
@@ -252,7 +256,9 @@ class LlmTuiApp(Tools, App[int]):
         self.controller = Controller(self.engine, self.preset, seed=self.settings.seed, emit=self.emit,
                                      max_tokens=self.max_tokens, context_policy=self.loop_policy, n_keep=self.n_keep)
         self.recorder.sync()
-        self.chat_mode = False
+        self.set_chat(self.chat_start if self.chat_start is not None else self.can_chat)
+        if self.chat_mode and not self._prompt_given and board.query_one("#prompt").value == self.RAW_PROMPT:
+            board.query_one("#prompt").value = ""  # a question goes here: the placeholder says so
         for warning in getattr(self.engine, "warnings", []):
             self.notify(warning, severity="warning", timeout=8)
         board.reset_run(Phase.IDLE)
@@ -267,8 +273,15 @@ class LlmTuiApp(Tools, App[int]):
         board.sync_phase()
         self.engine_settled.set()
 
+    @property
+    def can_chat(self) -> bool:
+        """The loaded model has a chat template (chat mode is possible, and where it starts)."""
+        info = getattr(self.engine, "info", None)
+        return bool(getattr(info, "chat_template", None))
+
     def switch_model(self, entry: Any) -> None:
-        """Stop what runs, then load ``entry`` (warm if it is still in the pool)."""
+        """Stop what runs, then load ``entry`` (warm if it is still in the pool); a replay is left."""
+        self.leave_replays()
         if self.entry is not None and entry.path == self.entry.path and self.engine is not None:
             self.notify(f"{entry.name} is already loaded", timeout=3)
             return
@@ -292,6 +305,7 @@ class LlmTuiApp(Tools, App[int]):
             self.controller.stop()  # the engine thread runs the fork once whatever ran has stopped
         self.api.job = None
         self.use_engine(loaded.engine, cold=loaded.cold, ms=loaded.ms)
+        self.set_chat(False)  # the fork continues the recorded tokens as they are
         self.model_label = visible(loaded.engine.info.name)
         self.live_metrics = self.dashboard.live_metrics = True
         self.recorder.set(True)
@@ -355,7 +369,7 @@ class LlmTuiApp(Tools, App[int]):
         run_id = self.start_generation(prompt, step_mode=step_mode, **run)
         if run_id is None:
             raise EngineError(f"the run could not start: {self.dashboard.model.state_text}")
-        return await self.dashboard.wait_for(run_id, pending=step_mode)
+        return await self.dashboard.waiters.add(run_id, pending=step_mode)  # its end (or first pending step)
 
     async def controller_idle(self) -> None:
         """Wait (without blocking the UI) until no run uses the engine."""
@@ -419,9 +433,11 @@ class LlmTuiApp(Tools, App[int]):
         if self.running:
             self.notify("stop the generation first (esc)", severity="warning")
             return
+        if not self.chat_mode and not self.can_chat:
+            self.notify("this model has no chat template: raw completion only", severity="warning")
+            return
         self.set_chat(not self.chat_mode)
-        self.notify("chat mode: each prompt is a user turn; only new tokens are evaluated" if self.chat_mode
-                    else "chat mode off", timeout=4)
+        self.notify(CHAT_ON if self.chat_mode else CHAT_OFF, timeout=6)
         self.dashboard.query_one("#prompt").focus()
 
     @property
@@ -454,6 +470,7 @@ class LlmTuiApp(Tools, App[int]):
         self.dashboard.model.chat_turn = None
         self.chat_mode = on
         self._repaint_status()
+        self.dashboard.query_one("#prompt").placeholder = prompt_hint(on, self.can_chat)
 
     def run_guarded(self, job: Callable[[], Any]) -> Any:
         """Run engine work (in a worker thread) while no generation uses the CPU or the engine."""
@@ -494,11 +511,6 @@ class LlmTuiApp(Tools, App[int]):
         if self.controller is not None:
             self.controller.stop()
         self.api.stop()
-
-
-def base_name(name: str) -> str:
-    """A preset's name without the temperature the +/- keys added ("balanced T=0.9" → "balanced")."""
-    return name.split(" T=")[0]
 
 
 def run_app(**kwargs: Any) -> int:

@@ -10,7 +10,6 @@ a selection. The screen's ``phase`` is reactive: the status line follows it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from typing import Any, TypeVar
@@ -26,10 +25,11 @@ from textual.worker import Worker, WorkerState
 
 from ..engine.controller import Advance, Resample, SetStepMode, StepEvent
 from ..engine.errors import EngineError
-from ..run import Phase, RunModel, RunResult, Update
+from ..run import Phase, RunModel, Update
 from ..run.waiters import RunWaiters
 from .messages import EngineNotice
 from .metrics import LiveMetrics
+from .modes import footer_shows, footer_state
 from .status import status_line
 from .widgets.graphs import MemoryGraph, ThroughputGraph
 from .widgets.panels import ChainTrace, KvGauge, StatusLine, TopKHistogram
@@ -146,19 +146,32 @@ class Dashboard(Screen):
 
     def watch_phase(self, phase: Phase) -> None:
         self.update_status()
+        self.refresh_footer()
 
     def sync_phase(self) -> None:
         self.phase = self.model.phase
         self.update_status()
+        self.refresh_footer()
+
+    def refresh_footer(self) -> None:
+        """The footer lists the keys of the mode you are in: redrawn when that changes."""
+        state = footer_state(self.model, self.app.step_mode)
+        if state != getattr(self, "_footer_was", None):
+            self._footer_was = state
+            self.refresh_bindings()
+
+    @property
+    def active_bindings(self) -> dict[str, Any]:
+        """What the footer lists (keys are dispatched without this: a hidden key still answers)."""
+        state = footer_state(self.model, self.app.step_mode)
+        return {key: b for key, b in super().active_bindings.items()
+                if footer_shows(b.binding.action.removeprefix("screen."), state)}
+
 
     def update_status(self) -> None:
         status = self.panel(StatusLine)
         if status is not None:
             status.set_text(status_line(self.app, self))
-
-    def mode_text(self) -> str:
-        """What this screen adds to the status line's modes (the replay's position, say)."""
-        return ""
 
     # -- runs: the inbox, folded into the model -----------------------------------------------------
 
@@ -237,11 +250,6 @@ class Dashboard(Screen):
         if up.new_steps and m.steps:
             self.metrics.add_throughput()
         self.waiters.wake(m, finished=up.finished is not None)
-
-    def wait_for(self, run_id: int, *, pending: bool = False) -> asyncio.Future[RunResult]:
-        """A future for run ``run_id``'s end (or, with ``pending``, its first pending step): what
-        :meth:`LlmTuiApp.generate` awaits."""
-        return self.waiters.add(run_id, pending=pending)
 
     def show_step(self, step: Any, *, pending: bool = False) -> None:
         if self.engine is None:  # between two models
@@ -378,9 +386,13 @@ class Dashboard(Screen):
         self.app.toggle_chat()
 
     def action_new_session(self) -> None:
+        """Clear everything: the run, the chat conversation (a new one starts), the Learn bar."""
         app = self.app
         if app.running:
             app.controller.stop()
+        if app.chat_mode:
+            app.set_chat(True)  # a fresh conversation: the next turn reuses nothing
+        app.leave_learn()
         self.clear_run("new session: type a prompt and press Enter")
         self.query_one("#prompt", Input).focus()
 

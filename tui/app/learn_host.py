@@ -147,7 +147,7 @@ class AppHost:
         board = app.dashboard
         if board.model.pending is None:
             raise LearnError("re-sampling needs a pending step (step mode)")
-        replaced = board.wait_for(board.model.run_id, pending=True)  # the fold of the Resampled event wakes it
+        replaced = board.waiters.add(board.model.run_id, pending=True)  # the fold of the Resampled event wakes it
         app.controller.send(Resample(preset))
         try:
             return await asyncio.wait_for(replaced, timeout=60)
@@ -254,10 +254,9 @@ async def run_experiment(app: Any, question_id: str, variant: int = 0) -> Findin
         return None
     while len(app.screen_stack) > 1:  # experiments start from the dashboard
         app.pop_screen()
-    for widget in app.learn_marked:
-        widget.remove_class("-learn")
-        widget.border_subtitle = ""
-    app.learn_marked.clear()
+    app.leave_learn()
+    if app.chat_mode and app.controller is not None:
+        app.set_chat(False)  # experiments run raw completion unless they ask for chat (host.chat)
     label = question.label + (f" — variation {variant}" if variant else "")
     app.learn_question = question.id
     bar = app.dashboard.query_one("#learnbar")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from textual import work
+from textual.screen import Screen
 
 from ..engine.errors import EngineError
 from ..record.replay import ReplayEngine
@@ -62,9 +63,11 @@ class Replay(Dashboard):
 
     WAITING = HELP
 
+    MODE = "replay"
+
     def identity(self) -> tuple[str, int, int]:
         head = self.session.header
-        return (f"replay · {head['model']['name']}", int(head.get("seed", 0)),
+        return (str(head["model"]["name"]), int(head.get("seed", 0)),
                 int(head.get("engine", {}).get("n_threads", 0)))
 
     def on_mount(self) -> None:
@@ -78,8 +81,12 @@ class Replay(Dashboard):
         self.sync_phase()
 
     def mode_text(self) -> str:
-        return (f" │ REPLAY {self.position}/{len(self.session.steps)} {'▶' if self.playing else '⏸'} "
-                f"{self.speed:g} tok/s")
+        return (f"REPLAY {self.position}/{len(self.session.steps)} {'▶' if self.playing else '⏸'} "
+                f"{self.speed:g} tok/s (esc: {'pause' if self.playing else 'leave the replay'})")
+
+    @property
+    def active_bindings(self) -> dict[str, Any]:
+        return Screen.active_bindings.fget(self)  # the player's own keys, all listed
 
     # -- playing ---------------------------------------------------------------------------------------
 
@@ -146,8 +153,10 @@ class Replay(Dashboard):
         self.speed = min(400.0, self.speed * 2) if delta > 0 else max(1.0, self.speed / 2)
         self.update_status()
 
-    def action_stop(self) -> None:  # esc: pause; paused, leave the replay
-        if self.playing:
+    def action_stop(self) -> None:  # esc: out of the prompt box; pause; paused, leave the replay
+        if self.focused is self.query_one("#prompt"):
+            self.query_one(TokenStream).focus()
+        elif self.playing:
             self.pause()
         elif len(self.app.screen_stack) > 1 and self.app.screen is self:
             self.app.pop_screen()
@@ -158,9 +167,14 @@ class Replay(Dashboard):
         self.app.push_screen(JumpScreen(len(self.session.steps)), lambda n: n is not None and self.goto(n))
 
     def _not_here(self) -> None:
-        self.app.notify("this is a replay: press f to fork it and generate with the model", severity="warning")
+        self.app.notify("this is a replay: f forks it to generate with the model from here; esc leaves it",
+                        severity="warning")
 
-    action_step_mode = action_resample = action_chat = action_new_session = _not_here
+    action_step_mode = action_resample = action_chat = _not_here
+
+    def action_new_session(self) -> None:  # ctrl+n: clear everything, the replay included
+        self.app.leave_replays()
+        self.app.dashboard.action_new_session()
 
     def submit(self, prompt: str) -> None:  # the prompt's Enter
         self._not_here()

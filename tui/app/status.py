@@ -1,42 +1,57 @@
-"""The status line, composed from the app's settings and the screen's run (one place, no Textual)."""
+"""The status line, composed from the app's settings and the screen's run (one place, no Textual).
+
+What matters most comes first, so a narrow terminal cuts only the tail: the run's state, the modes you are
+in (each with its way out), the selection, then the model and its settings, then the chat turn's figures.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from .modes import active_modes, mode_label, screen_kind
 
 
 def chat_info(turn: Any) -> str:
     """A chat turn's reuse figures in words."""
     if turn is None:
         return ""
-    return (f"reused {turn.reused:,}, evaluated {turn.evaluated:,}, saved ~{turn.saved_ms:.0f} ms"
+    return (f"turn: reused {turn.reused:,}, evaluated {turn.evaluated:,}, saved ~{turn.saved_ms:.0f} ms"
             + (f", dropped {turn.dropped_turns} old turn(s)" if turn.dropped_turns else ""))
 
 
+def modes_text(app: Any, screen: Any) -> str:
+    """``CHAT (c: raw completion) │ SERVING (S: stop serving)``: the modes in force, each with its exit."""
+    kind = screen_kind(screen)
+    modes = active_modes(step=app.step_mode, chat=app.chat_mode, serving=app.api.server is not None,
+                         screen=kind, learning=app.learn_question is not None)
+    can_chat = kind == "live" and app.can_chat
+    labels = [screen.mode_text() if kind == "replay" and m.value == "replay" else mode_label(m, can_chat=can_chat)
+              for m in modes]
+    return " │ ".join(label for label in labels if label)
+
+
 def status_line(app: Any, screen: Any) -> str:
-    """``model │ preset │ seed │ threads │ n_ctx │ API │ state │ modes │ selection │ load time``."""
+    """``state │ modes │ selection │ model │ preset │ seed │ threads │ n_ctx │ API │ shift │ REC │ turn │ load``."""
     engine = screen.engine
     label, seed, threads = screen.identity()
     info = getattr(engine, "info", None)
     model = f"{label} · {info.arch} · {info.quant}" if info else label
-    # wall-clock figures are left out in deterministic (snapshot) mode
-    loaded = f" │ {app.load_info}" if app.load_info and screen.live_metrics else ""
     n_ctx = getattr(engine, "n_ctx", app.settings.n_ctx)
     run = screen.model
-    mode = " │ STEP MODE" if app.step_mode else ""
-    if app.chat_mode:
-        info_text = chat_info(run.chat_turn)
-        mode += " │ CHAT" + (f" ({info_text})" if info_text else "")
-    if app.context_policy == "shift":
-        mode += " │ shift"
-    if app.recorder.on:
-        mode += " │ ● REC"
-    mode += screen.mode_text()
-    api = ""
-    if app.api.server is not None:  # before the state: the long state line is what a narrow terminal cuts
+    parts = [run.state_text, modes_text(app, screen)]
+    if run.selected is not None:
+        parts.append(f"viewing step {run.selected} (end: live)")
+    if app.recorder.on and screen_kind(screen) == "live":
+        parts.append("● REC")
+    parts += [model, f"preset {screen.preset_name}", f"seed {seed}", f"threads {threads}", f"n_ctx {n_ctx:,}"]
+    if app.api.server is not None:
         svc = app.api.server.service
-        api = f" │ API :{app.api.server.http.port} ({svc.started} request{'s' if svc.started != 1 else ''}" + (
-            f", {svc.queue_length} waiting)" if svc.queue_length else ")")
-    sel = f" │ viewing step {run.selected}" if run.selected is not None else ""
-    return (f"{model} │ preset {screen.preset_name} │ seed {seed} │ threads {threads} │ n_ctx {n_ctx:,}{api} │ "
-            f"{run.state_text}{mode}{sel}{loaded}")
+        parts.append(f"API :{app.api.server.http.port} ({svc.started} request{'s' if svc.started != 1 else ''}"
+                     + (f", {svc.queue_length} waiting)" if svc.queue_length else ")"))
+    if app.context_policy == "shift":
+        parts.append("context: shift")
+    if app.chat_mode and screen_kind(screen) == "live":
+        parts.append(chat_info(run.chat_turn))
+    if app.load_info and screen.live_metrics:  # wall-clock figures are left out in deterministic (snapshot) mode
+        parts.append(app.load_info)
+    return " │ ".join(p for p in parts if p)

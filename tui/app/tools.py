@@ -216,6 +216,11 @@ class Tools:
 
         self.push_screen(Replay(session, fork_load))
 
+    def leave_replays(self) -> None:
+        """Back to the live dashboard from a replay (and whatever is over it): the replay mode's way out."""
+        while len(self.screen_stack) > 1 and any(getattr(s, "MODE", "") == "replay" for s in self.screen_stack):
+            self.pop_screen()
+
     def action_next_theme(self) -> None:
         names = [t.name for t in self.extra_themes] or sorted(self.available_themes)
         i = names.index(self.theme) if self.theme in names else -1
@@ -263,8 +268,24 @@ class Tools:
     def run_experiment(self, question_id: str, variant: int = 0) -> Worker[Any]:
         from .learn_host import run_experiment
 
+        # The screens an experiment opens (a lab, the results, the anatomy) close onto the dashboard, which
+        # gives the focus back to what held it, else Textual's auto-focus picks the prompt box: the Learn bar's
+        # L, 1 and 2 would be typed there, and the next Enter would generate from them. The token stream
+        # holds it instead, as after any run.
+        board = self.dashboard
+        board.set_focus(board.query_one("#stream"))
         return self.run_worker(run_experiment(self, question_id, variant), group="learn", exclusive=True,
                                exit_on_error=False)
+
+    def leave_learn(self) -> None:
+        """The dashboard stops showing an experiment's finding (ctrl+n: Learn mode's way out)."""
+        self.learn_question = None
+        for widget in self.learn_marked:
+            widget.remove_class("-learn")
+            widget.border_subtitle = ""
+        self.learn_marked.clear()
+        self.dashboard.query_one("#learnbar").display = False
+        self._repaint_status()
 
     def show_finding(self, finding: Any) -> None:
         from .learn_host import bar_text

@@ -37,6 +37,11 @@ def dashboard_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-keep", type=V.N_KEEP, default=-1, metavar="N",
                         help="tokens kept by a shift (-1: the prompt)")
     parser.add_argument("--system", type=V.utf8_text, metavar="TEXT", help="system prompt for chat mode (c)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--raw", dest="chat", action="store_false", default=None,
+                      help="start in raw completion (default: chat mode when the model has a chat template)")
+    mode.add_argument("--chat", dest="chat", action="store_true", default=None,
+                      help="start in chat mode (the default for a model with a chat template)")
     parser.add_argument("--serve", nargs="?", const="127.0.0.1:8000", metavar="[HOST:]PORT",
                         help="also serve the OpenAI-compatible API (default 127.0.0.1:8000): every request shows "
                         "up live in the panels; S toggles it in the app")
@@ -114,6 +119,7 @@ def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
         context_policy=args.context_policy,
         n_keep=args.n_keep,
         system=args.system,
+        chat=getattr(args, "chat", None),
         learn=learn,
         serve=_host_port(args.serve) if getattr(args, "serve", None) else None,
         api_key=getattr(args, "api_key", None),

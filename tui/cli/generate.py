@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import validate as V
-from ..safe_text import json_text, visible_lines
+from ..safe_text import json_text, piece_label, visible_lines
 from .common import (
     CliError,
     add_bos,
@@ -46,8 +46,11 @@ def register(sub: Any) -> None:
                      help="print one JSON object per generated token, then one summary object")
     gen.add_argument("--record", nargs="?", const="", metavar="FILE",
                      help="record the session (JSON Lines) to FILE, or to the sessions directory")
-    gen.add_argument("--chat", action="store_true",
-                     help="treat PROMPT as a user message in the model's own chat template")
+    mode = gen.add_mutually_exclusive_group()
+    mode.add_argument("--chat", dest="chat", action="store_true", default=None,
+                      help="PROMPT is a user message in the model's chat template (the default when it has one)")
+    mode.add_argument("--raw", dest="chat", action="store_false", default=None,
+                      help="raw completion: the model continues PROMPT as text (the roadmap's stage 1)")
     gen.add_argument("--system", type=V.utf8_text, metavar="TEXT", help="system prompt for --chat")
     gen.add_argument("--context-policy", choices=["stop", "shift"], default="stop",
                      help="when the context is full: stop (default) or shift (llama.cpp's: keep --n-keep "
@@ -160,10 +163,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
         controller = Controller(engine, preset, seed=settings.seed, emit=lambda event: None,
                                 max_tokens=args.max_tokens, ignore_eos=args.ignore_eos,
                                 context_policy=args.context_policy, n_keep=args.n_keep)
-        if args.chat:
+        chat = args.chat if args.chat is not None else engine.info.has_chat_template
+        if chat:
+            if not engine.info.has_chat_template:
+                raise CliError(f"{entry.name} has no chat template: drop --chat (raw completion)")
             controller.chat = ChatSession(engine, system=args.system)
         stats = run_headless(controller, args.prompt, as_json=args.json, record=args.record, add_bos=bos,
                              parse_special=args.special)
+        if (stats.stop_reason is StopReason.EOG and not stats.text and stats.generated <= 1
+                and controller.last.history):
+            from ..run.model import first_token_hint
+
+            warn(first_token_hint(chat, piece_label(engine.piece(controller.last.history[0])),
+                                  how="run it without --raw (chat mode: the question becomes a user turn)"))
         out = sys.stdout
         if args.json:
             summary = {"summary": {**stats.summary(), "model": entry.name, "preset": preset.name,

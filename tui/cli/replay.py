@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import validate as V
+from ..safe_text import piece_label
 from .common import (
     CliError,
     common_args,
@@ -106,10 +107,10 @@ def _replay_with_model(args: argparse.Namespace, session: Any) -> int:
                 say(f"all {result.steps} steps match ({entry.name}, seed {session.header['seed']})")
                 return 0
             i = result.first_difference
-            want = engine.piece(result.recorded).decode("utf-8", "replace") if result.recorded is not None else "?"
-            now = engine.piece(result.now).decode("utf-8", "replace") if result.now is not None else "(stopped)"
-            say(f"first difference at step {i} of {result.steps}: recorded {result.recorded} {want!r}, "
-                  f"now {result.now} {now!r}")
+            want = piece_label(engine.piece(result.recorded)) if result.recorded is not None else "?"
+            now = piece_label(engine.piece(result.now)) if result.now is not None else "(stopped)"
+            say(f"first difference at step {i} of {result.steps}: recorded {result.recorded} {want}, "
+                  f"now {result.now} {now}")
             return 1
         # fork: a run from the recorded prompt and the kept steps, always recorded (it names its parent)
         from ..engine.controller import Controller

@@ -136,6 +136,7 @@ class RunState:
 
     history: list[int] = field(default_factory=list)  # accepted generated tokens
     last_logits: np.ndarray | None = None
+    chain: Any = None  # the chain that drew the last token (a re-sample draws on from its generator)
 
 
 class Controller:
@@ -193,9 +194,11 @@ class Controller:
 
     # -- chains ---------------------------------------------------------------------------
 
-    def build_chain(self, preset: Any, history: Sequence[int]) -> Any:
-        """A fresh chain for ``preset`` that has seen ``history`` (penalties, DRY remember it)."""
-        return preset.build(self.engine.build_context(self.seed), seen=history)
+    def build_chain(self, preset: Any, history: Sequence[int], after: Any = None) -> Any:
+        """A fresh chain for ``preset`` that has seen ``history`` (penalties, DRY remember it); ``after``: the
+        chain it replaces mid-run, whose random numbers it continues (a re-sample draws a new one)."""
+        chain = preset.build(self.engine.build_context(self.seed), seen=history)
+        return chain.continue_draws(after) if after is not None else chain
 
     # -- the run (worker thread) ---------------------------------------------------------------
 
@@ -315,7 +318,7 @@ class Controller:
             stats = gen.stats
             if plan is not None:
                 self.chat.finish(stats.text)
-            self.last = RunState(history=history, last_logits=gen.last_logits)
+            self.last = RunState(history=history, last_logits=gen.last_logits, chain=gen.sampler)
         except EngineError as exc:
             error = str(exc)
             stats = GenerationStats(stop_reason=StopReason.ERROR, error=error)
@@ -359,11 +362,11 @@ class Controller:
     def _handle(self, cmd: object, gen: Generation, history: list[int], *, pending: bool) -> None:
         if isinstance(cmd, SetPreset):
             self.preset = cmd.preset
-            gen.sampler = self.build_chain(cmd.preset, history)
+            gen.sampler = self.build_chain(cmd.preset, history, after=gen.sampler)
             self._send(PresetChanged(cmd.preset.name, cmd.preset, len(history) + 1))
         elif isinstance(cmd, Resample):
             self.preset = cmd.preset
-            step = gen.resample(self.build_chain(cmd.preset, history))
+            step = gen.resample(self.build_chain(cmd.preset, history, after=gen.sampler))
             self._send(Resampled(step, cmd.preset.name, pending=pending, spec=cmd.preset))
 
     # -- after a run ------------------------------------------------------------------------------
@@ -381,7 +384,7 @@ class Controller:
         if self.last.last_logits is None or not self.last.history:
             raise EngineError("nothing to re-sample yet: generate first")
         history = self.last.history[:-1]
-        chain = self.build_chain(preset, history)
+        chain = self.build_chain(preset, history, after=self.last.chain)
         t0 = time.perf_counter()
         try:
             trace = chain.sample(self.last.last_logits)
@@ -395,8 +398,10 @@ class Controller:
             text="" if eng.is_eog(trace.token) else piece.decode("utf-8", errors="replace"),
             prob=trace.prob, trace=trace, decode_ms=last.decode_ms, sample_ms=sample_ms,
             n_past=last.n_past, n_ctx=last.n_ctx, is_eog=eng.is_eog(trace.token), t=time.perf_counter(),
+            draw=last.draw + 1,
         )
         self.last.history[-1] = trace.token
+        self.last.chain = chain
         self.preset = preset
         self._send(Resampled(step, preset.name, pending=False, spec=preset))
         return step

@@ -33,7 +33,7 @@ class FakeEngine:
     """Scripted logits over a 64-word vocabulary; optional per-token delay."""
 
     def __init__(self, settings: EngineSettings | None = None, *, delay_s: float = 0.0, seed: int = 0,
-                 eos_after: int | None = None) -> None:
+                 eos_after: int | None = None, chat_template: str | None = None) -> None:
         self.settings = settings or EngineSettings(n_ctx=512)
         self.n_ctx = self.settings.n_ctx
         self.n_vocab = 64
@@ -51,7 +51,7 @@ class FakeEngine:
             name="Fake 64-word model", path=str(self.path), arch="fake", quant="F32", description="fake 1M F32",
             n_params=1_000_000, size_bytes=4_000_000, file_size=4_000_000, n_ctx_train=4096,
             n_vocab=self.n_vocab, n_layer=4, n_head=4, n_head_kv=2, n_embd=64, n_swa=0, bos=-1, eos=EOS,
-            eot=-1, add_bos=False, chat_template=None,
+            eot=-1, add_bos=False, chat_template=chat_template,
         )
         self.closed = False
 

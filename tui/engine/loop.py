@@ -12,6 +12,7 @@ always knows why it stopped.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import enum
 import threading
 import time
@@ -89,6 +90,7 @@ class Step:
     is_eog: bool
     t: float  # time.perf_counter() when the step was ready
     shift: tuple[int, int] | None = None  # (n_keep, n_discard) if the context was shifted before this step
+    draw: int = 1  # 1 for the run's own sample; a re-sample at this step is draw 2, 3…
 
 
 @dataclass(slots=True)
@@ -223,7 +225,8 @@ class Generation:
         sample_ms = (time.perf_counter() - ts) * 1000.0
         self.sampler = sampler
         old = self.pending
-        self.pending = self._make_step(old.index, trace, old.decode_ms, sample_ms)
+        self.pending = dataclasses.replace(self._make_step(old.index, trace, old.decode_ms, sample_ms),
+                                           draw=old.draw + 1)
         return self.pending
 
     def _accept(self, step: Step) -> None:

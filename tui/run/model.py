@@ -27,8 +27,9 @@ from ..engine.controller import (
     Started,
     StepEvent,
 )
-from ..engine.loop import Step
+from ..engine.loop import Step, StopReason
 from ..record.recorder import RecordingFailed, RecordingStarted
+from ..safe_text import piece_label
 
 
 class Phase(enum.Enum):
@@ -43,6 +44,16 @@ class Phase(enum.Enum):
     REPLAY = "replay"
     REPLAY_END = "replay end"
 
+
+
+def first_token_hint(chat: bool, token: str, how: str = "press c for chat mode (the question becomes a user turn)"
+                     ) -> str:
+    """Why a run ended at its first token with end-of-turn, and how to get an answer (one line)."""
+    if chat:
+        return (f"the model ended its answer at once ({token}): nothing more to say to that; "
+                "rephrase, or try another preset (p)")
+    return (f"the model ended at once ({token}): an instruct model reads a bare question as a finished turn; "
+            f"{how} to get an answer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +144,7 @@ class RunModel:
         self.n_prompt = 0
         self.n_reused = 0
         self.shifts = []
+        self.chat_turn = None  # the new run's turn arrives with its prompt
         self.preset = ""
         self.token_times.clear()
 
@@ -218,7 +230,9 @@ class RunModel:
             up.replaced.append((step.index, step.text, step.prob))
             self.preset = ev.preset
             up.show = step
-            up.notices.append((f"re-sampled step {step.index} with {ev.preset}: {step.piece!r}", "information"))
+            draw = f"draw {step.draw}, u={step.trace.draw:.4f}" if step.trace.draw is not None else "deterministic"
+            up.notices.append((f"re-sampled step {step.index} with {ev.preset} ({draw}): {piece_label(step.piece)}",
+                               "information"))
         elif isinstance(ev, PromptDone):
             self.n_prompt = ev.n_tokens
             self.prompt_tps = ev.tokens_per_s
@@ -244,6 +258,10 @@ class RunModel:
             up.finished = ev
             if ev.error:
                 up.notices.append((ev.error, "error"))
+            elif ev.reason is StopReason.EOG and self.steps and not any(s.text for s in self.steps):
+                first = self.steps[0]
+                up.notices.append((first_token_hint(self.chat_turn is not None, piece_label(first.piece)),
+                                   "warning"))
         elif isinstance(ev, RecordingStarted):
             self.record_path = ev.path
         elif isinstance(ev, RecordingFailed):

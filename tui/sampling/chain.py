@@ -69,6 +69,16 @@ class Chain(Sampler):
     def clone(self) -> "Chain":
         return Chain([s.clone() for s in self.samplers], trace=self.trace)
 
+    def continue_draws(self, other: Sampler | None) -> "Chain":
+        """Draw on from where ``other``'s generator stands (a chain rebuilt mid-run for another preset or a
+        re-sample): the next number is a new one, never the seed's first again. Returns self."""
+        source = next((s for s in getattr(other, "samplers", ()) if getattr(s, "seeded", False)), None)
+        if source is not None:
+            for s in self.samplers:
+                if getattr(s, "seeded", False):
+                    s.rng = source.rng.copy()  # type: ignore[attr-defined]
+        return self
+
     def describe(self) -> str:
         return " → ".join(s.describe() for s in self.samplers)
 

@@ -16,21 +16,14 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ...safe_text import visible
+from ...safe_text import piece_label, visible
 from ...units import human_bytes
 
 BAR = "█"
 PARTIALS = " ▏▎▍▌▋▊▉"
 
 
-def escape_piece(piece: bytes) -> str:
-    """A token's bytes as a label: space as ␣, whitespace as escapes, invalid UTF-8 as \\xNN, and every
-    other control character made visible by the one sanitiser."""
-    text = piece.decode("utf-8", errors="backslashreplace")
-    return visible(text.translate(_WHITESPACE_LABELS)) or "∅"
-
-
-_WHITESPACE_LABELS = str.maketrans({" ": "␣", "\n": "\\n", "\t": "\\t", "\r": "\\r"})
+escape_piece = piece_label  # a token's bytes as a label (the one sanitiser's)
 
 
 def fit(text: str, width: int) -> str:
@@ -200,10 +193,12 @@ class ChainTrace(LinePanel):
                 if st.note:
                     lines.append([(fit("  " + st.note, width), "trace--dim")])
             chosen = escape_piece(step.piece)
+            again = getattr(step, "draw", 1)
             if tr.draw is None:
                 lines.append([(fit(f"deterministic → {chosen} (p {tr.prob:.3f})", width), "trace--draw")])
             else:
-                lines.append([(fit(f"draw u={tr.draw:.4f} → {chosen} in [{tr.draw_lo:.3f}, {tr.draw_hi:.3f})",
+                nth = f"draw {again} at this step: " if again > 1 else "draw "
+                lines.append([(fit(f"{nth}u={tr.draw:.4f} → {chosen} in [{tr.draw_lo:.3f}, {tr.draw_hi:.3f})",
                                    width), "trace--draw")])
                 lines.append(self._cdf_line(tr, width))
             return lines

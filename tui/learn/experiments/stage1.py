@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...engine.anatomy import read_anatomy
+from ...safe_text import piece_label
 from ...units import human_bytes, shorten
 from ..host import Finding, LearnError, Runner
 
@@ -72,7 +73,7 @@ async def exp_tokens(r: Runner, v: int) -> Finding:
 
 
 def _piece(host: Any, token: int) -> str:
-    return host.engine.piece(token).decode("utf-8", "replace")
+    return piece_label(host.engine.piece(token))
 
 
 async def exp_next_token(r: Runner, v: int) -> Finding:
@@ -92,21 +93,21 @@ async def exp_next_token(r: Runner, v: int) -> Finding:
         run = await host.resample(host.catalog.get("wild"))
         step = run.pending
         tr = step.trace
-        headline = (f"greedy chose {_piece(host, before.token)!r}; the same logits re-sampled with wild: "
-                    f"{_piece(host, step.token)!r} (rank {tr.rank or '>10'}, draw u={tr.draw:.3f})"
+        headline = (f"greedy chose {_piece(host, before.token)}; the same logits re-sampled with wild: "
+                    f"{_piece(host, step.token)} (rank {tr.rank or '>10'}, draw u={tr.draw:.3f})"
                     + (" — the draw landed on the same token; p and r try other presets" if step.token == before.token
                        else ""))
         r.host.mark("trace", headline)
-        r.host.mark("hist", f"{_piece(host, step.token)!r} — no new llama_decode")
+        r.host.mark("hist", f"{_piece(host, step.token)} — no new llama_decode")
         return r.finding("trace", headline, greedy_token=before.token, token=step.token, draw=tr.draw)
     chosen = _piece(host, step.token)
     if tr.draw is None:
         how = "greedy: no random draw"
     else:
         how = f"drawn: u={tr.draw:.3f} fell in [{tr.draw_lo:.3f}, {tr.draw_hi:.3f})"
-    headline = (f"step 0: {chosen!r} p={step.prob:.1%} (raw {tr.raw_p:.1%}, rank {tr.rank}), entropy "
+    headline = (f"step 0: {chosen} p={step.prob:.1%} (raw {tr.raw_p:.1%}, rank {tr.rank}), entropy "
                 f"{tr.entropy_bits:.2f} bits; {how} — space accepts it")
-    r.host.mark("hist", f"{chosen!r} {tr.raw_p:.1%} · H={tr.entropy_bits:.2f} bits")
+    r.host.mark("hist", f"{chosen} {tr.raw_p:.1%} · H={tr.entropy_bits:.2f} bits")
     r.host.mark("trace", how)
     return r.finding("hist", headline, token=step.token, draw=tr.draw, entropy=tr.entropy, prob=step.prob,
                      rank=tr.rank)
@@ -124,7 +125,7 @@ async def exp_prompt_form(r: Runner, v: int) -> Finding:
         text = "".join(s.text for s in host.current().steps)
         first = host.current().steps[0] if host.current().steps else None
         where = "in the chat template" if v == 2 else "as plain text"
-        opening = f"first token {_piece(host, first.token)!r} ({first.trace.raw_p:.0%})" if first else "no token"
+        opening = f"first token {_piece(host, first.token)} ({first.trace.raw_p:.0%})" if first else "no token"
         headline = f"{where}: {opening}, then {shorten(text, 60)!r}"
         r.host.mark("stream", "the chat template, then an answer" if v == 2 else "a continuation, not an answer")
         return r.finding("stream", headline, text=text, chat=v == 2)
@@ -133,7 +134,7 @@ async def exp_prompt_form(r: Runner, v: int) -> Finding:
 
     def top1(label: str) -> str:
         piece, p = tops[label][0]
-        return f"{piece!r} {p:.0%}"
+        return f"{piece} {p:.0%}"
 
     headline = (f"next token without a trailing space: {top1('no trailing space')}; with one: "
                 f"{top1('trailing space')}; with BOS: {top1('with BOS')}, without: {top1('without BOS')}")
