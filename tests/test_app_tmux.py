@@ -14,13 +14,19 @@ from tests.conftest import tmux, wait_for
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
 
 
+def start_llmtui(session: str, home: Path, options: str, width: int, height: int) -> None:
+    """`llmtui OPTIONS` in a fresh tmux session of exactly width × height; it prints EXITED-<code> when done."""
+    env = f"LLMTUI_HOME={home} HF_HUB_CACHE={home}/hf TERM=xterm-256color"
+    cmd = f"env -u COLUMNS -u LINES {env} {sys.executable} -m tui.cli {options}; echo EXITED-$?; sleep 30"
+    size = ("-x", str(width), "-y", str(height))
+    tmux("new-session", "-d", "-s", session, *size, "-c", str(Path(__file__).parents[1]), cmd)
+    tmux("set-option", "-t", session, "window-size", "manual")
+    tmux("resize-window", "-t", session, *size)
+
+
 def test_real_app_generates_in_tmux(tmp_path: Path) -> None:
     session = f"llmtui-test-{os.getpid()}"
-    env = f"LLMTUI_HOME={tmp_path} HF_HUB_CACHE={tmp_path}/hf TERM=xterm-256color"
-    cmd = f"env -u COLUMNS -u LINES {env} {sys.executable} -m tui.cli --raw --max-tokens 48 --seed 3; echo EXITED-$?; sleep 30"
-    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", "-c", str(Path(__file__).parents[1]), cmd)
-    tmux("set-option", "-t", session, "window-size", "manual")
-    tmux("resize-window", "-t", session, "-x", "120", "-y", "40")
+    start_llmtui(session, tmp_path, "--raw --max-tokens 48 --seed 3", 120, 40)
     try:
         wait_for(session, "no step yet")  # the model is loaded
         tmux("send-keys", "-t", session, "Enter")
@@ -43,11 +49,7 @@ def test_real_app_generates_in_tmux(tmp_path: Path) -> None:
 def test_first_run_a_question_gets_an_answer_in_tmux(tmp_path: Path) -> None:
     """What a newcomer does first: launch with no options, type a question, press Enter, read an answer."""
     session = f"llmtui-first-{os.getpid()}"
-    env = f"LLMTUI_HOME={tmp_path} HF_HUB_CACHE={tmp_path}/hf TERM=xterm-256color"
-    cmd = f"env -u COLUMNS -u LINES {env} {sys.executable} -m tui.cli --max-tokens 24 --seed 3; echo EXITED-$?; sleep 30"
-    tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", "-c", str(Path(__file__).parents[1]), cmd)
-    tmux("set-option", "-t", session, "window-size", "manual")
-    tmux("resize-window", "-t", session, "-x", "100", "-y", "30")
+    start_llmtui(session, tmp_path, "--max-tokens 24 --seed 3", 100, 30)  # no mode option: what a newcomer runs
     try:
         wait_for(session, "CHAT (c: raw completion)")  # loaded, in chat mode, and it says how to leave it
         tmux("send-keys", "-t", session, "-l", "Name three colors.")
