@@ -110,6 +110,8 @@ async def test_learn_screen_opens_at_a_question_and_enter_runs_it(smollm2_path: 
         await pilot.press("up")  # 1.4
         assert screen.current == "s1-prompt"
         await pilot.press("down", "enter")
+        await until(pilot, lambda: type(app.screen).__name__ == "GuessScreen")  # predict first (or not: esc)
+        await pilot.press("escape")
         await until(pilot, lambda: "s2-kv-cache" in app.learn_findings, timeout=60)
         assert not isinstance(app.screen, LearnScreen)
         assert "-learn" in app.query_one("#kv").classes

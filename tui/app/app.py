@@ -130,12 +130,12 @@ class LlmTuiApp(Tools, App[int]):
         self.engine_settled = asyncio.Event()  # set once a model loaded or failed to (experiments wait on it)
         self.api = ApiHost(self, serve or ("127.0.0.1", 8000), api_key, max_body_bytes)
         self._serve_on_load = serve is not None
-        # learn mode: the question whose experiment ran last, and what each one found
+        # learn mode: the question whose experiment ran last, what each one found and the learner's guess
         self.learn_open_at = learn  # open the Learn screen at this question once the model is loaded
         self.learn_question: str | None = None
         self.learn_findings: dict[str, Any] = {}
-        self.learn_quick = False  # shortened experiments (tests)
-        self.learn_marked: list[Any] = []
+        self.learn_verdicts: dict[str, str] = {}
+        self.learn_quick, self.learn_marked = False, []  # shortened experiments (tests); highlighted panels
 
     # -- screens ------------------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from ..config import app_dirs
 from ..engine.errors import EngineError
 from ..learn import find
 from ..learn.host import Finding, LearnError
+from ..learn.predict import GuessError, parse_guess, prediction_for
+from ..learn.predict import verdict as predicted
 from ..run import Phase, RunResult
 from ..units import shorten
 from .widgets.panels import escape
@@ -232,16 +234,19 @@ class AppHost:
                                         gpu_offload_available(), quick=quick, on_result=self.app.recorder.lab))
 
 
-def bar_text(finding: Finding) -> str:
-    """The Learn bar for a finding (markup: what came from the model is escaped)."""
+def bar_text(finding: Finding, verdict: str = "") -> str:
+    """The Learn bar for a finding (markup: what came from the model is escaped), with the learner's
+    prediction beside the measurement when there was one."""
     keys = "  ".join(f"[b]{t.split(':', 1)[0]}[/b]:{escape(shorten(t.split(':', 1)[1], 44))}"
                      for t in finding.try_next)
     return (f"[b]Learn {finding.number}[/b]{f' · variation {finding.variant}' if finding.variant else ''} · "
-            f"{escape(finding.headline)}\n" + (f"try next: {keys}   " if keys else "") + "[b]L[/b]: the question")
+            f"{escape(finding.headline)}\n" + (f"[b]prediction[/b]: {escape(verdict)}\n" if verdict else "")
+            + (f"try next: {keys}   " if keys else "") + "[b]L[/b]: the question")
 
 
-async def run_experiment(app: Any, question_id: str, variant: int = 0) -> Finding | None:
-    """Run one experiment (an async worker's body); the finding lands in the app and is returned."""
+async def run_experiment(app: Any, question_id: str, variant: int = 0, guess: str | None = None) -> Finding | None:
+    """Run one experiment (an async worker's body); the finding lands in the app and is returned, with the
+    learner's ``guess`` (predict, then run) set beside what was measured."""
     from ..learn.experiments import EXPERIMENTS, run
 
     try:
@@ -269,6 +274,15 @@ async def run_experiment(app: Any, question_id: str, variant: int = 0) -> Findin
         bar.update(f"[b]Learn {question.number}[/b] · the experiment could not run: {escape(str(exc))}")
         app.notify(f"{label}: {exc}", severity="error", timeout=10)
         return None
-    app.show_finding(finding)
+    verdict = ""
+    prediction = prediction_for(question.id, variant)
+    if guess is not None and prediction is not None:
+        try:
+            verdict = predicted(prediction, parse_guess(prediction, guess), finding.values)
+        except (GuessError, KeyError) as exc:
+            verdict = f"your guess could not be compared: {exc}"
+    app.show_finding(finding, verdict)
     app.notify(finding.headline, title=f"Learn {question.number}", timeout=12)
+    if verdict:
+        app.notify(verdict, title="your prediction", timeout=20)
     return finding

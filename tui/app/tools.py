@@ -247,11 +247,24 @@ class Tools:
             except KeyError as exc:
                 self.notify(str(exc.args[0]), severity="error", timeout=8)
                 current = None
-        self.push_screen(LearnScreen(questions, current, self.learn_findings), self._learn_chosen)
+        self.push_screen(LearnScreen(questions, current, self.learn_findings, self.learn_verdicts),
+                         self._learn_chosen)
 
     def _learn_chosen(self, choice: tuple[str, int] | None) -> None:
-        if choice is not None:
-            self.run_experiment(*choice)
+        """A question picked: its guess first where it asks for one (predict, then run), then the experiment."""
+        if choice is None:
+            return
+        from ..learn import find
+        from ..learn.predict import prediction_for
+        from .screens.learn import GuessScreen
+
+        question_id, variant = choice
+        prediction = prediction_for(question_id, variant)
+        if prediction is None:
+            self.run_experiment(question_id, variant)
+            return
+        self.push_screen(GuessScreen(find(question_id).number, prediction),
+                         lambda guess: self.run_experiment(question_id, variant, guess))
 
     def action_learn_try(self, variant: int) -> None:
         if self.learn_question is None:
@@ -265,7 +278,7 @@ class Tools:
             return
         self.run_experiment(q.id, variant)
 
-    def run_experiment(self, question_id: str, variant: int = 0) -> Worker[Any]:
+    def run_experiment(self, question_id: str, variant: int = 0, guess: str | None = None) -> Worker[Any]:
         from .learn_host import run_experiment
 
         # The screens an experiment opens (a lab, the results, the anatomy) close onto the dashboard, which
@@ -274,7 +287,7 @@ class Tools:
         # holds it instead, as after any run.
         board = self.dashboard
         board.set_focus(board.query_one("#stream"))
-        return self.run_worker(run_experiment(self, question_id, variant), group="learn", exclusive=True,
+        return self.run_worker(run_experiment(self, question_id, variant, guess), group="learn", exclusive=True,
                                exit_on_error=False)
 
     def leave_learn(self) -> None:
@@ -287,11 +300,12 @@ class Tools:
         self.dashboard.query_one("#learnbar").display = False
         self._repaint_status()
 
-    def show_finding(self, finding: Any) -> None:
+    def show_finding(self, finding: Any, verdict: str = "") -> None:
         from .learn_host import bar_text
 
         self.learn_question = finding.question
         self.learn_findings[finding.question] = finding
+        self.learn_verdicts[finding.question] = verdict
         bar = self.dashboard.query_one("#learnbar", Static)
-        bar.update(bar_text(finding))
+        bar.update(bar_text(finding, verdict))
         bar.display = True

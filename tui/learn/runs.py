@@ -8,6 +8,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
+
 from ..engine.loop import Generation, Step
 
 
@@ -28,6 +30,7 @@ class PresetRun:
     stop_reason: str
     entropy_mean: float  # nats, of the raw distributions (the model's own uncertainty)
     chosen_p_mean: float  # raw probability of the chosen tokens: low = the chain took unlikely tokens
+    final_p_mean: float  # the chosen tokens' probability after the chain (after temperature): what T changes
     rank_mean: float  # raw rank of the chosen tokens (1 = the most likely)
     draws: int  # steps decided by a random draw (0 for greedy)
     stages: tuple[StageSummary, ...]
@@ -48,6 +51,7 @@ def summarise(preset: Any, steps: Sequence[Step], stop_reason: str) -> PresetRun
         preset=preset.name, chain=preset.describe(), text=text, n_tokens=len(steps), stop_reason=stop_reason,
         entropy_mean=statistics.mean(t.entropy for t in traces) if traces else 0.0,
         chosen_p_mean=statistics.mean(t.raw_p for t in traces) if traces else 0.0,
+        final_p_mean=statistics.mean(s.prob for s in steps) if steps else 0.0,
         rank_mean=statistics.mean(ranks) if ranks else 0.0,
         draws=sum(t.draw is not None for t in traces), stages=tuple(stages),
         distinct_ratio=len({s.token for s in steps}) / len(steps) if steps else 0.0,
@@ -70,3 +74,33 @@ def run_presets(engine: Any, prompt: str, presets: Sequence[Any], *, seed: int, 
         runs.append(summarise(preset, steps, reason))
     engine.clear()
     return runs
+
+
+def next_token_distribution(engine: Any, messages: list[dict[str, str]], answer_start: str = "") -> np.ndarray:
+    """The model's next-token probabilities after ``messages`` rendered with its chat template and the
+    assistant's answer begun with ``answer_start`` (the cache is reused where it can be, then cut)."""
+    from ..engine.chat import chat_prompt, reusable_prefix
+
+    text, tokens = chat_prompt(engine, messages)
+    if answer_start:
+        tokens = tokens + engine.tokenize(answer_start, add_bos=False)
+    keep = reusable_prefix(engine, tokens)
+    engine.truncate(keep)
+    engine.decode(tokens[keep:])
+    logits = engine.logits().astype(np.float64)
+    p = np.exp(logits - logits.max())
+    return p / p.sum()
+
+
+def word_probability(engine: Any, p: np.ndarray, words: Sequence[str]) -> float:
+    """The probability that the next token starts one of ``words`` (each word's first token, counted once)."""
+    ids = {engine.tokenize(w, add_bos=False)[0] for w in words if w}
+    return float(sum(p[i] for i in ids))
+
+
+def top_tokens(engine: Any, p: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` most likely next tokens as (label, probability)."""
+    from ..safe_text import piece_label
+
+    best = np.argsort(p)[::-1][:k]
+    return [(piece_label(engine.piece(int(i))), float(p[i])) for i in best]

@@ -89,7 +89,9 @@ class LabScreen(WideModal[None]):
 class QuantLab(LabScreen):
     """Make variants of the loaded model, compare them with the reference, see where they flip."""
 
-    BINDINGS = [Binding("escape", "dismiss", "Close", id="quantlab.close")]
+    BINDINGS = [Binding("escape", "dismiss", "Close", id="quantlab.close"),
+                Binding("1", "app.learn_try(1)", "Try 1", id="quantlab.try1"),  # the last experiment's variations
+                Binding("2", "app.learn_try(2)", "Try 2", id="quantlab.try2")]
     DEFAULT_CSS = """
     QuantLab #buttons { height: 3; }
     QuantLab #scores { height: auto; max-height: 10; }
@@ -274,7 +276,9 @@ class QuantLab(LabScreen):
 class PerfLab(LabScreen):
     """Threads, batch size, mmap: a llama-bench table and plots, on the loaded model."""
 
-    BINDINGS = [Binding("escape", "dismiss", "Close", id="perflab.close")]
+    BINDINGS = [Binding("escape", "dismiss", "Close", id="perflab.close"),
+                Binding("1", "app.learn_try(1)", "Try 1", id="perflab.try1"),
+                Binding("2", "app.learn_try(2)", "Try 2", id="perflab.try2")]
     DEFAULT_CSS = """
     PerfLab #buttons { height: 3; }
     PerfLab #rows { height: auto; max-height: 12; }

@@ -11,16 +11,18 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, DataTable, Markdown, OptionList, Static
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Input, Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ...learn import STAGES, Question
 from ...safe_text import visible
 from ...units import shorten
+from ..widgets.safe import SafeInput
 from .base import WideModal
 
 
-def question_markdown(q: Question, finding: Any = None) -> str:
+def question_markdown(q: Question, finding: Any = None, verdict: str = "") -> str:
     parts = [f"# {q.number} {q.title}", f"*{q.title_zh}*", q.explanation, "## What to look at", q.look_at]
     if q.try_next:
         parts += ["## Try next (press the number)", "\n".join(f"- **{t.split(':', 1)[0]}**:{t.split(':', 1)[1]}"
@@ -29,6 +31,8 @@ def question_markdown(q: Question, finding: Any = None) -> str:
         parts += ["## On the command line", "\n".join(f"- {c}" for c in q.command_line)]
     if finding is not None:
         parts.insert(2, f"> **Last run:** {finding.headline}")
+        if verdict:
+            parts.insert(3, f"> **Your prediction:** {verdict}")
     return "\n\n".join(parts)
 
 
@@ -52,11 +56,12 @@ class LearnScreen(WideModal[tuple[str, int] | None]):
     """
 
     def __init__(self, questions: Sequence[Question], current: str | None = None,
-                 findings: dict[str, Any] | None = None) -> None:
+                 findings: dict[str, Any] | None = None, verdicts: dict[str, str] | None = None) -> None:
         super().__init__()
         self.questions = questions
         self.current = current or questions[0].id
         self.findings = findings or {}
+        self.verdicts = verdicts or {}
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -111,7 +116,8 @@ class LearnScreen(WideModal[tuple[str, int] | None]):
     def _show(self, question_id: str) -> None:
         self.current = question_id
         q = self.question
-        self.query_one("#text", Markdown).update(question_markdown(q, self.findings.get(q.id)))
+        self.query_one("#text", Markdown).update(question_markdown(q, self.findings.get(q.id),
+                                                                   self.verdicts.get(q.id, "")))
         self.query_one("#doc").scroll_home(animate=False)
         for n in (1, 2):
             button = self.query_one(f"#run{n}", Button)
@@ -131,10 +137,54 @@ class LearnScreen(WideModal[tuple[str, int] | None]):
             self.action_run(int(event.button.id[3:]))
 
 
+class GuessScreen(ModalScreen[str | None]):
+    """Predict, then run: the question's guess before its experiment (Esc runs it without one)."""
+
+    BINDINGS = [Binding("escape", "skip", "Run without a guess", id="guess.skip")]
+    DEFAULT_CSS = """
+    GuessScreen { align: center middle; }
+    GuessScreen > Vertical { width: 80%; max-width: 100; height: auto; border: round $accent;
+                             background: $surface; padding: 0 1; }
+    GuessScreen #ask { height: auto; margin-bottom: 1; }
+    """
+
+    def __init__(self, number: str, prediction: Any) -> None:
+        super().__init__()
+        self.number = number
+        self.prediction = prediction
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(Text.assemble((f"Learn {self.number} · predict, then run\n", "bold"),
+                                       visible(self.prediction.ask), "\n",
+                                       ("Enter runs the experiment and sets your guess beside the measurement · "
+                                        "Esc runs it without a guess", "dim")), id="ask")
+            yield SafeInput(placeholder="your guess", id="guess")
+
+    def on_mount(self) -> None:
+        self.query_one("#guess", Input).focus()
+
+    @on(Input.Submitted, "#guess")
+    def _submitted(self, event: Input.Submitted) -> None:
+        from ...learn.predict import GuessError, parse_guess
+
+        try:
+            parse_guess(self.prediction, event.value)
+        except GuessError as exc:
+            self.app.notify(f"the guess should be {exc}", severity="warning", timeout=4)
+            return
+        self.dismiss(event.value)
+
+    def action_skip(self) -> None:
+        self.dismiss(None)
+
+
 class ResultsScreen(WideModal[None]):
     """A side-by-side table an experiment produced (sampler runs, load times, build capabilities)."""
 
-    BINDINGS = [Binding("escape,q", "dismiss", "Close", id="results.close")]
+    BINDINGS = [Binding("escape,q", "dismiss", "Close", id="results.close"),
+                Binding("1", "app.learn_try(1)", "Try 1", id="results.try1"),
+                Binding("2", "app.learn_try(2)", "Try 2", id="results.try2")]
     DEFAULT_CSS = """
     ResultsScreen #title { height: auto; }
     ResultsScreen #table { height: 1fr; }
@@ -154,7 +204,8 @@ class ResultsScreen(WideModal[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(Text.assemble((visible(self.title_text), "bold"), "   ",
-                                       ("(Esc closes · L back to the question)", "dim")), id="title")
+                                       ("(Esc closes · L back to the question · 1 / 2 the variations)", "dim")),
+                         id="title")
             table: DataTable[Any] = DataTable(id="table", zebra_stripes=True, cursor_type="row")
             for i, c in enumerate(self.columns):
                 table.add_column(c, width=self.widths.get(i))

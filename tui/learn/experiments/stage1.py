@@ -89,17 +89,25 @@ async def exp_next_token(r: Runner, v: int) -> Finding:
         raise LearnError("the model stopped before its first token")
     tr = step.trace
     if v == 2:
-        before = step
-        run = await host.resample(host.catalog.get("wild"))
-        step = run.pending
+        # re-sample the same logits with wild until a draw lands elsewhere (each r is a new random number)
+        before, wild, draws = step, host.catalog.get("wild"), []
+        for _ in range(r.n(8, 4)):
+            step = (await host.resample(wild)).pending
+            draws.append(step)
+            if step.token != before.token:
+                break
         tr = step.trace
-        headline = (f"greedy chose {_piece(host, before.token)}; the same logits re-sampled with wild: "
-                    f"{_piece(host, step.token)} (rank {tr.rank or '>10'}, draw u={tr.draw:.3f})"
-                    + (" — the draw landed on the same token; p and r try other presets" if step.token == before.token
-                       else ""))
-        r.host.mark("trace", headline)
-        r.host.mark("hist", f"{_piece(host, step.token)} — no new llama_decode")
-        return r.finding("trace", headline, greedy_token=before.token, token=step.token, draw=tr.draw)
+        same = sum(s.token == before.token for s in draws)
+        p_greedy = float(tr.top_p_after[tr.top_ids == before.token][0]) if (tr.top_ids == before.token).any() else 0.0
+        headline = (f"greedy chose {_piece(host, before.token)}; the same logits re-sampled with wild, "
+                    + (f"draw {step.draw}: {_piece(host, step.token)} (rank {tr.rank or '>10'}, u={tr.draw:.3f})"
+                       if step.token != before.token else f"{len(draws)} draws")
+                    + (f" — {same} draw(s) landed on {_piece(host, before.token)} too: wild still gives it "
+                       f"p={p_greedy:.0%}" if same else ""))
+        r.host.mark("trace", f"chain: wild, draw {step.draw} at this step — no new llama_decode")
+        r.host.mark("hist", f"{_piece(host, step.token)}: p {tr.prob:.0%} after wild's chain")
+        return r.finding("trace", headline, greedy_token=before.token, token=step.token, draw=tr.draw,
+                         draws=len(draws), same_as_greedy=same, p_greedy_after=p_greedy)
     chosen = _piece(host, step.token)
     if tr.draw is None:
         how = "greedy: no random draw"
@@ -138,5 +146,17 @@ async def exp_prompt_form(r: Runner, v: int) -> Finding:
 
     headline = (f"next token without a trailing space: {top1('no trailing space')}; with one: "
                 f"{top1('trailing space')}; with BOS: {top1('with BOS')}, without: {top1('without BOS')}")
-    r.host.mark(screen, part="#compare", text="same text, four forms: four different top-5s")
-    return r.finding("tokenizer", headline, top={k: v[0] for k, v in tops.items()})
+    r.host.mark(screen, part="#compare", text=forms_compared(tops))
+    return r.finding("tokenizer", headline, top={k: v[0] for k, v in tops.items()}, compared=forms_compared(tops))
+
+
+def forms_compared(tops: dict[str, list[tuple[str, float]]]) -> str:
+    """How many of the forms' top-5 lists differ (by their tokens, in order), and which ones coincide:
+    counted from the lists, not assumed."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for label, top in tops.items():
+        groups.setdefault(tuple(piece for piece, _p in top[:5]), []).append(label)
+    same = [" = ".join(labels) for labels in groups.values() if len(labels) > 1]
+    n = len(groups)
+    return (f"same text, {len(tops)} forms: {n} different top-5{'s' if n != 1 else ''}"
+            + (f" ({'; '.join(same)}: the same tokens in the same order)" if same else ""))

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...engine.errors import ContextError
+from ...engine.kv import type_bytes
 from ...units import human_bytes
 from ..host import Finding, LearnError, Runner
 
@@ -13,8 +14,12 @@ from ..host import Finding, LearnError, Runner
 def _kv_figures(host: Any) -> dict[str, Any]:
     kv = host.engine.kv_layout()
     n_past = host.engine.n_past
+    values = kv.n_head_kv * kv.head_dim_k
     return {"n_past": n_past, "used": kv.used(n_past), "bytes_per_token": kv.bytes_per_token,
-            "allocated": kv.allocated, "type": f"{kv.type_k}/{kv.type_v}", "n_ctx": host.engine.n_ctx}
+            "allocated": kv.allocated, "type": f"{kv.type_k}/{kv.type_v}", "n_ctx": host.engine.n_ctx,
+            # the derivation: 2 (K and V) × layers × KV heads × head size × bytes per value
+            "n_layer": kv.n_layer, "n_head_kv": kv.n_head_kv, "head_dim": kv.head_dim_k,
+            "value_bytes": type_bytes(kv.type_k, values) / values}
 
 
 async def exp_kv_cache(r: Runner, v: int) -> Finding:

@@ -9,13 +9,13 @@ from ..host import Finding, Runner
 
 
 def _runs_table(runs: list[Any]) -> tuple[list[str], list[list[str]]]:
-    columns = ["preset", "text", "tokens", "H bits", "rank", "draws", "distinct", "kept per stage"]
+    columns = ["preset", "text", "tokens", "H raw bits", "p after", "rank", "draws", "distinct", "kept per stage"]
     rows = []
     for run in runs:
         stages = "\n".join(f"{s.name}{f' {s.note}' if s.note else ''}: {s.kept_mean:,.0f}" for s in run.stages)
         stop = "eos" if run.stop_reason == "eog" else ("max" if run.stop_reason == "max_tokens" else run.stop_reason)
         rows.append([run.preset, run.text.strip().replace("\n", " ⏎ "), f"{run.n_tokens} ({stop})",
-                     f"{run.entropy_mean / 0.6931:.2f}", f"{run.rank_mean:.1f}", str(run.draws),
+                     f"{run.entropy_mean / 0.6931:.2f}", f"{run.final_p_mean:.0%}", f"{run.rank_mean:.1f}", str(run.draws),
                      f"{run.distinct_ratio:.0%}", stages])
     return columns, rows
 
@@ -42,7 +42,7 @@ async def _preset_runs(r: Runner, prompt: str, presets: list[Any], max_tokens: i
 
 async def _show_runs(r: Runner, title: str, runs: list[Any], notes: str, mark_row: int = 0) -> Any:
     columns, rows = _runs_table(runs)
-    return await r.host.show_results(title, columns, rows, notes, mark_row=mark_row, widths={1: 48, 7: 20})
+    return await r.host.show_results(title, columns, rows, notes, mark_row=mark_row, widths={1: 44, 8: 20})
 
 
 def _temp_preset(base: Any, t: float) -> Any:
@@ -57,7 +57,9 @@ def _custom(name: str, *specs: tuple[str, dict[str, Any]]) -> Any:
 
 
 SAMPLER_NOTES = (
-    "H bits: mean entropy of the model's raw distribution (the model's own uncertainty). rank: mean rank of the "
+    "H raw bits: mean entropy of the model's raw distribution (the model's own uncertainty, before any sampler: "
+    "temperature does not change it). p after: mean probability the chosen token had in the distribution after "
+    "the chain — what temperature sharpens (high) or flattens (low). rank: mean rank of the "
     "chosen token in the raw distribution (1 = always the most likely). draws: steps decided by a random draw. "
     "distinct: distinct tokens / tokens (low = repetitive). kept per stage: candidates left after each sampler, "
     "mean over the steps.")
@@ -82,7 +84,8 @@ async def exp_samplers(r: Runner, v: int) -> Finding:
         title = "greedy, precise, balanced, wild"
     runs = await _preset_runs(r, prompt, presets, r.n(32, 8))
     screen = await _show_runs(r, f"{title} — {prompt!r}, seed {host.settings.seed}", runs, SAMPLER_NOTES)
-    parts = [f"{run.preset}: rank {run.rank_mean:.1f}, {run.draws} draws" for run in runs]
+    parts = [f"{run.preset}: p after {run.final_p_mean:.0%}, rank {run.rank_mean:.1f}, {run.draws} draws"
+             for run in runs]
     headline = "same prompt and seed — " + "; ".join(parts)
     r.host.mark(screen, part="table", text="rank 1.0 = always the top token; higher = the chain let others through")
     return r.finding("results", headline, runs=runs)

@@ -1,0 +1,105 @@
+"""Learn tells the truth (issue 17): highlighted sentences counted from the data, predict-then-run, an honest
+5.1 (recall measured, the system prompt's effect in the top-k), re-sampling until a draw lands elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import until
+from tests.test_learn import _app, experiments
+from tui.app.learn_host import run_experiment
+from tui.learn.experiments.stage1 import forms_compared
+from tui.learn.predict import PREDICTIONS, GuessError, parse_guess, prediction_for, verdict
+
+
+def test_the_forms_sentence_is_counted_from_the_lists() -> None:
+    a, b = [("␣Paris", 0.5), ("␣the", 0.1)], [("Paris", 0.4), ("␣a", 0.1)]
+    four = forms_compared({"w": a, "x": b, "y": a[::-1], "z": b[::-1]})
+    assert four.startswith("same text, 4 forms: 4 different top-5s") and "=" not in four
+    three = forms_compared({"with BOS": a, "without BOS": a, "no trailing space": b, "trailing space": b[::-1]})
+    assert "3 different top-5s" in three and "with BOS = without BOS" in three  # before: always "four different"
+
+
+def test_a_guess_is_parsed_for_its_question_and_set_beside_the_measurement() -> None:
+    kv = PREDICTIONS["s2-kv-cache"]
+    values = {"bytes_per_token": 23040.0, "n_layer": 30, "n_head_kv": 3, "head_dim": 64, "value_bytes": 2.0,
+              "type": "f16/f16"}
+    assert parse_guess(kv, "22.5 KiB") == 22.5
+    with pytest.raises(GuessError, match="a number"):
+        parse_guess(kv, "lots")
+    right = verdict(kv, 22.5, values)
+    assert "measured 22.5 KiB — ✓ right" in right and "2 (K and V) × 30 layers × 3 KV heads × 64 values × 2 B" in right
+    values_q8 = {**values, "bytes_per_token": 12240.0, "value_bytes": 1.0625, "type": "q8_0/q8_0"}
+    assert "measured 12 KiB — ✗ off by 10.5" in verdict(kv, 22.5, values_q8)  # the answer follows the data
+    form = PREDICTIONS["s1-prompt"]
+    assert parse_guess(form, "Y") == "yes" and prediction_for("s1-prompt", 1) is None
+    same = {"top": {"no trailing space": ("␣Paris", 0.4), "trailing space": ("␣Paris", 0.3)}}
+    assert "measured: no" in verdict(form, "yes", same)
+
+
+async def test_predict_then_run_in_the_app(smollm2_path: Path) -> None:
+    from tui.app.screens.learn import GuessScreen, LearnScreen
+
+    app, pool = _app(smollm2_path)
+    try:
+        async with app.run_test(size=(140, 44)) as pilot:
+            await until(pilot, lambda: app.controller is not None, timeout=30)
+            app.action_learn("s2-kv-cache")
+            await until(pilot, lambda: isinstance(app.screen, LearnScreen))
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, GuessScreen))
+            await pilot.press(*"lots", "enter")  # not a number: one line, the question stays
+            assert isinstance(app.screen, GuessScreen)
+            app.screen.query_one("#guess").value = "20"
+            await pilot.press("enter")
+            await until(pilot, lambda: "s2-kv-cache" in app.learn_verdicts, timeout=120)
+            said = app.learn_verdicts["s2-kv-cache"]
+            bpt = app.engine.kv_layout().bytes_per_token
+            assert f"measured {bpt / 1024:g} KiB" in said and "✗ off by" in said and "2 (K and V) × 30 layers" in said
+            assert "prediction" in str(app.query_one("#learnbar").content)
+    finally:
+        pool.close_all()
+
+
+async def test_chat_recall_and_the_system_prompt_are_measured(smollm2_path: Path) -> None:
+    def check0(app, f) -> None:
+        p_with, p_without = f.values["p_name_with"], f.values["p_name_without"]
+        assert 0 <= p_without < p_with <= 1  # the history is what makes the name likely
+        assert f"{p_with:.1%} with the history, {p_without:.2%} without it" in f.headline
+
+    def check2(app, f) -> None:
+        moved = f.values["moved"]
+        assert 0 < moved <= 1 and f"moved {moved:.0%} of the probability" in f.headline
+        assert len(f.values["helpful"]) == len(f.values["pirate"]) == 5
+        assert app.screen.query_one("#table").row_count == 5
+
+    await experiments(smollm2_path, ("s5-chat", 0, check0), ("s5-chat", 2, check2))
+
+
+async def test_resampling_with_wild_draws_until_another_token_and_results_take_1_and_2(smollm2_path: Path) -> None:
+    def check(app, f) -> None:
+        step = app.current.pending
+        assert step.draw == f.values["draws"] + 1  # draw 1 was greedy's; each re-sample drew anew
+        assert app.current.preset == "wild"  # the chain panel names the chain that drew
+        if f.values["token"] != f.values["greedy_token"]:
+            assert f"draw {step.draw}:" in f.headline
+        else:
+            assert f"{f.values['draws']} draws" in f.headline and "wild still gives it" in f.headline
+
+    await experiments(smollm2_path, ("s1-next-token", 2, check))
+
+
+async def test_1_on_the_results_screen_runs_the_variation(smollm2_path: Path) -> None:
+    app, pool = _app(smollm2_path)
+    try:
+        async with app.run_test(size=(140, 44)) as pilot:
+            await until(pilot, lambda: app.controller is not None, timeout=30)
+            await run_experiment(app, "s3-samplers", 0)  # lands on a results screen
+            await pilot.pause()
+            assert type(app.screen).__name__ == "ResultsScreen"
+            await pilot.press("1")  # before: nothing
+            await until(pilot, lambda: app.learn_findings["s3-samplers"].variant == 1, timeout=120)
+    finally:
+        pool.close_all()
