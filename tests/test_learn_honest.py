@@ -103,3 +103,17 @@ async def test_1_on_the_results_screen_runs_the_variation(smollm2_path: Path) ->
             await until(pilot, lambda: app.learn_findings["s3-samplers"].variant == 1, timeout=120)
     finally:
         pool.close_all()
+
+
+async def test_the_softmax_of_the_chosen_token_is_computed_from_the_logits(smollm2_path: Path) -> None:
+    import numpy as np
+
+    def check(app, f) -> None:
+        logits = app.engine.logits().astype(np.float64)  # the pending step's: nothing was decoded since
+        m = logits.max()
+        log_z = m + np.log(np.exp(logits - m).sum())
+        assert abs(f.values["log_z"] - log_z) < 1e-3 and abs(f.values["logit"] - logits[f.values["token"]]) < 1e-4
+        assert abs(np.exp(f.values["logit"] - log_z) - f.values["raw_p"]) < 1e-4
+        assert f"log Z {f.values['log_z']:.2f}" in f.headline
+
+    await experiments(smollm2_path, ("s1-next-token", 0, check))

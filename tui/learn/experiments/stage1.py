@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ...engine.anatomy import read_anatomy
@@ -113,12 +114,15 @@ async def exp_next_token(r: Runner, v: int) -> Finding:
         how = "greedy: no random draw"
     else:
         how = f"drawn: u={tr.draw:.3f} fell in [{tr.draw_lo:.3f}, {tr.draw_hi:.3f})"
+    # softmax, shown on the chosen token: p = exp(logit − log Z), Z = Σ exp(logit) over the whole vocabulary
+    log_z = tr.raw_logit - math.log(tr.raw_p) if tr.raw_p > 0 else float("nan")
+    softmax = f"p = e^(logit {tr.raw_logit:.2f} − log Z {log_z:.2f}) = {tr.raw_p:.1%}"
     headline = (f"step 0: {chosen} p={step.prob:.1%} (raw {tr.raw_p:.1%}, rank {tr.rank}), entropy "
-                f"{tr.entropy_bits:.2f} bits; {how} — space accepts it")
-    r.host.mark("hist", f"{chosen} {tr.raw_p:.1%} · H={tr.entropy_bits:.2f} bits")
+                f"{tr.entropy_bits:.2f} bits; {softmax}; {how} — space accepts it")
+    r.host.mark("hist", f"{chosen}: {softmax} · H={tr.entropy_bits:.2f} bits")
     r.host.mark("trace", how)
     return r.finding("hist", headline, token=step.token, draw=tr.draw, entropy=tr.entropy, prob=step.prob,
-                     rank=tr.rank)
+                     rank=tr.rank, logit=tr.raw_logit, log_z=log_z, raw_p=tr.raw_p)
 
 
 async def exp_prompt_form(r: Runner, v: int) -> Finding:
