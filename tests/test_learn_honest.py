@@ -117,3 +117,16 @@ async def test_the_softmax_of_the_chosen_token_is_computed_from_the_logits(smoll
         assert f"log Z {f.values['log_z']:.2f}" in f.headline
 
     await experiments(smollm2_path, ("s1-next-token", 0, check))
+
+
+async def test_temperature_after_vs_before_top_p_is_counted(smollm2_path: Path) -> None:
+    def check(app, f) -> None:
+        runs = f.values["runs"]
+        after, before = (next(s.kept_mean for s in run.stages if s.name == "top_p") for run in runs[-2:])
+        assert [s.name for s in runs[-1].stages][:2] == ["temp", "top_p"]
+        assert f"kept {after:,.1f} candidates on the T=1 probabilities, {before:,.1f} after T=1.5" in f.headline
+        assert before >= after  # a flatter distribution needs more tokens to reach the same mass
+        temps = [r.final_p_mean for r in runs[:3]]
+        assert temps[0] >= temps[2]  # T 0.2 sharpens what the chain draws from, T 1.5 flattens it
+
+    await experiments(smollm2_path, ("s3-samplers", 1, check))

@@ -72,8 +72,10 @@ async def exp_samplers(r: Runner, v: int) -> Finding:
     prompt = "The best way to learn a new language is"
     cat = host.catalog
     if v == 1:
-        presets = [_temp_preset(cat.get("balanced"), t) for t in (0.2, 0.7, 1.5)]
-        title = "one chain, three temperatures"
+        presets = [_temp_preset(cat.get("balanced"), t) for t in (0.2, 0.7, 1.5)] + [
+            _custom("top-p 0.9, then T 1.5", ("top_p", {"p": 0.9}), ("temp", {"t": 1.5}), ("dist", {})),
+            _custom("T 1.5, then top-p 0.9", ("temp", {"t": 1.5}), ("top_p", {"p": 0.9}), ("dist", {}))]
+        title = "one chain, three temperatures; then temperature after vs before top-p"
     elif v == 2:
         presets = [_custom("top-k 5", ("top_k", {"k": 5}), ("temp", {"t": 1.0}), ("dist", {})),
                    _custom("top-p 0.5", ("top_p", {"p": 0.5}), ("temp", {"t": 1.0}), ("dist", {})),
@@ -87,6 +89,10 @@ async def exp_samplers(r: Runner, v: int) -> Finding:
     parts = [f"{run.preset}: p after {run.final_p_mean:.0%}, rank {run.rank_mean:.1f}, {run.draws} draws"
              for run in runs]
     headline = "same prompt and seed — " + "; ".join(parts)
+    if v == 1:
+        after, before = (next(s.kept_mean for s in run.stages if s.name == "top_p") for run in runs[-2:])
+        headline = (f"top-p 0.9 kept {after:,.1f} candidates on the T=1 probabilities, {before:,.1f} after T=1.5 "
+                    f"flattened them — order matters; " + headline)
     r.host.mark(screen, part="table", text="rank 1.0 = always the top token; higher = the chain let others through")
     return r.finding("results", headline, runs=runs)
 
