@@ -171,6 +171,10 @@ async def test_tokens_counts_bytes_for_chinese_and_emoji(smollm2_path: Path) -> 
         assert f.values["n_tokens"] == len(app.engine.tokenize(text))
         assert f.values["n_other"] >= 3 and f.values["n_english"] + f.values["n_other"] == f.values["n_tokens"]
         assert marked(app.screen.query_one("#chips"))
+        steps = f.values["bpe_steps"]  # the merges, replayed, end on the tokenizer's own pieces
+        pieces = [app.engine.piece(t).decode() for t in app.engine.tokenize(f.values["bpe_word"], add_bos=False)]
+        assert steps[-1].replace("␣", " ").split(" ", 1)[-1] == " ".join(pieces).split(" ", 1)[-1]
+        assert f"in {len(steps) - 1} merges" in f.headline
 
     def check1(app, f) -> None:
         assert f.values["n_control"] == 1 and f.values["n_plain"] > f.values["n_special_parse"]

@@ -130,3 +130,15 @@ async def test_temperature_after_vs_before_top_p_is_counted(smollm2_path: Path) 
         assert temps[0] >= temps[2]  # T 0.2 sharpens what the chain draws from, T 1.5 flattens it
 
     await experiments(smollm2_path, ("s3-samplers", 1, check))
+
+
+def test_bpe_merges_replayed_end_where_the_tokenizer_ends(engine, smollm2_path: Path) -> None:
+    from tui.engine.bpe import merge_steps, read_merge_ranks, shown
+
+    ranks = read_merge_ranks(smollm2_path)
+    for word in (" unbelievable", " capital", " tokenization", " Paris"):
+        steps = merge_steps(word, ranks)
+        ranks_used = [rank for _s, _pair, rank in steps[1:]]
+        assert steps[0][0] == list(word.replace(" ", "Ġ")) and all(r >= 0 for r in ranks_used)
+        pieces = [engine.piece(t).decode() for t in engine.tokenize(word, add_bos=False)]
+        assert [shown(s).replace("␣", " ") for s in steps[-1][0]] == pieces, word

@@ -66,11 +66,23 @@ async def exp_tokens(r: Runner, v: int) -> Finding:
     rows = result["tokens"]
     english = [row for row in rows if _is_text(row["piece"])]
     other = len(rows) - len(english)
+    steps = await r.host.in_thread(lambda: _bpe(r.host.model_file(), BPE_WORD))
     headline = (f"{len(rows)} tokens: the English words take {len(english)}, the 2 Chinese characters and "
-                f"the emoji take {other} (raw bytes)")
+                f"the emoji take {other} (raw bytes); BPE built “{BPE_WORD.strip()}” in {len(steps) - 1} merges: "
+                + " → ".join(steps[:2] + (["…"] if len(steps) > 4 else []) + steps[-2:] if len(steps) > 3 else steps))
     r.host.mark(screen, part="#chips", text=headline)
     return r.finding("tokenizer", headline, n_tokens=len(rows), n_english=len(english), n_other=other,
-                     pieces=[row["piece"] for row in rows])
+                     pieces=[row["piece"] for row in rows], bpe_word=BPE_WORD, bpe_steps=steps)
+
+
+BPE_WORD = " unbelievable"  # a word the vocabulary does not hold whole: the merges stop at two tokens
+
+
+def _bpe(path: str, word: str) -> list[str]:
+    """The word's symbols after each merge, lowest rank first (llama.cpp's BPE session, replayed)."""
+    from ...engine.bpe import merge_steps, read_merge_ranks, shown
+
+    return [" ".join(shown(s) for s in symbols) for symbols, _pair, _rank in merge_steps(word, read_merge_ranks(path))]
 
 
 def _piece(host: Any, token: int) -> str:
