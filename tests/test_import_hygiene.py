@@ -14,7 +14,8 @@ PKG = Path(__file__).resolve().parents[1] / "tui"
 
 @pytest.mark.parametrize("module", ["tui.engine", "tui.engine.llama", "tui.engine.models", "tui.engine.controller",
                                     "tui.sampling", "tui.record", "tui.record.tools", "tui.config",
-                                    "tui.learn", "tui.learn.runs", "tui.learn.host", "tui.learn.experiments", "tui.run",
+                                    "tui.learn", "tui.learn.runs", "tui.learn.host", "tui.learn.experiments", "tui.learn.headless",
+                                    "tui.learn.headless_views", "tui.learn.predict", "tui.run",
                                     "tui.run.waiters", "tui.record.recorder", "tui.server", "tui.server.http",
                                     "tui.cli.common", "tui.cli.generate"])
 def test_domain_modules_do_not_import_textual(module: str) -> None:

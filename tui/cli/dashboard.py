@@ -16,9 +16,11 @@ from .common import (
     engine_settings,
     find_models,
     keymap_problems,
+    load_config_or_fail,
     pick_model,
     pick_preset,
     say,
+    warn,
 )
 from .recorded import load_recorded_model
 
@@ -56,10 +58,20 @@ def register(sub: Any) -> None:
                            "live experiment",
                            description="Open the dashboard on the Learn screen (L in the app), at QUESTION if "
                            "given (an id such as s2-kv-cache, or a number such as 2.1). Enter runs a question's "
-                           "experiment; 1 and 2 run its variations. --list prints the questions.")
+                           "experiment; 1 and 2 run its variations. --list prints the questions. --run runs "
+                           "QUESTION's experiment without the dashboard and prints what it found: the headline, "
+                           "every value behind it, where the dashboard would point (marks) and its tables.")
     learn.add_argument("question", nargs="?", metavar="QUESTION")
     learn.add_argument("--list", action="store_true", help="print the questions (English and Chinese) and exit")
-    learn.add_argument("--json", action="store_true", help="with --list: a JSON array")
+    learn.add_argument("--run", action="store_true",
+                       help="run QUESTION's experiment headlessly on the model and print the finding (no dashboard)")
+    learn.add_argument("--variant", type=V.int_in(0, 9), default=0, metavar="N",
+                       help="with --run: variation N, the question's 'Try next' item N (default 0: the experiment "
+                       "itself)")
+    learn.add_argument("--json", action="store_true",
+                       help="with --list: a JSON array; with --run: one JSON object (question, number, variant, "
+                       "headline, values, marks, tables)")
+    learn.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # shortened experiments (tests)
     common_args(learn, sub=True)
     engine_args(learn, sub=True)
 
@@ -139,6 +151,16 @@ def cmd_learn(args: argparse.Namespace) -> int:
     from ..learn import STAGES, find, load_questions
 
     questions = load_questions()
+    if args.run or args.variant:
+        if args.list:
+            raise CliError("--list and --run: pick one")
+        if not args.run:
+            raise CliError("--variant needs --run (in the dashboard, 1 and 2 run the variations)")
+        if args.question is None:
+            raise CliError("--run needs a QUESTION (see llmtui learn --list)")
+        return _run_learn(args)
+    if args.quick:
+        raise CliError("--quick needs --run")
     if args.list:
         if args.json:
             print(json_text([{"id": q.id, "number": q.number, "stage": q.stage, "title": q.title,
@@ -159,6 +181,58 @@ def cmd_learn(args: argparse.Namespace) -> int:
         except KeyError as exc:
             raise CliError(str(exc.args[0])) from None
     return cmd_app(args, learn=args.question or "")
+
+
+def _run_learn(args: argparse.Namespace) -> int:
+    """``llmtui learn QUESTION --run``: the experiment on a headless host, its finding printed."""
+    import asyncio
+    import sys
+
+    from ..config import app_dirs
+    from ..engine.errors import EngineError
+    from ..learn import find
+    from ..learn.headless import HeadlessHost, report, report_lines
+    from ..learn.host import LearnError
+    from ..sampling.presets import load_presets
+
+    try:
+        question = find(args.question)
+    except KeyError as exc:
+        raise CliError(str(exc.args[0])) from None
+    if args.variant > len(question.try_next):
+        raise CliError(f"{question.number} has no variation {args.variant} "
+                       f"(it has {len(question.try_next)}; llmtui learn --list shows them)")
+    config = load_config_or_fail(args)
+    settings = engine_settings(args, config)
+    catalog = load_presets(app_dirs().presets)
+    preset = pick_preset(args, config, catalog)
+    entry = pick_model(args, config)
+
+    async def run() -> tuple[Any, Any]:
+        host = HeadlessHost.load(entry.path, settings, preset=preset, catalog=catalog, model_label=entry.name,
+                                 discover=lambda: find_models(args, config), quick=args.quick,
+                                 max_tokens=args.max_tokens, context_policy=args.context_policy,
+                                 n_keep=args.n_keep, system=args.system)
+        for warning in host.engine.warnings:
+            warn(warning)
+        try:
+            return host, await host.run_question(question, args.variant)
+        finally:
+            await host.aclose()
+
+    try:
+        host, finding = asyncio.run(run())
+    except (LearnError, EngineError) as exc:
+        raise CliError(f"{question.number} {question.id}: {exc}") from None
+    for severity, message in host.notices:
+        if severity != "information":
+            say(f"llmtui: {severity}: {message}", file=sys.stderr)
+    if args.json:
+        print(json_text(report(host, question, finding), indent=2))
+    else:
+        for line in report_lines(host, question, finding):
+            say(line)
+    return 0
 
 
 COMMANDS = {"learn": cmd_learn}
