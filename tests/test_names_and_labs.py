@@ -13,7 +13,7 @@ from textual.widgets import Input, Static
 
 from tests.conftest import llama_pool, real_app, until
 from tui.app.learn_host import run_experiment
-from tui.app.screens.labs import PerfLab, QuantLab
+from tui.app.screens.labs import QuantLab
 from tui.app.screens.learn import LearnScreen
 from tui.engine import EngineSettings
 from tui.engine import models as model_discovery
@@ -132,10 +132,10 @@ async def test_closing_a_lab_an_experiment_opened_leaves_the_prompt_alone(smollm
             await pilot.pause()
             prompt = app.dashboard.query_one("#prompt", Input)
             before = prompt.value
-            await pilot.press("enter")  # runs 4.3: the perf lab
+            await pilot.press("enter")  # runs 4.3: its results screen
             await until(pilot, lambda: "s4-threads" in app.learn_findings, timeout=120)
             await pilot.pause()
-            assert isinstance(app.screen, PerfLab)
+            assert type(app.screen).__name__ == "ResultsScreen"
             await pilot.press("escape")
             await pilot.pause()
             assert app.focused is not prompt

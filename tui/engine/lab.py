@@ -4,6 +4,7 @@ llama-bench answer, as library calls the CLI and the dashboard share)."""
 from __future__ import annotations
 
 import importlib.resources
+import json
 import math
 import os
 import re
@@ -257,7 +258,7 @@ class BenchRow:
     mmap: bool
     cache_type: str
     n_gpu_layers: int
-    pp_tps: float
+    pp_tps: float  # mean over the repetitions (llama-bench's avg ± stddev)
     pp_std: float
     tg_tps: float
     tg_std: float
@@ -266,21 +267,34 @@ class BenchRow:
     rss_after_load: int
     rss_after_run: int
     bandwidth_gbs: float  # model bytes read per generated token × tok/s
+    pp_runs: list[float] = field(default_factory=list)  # tok/s of each repetition
+    tg_runs: list[float] = field(default_factory=list)
+    # the page-cache fraction of the file just before the "cold" load (None: not measurable here); a file
+    # some process keeps mapped cannot be dropped, so its "cold" load is warm
+    resident_before_cold: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def drop_page_cache(path: str | os.PathLike[str]) -> bool:
-    """Evict the file from the page cache (posix_fadvise DONTNEED) so the next read is cold."""
+    """Ask the kernel to evict the file from the page cache (fsync, then posix_fadvise DONTNEED).
+
+    True when the kernel accepted the request, which is not the same as "the file is now cold": dirty pages
+    are written back first (hence the fsync), and pages that any process has mapped are skipped. Check with
+    :func:`~tui.engine.residency.resident_fraction`."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return False
     try:
+        try:
+            os.fsync(fd)  # a file just written has dirty pages, which DONTNEED does not drop
+        except OSError:
+            pass  # some filesystems refuse fsync on a read-only descriptor: the advice may still work
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         return True
-    except (OSError, AttributeError):
+    except (OSError, AttributeError):  # AttributeError: no posix_fadvise on this OS
         return False
     finally:
         os.close(fd)
@@ -290,10 +304,15 @@ def bench(path: str, *, threads: Sequence[int] = (0,), batches: Sequence[int] = 
           mmaps: Sequence[bool] = (True,), cache_types: Sequence[str] = ("f16",), ngls: Sequence[int] = (0,),
           pp: int = 512, tg: int = 128, reps: int = 3,
           on_progress: Callable[[str], None] | None = None) -> list[BenchRow]:
+    """One row per combination: pp and tg tok/s over ``reps`` repetitions (each kept in ``pp_runs`` /
+    ``tg_runs``), cold and warm load times (and how cold "cold" was), RSS after load and after the run."""
     import psutil
 
     from .llama import LlamaEngine
+    from .residency import resident_fraction
 
+    if reps < 1:
+        raise EngineError(f"reps: {reps} (at least 1)")
     proc = psutil.Process()
     size = Path(path).stat().st_size
     rows = []
@@ -308,6 +327,7 @@ def bench(path: str, *, threads: Sequence[int] = (0,), batches: Sequence[int] = 
                             on_progress(f"threads {settings.threads}, batch {nb}, mmap {'on' if mm else 'off'}, "
                                         f"cache {ct}, ngl {ngl}")
                         drop_page_cache(path)
+                        resident = resident_fraction(path)
                         t0 = time.perf_counter()
                         eng = LlamaEngine(path, settings)
                         cold = (time.perf_counter() - t0) * 1000.0
@@ -338,18 +358,83 @@ def bench(path: str, *, threads: Sequence[int] = (0,), batches: Sequence[int] = 
                             pp_tps=statistics.mean(pps), pp_std=statistics.pstdev(pps),
                             tg_tps=tg_mean, tg_std=statistics.pstdev(tgs), load_cold_ms=cold, load_warm_ms=warm,
                             rss_after_load=rss_load, rss_after_run=rss_run,
-                            bandwidth_gbs=size * tg_mean / 1e9,
+                            bandwidth_gbs=size * tg_mean / 1e9, pp_runs=pps, tg_runs=tgs,
+                            resident_before_cold=resident,
                         ))
     return rows
 
 
+# -- one model load in a fresh process (the mmap lesson) ------------------------------------------
+
+# Runs in a child: imports and backend start-up first, so the RSS difference is the load alone (plus a
+# 32-token context: a few hundred KiB of KV cache; its logits buffer is sized by n_batch = 8).
+_LOAD_PROBE = """
+import json, sys
+from tui.engine.binding import ensure_backend
+from tui.engine.llama import LlamaEngine
+from tui.engine.residency import rss_split
+from tui.engine.settings import EngineSettings
+ensure_backend()
+settings = EngineSettings(n_ctx=32, n_batch=8, n_ubatch=8, n_threads=1, use_mmap=sys.argv[2] == "1")
+before = rss_split()
+eng = LlamaEngine(sys.argv[1], settings)
+after = rss_split()
+delta = after.minus(before) if before and after else None
+print("LOAD_PROBE " + json.dumps({"load_ms": eng.load_ms, "anon": delta and delta.anon, "file": delta and delta.file}))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadProbe:
+    """One model load (``llama_model_load_from_file``) in a fresh process."""
+
+    use_mmap: bool
+    load_ms: float
+    rss_anon: int | None  # what the load added to the process's anonymous resident memory (None: not measured)
+    rss_file: int | None  # ... and to its file-backed resident memory
+
+
+def probe_load(path: str | os.PathLike[str], *, use_mmap: bool, timeout: float = 120.0) -> LoadProbe:
+    """Load the model once in a short child process and report its load time and RSS growth.
+
+    A child, not this process: a fresh process has no other model mapped and no freed heap to reuse, so the
+    RSS difference is the load's own; and when the child exits nothing maps the file any more, so its pages
+    can be dropped from the page cache again. Bounded by ``timeout`` seconds."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])  # the child imports this very package
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        out = subprocess.run([sys.executable, "-c", _LOAD_PROBE, str(path), "1" if use_mmap else "0"],
+                             check=False, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise EngineError(f"loading {Path(path).name} took longer than {timeout:.0f} s") from None
+    for line in reversed(out.stdout.splitlines()):
+        if line.startswith("LOAD_PROBE "):
+            data = json.loads(line.removeprefix("LOAD_PROBE "))
+            return LoadProbe(use_mmap, float(data["load_ms"]), data["anon"], data["file"])
+    tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+    raise EngineError(f"loading {Path(path).name} in a child process failed (exit {out.returncode}): {tail}")
+
+
+def _spread_text(mean: float, std: float, runs: list[float], digits: int) -> str:
+    """``mean ± stddev`` over the repetitions; the mean alone from one run (a ± 0 would claim a precision
+    that one measurement cannot have)."""
+    return f"{mean:.{digits}f} (1 run)" if len(runs) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
 def bench_markdown(path: str, rows: list[BenchRow], gpu: bool) -> str:
-    lines = [f"model: {Path(path).name} ({human_bytes(Path(path).stat().st_size)}) — GPU offload in this "
-             f"llama.cpp build: {'yes' if gpu else 'no (CPU build: -ngl has no effect)'}", "",
-             "| threads | batch | mmap | cache | ngl | pp t/s | tg t/s | load cold ms | load warm ms | ~GB/s read |",
-             "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [(f"model: {Path(path).name} ({human_bytes(Path(path).stat().st_size)}) — GPU offload in this "
+              f"llama.cpp build: {'yes' if gpu else 'no (CPU build: -ngl has no effect)'}"), "",
+             ("| threads | batch | mmap | cache | ngl | pp t/s | tg t/s | load cold ms | cached before cold | "
+              "load warm ms | ~GB/s read |"),
+             "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        cached = "?" if r.resident_before_cold is None else f"{r.resident_before_cold:.0%}"
         lines.append(f"| {r.threads} | {r.batch} | {'on' if r.mmap else 'off'} | {r.cache_type} | {r.n_gpu_layers} | "
-                     f"{r.pp_tps:.1f} ± {r.pp_std:.1f} | {r.tg_tps:.1f} ± {r.tg_std:.1f} | {r.load_cold_ms:.0f} | "
+                     f"{_spread_text(r.pp_tps, r.pp_std, r.pp_runs, 1)} | "
+                     f"{_spread_text(r.tg_tps, r.tg_std, r.tg_runs, 1)} | {r.load_cold_ms:.0f} | {cached} | "
                      f"{r.load_warm_ms:.0f} | {r.bandwidth_gbs:.1f} |")
     return "\n".join(lines) + "\n"

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import os
+import shutil
+import statistics
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,17 +89,153 @@ async def exp_threads(r: Runner, v: int) -> Finding:
         headline = "generation tok/s — " + ", ".join(f"{t} thread(s): {s:.1f}" for t, s in speeds.items())
         r.host.mark("tput", headline.split(" — ")[1])
         return r.finding("tput", headline, speeds=speeds)
-    lab = await r.host.perf_lab(quick=True)
+    from ...engine.lab import bench
+    from ...engine.settings import logical_cpus
+
+    path = r.host.model_file()
+    counts = thread_counts(default_threads())
+    pp, tg = r.n(128, 16), r.n(32, 4)
+    cores = logical_cpus()
     await r.host.idle()
-    await lab.run()
-    if not lab.rows:
-        raise LearnError("the benchmark failed: " + lab.status_text)
-    rows = lab.rows
-    parts = [f"{row.threads} thread(s): pp {row.pp_tps:.0f}, tg {row.tg_tps:.1f} tok/s (~{row.bandwidth_gbs:.1f} GB/s)"
-             for row in rows]
-    headline = "; ".join(parts)
-    r.host.mark(lab, part="#rows", text="tg is bound by memory bandwidth, pp by compute")
-    return r.finding("perf lab", headline, rows=[(row.threads, row.pp_tps, row.tg_tps) for row in rows])
+
+    def job() -> tuple[list[Any], float | None, float | None]:
+        before = load_average()
+        rows = bench(path, threads=counts, batches=(pp,), pp=pp, tg=tg, reps=THREAD_REPS)
+        return rows, before, load_average()
+
+    rows, before, after = await r.host.in_thread(job)
+    if not rows:
+        raise LearnError("the benchmark produced no rows")
+    warning = busy_warning(before, after, cores, max(counts))
+    conclusion = threads_conclusion(rows)
+    table = [[str(row.threads), _median_range(row.pp_runs, 0), _median_range(row.tg_runs, 1),
+              f"{row.bandwidth_gbs:.2f}"] for row in rows]
+    loads = ("load average not available on this system" if before is None or after is None else
+             f"load average {before:.1f} before, {after:.1f} after, on {cores} logical CPUs")
+    notes = ((f"⚠ {warning}\n\n" if warning else "")
+             + f"{conclusion}.\n\n"
+             f"Each row: {THREAD_REPS} runs of {pp} prompt tokens (pp, one batch) and {tg} generated tokens (tg, "
+             f"one at a time); the median and, after it, the slowest–fastest run. A step counts as scaling when "
+             f"the median grows by more than ×{SCALING:.2f} and the two ranges do not overlap. {loads}. "
+             "llama.cpp runs a one-token decode on n_threads and a batch on n_threads_batch (llama_context_params; "
+             "llama_context::graph_compute picks one); here both are the row's thread count. "
+             "~GB/s: model bytes × tg tok/s, the weights read per second while generating.")
+    screen = await r.host.show_results(f"threads: 1 to {counts[-1]} on {Path(path).name}",
+                                       ["threads", "pp tok/s (median, range)", "tg tok/s (median, range)", "~GB/s"],
+                                       table, notes)
+    sentence = (f"⚠ busy machine — {conclusion}" if warning else conclusion)
+    r.host.mark(screen, part="table", text=sentence)
+    return r.finding("results", sentence, conclusion=conclusion, busy=bool(warning), load=(before, after),
+                     rows=[(row.threads, _median(row.pp_runs, row.pp_tps), _median(row.tg_runs, row.tg_tps))
+                           for row in rows])
+
+
+# -- 4.3 threads: what the rows say ------------------------------------------------------------------
+
+THREAD_REPS = 3  # runs per thread count: a median and a range, never a "± 0" from one run
+SCALING = 1.15  # a thread step "scales" when the median tok/s grows by more than this factor
+
+
+def thread_counts(cores: int) -> list[int]:
+    """1, 2, 4, … up to ``cores``, and ``cores`` itself: never more threads than cores, and few enough
+    counts that a many-core machine benchmarks in minutes, not hours."""
+    counts, n = [], 1
+    while n < cores:
+        counts.append(n)
+        n *= 2
+    return counts + [max(1, cores)]
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable threads, averaged), or None where the OS does not keep one."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
+def busy_warning(before: float | None, after: float | None, cores: int, own_threads: int) -> str:
+    """'' on a quiet machine; else why the figures are noise-prone. The benchmark itself keeps up to
+    ``own_threads`` threads runnable, which the 1-minute average taken after it includes: those are not
+    counted against the machine."""
+    busy_before = before is not None and before > cores
+    busy_after = after is not None and after - own_threads > cores
+    if not (busy_before or busy_after):
+        return ""
+    said = ", ".join(f"{label} {value:.1f}" for label, value in (("before", before), ("after", after))
+                     if value is not None)
+    return (f"the machine was busy (load average {said}, on {cores} logical CPUs): other work competed for "
+            "the cores, so these figures are noise; trust only differences larger than the ranges")
+
+
+def _median(runs: list[float], fallback: float) -> float:
+    return statistics.median(runs) if runs else fallback
+
+
+def _median_range(runs: list[float], digits: int) -> str:
+    if not runs:
+        return "?"
+    if len(runs) == 1:
+        return f"{runs[0]:.{digits}f} (1 run)"
+    return f"{statistics.median(runs):.{digits}f} ({min(runs):.{digits}f}–{max(runs):.{digits}f})"
+
+
+@dataclass(frozen=True)
+class _Point:
+    threads: int
+    median: float
+    low: float
+    high: float
+
+
+def _curve(rows: list[Any], metric: str) -> list[_Point]:
+    points = []
+    for row in sorted(rows, key=lambda row: row.threads):
+        runs = list(getattr(row, f"{metric}_runs")) or [getattr(row, f"{metric}_tps")]
+        points.append(_Point(row.threads, statistics.median(runs), min(runs), max(runs)))
+    return points
+
+
+def _scaling(points: list[_Point], name: str) -> tuple[str, str]:
+    """(kind, clause): kind is "scaled" (every step), "stopped" (a step gained less than SCALING),
+    "unclear" (a step's ranges overlap: no claim) or "single" (one thread count)."""
+    if len(points) < 2:
+        return "single", f"{name} was measured at one thread count only: nothing to compare"
+    first = points[0]
+    for a, b in itertools.pairwise(points):
+        before = (f"{name} scaled ×{a.median / first.median:.2f} from {first.threads} to {a.threads} threads, "
+                  "then " if a is not first and first.median > 0 else f"{name} ")
+        if b.low <= a.high and a.low <= b.high:
+            return "unclear", (f"{before}from {a.threads} to {b.threads} threads the runs overlap ({a.low:.1f}–"
+                               f"{a.high:.1f} vs {b.low:.1f}–{b.high:.1f} tok/s): no conclusion")
+        ratio = b.median / a.median if a.median > 0 else math.inf
+        if ratio < SCALING:
+            slower = " (slower)" if ratio < 1 else ""
+            return "stopped", (f"{before}stopped scaling at {b.threads} threads: ×{ratio:.2f} from {a.threads} to "
+                               f"{b.threads}{slower}")
+    total = points[-1].median / first.median if first.median > 0 else math.inf
+    return "scaled", f"{name} still scaled with threads: ×{total:.2f} from {first.threads} to {points[-1].threads}"
+
+
+def threads_conclusion(rows: list[Any]) -> str:
+    """What these rows show about threads, and only that (rows: ``threads``, ``pp_runs`` / ``tg_runs``
+    or ``pp_tps`` / ``tg_tps``, ``bandwidth_gbs``)."""
+    tg_kind, tg = _scaling(_curve(rows, "tg"), "tg")
+    pp_kind, pp = _scaling(_curve(rows, "pp"), "pp")
+    gbs = max((row.bandwidth_gbs for row in rows), default=0.0)
+    if "unclear" in (tg_kind, pp_kind) or "single" in (tg_kind, pp_kind):
+        why = "run it again on an idle machine, or with more tokens" if "unclear" in (tg_kind, pp_kind) else ""
+    elif tg_kind == "stopped" and pp_kind == "scaled":
+        why = (f"the same cores did speed up the prompt, so generation waits on memory (~{gbs:.1f} GB/s of "
+               "weights read): memory bandwidth, not compute, limits it")
+    elif tg_kind == "stopped":
+        why = ("neither scaled: more threads found no more compute (other work on the cores, or logical CPUs "
+               "sharing a physical core), which says nothing about memory bandwidth")
+    elif pp_kind == "stopped":
+        why = "generation still gained from threads where the prompt did not: unusual, worth a rerun"
+    else:
+        why = f"compute still limits both at these thread counts (~{gbs:.1f} GB/s read is below the memory's limit)"
+    return f"here {tg}; {pp}" + (f" — {why}" if why else "")
 
 
 async def exp_gpu(r: Runner, v: int) -> Finding:
@@ -128,27 +271,134 @@ async def exp_mmap(r: Runner, v: int) -> Finding:
     await r.host.ready()
     if v == 1:
         return await _model_picker(r)
-    from ...engine.lab import bench, drop_page_cache
-
     path = r.host.model_file()
-
-    def job() -> tuple[bool, list[Any]]:
-        can_drop = drop_page_cache(path)
-        return can_drop, bench(path, threads=(0,), mmaps=(True, False), pp=16, tg=2, reps=1)
-
-    can_drop, rows = await r.host.in_thread(job)
-    table = [["on" if row.mmap else "off", f"{row.load_cold_ms:.0f} ms", f"{row.load_warm_ms:.0f} ms",
-              human_bytes(row.rss_after_load)] for row in rows]
+    cache_dir = r.host.cache_dir
+    rows = await r.host.in_thread(lambda: measure_mmap(path, cache_dir))
     on = next(row for row in rows if row.mmap)
     off = next(row for row in rows if not row.mmap)
-    notes = ("cold: the file was dropped from the page cache first (posix_fadvise DONTNEED)"
-             + ("" if can_drop else " — this system refused, so 'cold' may be warm here")
-             + ". warm: loaded again at once, the pages still cached. With mmap the weights are not copied: the "
-             "process maps the cached pages; without it every byte is read into the process's own memory.")
-    screen = await r.host.show_results("mmap: cold and warm loads",
-                                       ["mmap", "cold load", "warm load", "RSS after load"], table, notes)
-    headline = (f"mmap on: cold {on.load_cold_ms:.0f} ms, warm {on.load_warm_ms:.0f} ms; mmap off: cold "
-                f"{off.load_cold_ms:.0f} ms, warm {off.load_warm_ms:.0f} ms")
-    r.host.mark(screen, part="table", text="warm + mmap: only the mapping is built")
-    return r.finding("results", headline, mmap_cold=on.load_cold_ms, mmap_warm=on.load_warm_ms,
-                     read_cold=off.load_cold_ms, read_warm=off.load_warm_ms, dropped=can_drop)
+    table = [["on" if row.mmap else "off", _pct(row.resident_cold), f"{row.cold.load_ms:.0f} ms",
+              _pct(row.resident_warm), f"{row.warm.load_ms:.0f} ms", _bytes(row.cold.rss_file),
+              _bytes(row.cold.rss_anon)] for row in rows]
+    conclusion = mmap_conclusion(rows)
+    notes = (f"{conclusion}.\n\n"
+             "Loaded from a private copy of the model file (nothing else maps it; deleted afterwards), each "
+             "load in a fresh process: its load time is llama_model_load_from_file, its RSS columns what that "
+             "load added to the process (file-backed: pages of the mapped file; anonymous: the process's own "
+             "memory). cold: the copy was dropped from the page cache first (fsync + posix_fadvise DONTNEED) and "
+             "the share still cached checked with mincore; warm: loaded again at once. With mmap, llama.cpp "
+             "maps the file (llama_mmap in src/llama-mmap.cpp) with MAP_POPULATE on Linux, so a cold load still reads "
+             "the whole file from disk; what it saves is the copy into the process's own memory.")
+    screen = await r.host.show_results("mmap: cold and warm loads of a private copy",
+                                       ["mmap", "cached before cold", "cold load", "cached before warm",
+                                        "warm load", "RSS file-backed +", "RSS anonymous +"], table, notes)
+    r.host.mark(screen, part="table", text=conclusion)
+    return r.finding("results", conclusion, mmap_cold=on.cold.load_ms, mmap_warm=on.warm.load_ms,
+                     read_cold=off.cold.load_ms, read_warm=off.warm.load_ms,
+                     dropped=all(row.dropped for row in rows),
+                     resident_before_cold={"on": on.resident_cold, "off": off.resident_cold},
+                     rss={"on": (on.cold.rss_file, on.cold.rss_anon), "off": (off.cold.rss_file, off.cold.rss_anon)})
+
+
+# -- 4.5 mmap: a measurement that is what it says ----------------------------------------------------
+
+WARM_RESIDENCY = 0.10  # above this share of the file already cached, a "cold" load is not cold
+SAME_SPEED = 1.10  # load times within this factor of each other are "about the same"
+DROP_REFUSED = ("this system refused to drop the file from the page cache (posix_fadvise DONTNEED failed), so "
+                "'cold' may be warm here")
+
+
+@dataclass(frozen=True)
+class MmapRow:
+    """Cold and warm loads of one copy of the model, with mmap on or off."""
+
+    mmap: bool
+    dropped: bool  # the kernel accepted the drop before the cold load
+    resident_cold: float | None  # share of the file in the page cache just before the cold load (None: unknown)
+    cold: Any  # a LoadProbe (tui.engine.lab)
+    resident_warm: float | None
+    warm: Any
+
+
+def measure_mmap(path: str, work_dir: Any, *, timeout: float = 120.0) -> list[MmapRow]:
+    """For mmap on and off: drop a private copy of the model from the page cache, check how much of it is
+    still cached, load it in a child process (cold), then load it again (warm).
+
+    A private copy, because the page cache cannot drop pages that a process maps, and the dashboard maps the
+    model it runs. It lives in a temporary directory under ``work_dir`` and is deleted afterwards."""
+    from ...engine.lab import drop_page_cache, probe_load
+    from ...engine.residency import resident_fraction
+
+    source = Path(path)
+    size = source.stat().st_size
+    work = Path(work_dir)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(work).free
+    except OSError as exc:
+        raise LearnError(f"{work}: cannot use it for a copy of the model: {exc.strerror or exc}") from None
+    if free < size + (64 << 20):
+        raise LearnError(f"the mmap lesson copies the model ({human_bytes(size)}) into {work}, which has only "
+                         f"{human_bytes(free)} free")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mmap-lesson-", dir=work) as tmp:
+        copy = Path(tmp) / source.name
+        try:
+            shutil.copyfile(source, copy)
+        except OSError as exc:
+            raise LearnError(f"cannot copy the model into {work}: {exc.strerror or exc}") from None
+        for use_mmap in (True, False):
+            dropped = drop_page_cache(copy)
+            resident_cold = resident_fraction(copy)
+            cold = probe_load(copy, use_mmap=use_mmap, timeout=timeout)
+            resident_warm = resident_fraction(copy)
+            warm = probe_load(copy, use_mmap=use_mmap, timeout=timeout)
+            rows.append(MmapRow(use_mmap, dropped, resident_cold, cold, resident_warm, warm))
+    return rows
+
+
+def _pct(fraction: float | None) -> str:
+    return "?" if fraction is None else f"{fraction:.1%}"
+
+
+def _bytes(n: int | None) -> str:
+    return "?" if n is None else ("+" if n >= 0 else "−") + human_bytes(abs(n))
+
+
+def _compare(on_ms: float, off_ms: float) -> str:
+    if on_ms <= 0 or off_ms <= 0:
+        return "not comparable"
+    ratio = off_ms / on_ms
+    if ratio > SAME_SPEED:
+        return f"mmap ×{ratio:.1f} faster"
+    if ratio < 1 / SAME_SPEED:
+        return f"mmap ×{1 / ratio:.1f} slower"
+    return "about the same (within 10 %)"
+
+
+def mmap_conclusion(rows: list[MmapRow]) -> str:
+    """The sentence the rows support: which load was faster cold and warm, what each added to the process,
+    and — before any of that — whether "cold" really was cold."""
+    on = next(row for row in rows if row.mmap)
+    off = next(row for row in rows if not row.mmap)
+    parts = []
+    if not all(row.dropped for row in rows):
+        parts.append(DROP_REFUSED)
+    warm = [row for row in rows if row.resident_cold is not None and row.resident_cold > WARM_RESIDENCY]
+    if warm:
+        said = ", ".join(f"{row.resident_cold:.0%} (mmap {'on' if row.mmap else 'off'})" for row in warm)
+        parts.append(f"the cold measurement was warm: the page cache held {said} of the file before the 'cold' "
+                     "load — a process kept it mapped, or the drop did not take — so cold and warm cannot be told "
+                     "apart here")
+    else:
+        known = [row.resident_cold for row in rows if row.resident_cold is not None]
+        cached = (f"{max(known):.1%} of the file cached before" if len(known) == len(rows)
+                  else "how much was cached is unknown here (no mincore)")
+        parts.append(f"cold ({cached}): mmap on {on.cold.load_ms:.0f} ms, off {off.cold.load_ms:.0f} ms — "
+                     f"{_compare(on.cold.load_ms, off.cold.load_ms)}")
+    parts.append(f"warm: on {on.warm.load_ms:.0f} ms, off {off.warm.load_ms:.0f} ms — "
+                 f"{_compare(on.warm.load_ms, off.warm.load_ms)}")
+    if None not in (on.cold.rss_file, on.cold.rss_anon, off.cold.rss_file, off.cold.rss_anon):
+        parts.append(f"the load added {_bytes(on.cold.rss_file)} file-backed and {_bytes(on.cold.rss_anon)} "
+                     f"anonymous memory with mmap, {_bytes(off.cold.rss_file)} and {_bytes(off.cold.rss_anon)} "
+                     "without")
+    return "; ".join(parts)
