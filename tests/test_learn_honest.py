@@ -26,13 +26,14 @@ def test_a_guess_is_parsed_for_its_question_and_set_beside_the_measurement() -> 
     kv = PREDICTIONS["s2-kv-cache"]
     values = {"bytes_per_token": 23040.0, "n_layer": 30, "n_head_kv": 3, "head_dim": 64, "value_bytes": 2.0,
               "type": "f16/f16"}
-    assert parse_guess(kv, "22.5 KiB") == 22.5
+    assert parse_guess(kv, "180 MiB") == 180
     with pytest.raises(GuessError, match="a number"):
         parse_guess(kv, "lots")
-    right = verdict(kv, 22.5, values)
-    assert "measured 22.5 KiB — ✓ right" in right and "2 (K and V) × 30 layers × 3 KV heads × 64 values × 2 B" in right
+    right = verdict(kv, 180, values)
+    assert "measured 180 MiB — ✓ right" in right and "2 (K and V) × 30 layers × 3 KV heads × 64 values × 2 B" in right
+    assert "× 8,192 tokens = 180.0 MiB" in right
     values_q8 = {**values, "bytes_per_token": 12240.0, "value_bytes": 1.0625, "type": "q8_0/q8_0"}
-    assert "measured 12 KiB — ✗ off by 10.5" in verdict(kv, 22.5, values_q8)  # the answer follows the data
+    assert "measured 95.6 MiB — ✗ off by 84.4" in verdict(kv, 180, values_q8)  # the answer follows the data
     form = PREDICTIONS["s1-prompt"]
     assert parse_guess(form, "Y") == "yes" and prediction_for("s1-prompt", 1) is None
     same = {"top": {"no trailing space": ("␣Paris", 0.4), "trailing space": ("␣Paris", 0.3)}}
@@ -56,8 +57,8 @@ async def test_predict_then_run_in_the_app(smollm2_path: Path) -> None:
             await pilot.press("enter")
             await until(pilot, lambda: "s2-kv-cache" in app.learn_verdicts, timeout=120)
             said = app.learn_verdicts["s2-kv-cache"]
-            bpt = app.engine.kv_layout().bytes_per_token
-            assert f"measured {bpt / 1024:g} KiB" in said and "✗ off by" in said and "2 (K and V) × 30 layers" in said
+            mib = round(app.engine.kv_layout().bytes_per_token * 8192 / 2**20, 1)
+            assert f"measured {mib:g} MiB" in said and "✗ off by" in said and "2 (K and V) × 30 layers" in said
             assert "prediction" in str(app.query_one("#learnbar").content)
     finally:
         pool.close_all()
@@ -142,3 +143,19 @@ def test_bpe_merges_replayed_end_where_the_tokenizer_ends(engine, smollm2_path: 
         assert steps[0][0] == list(word.replace(" ", "Ġ")) and all(r >= 0 for r in ranks_used)
         pieces = [engine.piece(t).decode() for t in engine.tokenize(word, add_bos=False)]
         assert [shown(s).replace("␣", " ") for s in steps[-1][0]] == pieces, word
+
+
+async def test_a_shift_forgets_a_fact_and_a_long_prompt_costs_more_per_token(smollm2_path: Path) -> None:
+    def shift(app, f) -> None:
+        recall = f.values["recall"]
+        assert recall["in_cache"] > 10 * max(recall["shifted_out"], 1e-9)  # the fact's cells were what recalled it
+        assert f"{recall['in_cache']:.1%} with its cells in the cache, {recall['shifted_out']:.4%}" in f.headline
+
+    def long_prompt(app, f) -> None:
+        rows = f.values["prompt"]
+        assert [start for start, _ms in rows] == list(range(0, f.values["n_tokens"], 128))
+        first, last = rows[0][1], rows[-1][1]
+        assert f"(×{last / first:.2f})" in f.headline and f"{f.values['gen_ms_late']:.1f} ms after" in f.headline
+        assert app.screen.query_one("#table").row_count == len(rows)
+
+    await experiments(smollm2_path, ("s2-shift-rope", 0, shift), ("s2-long-context", 2, long_prompt))

@@ -62,6 +62,9 @@ def verdict(prediction: Prediction, guess: Any, values: dict[str, Any]) -> str:
     return f"you guessed {guess}; measured: {answer} — {'✓ right' if guess == answer else '✗ not this time'}. {how}"
 
 
+CONTEXT_8K = 8192
+
+
 def _kv_derivation(v: dict[str, Any]) -> str:
     return (f"2 (K and V) × {v['n_layer']} layers × {v['n_head_kv']} KV heads × {v['head_dim']} values × "
             f"{v['value_bytes']:g} B ({v['type']}) = {v['bytes_per_token']:,.0f} B = "
@@ -96,10 +99,11 @@ PREDICTIONS: dict[str, Prediction] = {
                               "continues from a different last token"),
     ),
     "s2-kv-cache": Prediction(
-        ask="How many KiB of KV cache does one token take in this model at f16?",
-        kind="number", unit="KiB",
-        answer=lambda v: round(v["bytes_per_token"] / 1024, 1),
-        derivation=_kv_derivation,
+        ask=f"How many MiB of KV cache would {CONTEXT_8K:,} tokens take in this model at f16?",
+        kind="number", unit="MiB",
+        answer=lambda v: round(v["bytes_per_token"] * CONTEXT_8K / 2**20, 1),
+        derivation=lambda v: (f"{_kv_derivation(v)}; × {CONTEXT_8K:,} tokens = "
+                              f"{human_bytes(v['bytes_per_token'] * CONTEXT_8K)}"),
     ),
     "s4-ptq": Prediction(
         ask="Which quantized variant will stay closest to the reference (the lowest KL)? (e.g. q8_0, q4_0)",

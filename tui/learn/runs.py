@@ -104,3 +104,53 @@ def top_tokens(engine: Any, p: np.ndarray, k: int = 5) -> list[tuple[str, float]
 
     best = np.argsort(p)[::-1][:k]
     return [(piece_label(engine.piece(int(i))), float(p[i])) for i in best]
+
+
+def recall_after_shift(engine: Any, fact: str, filler: str, question: str, answer: str) -> dict[str, float]:
+    """P(``answer``) after ``question`` in three caches: the fact in it; the fact's cells dropped by a
+    context shift (llama.cpp's: remove the cells, move the rest back, RoPE re-rotated); the fact never seen.
+    The engine's context must hold fact + filler + question."""
+    fact_t = engine.tokenize(fact, add_bos=None)
+    rest = engine.tokenize(filler, add_bos=False)
+    ask = engine.tokenize(question, add_bos=False)
+    target = engine.tokenize(answer, add_bos=False)[0]
+
+    def p_answer() -> float:
+        logits = engine.logits().astype(np.float64)
+        p = np.exp(logits - logits.max())
+        return float(p[target] / p.sum())
+
+    out = {}
+    engine.clear()
+    engine.decode(fact_t + rest + ask)
+    out["in_cache"] = p_answer()
+    engine.clear()
+    engine.decode(fact_t + rest)
+    engine.shift(0, len(fact_t))  # the fact's cells go; every later cell moves back by as many positions
+    engine.decode(ask)
+    out["shifted_out"] = p_answer()
+    engine.clear()
+    engine.decode(engine.tokenize(filler, add_bos=None) + ask)
+    out["never_seen"] = p_answer()
+    engine.clear()
+    out["fact_tokens"] = len(fact_t)
+    return out
+
+
+def ms_per_token_by_position(engine: Any, tokens: Sequence[int], chunk: int, gen: int) -> dict[str, Any]:
+    """Prompt processing timed chunk by chunk (ms per token against the position the chunk starts at), then
+    ``gen`` single-token decodes at the end of the long context and as many at its start, for comparison."""
+    engine.clear()
+    rows = []
+    for start in range(0, len(tokens), chunk):
+        part = list(tokens[start:start + chunk])
+        ms = engine.decode(part)
+        rows.append((start, ms / len(part)))
+    last = int(np.argmax(engine.logits()))
+    late = [engine.decode([last]) for _ in range(gen)]
+    engine.clear()
+    engine.decode(list(tokens[:1]))
+    early = [engine.decode([last]) for _ in range(gen)]
+    engine.clear()
+    return {"prompt": rows, "gen_ms_late": statistics.median(late), "gen_ms_early": statistics.median(early),
+            "n_tokens": len(tokens)}

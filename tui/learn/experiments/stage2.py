@@ -9,6 +9,7 @@ from ...engine.errors import ContextError
 from ...engine.kv import type_bytes
 from ...units import human_bytes
 from ..host import Finding, LearnError, Runner
+from ..runs import ms_per_token_by_position, recall_after_shift
 
 
 def _kv_figures(host: Any) -> dict[str, Any]:
@@ -107,6 +108,8 @@ async def exp_long_context(r: Runner, v: int) -> Finding:
     host = r.host
     await r.host.use_settings()
     r.host.chat(False)
+    if v == 2:
+        return await _long_prompt(r)
     n_ctx = 4_000_000
     cache = "q8_0" if v == 1 else "f16"
 
@@ -136,6 +139,34 @@ async def exp_long_context(r: Runner, v: int) -> Finding:
                      cache=cache)
 
 
+async def _long_prompt(r: Runner) -> Finding:
+    """A real long prompt: ms per token against the position it is evaluated at, then a new token's cost
+    near the start and after the whole prompt (each one attends to every cached cell)."""
+    host = r.host
+    n, chunk, gen = r.n(3072, 512), r.n(512, 128), r.n(8, 4)
+    await host.use_settings(n_ctx=n + 256)
+
+    def job() -> dict[str, Any]:
+        tokens = host.engine.tokenize(FILLER * (n // 30 + 1), add_bos=None)[:n]
+        return ms_per_token_by_position(host.engine, tokens, chunk, gen)
+
+    out = await host.in_thread(job)
+    rows = [[f"{start:,}–{min(start + chunk, out['n_tokens']) - 1:,}", f"{ms:.2f}"] for start, ms in out["prompt"]]
+    first, last = out["prompt"][0][1], out["prompt"][-1][1]
+    notes = (f"One new token near the start of the context: {out['gen_ms_early']:.1f} ms (median of {gen}); after "
+             f"{out['n_tokens']:,} cached tokens: {out['gen_ms_late']:.1f} ms. Each token's attention reads the K and V "
+             "of every cell before it, so the cost per token grows with the position while the weights read stay the "
+             "same. Timings on a busy machine are noisy: the trend is the lesson, not the digits.")
+    screen = await host.show_results(f"a {out['n_tokens']:,}-token prompt: ms per token by position",
+                                     ["positions", "ms per token"], rows, notes, mark_row=len(rows) - 1)
+    headline = (f"prompt {first:.2f} → {last:.2f} ms/token from position 0 to {out['prompt'][-1][0]:,} "
+                f"(×{last / first:.2f}); a new token: {out['gen_ms_early']:.1f} ms at the start, "
+                f"{out['gen_ms_late']:.1f} ms after {out['n_tokens']:,} tokens")
+    host.mark(screen, part="table", text=f"×{last / first:.2f} per token from the first chunk to the last")
+    return r.finding("results", headline, prompt=out["prompt"], gen_ms_early=out["gen_ms_early"],
+                     gen_ms_late=out["gen_ms_late"], n_tokens=out["n_tokens"])
+
+
 async def exp_shift(r: Runner, v: int) -> Finding:
     await r.host.ready()
     host = r.host
@@ -153,12 +184,25 @@ async def exp_shift(r: Runner, v: int) -> Finding:
         headline = f"policy stop: {n} tokens, then {reason!r} — the 256-cell context is full"
         r.host.mark("kv", f"full after {n} tokens")
         return r.finding("kv", headline, steps=n, stop_reason=reason, shifts=len(host.current().shifts))
-    if host.current().shifts:
-        _at, keep, drop = host.current().shifts[0]
-        headline = (f"{len(host.current().shifts)} context shift(s) in a 256-cell context: each kept the first {keep} "
+    shifts = host.current().shifts
+    if shifts:
+        _at, keep, drop = shifts[0]
+        headline = (f"{len(shifts)} context shift(s) in a 256-cell context: each kept the first {keep} "
                     f"(n_keep) and dropped {drop}, then shifted the rest back (RoPE re-rotated); {n} tokens")
     else:
         headline = f"no shift happened ({n} tokens, {reason})"
-    r.host.mark("kv", f"{len(host.current().shifts)} shift(s) · {n} tokens in n_ctx 256")
-    return r.finding("kv", headline, shifts=len(host.current().shifts), steps=n, stop_reason=reason,
-                     first_shift=host.current().shifts[0] if host.current().shifts else None)
+    # what a shift forgets: a fact, then filler, then the question — with the fact's cells kept or shifted out
+    await host.idle()
+    recall = await host.in_thread(lambda: recall_after_shift(host.engine, *SHIFT_FACT))
+    headline += (f"; a fact pushed out: P(“pineapple”) {recall['in_cache']:.1%} with its cells in the cache, "
+                 f"{recall['shifted_out']:.4%} after a shift dropped its {recall['fact_tokens']} cells "
+                 f"(never seen: {recall['never_seen']:.4%})")
+    r.host.mark("kv", f"{len(shifts)} shift(s) · {n} tokens in n_ctx 256 · a dropped fact: "
+                f"{recall['in_cache']:.0%} → {recall['shifted_out']:.2%}")
+    return r.finding("kv", headline, shifts=len(shifts), steps=n, stop_reason=reason,
+                     first_shift=shifts[0] if shifts else None, recall=recall)
+
+
+FILLER = ("The weather was mild that week, and the village went about its business: the baker baked, the fisher "
+          "mended nets, and children ran along the harbour wall until the evening bell. ")
+SHIFT_FACT = ("The secret word is pineapple. ", FILLER * 2, " The secret word is", " pineapple")
