@@ -28,6 +28,7 @@ from textual.worker import Worker, WorkerState
 
 from ..config import save_state
 from ..crash import crash_log
+from ..engine.chat import chat_policy, loop_policy
 from ..engine.controller import Controller, SetPreset
 from ..engine.errors import EngineError
 from ..engine.thread import engine_thread
@@ -442,13 +443,11 @@ class LlmTuiApp(Tools, App[int]):
 
     @property
     def loop_policy(self) -> str:
-        """What a generation does when the context fills (the loop knows stop and shift)."""
-        return "shift" if self.context_policy == "shift" else "stop"
+        return loop_policy(self.context_policy)
 
     @property
     def chat_policy(self) -> str:
-        """What a chat turn does when the conversation no longer fits."""
-        return "drop-oldest-turns" if self.context_policy == "drop-oldest-turns" else "stop"
+        return chat_policy(self.context_policy)
 
     def set_context_policy(self, policy: str, n_keep: int) -> None:
         """stop, shift or drop-oldest-turns, for the generation loop and the chat alike."""

@@ -17,7 +17,7 @@ from textual.widget import Widget
 from ..config import app_dirs
 from ..engine.errors import EngineError
 from ..learn import find
-from ..learn.host import Finding, LearnError
+from ..learn.host import Finding, LearnError, finished_run
 from ..learn.predict import GuessError, parse_guess, prediction_for
 from ..learn.predict import verdict as predicted
 from ..run import Phase, RunResult
@@ -136,11 +136,7 @@ class AppHost:
             run = await self.app.generate(prompt, step_mode=step_mode, max_tokens=max_tokens)
         except EngineError as exc:
             raise LearnError(str(exc)) from None
-        if run.phase is Phase.ERROR or run.state.startswith("stopped: error"):
-            raise LearnError(run.state)
-        if run.phase not in (Phase.STOPPED, Phase.PAUSED):
-            raise LearnError(f"the run was cut short by another ({run.state} after {len(run.steps)} tokens)")
-        return run
+        return finished_run(run)
 
     async def resample(self, preset: Any) -> RunResult:
         from ..engine.controller import Resample

@@ -46,6 +46,16 @@ def reusable_prefix(engine: Any, tokens: list[int]) -> int:
     return max(0, min(common_prefix(held, tokens), len(tokens) - 1))
 
 
+def loop_policy(context_policy: str) -> str:
+    """What a generation does when the context fills, for the user's policy (the loop knows stop and shift)."""
+    return "shift" if context_policy == "shift" else "stop"
+
+
+def chat_policy(context_policy: str) -> str:
+    """What a chat turn does when the conversation no longer fits, for the user's policy."""
+    return "drop-oldest-turns" if context_policy == "drop-oldest-turns" else "stop"
+
+
 def chat_prompt(eng: Any, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
     """The conversation rendered with the model's chat template (ready for the answer), and its tokens."""
     text = eng.render_chat(messages, add_generation_prompt=True)

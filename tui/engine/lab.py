@@ -54,6 +54,9 @@ def gpu_offload_available() -> bool:
         return False
 
 
+LAB_TYPES = ("q8_0", "q5_1", "q4_0", "q2_k")  # the quantization lab's variants (the screen's and the headless one's)
+
+
 def default_output(source: Path, qtype: str, models_dir: Path) -> Path:
     """``<models_dir>/<source's stem without its quant>.<TYPE>.gguf``."""
     stem = re.sub(r"[.-](Q\d\w*|F16|BF16|F32|q\d\w*|f16)$", "", source.stem)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..engine.chat import chat_policy, loop_policy
 from ..engine.errors import EngineError
 from ..run import Phase, RunModel, RunResult
 from ..run.waiters import RunWaiters
@@ -35,7 +36,7 @@ from .headless_views import (
     TokenizerView,
     View,
 )
-from .host import Finding, LearnError
+from .host import Finding, LearnError, finished_run
 
 # the dashboard's panels a recipe may mark (their widget ids)
 PANELS = ("stream", "hist", "trace", "kv", "mem", "tput", "status")
@@ -215,11 +216,11 @@ class HeadlessHost:
 
     @property
     def loop_policy(self) -> str:
-        return "shift" if self.context_policy == "shift" else "stop"
+        return loop_policy(self.context_policy)
 
     @property
     def chat_policy(self) -> str:
-        return "drop-oldest-turns" if self.context_policy == "drop-oldest-turns" else "stop"
+        return chat_policy(self.context_policy)
 
     def policy(self, policy: str = "stop", n_keep: int = -1, ignore_eos: bool = False) -> None:
         self.controller.ignore_eos = ignore_eos
@@ -276,11 +277,7 @@ class HeadlessHost:
             run = await asyncio.wait_for(waiter, timeout=RUN_TIMEOUT_S)
         except TimeoutError:
             raise LearnError(f"timed out waiting for the run ({len(self.model.steps)} tokens so far)") from None
-        if run.phase is Phase.ERROR or run.state.startswith("stopped: error"):
-            raise LearnError(run.state)
-        if run.phase not in (Phase.STOPPED, Phase.PAUSED):
-            raise LearnError(f"the run was cut short by another ({run.state} after {len(run.steps)} tokens)")
-        return run
+        return finished_run(run)
 
     async def resample(self, preset: Any) -> RunResult:
         from ..engine.controller import Resample

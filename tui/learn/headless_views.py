@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.errors import EngineError
+from ..engine.lab import (
+    LAB_TYPES as QUANT_LAB_TYPES,  # the quantization lab's variants, as the screen makes
+)
 from ..safe_text import piece_label
 from ..units import human_bytes, human_count
-
-# the quantization lab's variants (the QuantLab screen's TYPES: tui/app/screens/labs.py; kept equal by a test)
-QUANT_LAB_TYPES = ("q8_0", "q5_1", "q4_0", "q2_k")
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,6 +137,15 @@ class Host(Protocol):
     async def perf_lab(self, quick: bool = True) -> PerfLabView: ...
 
 
+def finished_run(run: Any) -> Any:
+    """The run an experiment waited for, or LearnError: it failed, or another run cut it short."""
+    if run.phase.value == "error" or run.state.startswith("stopped: error"):
+        raise LearnError(run.state)
+    if run.phase.value not in ("stopped", "paused"):
+        raise LearnError(f"the run was cut short by another ({run.state} after {len(run.steps)} tokens)")
+    return run
+
+
 class Runner:
     """One experiment's run: the question, the variation, and the host with a few conveniences."""
 

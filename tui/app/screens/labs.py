@@ -22,6 +22,7 @@ from textual.widgets import Button, DataTable, Static
 from textual_plotext import PlotextPlot
 
 from ...engine.errors import EngineError
+from ...engine.lab import LAB_TYPES
 from ...safe_text import piece_label, visible, visible_lines
 from ...units import human_bytes
 from ..widgets.panels import escape
@@ -99,7 +100,7 @@ class QuantLab(LabScreen):
     QuantLab #flip { height: auto; max-height: 9; }
     """
 
-    TYPES = ("q8_0", "q5_1", "q4_0", "q2_k")
+    TYPES = LAB_TYPES
 
     def __init__(self, model_path: str, run_guarded: Callable[[Callable[[], Any]], Any], *,
                  types: tuple[str, ...] = TYPES, max_tokens: int = 256,
