@@ -323,6 +323,8 @@ async def test_gpu_is_said_plainly(smollm2_path: Path) -> None:
         assert f.values["gpu"] == supports_gpu_offload()
         notes = str(app.screen.query_one("#notes-text").content)
         assert ("YES" if f.values["gpu"] else "NO") in notes and f.values["ratio"] > 0
+        assert "runs per row: median (slowest–fastest)" in notes  # repeated, with their spread
+        assert ("no measurable difference" in f.headline) == f.values["overlap"]
 
     await experiments(smollm2_path, ("s4-gpu", 0, check))
 

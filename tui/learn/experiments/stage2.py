@@ -147,8 +147,13 @@ async def _long_prompt(r: Runner) -> Finding:
     await host.use_settings(n_ctx=n + 256)
 
     def job() -> dict[str, Any]:
+        from ...engine.settings import default_threads, logical_cpus
+        from .stage4 import busy_warning, load_average
+
+        before = load_average()
         tokens = host.engine.tokenize(FILLER * (n // 30 + 1), add_bos=None)[:n]
-        return ms_per_token_by_position(host.engine, tokens, chunk, gen)
+        out = ms_per_token_by_position(host.engine, tokens, chunk, gen)
+        return {**out, "busy": busy_warning(before, load_average(), logical_cpus(), default_threads())}
 
     out = await host.in_thread(job)
     rows = [[f"{start:,}–{min(start + chunk, out['n_tokens']) - 1:,}", f"{ms:.2f}"] for start, ms in out["prompt"]]
@@ -156,7 +161,8 @@ async def _long_prompt(r: Runner) -> Finding:
     notes = (f"One new token near the start of the context: {out['gen_ms_early']:.1f} ms (median of {gen}); after "
              f"{out['n_tokens']:,} cached tokens: {out['gen_ms_late']:.1f} ms. Each token's attention reads the K and V "
              "of every cell before it, so the cost per token grows with the position while the weights read stay the "
-             "same. Timings on a busy machine are noisy: the trend is the lesson, not the digits.")
+             "same. Each chunk is timed once: the trend is the lesson, not the digits."
+             + (f"\n\n⚠ {out['busy']}." if out["busy"] else ""))
     screen = await host.show_results(f"a {out['n_tokens']:,}-token prompt: ms per token by position",
                                      ["positions", "ms per token"], rows, notes, mark_row=len(rows) - 1)
     headline = (f"prompt {first:.2f} → {last:.2f} ms/token from position 0 to {out['prompt'][-1][0]:,} "
@@ -164,7 +170,7 @@ async def _long_prompt(r: Runner) -> Finding:
                 f"{out['gen_ms_late']:.1f} ms after {out['n_tokens']:,} tokens")
     host.mark(screen, part="table", text=f"×{last / first:.2f} per token from the first chunk to the last")
     return r.finding("results", headline, prompt=out["prompt"], gen_ms_early=out["gen_ms_early"],
-                     gen_ms_late=out["gen_ms_late"], n_tokens=out["n_tokens"])
+                     gen_ms_late=out["gen_ms_late"], n_tokens=out["n_tokens"], busy=out["busy"])
 
 
 async def exp_shift(r: Runner, v: int) -> Finding:

@@ -286,29 +286,43 @@ async def exp_gpu(r: Runner, v: int) -> Finding:
     await r.host.ready()
     from ...engine.binding import llama_cpp_version, supports_gpu_offload, system_info
     from ...engine.lab import bench
+    from ...engine.settings import default_threads, logical_cpus
 
     path = r.host.model_file()
-    pp, tg = r.n(128, 32), r.n(32, 4)
+    pp, tg, reps = r.n(128, 32), r.n(32, 4), r.n(3, 2)
 
-    def job() -> tuple[bool, str, list[Any]]:
-        return supports_gpu_offload(), system_info(), bench(path, threads=(0,), ngls=(0, 99), pp=pp, tg=tg, reps=1)
+    def job() -> tuple[bool, str, list[Any], float | None, float | None]:
+        before = load_average()
+        rows = bench(path, threads=(0,), ngls=(0, 99), pp=pp, tg=tg, reps=reps)
+        return supports_gpu_offload(), system_info(), rows, before, load_average()
 
-    gpu, info, rows = await r.host.in_thread(job)
-    table = [[str(row.n_gpu_layers), f"{row.pp_tps:.0f}", f"{row.tg_tps:.1f}", f"{row.load_cold_ms:.0f} ms"]
-             for row in rows]
-    ratio = rows[1].tg_tps / rows[0].tg_tps if rows[0].tg_tps else 0.0
+    gpu, info, rows, load_before, load_after = await r.host.in_thread(job)
+
+    def spread(runs: list[float], mean: float) -> str:
+        return (f"{statistics.median(runs):.1f} ({min(runs):.1f}–{max(runs):.1f})" if len(runs) > 1
+                else f"{mean:.1f} (1 run)")
+
+    table = [[str(row.n_gpu_layers), spread(row.pp_runs, row.pp_tps), spread(row.tg_runs, row.tg_tps),
+              f"{row.load_cold_ms:.0f} ms"] for row in rows]
+    tg0, tg99 = (row.tg_runs or [row.tg_tps] for row in rows)
+    ratio = statistics.median(tg99) / statistics.median(tg0) if statistics.median(tg0) else 0.0
+    overlap = min(tg99) <= max(tg0) and min(tg0) <= max(tg99)
+    busy = busy_warning(load_before, load_after, logical_cpus(), default_threads())
     notes = (f"llama-cpp-python {llama_cpp_version()} · GPU offload in this build: "
              f"{'YES' if gpu else 'NO — a CPU-only build: n_gpu_layers is accepted and ignored'}\n\n"
              f"llama_print_system_info():\n{info}\n\n"
              "To offload, llama-cpp-python must be built with a GPU backend, e.g. "
              "CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install llama-cpp-python --force-reinstall --no-cache-dir; "
              "then `llmtui --n-gpu-layers 99` puts every layer on the GPU.")
+    notes += f"\n\n{reps} runs per row: median (slowest–fastest)." + (f" Warning: {busy}." if busy else "")
     screen = await r.host.show_results("GPU offload: n_gpu_layers 0 and 99 on this build",
                                        ["n_gpu_layers", "pp tok/s", "tg tok/s", "load"], table, notes, mark_row=1)
     headline = (f"GPU offload supported: {'yes' if gpu else 'no (CPU build)'}; ngl 99 / ngl 0 generation speed "
-                f"×{ratio:.2f}" + ("" if gpu else " — the same work on the same CPU"))
+                f"×{ratio:.2f} (medians of {reps})"
+                + (": the ranges overlap, no measurable difference" if overlap else "")
+                + ("" if gpu else " — the same work on the same CPU") + (" — the machine was busy" if busy else ""))
     r.host.mark(screen, part="#notes", text="what this build can do")
-    return r.finding("results", headline, gpu=gpu, ratio=ratio, system_info=info)
+    return r.finding("results", headline, gpu=gpu, ratio=ratio, system_info=info, overlap=overlap, busy=busy)
 
 
 async def exp_mmap(r: Runner, v: int) -> Finding:
