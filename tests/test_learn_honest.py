@@ -182,3 +182,16 @@ async def test_small_models_get_dumber_is_measured_or_said_plainly(smollm2_path:
         assert ("less surprised" in f.headline) == (bpb_large < bpb_small)
 
     await experiments(smollm2_path, ("s4-ptq", 2, check))
+
+
+async def test_the_kv_cache_layout_per_layer_comes_from_the_model(smollm2_path: Path) -> None:
+    def check(app, f) -> None:
+        kv = app.engine.kv_layout()
+        assert (f.values["n_layer"], f.values["n_head_kv"], f.values["head_dim"]) == (kv.n_layer, kv.n_head_kv,
+                                                                                      kv.head_dim_k)
+        assert f"each of the {kv.n_layer} layers keeps, per cell, K [{kv.n_head_kv} KV heads × {kv.head_dim_k}]" \
+            in f.headline
+        assert f"cells 0–{app.engine.n_past - 1} hold positions 0–{app.engine.n_past - 1}" in f.headline
+        assert 2 * kv.n_layer * kv.n_head_kv * kv.head_dim_k * f.values["value_bytes"] == kv.bytes_per_token
+
+    await experiments(smollm2_path, ("s2-kv-cache", 0, check))

@@ -18,7 +18,7 @@ async def exp_load(r: Runner, v: int) -> Finding:
     path = r.host.model_file()
     anatomy = await r.host.in_thread(lambda: read_anatomy(path, r.host.cache_dir))
     screen = await r.host.show_anatomy(anatomy)
-    load = r.host.load_info or "loaded"
+    load = (r.host.load_info or "loaded") + " (one load: 4.5 measures cold and warm loads, repeated)"
     headline = (f"{load}: {human_bytes(anatomy.file_size)} file, {len(anatomy.tensors)} tensors, "
                 f"{anatomy.total_elements / 1e6:.1f}M parameters at {anatomy.bits_per_weight:.2f} bits/weight")
     r.host.mark(screen, part="#summary", text=headline)

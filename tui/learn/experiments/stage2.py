@@ -51,13 +51,19 @@ async def exp_kv_cache(r: Runner, v: int) -> Finding:
     headline = (f"{f['n_past']} cells ({run.n_prompt} prompt + {generated}) × {human_bytes(f['bytes_per_token'])} = "
                 f"{human_bytes(f['used'])} used of {human_bytes(f['allocated'])} allocated for n_ctx "
                 f"{f['n_ctx']:,} ({f['type']})")
+    # the mechanism under the total: per layer, one K row and one V row per cell; a cell is (position, sequence)
+    last = f["n_past"] - 1
+    layout = (f"each of the {f['n_layer']} layers keeps, per cell, K [{f['n_head_kv']} KV heads × {f['head_dim']}] and "
+              f"V [{f['n_head_kv']} × {f['head_dim']}] in {f['type'].split('/')[0]}; cells 0–{last} hold positions "
+              f"0–{last} of sequence 0")
+    headline += f"; {layout}"
     if v == 1:
         headline += f"; f16 needs {human_bytes(base)} per token: ×{f['bytes_per_token'] / base:.2f}"
     elif v == 2:
         headline += f"; n_ctx {host.base_settings.n_ctx:,} allocated {human_bytes(base)}: allocation is up front"
     r.host.mark("kv", f"{human_bytes(f['used'])} = {f['n_past']} × {human_bytes(f['bytes_per_token'])}")
     return r.finding("kv", headline, base=base, n_prompt=run.n_prompt, generated=drawn, generated_in_cache=in_cache,
-                     **f)
+                     layout=layout, **f)
 
 
 CHAT_TURNS = ["Hi! My name is Ada. What is a cat?", "And what is a dog?", "What is my name?"]
