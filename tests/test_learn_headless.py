@@ -25,9 +25,11 @@ from tui.units import human_bytes
 
 
 def test_cli_kv_cache_headline_is_derived_from_the_run(tmp_path: Path, engine) -> None:
-    out = run("learn", "2.1", "--run", "--json", "--quick", "--n-ctx", "768", home=tmp_path)
+    out = run("learn", "2.1", "--run", "--json", "--quick", "--n-ctx", "768", "--guess", "100", home=tmp_path)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
+    mib = data["values"]["bytes_per_token"] * 8192 / 2**20  # predict, then run: the guess beside the measurement
+    assert data["prediction"].startswith(f"you guessed 100 MiB; measured {mib:g} MiB — ✗ off by {mib - 100:g}")
     assert (data["question"], data["number"], data["variant"]) == ("s2-kv-cache", "2.1", 0)
     v = data["values"]
     # the cells: the prompt as the model reads it, plus the generated tokens the cache holds (the last drawn

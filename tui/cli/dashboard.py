@@ -71,6 +71,8 @@ def register(sub: Any) -> None:
     learn.add_argument("--json", action="store_true",
                        help="with --list: a JSON array; with --run: one JSON object (question, number, variant, "
                        "headline, values, marks, tables)")
+    learn.add_argument("--guess", type=V.utf8_text, metavar="ANSWER",
+                       help="with --run: your prediction (predict, then run), set beside what the run measured")
     learn.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # shortened experiments (tests)
     common_args(learn, sub=True)
     engine_args(learn, sub=True)
@@ -159,6 +161,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
         if args.question is None:
             raise CliError("--run needs a QUESTION (see llmtui learn --list)")
         return _run_learn(args)
+    if args.guess is not None:
+        raise CliError("--guess needs --run (in the dashboard, Enter asks for it)")
     if args.quick:
         raise CliError("--quick needs --run")
     if args.list:
@@ -202,6 +206,18 @@ def _run_learn(args: argparse.Namespace) -> int:
     if args.variant > len(question.try_next):
         raise CliError(f"{question.number} has no variation {args.variant} "
                        f"(it has {len(question.try_next)}; llmtui learn --list shows them)")
+    prediction = guess = None
+    if args.guess is not None:
+        from ..learn.predict import GuessError, parse_guess, prediction_for
+
+        prediction = prediction_for(question.id, args.variant)
+        if prediction is None:
+            raise CliError(f"{question.number}{f' variation {args.variant}' if args.variant else ''} asks for no "
+                           "prediction (1.2, 1.4, 2.1 and 4.2 do)")
+        try:
+            guess = parse_guess(prediction, args.guess)
+        except GuessError as exc:
+            raise CliError(f"--guess: {prediction.ask} — the guess should be {exc}") from None
     config = load_config_or_fail(args)
     settings = engine_settings(args, config)
     catalog = load_presets(app_dirs().presets)
@@ -227,11 +243,18 @@ def _run_learn(args: argparse.Namespace) -> int:
     for severity, message in host.notices:
         if severity != "information":
             say(f"llmtui: {severity}: {message}", file=sys.stderr)
+    said = ""
+    if prediction is not None:
+        from ..learn.predict import verdict
+
+        said = verdict(prediction, guess, finding.values)
     if args.json:
-        print(json_text(report(host, question, finding), indent=2))
+        print(json_text({**report(host, question, finding), **({"prediction": said} if said else {})}, indent=2))
     else:
         for line in report_lines(host, question, finding):
             say(line)
+        if said:
+            say(f"prediction: {said}")
     return 0
 
 
