@@ -272,8 +272,10 @@ async def test_a_request_to_the_dashboard_server_shows_up_in_the_token_stream(sm
 def test_cli_serve_starts_and_stops(tmp_path: Path) -> None:
     env = {**os.environ, "LLMTUI_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hf"),
            "PYTHONFAULTHANDLER": "1"}  # a hang at exit shows every thread's stack (SIGABRT below)
+    # started with SIGINT ignored, as a shell starts a background job: Ctrl+C must still stop it (it did not)
     proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve", "--port", "0", "--n-ctx", "512"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         line = proc.stderr.readline()
         assert "serving" in line and "http://127.0.0.1:" in line, line

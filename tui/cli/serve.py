@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +89,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     say(f"llmtui: serving {entry.name} ({preset.name}, seed {settings.seed}, n_ctx {engine.n_ctx}) on "
           f"{server.url}" + (" — API key required" if args.api_key else "") + "; Ctrl+C stops", file=sys.stderr,
           flush=True)
+    # Ctrl+C (SIGINT) and SIGTERM stop the server cleanly, even where SIGINT came in ignored (a shell starts
+    # background jobs that way, and Python then never raises KeyboardInterrupt)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
     try:
-        while server.http.thread.is_alive():
-            server.http.thread.join(0.5)
-    except KeyboardInterrupt:
-        say("llmtui: stopping", file=sys.stderr)
+        while server.http.thread.is_alive() and not stop.wait(0.5):
+            pass
+        if stop.is_set():
+            say("llmtui: stopping", file=sys.stderr)
     finally:
         server.stop()
         engine.close()
