@@ -246,3 +246,14 @@ def test_measure_mmap_loads_a_private_copy_cold(smollm2_path: Path, tmp_path: Pa
         assert off.cold.rss_anon - on.cold.rss_anon > 0.7 * size  # read: copied into the process's own memory
     assert mmap_conclusion(rows).startswith("cold (")
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_mmap_repeated_loads_whose_ranges_overlap_make_no_claim() -> None:
+    import dataclasses
+
+    on, off = _mmap_rows(resident=0.0)
+    on = dataclasses.replace(on, cold_ms=(150.0, 200.0, 260.0), warm_ms=(140.0, 150.0, 160.0))
+    off = dataclasses.replace(off, cold_ms=(250.0, 540.0, 600.0), warm_ms=(190.0, 200.0, 210.0))
+    said = mmap_conclusion([on, off])
+    assert "off 540 ms — no measurable difference (the runs overlap)" in said  # 150–260 vs 250–600
+    assert "warm: on 150 ms, off 200 ms — mmap ×1.3 faster" in said and "medians of 3 loads each" in said

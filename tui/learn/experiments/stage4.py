@@ -331,11 +331,12 @@ async def exp_mmap(r: Runner, v: int) -> Finding:
         return await _model_picker(r)
     path = r.host.model_file()
     cache_dir = r.host.cache_dir
-    rows = await r.host.in_thread(lambda: measure_mmap(path, cache_dir))
+    reps = r.n(3, 1)
+    rows = await r.host.in_thread(lambda: measure_mmap(path, cache_dir, reps=reps))
     on = next(row for row in rows if row.mmap)
     off = next(row for row in rows if not row.mmap)
-    table = [["on" if row.mmap else "off", _pct(row.resident_cold), f"{row.cold.load_ms:.0f} ms",
-              _pct(row.resident_warm), f"{row.warm.load_ms:.0f} ms", _bytes(row.cold.rss_file),
+    table = [["on" if row.mmap else "off", _pct(row.resident_cold), _spread(row.cold_ms, row.cold.load_ms),
+              _pct(row.resident_warm), _spread(row.warm_ms, row.warm.load_ms), _bytes(row.cold.rss_file),
               _bytes(row.cold.rss_anon)] for row in rows]
     conclusion = mmap_conclusion(rows)
     notes = (f"{conclusion}.\n\n"
@@ -375,9 +376,11 @@ class MmapRow:
     cold: Any  # a LoadProbe (tui.engine.lab)
     resident_warm: float | None
     warm: Any
+    cold_ms: tuple[float, ...] = ()  # every cold load's time (``cold`` is the median one)
+    warm_ms: tuple[float, ...] = ()
 
 
-def measure_mmap(path: str, work_dir: Any, *, timeout: float = 120.0) -> list[MmapRow]:
+def measure_mmap(path: str, work_dir: Any, *, timeout: float = 120.0, reps: int = 1) -> list[MmapRow]:
     """For mmap on and off: drop a private copy of the model from the page cache, check how much of it is
     still cached, load it in a child process (cold), then load it again (warm).
 
@@ -405,13 +408,27 @@ def measure_mmap(path: str, work_dir: Any, *, timeout: float = 120.0) -> list[Mm
         except OSError as exc:
             raise LearnError(f"cannot copy the model into {work}: {exc.strerror or exc}") from None
         for use_mmap in (True, False):
-            dropped = drop_page_cache(copy)
-            resident_cold = resident_fraction(copy)
-            cold = probe_load(copy, use_mmap=use_mmap, timeout=timeout)
-            resident_warm = resident_fraction(copy)
-            warm = probe_load(copy, use_mmap=use_mmap, timeout=timeout)
-            rows.append(MmapRow(use_mmap, dropped, resident_cold, cold, resident_warm, warm))
+            drops, cached_cold, colds, cached_warm, warms = [], [], [], [], []
+            for _ in range(max(1, reps)):  # each round: drop, cold load, warm load
+                drops.append(drop_page_cache(copy))
+                cached_cold.append(resident_fraction(copy))
+                colds.append(probe_load(copy, use_mmap=use_mmap, timeout=timeout))
+                cached_warm.append(resident_fraction(copy))
+                warms.append(probe_load(copy, use_mmap=use_mmap, timeout=timeout))
+            known = [c for c in cached_cold if c is not None]
+            rows.append(MmapRow(use_mmap, all(drops), max(known) if known else None, _median_probe(colds),
+                                next((c for c in cached_warm if c is not None), None), _median_probe(warms),
+                                tuple(p.load_ms for p in colds), tuple(p.load_ms for p in warms)))
     return rows
+
+
+def _median_probe(probes: list[Any]) -> Any:
+    """The load whose time is the median (its memory figures go with it)."""
+    return sorted(probes, key=lambda p: p.load_ms)[len(probes) // 2]
+
+
+def _spread(runs: tuple[float, ...], median: float) -> str:
+    return f"{median:.0f} ms" + (f" ({min(runs):.0f}–{max(runs):.0f})" if len(runs) > 1 else "")
 
 
 def _pct(fraction: float | None) -> str:
@@ -422,9 +439,11 @@ def _bytes(n: int | None) -> str:
     return "?" if n is None else ("+" if n >= 0 else "−") + human_bytes(abs(n))
 
 
-def _compare(on_ms: float, off_ms: float) -> str:
+def _compare(on_ms: float, off_ms: float, on_runs: tuple[float, ...] = (), off_runs: tuple[float, ...] = ()) -> str:
     if on_ms <= 0 or off_ms <= 0:
         return "not comparable"
+    if len(on_runs) > 1 and len(off_runs) > 1 and min(on_runs) <= max(off_runs) and min(off_runs) <= max(on_runs):
+        return "no measurable difference (the runs overlap)"
     ratio = off_ms / on_ms
     if ratio > SAME_SPEED:
         return f"mmap ×{ratio:.1f} faster"
@@ -452,9 +471,11 @@ def mmap_conclusion(rows: list[MmapRow]) -> str:
         cached = (f"{max(known):.1%} of the file cached before" if len(known) == len(rows)
                   else "how much was cached is unknown here (no mincore)")
         parts.append(f"cold ({cached}): mmap on {on.cold.load_ms:.0f} ms, off {off.cold.load_ms:.0f} ms — "
-                     f"{_compare(on.cold.load_ms, off.cold.load_ms)}")
+                     f"{_compare(on.cold.load_ms, off.cold.load_ms, on.cold_ms, off.cold_ms)}")
     parts.append(f"warm: on {on.warm.load_ms:.0f} ms, off {off.warm.load_ms:.0f} ms — "
-                 f"{_compare(on.warm.load_ms, off.warm.load_ms)}")
+                 f"{_compare(on.warm.load_ms, off.warm.load_ms, on.warm_ms, off.warm_ms)}")
+    if len(on.cold_ms) > 1:
+        parts.append(f"medians of {len(on.cold_ms)} loads each")
     if None not in (on.cold.rss_file, on.cold.rss_anon, off.cold.rss_file, off.cold.rss_anon):
         parts.append(f"the load added {_bytes(on.cold.rss_file)} file-backed and {_bytes(on.cold.rss_anon)} "
                      f"anonymous memory with mmap, {_bytes(off.cold.rss_file)} and {_bytes(off.cold.rss_anon)} "
