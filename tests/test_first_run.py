@@ -233,3 +233,47 @@ async def test_a_replay_opened_in_the_app_has_a_way_out_of_each_kind(fake_record
         app.switch_model(describe_file(Path("fake-model.gguf")))  # a model picked: back to live
         await until(pilot, lambda: app.screen is app.dashboard and app.engine is not None)
         assert "REPLAY" not in app.query_one("#status").text
+
+
+def test_a_rebuilt_chain_continues_each_generator_from_its_own_counterpart() -> None:
+    import numpy as np
+
+    from tui.engine.fake import FakeEngine
+    from tui.sampling.presets import BUILTIN_PRESETS
+
+    eng = FakeEngine()
+    preset = BUILTIN_PRESETS["creative"]  # xtc and dist: two generators drawing at different rates
+    chain = preset.build(eng.build_context(5))
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        trace = chain.sample(rng.normal(size=64).astype(np.float32) * 3)
+        chain.accept(trace.token)
+    again = preset.build(eng.build_context(5)).continue_draws(chain)
+    for old, new in zip(chain.samplers, again.samplers):
+        if getattr(old, "seeded", False):
+            assert new.rng.copy().uniform_double() == old.rng.copy().uniform_double(), old.name
+
+
+async def test_ctrl_n_during_a_chat_answer_keeps_the_new_conversation_clean() -> None:
+    app = make_app(chat_template=TEMPLATE, max_tokens=30)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        app.query_one("#prompt", Input).value = "hello there"
+        app.query_one(TokenStream).focus()
+        await pilot.press("space")  # a step-mode run: paused at its first token
+        await until(pilot, lambda: app.current.pending is not None)
+        await pilot.press("ctrl+n")  # a new conversation while the old answer is unfinished
+        await until(pilot, lambda: not app.running)
+        assert [m["role"] for m in app.controller.chat.messages if m["role"] != "system"] == []  # before: an answer
+
+
+async def test_chat_asked_of_a_model_without_a_template_stays_raw_and_the_hint_says_why() -> None:
+    from tui.run.model import first_token_hint
+
+    app = make_app(chat=True)  # the fake engine has no chat template
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        assert not app.chat_mode and any("no chat template" in n for n in notes(app))
+        assert "RAW" not in app.query_one("#status").text  # nothing to switch to
+    said = first_token_hint(False, "</s>", can_chat=False)
+    assert "no chat template" in said and "press c" not in said

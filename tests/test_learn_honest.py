@@ -195,3 +195,19 @@ async def test_the_kv_cache_layout_per_layer_comes_from_the_model(smollm2_path: 
         assert 2 * kv.n_layer * kv.n_head_kv * kv.head_dim_k * f.values["value_bytes"] == kv.bytes_per_token
 
     await experiments(smollm2_path, ("s2-kv-cache", 0, check))
+
+
+def test_the_closest_quant_is_one_the_lab_made_not_the_loaded_model() -> None:
+    ptq = PREDICTIONS["s4-ptq"]
+    values = {"scores": [("m.F16.gguf", 0.0, 1.0), ("m.Q8_0.gguf", 0.0045, 0.99), ("m.Q5_1.gguf", 0.149, 0.8),
+                         ("m.Q4_0.gguf", 0.3, 0.7), ("m.Q2_K.gguf", 1.2, 0.4), ("m.Q4_1.gguf", 0.0032, 0.99)]}
+    said = verdict(ptq, parse_guess(ptq, "q8_0"), values)  # the shipped Q4_1, compared too, is not a variant
+    assert "measured: q8_0 — ✓ right" in said and "q4_1" not in said
+
+
+async def test_the_load_time_is_the_models_not_a_recreated_contexts(smollm2_path: Path) -> None:
+    def check(app, f) -> None:
+        assert "context recreated" in app.load_info  # what the status line says after 2.1's q8_0 cache
+        assert f.values["load_info"].startswith("loaded in") and "context recreated" not in f.headline
+
+    await experiments(smollm2_path, ("s2-kv-cache", 1, lambda app, f: None), ("s1-load", 0, check))

@@ -105,7 +105,7 @@ class LlmTuiApp(Tools, App[int]):
         self.loaded_paths = loaded_paths
         self.entry = entry
         self.model_label = visible(model_label)  # a model's name (a file name, a recording's): untrusted
-        self.load_info = ""
+        self.load_info = self.model_load_info = ""  # the status line's (a recreated context too); the model's load
         self.settings = settings
         self.base_settings = settings  # what experiments start from
         self.preset = preset
@@ -253,11 +253,12 @@ class LlmTuiApp(Tools, App[int]):
         if entry is not None:
             self.entry = entry
             self.model_label = visible(entry.name)
-        self.load_info = f"loaded in {ms:,.0f} ms ({'cold' if cold else 'warm'})"
+        self.load_info = self.model_load_info = f"loaded in {ms:,.0f} ms ({'cold' if cold else 'warm'})"
         self.controller = Controller(self.engine, self.preset, seed=self.settings.seed, emit=self.emit,
                                      max_tokens=self.max_tokens, context_policy=self.loop_policy, n_keep=self.n_keep)
         self.recorder.sync()
-        self.set_chat(self.chat_start if self.chat_start is not None else self.can_chat)
+        board.model.can_chat = self.can_chat
+        self.set_chat(self.can_chat if self.chat_start is None else self.chat_start)
         if self.chat_mode and not self._prompt_given and board.query_one("#prompt").value == self.RAW_PROMPT:
             board.query_one("#prompt").value = ""  # a question goes here: the placeholder says so
         for warning in getattr(self.engine, "warnings", []):
@@ -307,6 +308,7 @@ class LlmTuiApp(Tools, App[int]):
         self.api.job = None
         self.use_engine(loaded.engine, cold=loaded.cold, ms=loaded.ms)
         self.set_chat(False)  # the fork continues the recorded tokens as they are
+        self.entry = None  # the recorded model, not the catalog entry loaded before: m can switch back to it
         self.model_label = visible(loaded.engine.info.name)
         self.live_metrics = self.dashboard.live_metrics = True
         self.recorder.set(True)
@@ -460,9 +462,13 @@ class LlmTuiApp(Tools, App[int]):
         self._repaint_status()
 
     def set_chat(self, on: bool, system: str | None = None) -> None:
-        """Chat mode on (a fresh conversation, with ``system`` if given) or off."""
+        """Chat mode on (a fresh conversation, with ``system`` if given) or off; a model without a chat
+        template stays in raw completion (said once)."""
         from ..engine.chat import ChatSession
 
+        if on and not self.can_chat:
+            self.notify("this model has no chat template: raw completion", severity="warning")
+            on = False
         if system is not None:
             self.system = system
         self.controller.chat = ChatSession(self.engine, system=self.system, policy=self.chat_policy) if on else None
@@ -470,14 +476,6 @@ class LlmTuiApp(Tools, App[int]):
         self.chat_mode = on
         self._repaint_status()
         self.dashboard.query_one("#prompt").placeholder = prompt_hint(on, self.can_chat)
-
-    def run_guarded(self, job: Callable[[], Any]) -> Any:
-        """Run engine work (in a worker thread) while no generation uses the CPU or the engine."""
-        controller = self.controller
-        if controller is None:
-            return engine_thread().call(job)
-        controller.stop()
-        return engine_thread().call(lambda: controller.exclusive(job))
 
     # -- the rest of the app ------------------------------------------------------------------------------
 

@@ -393,7 +393,7 @@ class Dashboard(Screen):
         if app.chat_mode:
             app.set_chat(True)  # a fresh conversation: the next turn reuses nothing
         app.leave_learn()
-        self.clear_run("new session: type a prompt and press Enter")
+        self.clear_run("new session: type a prompt and press Enter" if app.controller is not None else app.NO_MODEL)
         self.query_one("#prompt", Input).focus()
 
     def _replay_only(self) -> None:

@@ -59,7 +59,7 @@ class AppHost:
 
     @property
     def load_info(self) -> str:
-        return self.app.load_info
+        return self.app.model_load_info  # the model's load (not a context recreated since)
 
     @property
     def chat_mode(self) -> bool:
@@ -255,11 +255,10 @@ async def run_experiment(app: Any, question_id: str, variant: int = 0, guess: st
         return None
     while len(app.screen_stack) > 1:  # experiments start from the dashboard
         app.pop_screen()
-    app.leave_learn()
-    if app.chat_mode and app.controller is not None:
-        app.set_chat(False)  # experiments run raw completion unless they ask for chat (host.chat)
+    app.leave_learn()  # each recipe sets chat on or off itself (host.chat): 2.2's variation continues one
     label = question.label + (f" — variation {variant}" if variant else "")
     app.learn_question = question.id
+    app._repaint_status()  # LEARN (ctrl+n: leave Learn)
     bar = app.dashboard.query_one("#learnbar")
     bar.update(f"[b]Learn {question.number}[/b] · running the experiment…")
     bar.display = True

@@ -3,8 +3,8 @@
 A mode is derived, never stored: from the screen on top (a replay, a lab, the
 Learn screen) and the app's switches (step mode, chat, the API server). Each
 mode names its exit key, so the status line always says how to leave what you
-are in. No Textual here: the dashboard asks :func:`footer_shows` from its
-``check_action``, and the tests ask it directly.
+are in. No Textual here: the dashboard filters its footer with :func:`footer_shows`
+(its ``active_bindings``), and the tests ask it directly. The exit keys named here are the default key table's.
 """
 
 from __future__ import annotations

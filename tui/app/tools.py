@@ -211,6 +211,16 @@ class Tools:
             self.notify(f"{path}: {problem}", severity="warning", timeout=8)
         self.open_replay(session, self._fork_load)
 
+    def run_guarded(self, job: Callable[[], Any]) -> Any:
+        """Run engine work (a screen's, in a worker thread) while no generation uses the CPU or the engine."""
+        from ..engine.thread import engine_thread
+
+        controller = self.controller
+        if controller is None:
+            return engine_thread().call(job)
+        controller.stop()
+        return engine_thread().call(lambda: controller.exclusive(job))
+
     def open_replay(self, session: Any, fork_load: Callable[[Any], Any] | None = None) -> None:
         from .replay import Replay
 
@@ -308,4 +318,5 @@ class Tools:
         self.learn_verdicts[finding.question] = verdict
         bar = self.dashboard.query_one("#learnbar", Static)
         bar.update(bar_text(finding, verdict))
+        self._repaint_status()
         bar.display = True

@@ -175,7 +175,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             from ..run.model import first_token_hint
 
             warn(first_token_hint(chat, piece_label(engine.piece(controller.last.history[0])),
-                                  how="run it without --raw (chat mode: the question becomes a user turn)"))
+                                  how="run it without --raw (chat mode: the question becomes a user turn)",
+                                  can_chat=engine.info.has_chat_template))
         out = sys.stdout
         if args.json:
             summary = {"summary": {**stats.summary(), "model": entry.name, "preset": preset.name,

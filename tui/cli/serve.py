@@ -92,8 +92,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Ctrl+C (SIGINT) and SIGTERM stop the server cleanly, even where SIGINT came in ignored (a shell starts
     # background jobs that way, and Python then never raises KeyboardInterrupt)
     stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+        for again in (signal.SIGINT, signal.SIGTERM):  # a second one while stopping: the default (force quit)
+            signal.signal(again, signal.SIG_DFL if again != signal.SIGINT else signal.default_int_handler)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
+        signal.signal(sig, on_signal)
     try:
         while server.http.thread.is_alive() and not stop.wait(0.5):
             pass

@@ -265,11 +265,12 @@ class Controller:
             stats = GenerationStats(stop_reason=StopReason.CANCELLED)
             self._send(Finished(StopReason.CANCELLED, None, stats.summary(), ""))
             return stats
+        chat = self.chat  # the conversation this run belongs to (chat mode may change while it runs)
         try:
             plan = None
             n_reuse = 0
-            if self.chat is not None and prefix is None:
-                plan = self.chat.prepare(prompt)  # cuts the cache to the shared prefix
+            if chat is not None and prefix is None:
+                plan = chat.prepare(prompt)  # cuts the cache to the shared prefix
                 tokens = plan.tokens
                 shown = plan.text
             else:
@@ -317,7 +318,7 @@ class Controller:
                 self._send(Accepted(step))
             stats = gen.stats
             if plan is not None:
-                self.chat.finish(stats.text)
+                chat.finish(stats.text)
             self.last = RunState(history=history, last_logits=gen.last_logits, chain=gen.sampler)
         except EngineError as exc:
             error = str(exc)

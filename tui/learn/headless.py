@@ -24,7 +24,7 @@ from ..engine.chat import chat_policy, loop_policy
 from ..engine.errors import EngineError
 from ..run import Phase, RunModel, RunResult
 from ..run.waiters import RunWaiters
-from ..safe_text import visible
+from ..safe_text import json_text, visible
 from . import Question
 from .headless_views import (
     QUANT_LAB_TYPES,
@@ -63,7 +63,8 @@ class HeadlessHost:
         self.base_settings = self.settings  # what experiments start from
         self.preset = preset
         self.model_label = visible(model_label or getattr(getattr(engine, "info", None), "name", ""))
-        self.load_info = load_info
+        self.load_info = load_info  # the model's load (a recreated context says so in context_info)
+        self.context_info = ""
         self.discover = discover
         self.quick = quick
         self.context_policy, self.n_keep = context_policy, n_keep
@@ -210,7 +211,7 @@ class HeadlessHost:
                 raise LearnError(f"the context could not be recreated with {changes}: {exc}") from None
             self.settings = target
             self.controller.seed = target.seed
-            self.load_info = f"context recreated in {(time.perf_counter() - t0) * 1000.0:,.0f} ms"
+            self.context_info = f"context recreated in {(time.perf_counter() - t0) * 1000.0:,.0f} ms"
             self._new_run(Phase.IDLE)  # a new context: the cache is empty
         return target
 
@@ -393,9 +394,7 @@ class HeadlessHost:
         self.views.clear()
         self.marks.clear()
         self.notices.clear()
-        if self.chat_mode:
-            self.chat(False)
-        return await run(self, question, variant)
+        return await run(self, question, variant)  # each recipe sets chat on or off itself (2.2 continues one)
 
 
 # -- what a headless run prints ---------------------------------------------------------------------------------
@@ -454,6 +453,11 @@ def table_lines(table: Any, max_width: int = 60) -> list[str]:
     return out
 
 
+def _value_text(value: Any) -> str:
+    """A finding's value on one line: text as it is, anything else as its JSON (never a Python repr)."""
+    return visible(value) if isinstance(value, str) else json_text(jsonable(value), ensure_ascii=False)
+
+
 def report_lines(host: HeadlessHost, question: Question, finding: Finding) -> list[str]:
     """What the experiment found, as text: the question, the headline, one ``key: value`` per value, the marks
     and the tables. Every line is safe to print (control characters visible)."""
@@ -462,7 +466,7 @@ def report_lines(host: HeadlessHost, question: Question, finding: Finding) -> li
         variation = f" — variation {finding.try_next[finding.variant - 1]}"
     lines = [visible(f"Learn {question.number} {question.title}{variation}"),
              visible(f"headline: {finding.headline}"), "values:"]
-    lines += [f"  {visible(key)}: {visible(value)}" for key, value in finding.values.items()]
+    lines += [f"  {visible(key)}: {_value_text(value)}" for key, value in finding.values.items()]
     if host.marks:
         lines.append("marks:")
         lines += [visible(f"  {target}{f' {part}' if part else ''}: ★ {text}") for target, part, text in host.marks]

@@ -76,8 +76,15 @@ def _quant_name(path: str) -> str:
     return Path(path).stem.split(".")[-1].lower()
 
 
+def _variants(v: dict[str, Any]) -> list[tuple[str, float]]:
+    """(type, KL) of the variants the lab made — not the reference, not the loaded model it compares too."""
+    from ..engine.lab import LAB_TYPES
+
+    return [(_quant_name(path), kl) for path, kl, _top1 in v["scores"][1:] if _quant_name(path) in LAB_TYPES]
+
+
 def _ptq_best(v: dict[str, Any]) -> str:
-    scores = [(_quant_name(path), kl) for path, kl, _top1 in v["scores"][1:]]
+    scores = _variants(v)
     return min(scores, key=lambda s: s[1])[0] if scores else "?"
 
 
@@ -106,10 +113,11 @@ PREDICTIONS: dict[str, Prediction] = {
                               f"{human_bytes(v['bytes_per_token'] * CONTEXT_8K)}"),
     ),
     "s4-ptq": Prediction(
-        ask="Which quantized variant will stay closest to the reference (the lowest KL)? (e.g. q8_0, q4_0)",
-        kind="choice", choices=("q8_0", "q6_k", "q5_1", "q5_0", "q4_k_m", "q4_1", "q4_0", "q3_k_m", "q2_k"),
+        ask="The lab makes q8_0, q5_1, q4_0 and q2_k variants: which one will stay closest to the reference (the "
+            "lowest KL)?",
+        kind="choice", choices=("q8_0", "q5_1", "q4_0", "q2_k"),
         answer=lambda v: _ptq_best(v),
-        derivation=lambda v: ("KL per variant: " + ", ".join(f"{_quant_name(p)} {kl:.3f}" for p, kl, _t in v["scores"][1:])
+        derivation=lambda v: ("KL per variant: " + ", ".join(f"{name} {kl:.3f}" for name, kl in _variants(v))
                               + " — more bits per weight, a smaller rounding error, a closer distribution"),
     ),
 }

@@ -126,14 +126,16 @@ def recall_after_shift(engine: Any, fact: str, filler: str, question: str, answe
     out["in_cache"] = p_answer()
     engine.clear()
     engine.decode(fact_t + rest)
-    engine.shift(0, len(fact_t))  # the fact's cells go; every later cell moves back by as many positions
+    bos = getattr(getattr(engine, "info", None), "bos", -1)
+    keep = 1 if fact_t and fact_t[0] == bos else 0  # llama.cpp's shift keeps BOS: only the fact goes
+    engine.shift(keep, len(fact_t) - keep)  # the fact's cells go; every later cell moves back by as many
     engine.decode(ask)
     out["shifted_out"] = p_answer()
     engine.clear()
     engine.decode(engine.tokenize(filler, add_bos=None) + ask)
     out["never_seen"] = p_answer()
     engine.clear()
-    out["fact_tokens"] = len(fact_t)
+    out["fact_tokens"] = len(fact_t) - keep
     return out
 
 

@@ -46,12 +46,15 @@ class Phase(enum.Enum):
 
 
 
-def first_token_hint(chat: bool, token: str, how: str = "press c for chat mode (the question becomes a user turn)"
-                     ) -> str:
+def first_token_hint(chat: bool, token: str, how: str = "press c for chat mode (the question becomes a user turn)",
+                     can_chat: bool = True) -> str:
     """Why a run ended at its first token with end-of-turn, and how to get an answer (one line)."""
     if chat:
         return (f"the model ended its answer at once ({token}): nothing more to say to that; "
                 "rephrase, or try another preset (p)")
+    if not can_chat:
+        return (f"the model ended at once ({token}): it predicts the end of the text right here, and it has no "
+                "chat template to ask it a question; give it text to continue")
     return (f"the model ended at once ({token}): an instruct model reads a bare question as a finished turn; "
             f"{how} to get an answer")
 
@@ -133,6 +136,7 @@ class RunModel:
         self.preset = ""  # the preset the run samples with (an API request's own, an experiment's)
         self.record_path = ""
         self.token_times: deque[float] = deque(maxlen=64)
+        self.can_chat = True  # the model has a chat template (what the first-token hint may suggest)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -260,8 +264,8 @@ class RunModel:
                 up.notices.append((ev.error, "error"))
             elif ev.reason is StopReason.EOG and self.steps and not any(s.text for s in self.steps):
                 first = self.steps[0]
-                up.notices.append((first_token_hint(self.chat_turn is not None, piece_label(first.piece)),
-                                   "warning"))
+                up.notices.append((first_token_hint(self.chat_turn is not None, piece_label(first.piece),
+                                                    can_chat=self.can_chat), "warning"))
         elif isinstance(ev, RecordingStarted):
             self.record_path = ev.path
         elif isinstance(ev, RecordingFailed):

@@ -72,10 +72,13 @@ class Chain(Sampler):
     def continue_draws(self, other: Sampler | None) -> "Chain":
         """Draw on from where ``other``'s generator stands (a chain rebuilt mid-run for another preset or a
         re-sample): the next number is a new one, never the seed's first again. Returns self."""
-        source = next((s for s in getattr(other, "samplers", ()) if getattr(s, "seeded", False)), None)
-        if source is not None:
-            for s in self.samplers:
-                if getattr(s, "seeded", False):
+        seeded = [s for s in getattr(other, "samplers", ()) if getattr(s, "seeded", False)]
+        by_name = {s.name: s for s in seeded}
+        selector = next((s for s in reversed(seeded) if getattr(s, "selects", False)), seeded[-1] if seeded else None)
+        for s in self.samplers:
+            if getattr(s, "seeded", False):
+                source = by_name.get(s.name) or (selector if getattr(s, "selects", False) else None)
+                if source is not None:  # each generator goes on from its own counterpart's position
                     s.rng = source.rng.copy()  # type: ignore[attr-defined]
         return self
 

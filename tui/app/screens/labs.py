@@ -63,6 +63,7 @@ class LabScreen(WideModal[None]):
     """What both labs share: a status line their workers write to, and jobs that run while no generation
     uses the engine (``run_guarded``)."""
 
+    MODE = "lab"  # tui.app.modes: esc closes it
     run_guarded: Callable[[Callable[[], Any]], Any]
     # app.tcss's `#status` (the dashboard's one-line status) reaches this #status too, which holds a line
     # per variant and, when Learn highlights it, a border round them. A screen's CSS is scoped to the screen

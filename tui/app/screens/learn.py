@@ -39,6 +39,8 @@ def question_markdown(q: Question, finding: Any = None, verdict: str = "") -> st
 class LearnScreen(WideModal[tuple[str, int] | None]):
     """Pick a question; Enter (or the button) runs its experiment, 1 / 2 its variations."""
 
+    MODE = "learn"  # tui.app.modes: esc closes it
+
     BINDINGS = [
         Binding("escape", "dismiss", "Close", id="learn.close"),
         Binding("enter", "run(0)", "Run the experiment", id="learn.run", priority=True),

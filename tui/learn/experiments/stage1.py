@@ -67,9 +67,11 @@ async def exp_tokens(r: Runner, v: int) -> Finding:
     english = [row for row in rows if _is_text(row["piece"])]
     other = len(rows) - len(english)
     steps = await r.host.in_thread(lambda: _bpe(r.host.model_file(), BPE_WORD))
+    bpe = (f"BPE built “{BPE_WORD.strip()}” in {len(steps) - 1} merges: "
+           + " → ".join(steps[:2] + (["…"] if len(steps) > 4 else []) + steps[-2:] if len(steps) > 3 else steps)
+           if len(steps) > 1 else "this model's tokenizer lists no BPE merges (tokenizer.ggml.merges): not a BPE one")
     headline = (f"{len(rows)} tokens: the English words take {len(english)}, the 2 Chinese characters and "
-                f"the emoji take {other} (raw bytes); BPE built “{BPE_WORD.strip()}” in {len(steps) - 1} merges: "
-                + " → ".join(steps[:2] + (["…"] if len(steps) > 4 else []) + steps[-2:] if len(steps) > 3 else steps))
+                f"the emoji take {other} (raw bytes); {bpe}")
     r.host.mark(screen, part="#chips", text=headline)
     return r.finding("tokenizer", headline, n_tokens=len(rows), n_english=len(english), n_other=other,
                      pieces=[row["piece"] for row in rows], bpe_word=BPE_WORD, bpe_steps=steps)
@@ -150,7 +152,7 @@ async def exp_prompt_form(r: Runner, v: int) -> Finding:
         first = host.current().steps[0] if host.current().steps else None
         where = "in the chat template" if v == 2 else "as plain text"
         opening = f"first token {_piece(host, first.token)} ({first.trace.raw_p:.0%})" if first else "no token"
-        headline = f"{where}: {opening}, then {shorten(text, 60)!r}"
+        headline = f"{where}: {opening}, then “{shorten(text, 60)}”"
         r.host.mark("stream", "the chat template, then an answer" if v == 2 else "a continuation, not an answer")
         return r.finding("stream", headline, text=text, chat=v == 2)
     screen, result = await _tokenizer(r, "The capital of France is")
@@ -158,7 +160,7 @@ async def exp_prompt_form(r: Runner, v: int) -> Finding:
 
     def top1(label: str) -> str:
         piece, p = tops[label][0]
-        return f"{piece} {p:.0%}"
+        return f"{piece_label(piece.encode())} {p:.0%}"
 
     headline = (f"next token without a trailing space: {top1('no trailing space')}; with one: "
                 f"{top1('trailing space')}; with BOS: {top1('with BOS')}, without: {top1('without BOS')}")

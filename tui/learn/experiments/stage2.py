@@ -193,7 +193,7 @@ async def exp_shift(r: Runner, v: int) -> Finding:
     n = len(host.current().steps)
     reason = host.current().summary.get("stop_reason")
     if v == 1:
-        headline = f"policy stop: {n} tokens, then {reason!r} — the 256-cell context is full"
+        headline = f"policy stop: {n} tokens, then {reason} — the 256-cell context is full"
         r.host.mark("kv", f"full after {n} tokens")
         return r.finding("kv", headline, steps=n, stop_reason=reason, shifts=len(host.current().shifts))
     shifts = host.current().shifts

@@ -85,14 +85,15 @@ async def exp_samplers(r: Runner, v: int) -> Finding:
         presets = [cat.get(n) for n in ("greedy", "precise", "balanced", "wild")]
         title = "greedy, precise, balanced, wild"
     runs = await _preset_runs(r, prompt, presets, r.n(32, 8))
-    screen = await _show_runs(r, f"{title} — {prompt!r}, seed {host.settings.seed}", runs, SAMPLER_NOTES)
+    screen = await _show_runs(r, f"{title} — “{prompt}”, seed {host.settings.seed}", runs, SAMPLER_NOTES)
     parts = [f"{run.preset}: p after {run.final_p_mean:.0%}, rank {run.rank_mean:.1f}, {run.draws} draws"
              for run in runs]
     headline = "same prompt and seed — " + "; ".join(parts)
     if v == 1:
         after, before = (next(s.kept_mean for s in run.stages if s.name == "top_p") for run in runs[-2:])
         headline = (f"top-p 0.9 kept {after:,.1f} candidates on the T=1 probabilities, {before:,.1f} after T=1.5 "
-                    f"flattened them — order matters; " + headline)
+                    + ("flattened them — order matters; " if before != after else "flattened them — the same here; ")
+                    + headline)
     r.host.mark(screen, part="table", text="rank 1.0 = always the top token; higher = the chain let others through")
     return r.finding("results", headline, runs=runs)
 
@@ -112,7 +113,7 @@ async def exp_stories(r: Runner, v: int) -> Finding:
     else:
         presets = [cat.get("precise"), cat.get("wild")]
     runs = await _preset_runs(r, prompt, presets, r.n(64, 12), seeds)
-    screen = await _show_runs(r, f"stories — {prompt!r}", runs, SAMPLER_NOTES, mark_row=len(runs) - 1)
+    screen = await _show_runs(r, f"stories — “{prompt}”", runs, SAMPLER_NOTES, mark_row=len(runs) - 1)
     parts = [f"{run.preset}: mean rank {run.rank_mean:.1f}, {run.distinct_ratio:.0%} distinct" for run in runs]
     headline = "; ".join(parts)
     r.host.mark(screen, part="table", text="wild picks tokens far down the list: a high mean rank")

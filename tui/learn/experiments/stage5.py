@@ -83,15 +83,15 @@ async def _system_prompt_effect(r: Runner) -> Finding:
     helpful, pirate, moved = await host.in_thread(job)
     rows = [[f"{a[0]} {a[1]:.1%}", f"{b[0]} {b[1]:.1%}"] for a, b in zip(helpful, pirate)]
     new = [t for t, _p in pirate if t not in {h for h, _q in helpful}]
-    screen = await host.show_results(f"the answer's first token to {question!r}: system prompt helpful vs pirate",
+    screen = await host.show_results(f"the answer's first token to “{question}”: system prompt helpful vs pirate",
                                      ["helpful assistant", "pirate"], rows,
                                      f"Same question, same model: the next-token probabilities of the answer's first "
-                                     f"token; only the system prompt differs ({PIRATE!r}). Total variation between "
+                                     f"token; only the system prompt differs (“{PIRATE}”). Total variation between "
                                      f"the two distributions: {moved:.1%} of the probability moved.")
     headline = (f"first token, helpful: {helpful[0][0]} {helpful[0][1]:.0%}; pirate: {pirate[0][0]} "
                 f"{pirate[0][1]:.0%}; the system prompt moved {moved:.0%} of the probability"
                 + (f", new in the top-5: {', '.join(new)}" if new else ", the same top-5 tokens")
-                + (" — the top-1 did not change: this small model follows the system prompt weakly here"
+                + (" — the top-1 did not change: the model follows the system prompt weakly here"
                    if helpful[0][0] == pirate[0][0] else ""))
     host.mark(screen, part="table", text=f"{moved:.0%} of the probability moved by the system prompt")
     return r.finding("results", headline, helpful=helpful, pirate=pirate, moved=moved, new_in_top5=new)
