@@ -255,7 +255,7 @@ class LlmTuiApp(Tools, App[int]):
             self.model_label = visible(entry.name)
         self.load_info = self.model_load_info = f"loaded in {ms:,.0f} ms ({'cold' if cold else 'warm'})"
         self.controller = Controller(self.engine, self.preset, seed=self.settings.seed, emit=self.emit,
-                                     max_tokens=self.max_tokens, context_policy=self.loop_policy, n_keep=self.n_keep)
+                                     max_tokens=self.max_tokens, context_policy=loop_policy(self.context_policy), n_keep=self.n_keep)
         self.recorder.sync()
         board.model.can_chat = self.can_chat
         self.set_chat(self.can_chat if self.chat_start is None else self.chat_start)
@@ -443,22 +443,14 @@ class LlmTuiApp(Tools, App[int]):
         self.notify(CHAT_ON if self.chat_mode else CHAT_OFF, timeout=6)
         self.dashboard.query_one("#prompt").focus()
 
-    @property
-    def loop_policy(self) -> str:
-        return loop_policy(self.context_policy)
-
-    @property
-    def chat_policy(self) -> str:
-        return chat_policy(self.context_policy)
-
     def set_context_policy(self, policy: str, n_keep: int) -> None:
         """stop, shift or drop-oldest-turns, for the generation loop and the chat alike."""
         self.context_policy, self.n_keep = policy, n_keep
         if self.controller is not None:
-            self.controller.context_policy = self.loop_policy
+            self.controller.context_policy = loop_policy(self.context_policy)
             self.controller.n_keep = n_keep
             if self.controller.chat is not None:
-                self.controller.chat.policy = self.chat_policy
+                self.controller.chat.policy = chat_policy(self.context_policy)
         self._repaint_status()
 
     def set_chat(self, on: bool, system: str | None = None) -> None:
@@ -471,7 +463,7 @@ class LlmTuiApp(Tools, App[int]):
             on = False
         if system is not None:
             self.system = system
-        self.controller.chat = ChatSession(self.engine, system=self.system, policy=self.chat_policy) if on else None
+        self.controller.chat = ChatSession(self.engine, system=self.system, policy=chat_policy(self.context_policy)) if on else None
         self.dashboard.model.chat_turn = None
         self.chat_mode = on
         self._repaint_status()

@@ -70,7 +70,7 @@ class HeadlessHost:
         self.context_policy, self.n_keep = context_policy, n_keep
         self.system = system
         self.controller = Controller(engine, preset, seed=self.settings.seed, emit=self._emit, max_tokens=max_tokens,
-                                     context_policy=self.loop_policy, n_keep=n_keep)
+                                     context_policy=loop_policy(self.context_policy), n_keep=n_keep)
         self.model = RunModel()
         self.model.set_phase(Phase.IDLE)
         self.waiters = RunWaiters()
@@ -215,21 +215,13 @@ class HeadlessHost:
             self._new_run(Phase.IDLE)  # a new context: the cache is empty
         return target
 
-    @property
-    def loop_policy(self) -> str:
-        return loop_policy(self.context_policy)
-
-    @property
-    def chat_policy(self) -> str:
-        return chat_policy(self.context_policy)
-
     def policy(self, policy: str = "stop", n_keep: int = -1, ignore_eos: bool = False) -> None:
         self.controller.ignore_eos = ignore_eos
         self.context_policy, self.n_keep = policy, n_keep
-        self.controller.context_policy = self.loop_policy
+        self.controller.context_policy = loop_policy(self.context_policy)
         self.controller.n_keep = n_keep
         if self.controller.chat is not None:
-            self.controller.chat.policy = self.chat_policy
+            self.controller.chat.policy = chat_policy(self.context_policy)
 
     def use_preset(self, preset: Any) -> Any:
         from ..engine.controller import SetPreset
@@ -247,7 +239,7 @@ class HeadlessHost:
 
         if system is not None:
             self.system = system
-        self.controller.chat = ChatSession(self.engine, system=self.system, policy=self.chat_policy) if on else None
+        self.controller.chat = ChatSession(self.engine, system=self.system, policy=chat_policy(self.context_policy)) if on else None
         self.model.chat_turn = None
         self._chat_mode = on
 

@@ -47,6 +47,19 @@ class View:
         return []
 
 
+class LabView(View):
+    """What both headless labs share: the status line a lab's steps write (as the screens' do)."""
+
+    _status = ""
+
+    @property
+    def status_text(self) -> str:
+        return self._status
+
+    def say(self, text: str) -> None:
+        self._status = text
+
+
 @dataclass(eq=False)
 class ResultsView(View):
     """The results screen: a side-by-side table an experiment produced."""
@@ -134,7 +147,7 @@ class ModelsView(View):
                       rows)]
 
 
-class QuantLab(View):
+class QuantLab(LabView):
     """The quantization lab (:class:`tui.learn.host.QuantLabView`): an F16 reference and re-quantized variants
     of the model in the lab's models directory, then each compared with the reference — the screen's calls."""
 
@@ -151,13 +164,6 @@ class QuantLab(View):
         self.result: Any = None
         self.shown = 1
         self._status = ""
-
-    @property
-    def status_text(self) -> str:
-        return self._status
-
-    def say(self, text: str) -> None:
-        self._status = text
 
     def _variant_paths(self) -> list[str]:
         from ..engine.lab import default_output
@@ -233,7 +239,7 @@ class QuantLab(View):
         return tables
 
 
-class PerfLab(View):
+class PerfLab(LabView):
     """The performance lab (:class:`tui.learn.host.PerfLabView`): llama-bench-like rows, the screen's runs."""
 
     name = "perf lab"
@@ -247,13 +253,6 @@ class PerfLab(View):
         self.quick = quick
         self.rows: list[Any] = []
         self._status = ""
-
-    @property
-    def status_text(self) -> str:
-        return self._status
-
-    def say(self, text: str) -> None:
-        self._status = text
 
     async def run(self) -> list[Any]:
         from ..engine.lab import bench
