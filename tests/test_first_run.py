@@ -277,3 +277,9 @@ async def test_chat_asked_of_a_model_without_a_template_stays_raw_and_the_hint_s
         assert "RAW" not in app.query_one("#status").text  # nothing to switch to
     said = first_token_hint(False, "</s>", can_chat=False)
     assert "no chat template" in said and "press c" not in said
+
+
+def test_a_remapped_exit_key_is_the_one_the_status_line_names() -> None:
+    assert mode_label(Mode.CHAT, keymap={"chat.toggle": "ctrl+t"}) == "CHAT (ctrl+t: raw completion)"
+    assert mode_label(Mode.REPLAY, keymap={"gen.stop": "escape,q"}) == "REPLAY (esc: leave the replay)"
+    assert mode_label(Mode.LIVE, keymap={"chat.toggle": "x"}) == "RAW (x: chat)"

@@ -26,18 +26,25 @@ class Mode(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Exit:
-    key: str
+    key: str  # the default key, as the status line shows it
     does: str
+    binding: str = ""  # the key table's id: a [keys] remap moves the exit too
 
 
 EXITS: dict[Mode, Exit] = {
-    Mode.STEP: Exit("s", "step mode off"),
-    Mode.CHAT: Exit("c", "raw completion"),
-    Mode.REPLAY: Exit("esc", "leave the replay"),
+    Mode.STEP: Exit("s", "step mode off", "gen.step_mode"),
+    Mode.CHAT: Exit("c", "raw completion", "chat.toggle"),
+    Mode.REPLAY: Exit("esc", "leave the replay", "gen.stop"),
     Mode.LAB: Exit("esc", "close the lab"),
-    Mode.LEARN: Exit("ctrl+n", "leave Learn"),  # on the dashboard, after an experiment (esc closes its screen)
-    Mode.SERVING: Exit("S", "stop serving"),
+    Mode.LEARN: Exit("ctrl+n", "leave Learn", "session.new"),  # on the dashboard, after an experiment
+    Mode.SERVING: Exit("S", "stop serving", "api.serve"),
 }
+
+
+def key_label(keys: str) -> str:
+    """A binding's first key as the status line writes it (``escape,q`` → ``esc``)."""
+    first = keys.split(",")[0].strip()
+    return {"escape": "esc", "question_mark": "?", "comma": ","}.get(first, first)
 
 
 def active_modes(*, step: bool, chat: bool, serving: bool, screen: str = "live", learning: bool = False
@@ -54,13 +61,19 @@ def active_modes(*, step: bool, chat: bool, serving: bool, screen: str = "live",
     return modes or [Mode.LIVE]
 
 
-def mode_label(mode: Mode, *, can_chat: bool = True) -> str:
-    """``CHAT (c: raw completion)``: the mode and its way out, for the status line. Raw completion on a
-    model with a chat template says how to chat (the first thing a newcomer needs for an answer)."""
+def mode_label(mode: Mode, *, can_chat: bool = True, keymap: dict[str, str] | None = None) -> str:
+    """``CHAT (c: raw completion)``: the mode and its way out, for the status line (``keymap``: the config's
+    ``[keys]`` remaps, by binding id). Raw completion on a model with a chat template says how to chat (the
+    first thing a newcomer needs for an answer)."""
+    keymap = keymap or {}
+
+    def key(exit_: Exit) -> str:
+        return key_label(keymap[exit_.binding]) if exit_.binding in keymap else exit_.key
+
     if mode is Mode.LIVE:
-        return "RAW (c: chat)" if can_chat else ""
+        return f"RAW ({key(EXITS[Mode.CHAT])}: chat)" if can_chat else ""
     exit_ = EXITS[mode]
-    return f"{mode.name} ({exit_.key}: {exit_.does})"
+    return f"{mode.name} ({key(exit_)}: {exit_.does})"
 
 
 CHAT_ON = "chat mode: each prompt is a user turn in the model's chat template; only new tokens are evaluated"

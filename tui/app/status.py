@@ -25,7 +25,7 @@ def modes_text(app: Any, screen: Any) -> str:
     modes = active_modes(step=app.step_mode, chat=app.chat_mode, serving=app.api.server is not None,
                          screen=kind, learning=app.learn_question is not None)
     can_chat = kind == "live" and app.can_chat
-    labels = [screen.mode_text() if kind == "replay" and m.value == "replay" else mode_label(m, can_chat=can_chat)
+    labels = [screen.mode_text() if kind == "replay" and m.value == "replay" else mode_label(m, can_chat=can_chat, keymap=app.keymap)
               for m in modes]
     return " │ ".join(label for label in labels if label)
 
