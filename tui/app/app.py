@@ -298,28 +298,6 @@ class LlmTuiApp(Tools, App[int]):
         board.sync_phase()
         self._load_engine(entry, resume)
 
-    def fork_from_replay(self, loaded: Any, session: Any, at_step: int, prefix: list[int], kept: list[int]) -> None:
-        """A replay forked at ``at_step``: its model becomes the app's, the run continues on the live dashboard
-        (a new recording that names its parent)."""
-        while len(self.screen_stack) > 1:
-            self.pop_screen()
-        if self.controller is not None:
-            self.controller.stop()  # the engine thread runs the fork once whatever ran has stopped
-        self.api.job = None
-        self.use_engine(loaded.engine, cold=loaded.cold, ms=loaded.ms)
-        self.set_chat(False)  # the fork continues the recorded tokens as they are
-        self.entry = None  # the recorded model, not the catalog entry loaded before: m can switch back to it
-        self.model_label = visible(loaded.engine.info.name)
-        self.live_metrics = self.dashboard.live_metrics = True
-        self.recorder.set(True)
-        kept_text = "".join(s.text for s in session.steps[:at_step])
-        prompt = session.header.get("prompt", "")
-        run_id = self.dashboard.new_run(prompt + kept_text + "⟨fork⟩")
-        self.dashboard.query_one("#stream").focus()
-        self._generate(prompt, run_id, prefix=prefix, history=kept,
-                       parent={"file": str(session.path), "fork_step": at_step})
-        self.notify(f"forked at step {at_step} with {self.preset.name}, seed {self.settings.seed}", timeout=4)
-
     # -- runs --------------------------------------------------------------------------------------------
 
     def emit(self, event: object) -> None:

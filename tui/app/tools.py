@@ -1,6 +1,7 @@
 """The screens the app's keys open over the dashboard: models, anatomy, presets, tokenizer, settings, the
-labs, sessions, themes, help and the Learn path. A mixin of :class:`~tui.app.app.LlmTuiApp`: each opens a
-screen, and engine work they need runs in a worker while no generation uses the engine."""
+labs, sessions and replays (open, fork, leave), themes, help and the Learn path. A mixin of
+:class:`~tui.app.app.LlmTuiApp`: each opens a screen, and engine work they need runs in a worker while no
+generation uses the engine."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from textual.worker import Worker
 from ..config import app_dirs, save_state
 from ..engine.errors import EngineError
 from ..engine.thread import engine_thread
+from ..safe_text import visible
 from .keys import help_rows
 
 
@@ -213,8 +215,6 @@ class Tools:
 
     def run_guarded(self, job: Callable[[], Any]) -> Any:
         """Run engine work (a screen's, in a worker thread) while no generation uses the CPU or the engine."""
-        from ..engine.thread import engine_thread
-
         controller = self.controller
         if controller is None:
             return engine_thread().call(job)
@@ -225,6 +225,28 @@ class Tools:
         from .replay import Replay
 
         self.push_screen(Replay(session, fork_load))
+
+    def fork_from_replay(self, loaded: Any, session: Any, at_step: int, prefix: list[int], kept: list[int]) -> None:
+        """A replay forked at ``at_step``: its model becomes the app's, the run continues on the live dashboard
+        (a new recording that names its parent)."""
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        if self.controller is not None:
+            self.controller.stop()  # the engine thread runs the fork once whatever ran has stopped
+        self.api.job = None
+        self.use_engine(loaded.engine, cold=loaded.cold, ms=loaded.ms)
+        self.set_chat(False)  # the fork continues the recorded tokens as they are
+        self.entry = None  # the recorded model, not the catalog entry loaded before: m can switch back to it
+        self.model_label = visible(loaded.engine.info.name)
+        self.live_metrics = self.dashboard.live_metrics = True
+        self.recorder.set(True)
+        kept_text = "".join(s.text for s in session.steps[:at_step])
+        prompt = session.header.get("prompt", "")
+        run_id = self.dashboard.new_run(prompt + kept_text + "⟨fork⟩")
+        self.dashboard.query_one("#stream").focus()
+        self._generate(prompt, run_id, prefix=prefix, history=kept,
+                       parent={"file": str(session.path), "fork_step": at_step})
+        self.notify(f"forked at step {at_step} with {self.preset.name}, seed {self.settings.seed}", timeout=4)
 
     def leave_replays(self) -> None:
         """Back to the live dashboard from a replay (and whatever is over it): the replay mode's way out."""

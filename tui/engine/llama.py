@@ -24,7 +24,7 @@ from .binding import LOG, ChatFormatter, ensure_backend, error_from_log, ll
 from .errors import ContextError, EngineError, ModelFileError
 from .gguf_header import read_header
 from .memory import ModelDims
-from .models import display_name
+from .native_info import all_metadata, meta_value, read_info
 from .records import ModelInfo
 from .settings import CACHE_TYPES, FLASH_ATTN, EngineSettings
 
@@ -216,57 +216,13 @@ class LlamaEngine:
         return NativeHandles(self._vocab, self._ctx, self._memory)
 
     def meta(self, key: str) -> str | None:
-        buf = ctypes.create_string_buffer(512)
-        n = ll.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
-        if n < 0:
-            return None
-        if n >= len(buf):
-            buf = ctypes.create_string_buffer(n + 1)
-            ll.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
-        return buf.value.decode("utf-8", errors="replace")
+        return meta_value(self._model, key)
 
     def metadata(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for i in range(int(ll.llama_model_meta_count(self._model))):
-            kbuf = ctypes.create_string_buffer(256)
-            ll.llama_model_meta_key_by_index(self._model, i, kbuf, len(kbuf))
-            vbuf = ctypes.create_string_buffer(256)
-            n = ll.llama_model_meta_val_str_by_index(self._model, i, vbuf, len(vbuf))
-            if n >= len(vbuf):
-                vbuf = ctypes.create_string_buffer(n + 1)
-                ll.llama_model_meta_val_str_by_index(self._model, i, vbuf, len(vbuf))
-            out[kbuf.value.decode("utf-8", "replace")] = vbuf.value.decode("utf-8", "replace")
-        return out
+        return all_metadata(self._model)
 
     def _read_info(self, file_size: int) -> ModelInfo:
-        m, v = self._model, self._vocab
-        desc = ctypes.create_string_buffer(256)
-        ll.llama_model_desc(m, desc, len(desc))
-        tmpl = ll.llama_model_chat_template(m, None)
-        quant = (ll.llama_ftype_name(ll.llama_model_ftype(m)) or b"?").decode()
-        return ModelInfo(
-            name=display_name(self.path),  # the catalog's name for this file, not general.name
-            general_name=self.meta("general.name") or "",
-            path=str(self.path),
-            arch=self.meta("general.architecture") or "?",
-            quant=quant,
-            description=desc.value.decode("utf-8", "replace"),
-            n_params=int(ll.llama_model_n_params(m)),
-            size_bytes=int(ll.llama_model_size(m)),
-            file_size=file_size,
-            n_ctx_train=int(ll.llama_model_n_ctx_train(m)),
-            n_vocab=self.n_vocab,
-            n_layer=int(ll.llama_model_n_layer(m)),
-            n_head=int(ll.llama_model_n_head(m)),
-            n_head_kv=int(ll.llama_model_n_head_kv(m)),
-            n_embd=int(ll.llama_model_n_embd(m)),
-            n_swa=int(ll.llama_model_n_swa(m)),
-            bos=int(ll.llama_vocab_bos(v)),
-            eos=int(ll.llama_vocab_eos(v)),
-            eot=int(ll.llama_vocab_eot(v)),
-            add_bos=bool(ll.llama_vocab_get_add_bos(v)),
-            chat_template=tmpl.decode("utf-8", "replace") if tmpl else None,
-        )
+        return read_info(self._model, self._vocab, self.path, file_size, self.n_vocab)
 
     # -- tokens ----------------------------------------------------------------
 
