@@ -14,7 +14,7 @@ from tests.conftest import run
 from tui.engine import EngineSettings
 from tui.learn import find
 from tui.learn.headless import HeadlessHost, report, report_lines
-from tui.learn.headless_views import QUANT_LAB_TYPES, PerfLab, QuantLab
+from tui.learn.headless_views import QUANT_LAB_TYPES, QuantLab
 from tui.learn.host import LearnError
 from tui.run import Phase
 from tui.safe_text import json_text, piece_label
@@ -146,15 +146,8 @@ async def test_headless_host_runs_experiments_as_the_dashboard_does(smollm2_path
 
 async def test_lab_views_report_what_stopped_them(tmp_path: Path) -> None:
     from tui.app.screens.labs import QuantLab as QuantLabScreen
-    from tui.engine.errors import EngineError
 
     assert QUANT_LAB_TYPES == QuantLabScreen.TYPES  # the same variants as the screen makes
 
     lab = QuantLab(str(tmp_path / "model.Q4_1.gguf"), lambda job: job(), tmp_path)
     assert not lab.variants_exist() and await lab.compare() is None and lab.tables() == []
-
-    def refuse(job):
-        raise EngineError("the engine is busy")
-
-    perf = PerfLab(str(tmp_path / "model.gguf"), 2, refuse, gpu=False, quick=True)
-    assert await perf.run() == [] and perf.status_text == "the engine is busy" and perf.tables() == []

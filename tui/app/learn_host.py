@@ -221,13 +221,6 @@ class AppHost:
         return await self._push(QuantLab(self.model_file(), self.app.run_guarded, types=types or QuantLab.TYPES,
                                          max_tokens=max_tokens, on_result=self.app.recorder.lab))
 
-    async def perf_lab(self, quick: bool = True) -> Any:
-        from ..engine.lab import gpu_offload_available
-        from ..engine.settings import default_threads
-        from .screens.labs import PerfLab
-
-        return await self._push(PerfLab(self.model_file(), default_threads(), self.app.run_guarded,
-                                        gpu_offload_available(), quick=quick, on_result=self.app.recorder.lab))
 
 
 def bar_text(finding: Finding, verdict: str = "") -> str:

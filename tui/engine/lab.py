@@ -63,6 +63,11 @@ def default_output(source: Path, qtype: str, models_dir: Path) -> Path:
     return models_dir / f"{stem}.{qtype.upper()}.gguf"
 
 
+def variant_type(path: str | os.PathLike[str]) -> str:
+    """A variant's quantization type from its :func:`default_output` name (``….Q8_0.gguf`` → ``Q8_0``)."""
+    return Path(path).stem.split(".")[-1]
+
+
 def quantize_model(source: str | os.PathLike[str], qtype: str, out: str | os.PathLike[str] | None = None, *,
                    models_dir: Path | None = None, force: bool = False, threads: int = 0) -> QuantizeResult:
     """Quantize (or re-quantize) ``source`` to ``out`` (or its :func:`default_output` in ``models_dir``);

@@ -30,7 +30,6 @@ from .headless_views import (
     QUANT_LAB_TYPES,
     AnatomyView,
     ModelsView,
-    PerfLab,
     QuantLab,
     ResultsView,
     TokenizerView,
@@ -362,13 +361,6 @@ class HeadlessHost:
 
         return self._show(QuantLab(self.model_file(), self.run_guarded, app_dirs().models,
                                    types=types or QUANT_LAB_TYPES, max_tokens=max_tokens))
-
-    async def perf_lab(self, quick: bool = True) -> PerfLab:
-        from ..engine.lab import gpu_offload_available
-        from ..engine.settings import default_threads
-
-        return self._show(PerfLab(self.model_file(), default_threads(), self.run_guarded, gpu_offload_available(),
-                                  quick=quick))
 
     # -- one experiment ----------------------------------------------------------------------------------------
 

@@ -52,17 +52,6 @@ class QuantLabView(Protocol):
     def show_variant(self, index: int) -> None: ...
 
 
-class PerfLabView(Protocol):
-    """The performance lab (llama-bench-like rows)."""
-
-    rows: list[Any]
-
-    @property
-    def status_text(self) -> str: ...
-
-    async def run(self) -> list[Any]: ...
-
-
 class Host(Protocol):
     """The app as an experiment sees it."""
 
@@ -133,8 +122,6 @@ class Host(Protocol):
                            mark_row: int | None = None, widths: dict[int, int] | None = None) -> Any: ...
 
     async def quant_lab(self, types: tuple[str, ...] | None, max_tokens: int) -> QuantLabView: ...
-
-    async def perf_lab(self, quick: bool = True) -> PerfLabView: ...
 
 
 def finished_run(run: Any) -> Any:

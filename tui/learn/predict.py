@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..units import human_bytes
@@ -71,16 +70,12 @@ def _kv_derivation(v: dict[str, Any]) -> str:
             f"{human_bytes(v['bytes_per_token'])} per token")
 
 
-def _quant_name(path: str) -> str:
-    """A lab variant's type from its file name (``….q8_0.gguf`` → ``q8_0``)."""
-    return Path(path).stem.split(".")[-1].lower()
-
-
 def _variants(v: dict[str, Any]) -> list[tuple[str, float]]:
     """(type, KL) of the variants the lab made — not the reference, not the loaded model it compares too."""
-    from ..engine.lab import LAB_TYPES
+    from ..engine.lab import LAB_TYPES, variant_type
 
-    return [(_quant_name(path), kl) for path, kl, _top1 in v["scores"][1:] if _quant_name(path) in LAB_TYPES]
+    named = [(variant_type(path).lower(), kl) for path, kl, _top1 in v["scores"][1:]]
+    return [(name, kl) for name, kl in named if name in LAB_TYPES]
 
 
 def _ptq_best(v: dict[str, Any]) -> str:

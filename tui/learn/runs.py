@@ -87,9 +87,14 @@ def next_token_distribution(engine: Any, messages: list[dict[str, str]], answer_
     keep = reusable_prefix(engine, tokens)
     engine.truncate(keep)
     engine.decode(tokens[keep:])
-    logits = engine.logits().astype(np.float64)
-    p = np.exp(logits - logits.max())
-    return p / p.sum()
+    return next_token_probs(engine)
+
+
+def next_token_probs(engine: Any) -> np.ndarray:
+    """The softmax of the engine's last logits (float64: small probabilities stay exact)."""
+    from ..engine.lab import log_softmax
+
+    return np.exp(log_softmax(engine.logits()[None])[0])
 
 
 def word_probability(engine: Any, p: np.ndarray, words: Sequence[str]) -> float:
@@ -116,9 +121,7 @@ def recall_after_shift(engine: Any, fact: str, filler: str, question: str, answe
     target = engine.tokenize(answer, add_bos=False)[0]
 
     def p_answer() -> float:
-        logits = engine.logits().astype(np.float64)
-        p = np.exp(logits - logits.max())
-        return float(p[target] / p.sum())
+        return float(next_token_probs(engine)[target])
 
     out = {}
     engine.clear()

@@ -154,12 +154,11 @@ async def _long_prompt(r: Runner) -> Finding:
 
     def job() -> dict[str, Any]:
         from ...engine.settings import default_threads, logical_cpus
-        from .stage4 import busy_warning, load_average
+        from .stage4 import busy_warning, under_load
 
-        before = load_average()
         tokens = host.engine.tokenize(FILLER * (n // 30 + 1), add_bos=None)[:n]
-        out = ms_per_token_by_position(host.engine, tokens, chunk, gen)
-        return {**out, "busy": busy_warning(before, load_average(), logical_cpus(), default_threads())}
+        out, before, after = under_load(lambda: ms_per_token_by_position(host.engine, tokens, chunk, gen))
+        return {**out, "busy": busy_warning(before, after, logical_cpus(), default_threads())}
 
     out = await host.in_thread(job)
     rows = [[f"{start:,}–{min(start + chunk, out['n_tokens']) - 1:,}", f"{ms:.2f}"] for start, ms in out["prompt"]]

@@ -8,11 +8,13 @@ import os
 import shutil
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...engine.anatomy import bits_per_weight, read_anatomy
+from ...engine.lab import variant_type
 from ...units import human_bytes
 from ..host import Finding, LearnError, Runner
 from .stage1 import _model_picker
@@ -23,7 +25,7 @@ async def exp_quant_types(r: Runner, v: int) -> Finding:
     if v == 1:
         lab = await _quant_lab(r)
         await _make_variants(r, lab)
-        lines = [f"{Path(m.output).stem.split('.')[-1]} {m.bits_per_weight:.2f} b/w"
+        lines = [f"{variant_type(m.output)} {m.bits_per_weight:.2f} b/w"
                  + (f" ({m.fallback[0]}/{m.fallback[1]} fell back)" if m.fallback else "") for m in lab.made]
         headline = "made: " + ", ".join(lines)
         r.host.mark(lab, part="#status", text="bits per weight and fallbacks, as llama_model_quantize wrote them")
@@ -65,7 +67,7 @@ async def exp_ptq(r: Runner, v: int) -> Finding:
         lab.show_variant(min(range(1, len(scores)), key=lambda i: scores[i].bits_per_weight))
     shown = scores[lab.shown]
     flips = sum(a != b for a, b in zip(shown.top1, lab.result.ref_top1))
-    parts = [f"{Path(s.path).stem.split('.')[-1]}: KL {s.kl_mean:.3f}, top-1 {s.top1_agreement:.0%}"
+    parts = [f"{variant_type(s.path)}: KL {s.kl_mean:.3f}, top-1 {s.top1_agreement:.0%}"
              for s in scores[1:]]
     headline = "against the F16 reference — " + "; ".join(parts)
     r.host.mark(lab, part="#scores", text="KL mean: how far each model's next-token distribution moved")
@@ -142,12 +144,8 @@ async def exp_threads(r: Runner, v: int) -> Finding:
     cores = logical_cpus()
     await r.host.idle()
 
-    def job() -> tuple[list[Any], float | None, float | None]:
-        before = load_average()
-        rows = bench(path, threads=counts, batches=(pp,), pp=pp, tg=tg, reps=THREAD_REPS)
-        return rows, before, load_average()
-
-    rows, before, after = await r.host.in_thread(job)
+    rows, before, after = await r.host.in_thread(lambda: under_load(
+        lambda: bench(path, threads=counts, batches=(pp,), pp=pp, tg=tg, reps=THREAD_REPS)))
     if not rows:
         raise LearnError("the benchmark produced no rows")
     warning = busy_warning(before, after, cores, max(counts))
@@ -188,6 +186,13 @@ def thread_counts(cores: int) -> list[int]:
         counts.append(n)
         n *= 2
     return counts + [max(1, cores)]
+
+
+def under_load(job: Callable[[], Any]) -> tuple[Any, float | None, float | None]:
+    """``job``'s result with the load average just before and just after it (see :func:`busy_warning`)."""
+    before = load_average()
+    result = job()
+    return result, before, load_average()
 
 
 def load_average() -> float | None:
@@ -291,19 +296,11 @@ async def exp_gpu(r: Runner, v: int) -> Finding:
     path = r.host.model_file()
     pp, tg, reps = r.n(128, 32), r.n(32, 4), r.n(3, 2)
 
-    def job() -> tuple[bool, str, list[Any], float | None, float | None]:
-        before = load_average()
-        rows = bench(path, threads=(0,), ngls=(0, 99), pp=pp, tg=tg, reps=reps)
-        return supports_gpu_offload(), system_info(), rows, before, load_average()
-
-    gpu, info, rows, load_before, load_after = await r.host.in_thread(job)
-
-    def spread(runs: list[float], mean: float) -> str:
-        return (f"{statistics.median(runs):.1f} ({min(runs):.1f}–{max(runs):.1f})" if len(runs) > 1
-                else f"{mean:.1f} (1 run)")
-
-    table = [[str(row.n_gpu_layers), spread(row.pp_runs, row.pp_tps), spread(row.tg_runs, row.tg_tps),
-              f"{row.load_cold_ms:.0f} ms"] for row in rows]
+    rows, load_before, load_after = await r.host.in_thread(lambda: under_load(
+        lambda: bench(path, threads=(0,), ngls=(0, 99), pp=pp, tg=tg, reps=reps)))
+    gpu, info = supports_gpu_offload(), system_info()
+    table = [[str(row.n_gpu_layers), _median_range(row.pp_runs or [row.pp_tps], 1),
+              _median_range(row.tg_runs or [row.tg_tps], 1), f"{row.load_cold_ms:.0f} ms"] for row in rows]
     tg0, tg99 = (row.tg_runs or [row.tg_tps] for row in rows)
     ratio = statistics.median(tg99) / statistics.median(tg0) if statistics.median(tg0) else 0.0
     overlap = min(tg99) <= max(tg0) and min(tg0) <= max(tg99)

@@ -9,7 +9,6 @@ from ..host import Finding, Runner
 from ..runs import next_token_distribution, top_tokens, word_probability
 from .stage2 import CHAT_TURNS, _chat_turns
 
-
 HELPFUL = "You are a helpful assistant. Answer briefly."
 PIRATE = "You are a pirate. Always answer like a pirate: start with Arr or Ahoy."
 
