@@ -108,7 +108,10 @@ def _imports_from(prefix: str, forbidden: tuple[str, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize("layer, forbidden", [
-    ("tui.engine", ("tui.record", "tui.server", "tui.app", "tui.learn", "tui.cli", "tui.run", "tui.config")),
+    ("tui.engine", ("tui.record", "tui.server", "tui.app", "tui.learn", "tui.cli", "tui.run", "tui.config",
+                    "tui.remote")),
+    # a server is a source of steps: below the run model and the recording, beside the engine
+    ("tui.remote", ("tui.app", "tui.server", "tui.learn", "tui.cli", "tui.run", "tui.record")),
     ("tui.sampling", tuple(sorted({m.split(".")[1] for m in MODULES if m.count(".") >= 1} - {"sampling"}))),
     ("tui.record", ("tui.app", "tui.server", "tui.learn", "tui.cli")),
     ("tui.server", ("tui.app", "tui.learn", "tui.cli")),

@@ -17,7 +17,9 @@ PKG = Path(__file__).resolve().parents[1] / "tui"
                                     "tui.learn", "tui.learn.runs", "tui.learn.host", "tui.learn.experiments", "tui.learn.headless",
                                     "tui.learn.headless_views", "tui.learn.predict", "tui.run",
                                     "tui.run.waiters", "tui.record.recorder", "tui.server", "tui.server.http",
-                                    "tui.cli.common", "tui.cli.generate"])
+                                    "tui.cli.common", "tui.cli.generate", "tui.cli.remote", "tui.remote",
+                                    "tui.remote.source", "tui.remote.entries", "tui.remote.metrics",
+                                    "tui.remote.llama_server", "tui.remote.openai"])
 def test_domain_modules_do_not_import_textual(module: str) -> None:
     code = f"import sys, {module}; print('textual' in sys.modules, 'rich' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

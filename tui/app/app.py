@@ -41,6 +41,7 @@ from .keys import BINDINGS, palette_commands
 from .messages import EngineLoaded, EngineNotice, LoadProgress
 from .modes import CHAT_OFF, CHAT_ON, prompt_hint
 from .recording import Recording
+from .remote_host import RemoteHost
 from .themes import DEFAULT_THEME
 from .tools import Tools
 from .widgets.graphs import MemoryGraph
@@ -89,6 +90,7 @@ class LlmTuiApp(Tools, App[int]):
         api_key: str | None = None,
         max_body_bytes: int = 8 << 20,
         chat: bool | None = None,
+        remotes: Any = None,
     ) -> None:
         super().__init__()
         if load is None and engine_factory is not None:
@@ -130,6 +132,7 @@ class LlmTuiApp(Tools, App[int]):
         self._gc_frozen = False  # gc.freeze once, after the first model loads
         self.engine_settled = asyncio.Event()  # set once a model loaded or failed to (experiments wait on it)
         self.api = ApiHost(self, serve or ("127.0.0.1", 8000), api_key, max_body_bytes)
+        self.remote = RemoteHost(self, remotes)  # servers to watch (--remote), the fleet view
         self._serve_on_load = serve is not None
         # learn mode: the question whose experiment ran last, what each one found and the learner's guess
         self.learn_open_at = learn  # open the Learn screen at this question once the model is loaded
@@ -241,6 +244,9 @@ class LlmTuiApp(Tools, App[int]):
         if self.learn_open_at is not None:
             current, self.learn_open_at = self.learn_open_at, None
             self.action_learn(current)
+        elif self.remote.fleet_on_start:
+            self.remote.fleet_on_start = False
+            self.remote.open_fleet()
         elif message.resume:
             self.start_generation(message.resume)
         elif self.screen is board:
@@ -253,9 +259,12 @@ class LlmTuiApp(Tools, App[int]):
         if entry is not None:
             self.entry = entry
             self.model_label = visible(entry.name)
+        if getattr(engine, "is_remote", False):  # named by its URL until it answers; now by its model too
+            self.model_label = visible(engine.info.name)
         self.load_info = self.model_load_info = f"loaded in {ms:,.0f} ms ({'cold' if cold else 'warm'})"
-        self.controller = Controller(self.engine, self.preset, seed=self.settings.seed, emit=self.emit,
-                                     max_tokens=self.max_tokens, context_policy=loop_policy(self.context_policy), n_keep=self.n_keep)
+        self.controller = self.remote.controller(self.engine, self.preset, seed=self.settings.seed, emit=self.emit,
+                                                 max_tokens=self.max_tokens, context_policy=loop_policy(self.context_policy),
+                                                 n_keep=self.n_keep)
         self.recorder.sync()
         board.model.can_chat = self.can_chat
         self.set_chat(self.can_chat if self.chat_start is None else self.chat_start)

@@ -30,6 +30,7 @@ from ..run.waiters import RunWaiters
 from .messages import EngineNotice
 from .metrics import LiveMetrics
 from .modes import footer_shows, footer_state
+from .remote_host import recorded_remote_notes
 from .status import status_line
 from .widgets.graphs import MemoryGraph, ThroughputGraph
 from .widgets.panels import ChainTrace, KvGauge, StatusLine, TopKHistogram
@@ -264,6 +265,9 @@ class Dashboard(Screen):
         if self.engine is None or gauge is None:
             return
         app = self.app
+        if getattr(self.engine, "is_remote", False):
+            app.remote.show_kv(gauge, self.model, self.engine)
+            return
         n_keep = None
         if app.context_policy == "shift":
             n_keep = self.model.n_prompt + self.model.n_reused if app.n_keep < 0 else app.n_keep
@@ -271,7 +275,8 @@ class Dashboard(Screen):
                                   n_keep)
         gauge.show(n_ctx=view.n_ctx, n_past=view.n_past, n_prompt=view.n_prompt, n_reused=view.n_reused,
                    n_keep=view.n_keep, shifts=view.shifts, bytes_per_token=view.bytes_per_token,
-                   allocated=view.allocated, type_k=view.type_k, type_v=view.type_v)
+                   allocated=view.allocated, type_k=view.type_k, type_v=view.type_v,
+                   notes=recorded_remote_notes(self.engine))
 
     def fail_run(self, error: str) -> None:
         """The run's worker failed outside the controller (a bug): say so, and release whoever waits."""

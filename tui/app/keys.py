@@ -46,6 +46,8 @@ KEYS: list[tuple[str, str, str, str, bool]] = [
     ("replay.fork", "f", "screen.fork", "Fork", False),
     ("learn.open", "L", "learn", "Learn", True),
     ("api.serve", "S", "serve", "API server", False),
+    ("remote.probe", "o", "probe", "Probe mode", False),
+    ("remote.fleet", "F", "fleet", "Fleet", False),
     ("learn.try1", "1", "learn_try(1)", "Try next 1", False),
     ("learn.try2", "2", "learn_try(2)", "Try next 2", False),
     ("app.help", "question_mark,f1", "help", "Help", True),

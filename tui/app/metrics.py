@@ -50,7 +50,9 @@ class LiveMetrics:
         model = screen.model
         graph = screen.panel(MemoryGraph)
         if graph is not None:  # absent while the screen goes away
-            graph.add(time.perf_counter() - self._t0, rss, engine.kv_layout().used(model.n_prompt + len(model.steps)))
+            layout = engine.kv_layout()  # None: a remote server's cache is not ours to measure
+            graph.add(time.perf_counter() - self._t0, rss,
+                      layout.used(model.n_prompt + len(model.steps)) if layout is not None else 0)
             self.dirty = True
 
     def replot(self) -> None:

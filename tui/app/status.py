@@ -30,6 +30,11 @@ def modes_text(app: Any, screen: Any) -> str:
     return " │ ".join(label for label in labels if label)
 
 
+def mode_key(app: Any) -> str:
+    """How to switch between stream and probe mode, as the keymap has it."""
+    return f"{app.keymap.get('remote.probe', 'o')}: switch"
+
+
 def status_line(app: Any, screen: Any) -> str:
     """``state │ modes │ selection │ model │ preset │ seed │ threads │ n_ctx │ API │ shift │ REC │ turn │ load``."""
     engine = screen.engine
@@ -43,7 +48,15 @@ def status_line(app: Any, screen: Any) -> str:
         parts.append(f"viewing step {run.selected} (end: live)")
     if app.recorder.on and screen_kind(screen) == "live":
         parts.append("● REC")
-    parts += [model, f"preset {screen.preset_name}", f"seed {seed}", f"threads {threads}", f"n_ctx {n_ctx:,}"]
+    remote = getattr(engine, "remote", None)
+    if remote is not None:  # a server: its protocol and how it is watched instead of our threads
+        mode = "probe" if getattr(app.controller, "probe", False) else "stream"
+        parts += [model, f"preset {screen.preset_name}", f"seed {seed}", f"{remote.backend} · {mode} ({mode_key(app)})",
+                  f"n_ctx {remote.n_ctx:,}" if remote.n_ctx else "n_ctx: not exposed"]
+        if run.prompt_ms and mode == "stream":
+            parts.append(f"TTFT {run.prompt_ms:,.0f} ms")
+    else:
+        parts += [model, f"preset {screen.preset_name}", f"seed {seed}", f"threads {threads}", f"n_ctx {n_ctx:,}"]
     if app.api.server is not None:
         svc = app.api.server.service
         parts.append(f"API :{app.api.server.http.port} ({svc.started} request{'s' if svc.started != 1 else ''}"

@@ -38,8 +38,9 @@ class Tools:
     def _find_models(self) -> None:
         from .screens.models import ModelPicker
 
-        entries = self.discover()
-        self.call_from_thread(self.push_screen, ModelPicker(entries, self.model_label, self.loaded_paths()),
+        entries = [*self.discover(), *self.remote.remotes.entries()]
+        self.call_from_thread(self.push_screen, ModelPicker(entries, self.model_label, self.loaded_paths(),
+                                                            add_url=self.remote.entry_for_url),
                               self.use_picked_model)
 
     def use_picked_model(self, entry: Any) -> None:
@@ -53,6 +54,12 @@ class Tools:
         if path is None or not str(path).endswith(".gguf") or not os.path.exists(path):
             return None
         return str(path)
+
+    def action_probe(self) -> None:
+        self.remote.toggle_probe()
+
+    def action_fleet(self) -> None:
+        self.remote.open_fleet()
 
     def action_anatomy(self) -> None:
         path = self.model_file()

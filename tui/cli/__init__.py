@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
         description="Watch a local GGUF model think, one token at a time. "
         "With no subcommand, opens the dashboard on the embedded SmolLM2 model.",
-        epilog="Run `llmtui COMMAND --help` for a command's options. No network is ever used.",
+        epilog="Run `llmtui COMMAND --help` for a command's options. No network is used unless you name a server "
+        "(--remote URL).",
     )
     parser.add_argument("--version", action="version", version=f"llmtui {__version__}")
     common_args(parser)

@@ -23,6 +23,7 @@ from .common import (
     warn,
 )
 from .recorded import load_recorded_model
+from .remote import remote_args, remotes_from
 
 
 def dashboard_args(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +52,7 @@ def dashboard_args(parser: argparse.ArgumentParser) -> None:
                         help="with --serve / serve: require 'Authorization: Bearer KEY' (default $LLMTUI_API_KEY)")
     parser.add_argument("--max-body", type=V.BODY_MIB, default=8, metavar="MIB",
                         help="with --serve / serve: the largest request body accepted, in MiB (default 8)")
+    remote_args(parser)
 
 
 def register(sub: Any) -> None:
@@ -98,7 +100,8 @@ def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
             preset = pick_preset(args, config, catalog)
         else:
             raise
-    entry = pick_model(args, config)
+    remotes = remotes_from(args)  # --remote URL…: the dashboard watches servers, no local model is loaded
+    entry = remotes.entries()[0] if remotes.specs else pick_model(args, config)
 
     from ..app.app import run_app  # Textual is imported only here
     from ..app.themes import load_themes, shipped_theme_dir
@@ -113,8 +116,13 @@ def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
 
     pool = EnginePool(lambda path, progress: LlamaEngine(path, settings, on_progress=progress),
                       capacity=config.keep_loaded)
+    from ..remote.entries import REMOTE
+
+    def load(e: Any, progress: Any) -> Any:
+        return remotes.load(e) if e.source == REMOTE else pool.get(e.path, progress)
+
     return run_app(
-        load=lambda e, progress: pool.get(e.path, progress),
+        load=load,
         entry=entry,
         loaded_paths=lambda: pool.loaded,
         model_label=entry.name,
@@ -138,6 +146,7 @@ def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
         serve=_host_port(args.serve) if getattr(args, "serve", None) else None,
         api_key=getattr(args, "api_key", None),
         max_body_bytes=int(args.max_body * 2**20),
+        remotes=remotes,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import validate as V
+from .remote import remote_args
 from ..safe_text import json_text, piece_label, visible_lines
 from .common import (
     CliError,
@@ -60,6 +61,7 @@ def register(sub: Any) -> None:
     common_args(gen, sub=True)
     engine_args(gen, sub=True)
     sampling_args(gen, sub=True)
+    remote_args(gen, sub=True)
 
 
 class StepPrinter:
@@ -155,6 +157,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     config = load_config_or_fail(args)
     settings = engine_settings(args, config)
     preset = pick_preset(args, config)
+    if getattr(args, "remote", None):
+        return cmd_generate_remote(args, preset, settings.seed)
     entry = pick_model(args, config)
     bos = add_bos(args)
     with LlamaEngine(entry.path, settings) as engine:
@@ -188,6 +192,55 @@ def cmd_generate(args: argparse.Namespace) -> int:
         out.flush()
         if stats.stop_reason is StopReason.ERROR:
             raise CliError(stats.error or "generation failed")
+    return 0
+
+
+def cmd_generate_remote(args: argparse.Namespace, preset: Any, seed: int) -> int:
+    """``llmtui generate --remote URL``: the same output as a local run, from a server; the JSON step lines
+    carry null where the server gives nothing (never an invented figure)."""
+    from ..engine.chat import ChatSession
+    from ..engine.errors import EngineError
+    from ..engine.loop import StopReason
+    from ..remote.source import RemoteController, unsent_samplers
+    from .remote import remotes_from
+
+    remotes = remotes_from(args)
+    if len(remotes.specs) != 1:
+        raise CliError("generate --remote takes one server (the dashboard takes several)")
+    (spec,) = remotes.specs.values()
+    try:
+        engine = remotes.load(remotes.entry(spec)).engine
+    except EngineError as exc:
+        raise CliError(str(exc)) from None
+    for warning in engine.warnings:
+        warn(warning)
+    probe = bool(getattr(args, "probe", False))
+    controller = RemoteController(engine, preset, probe=probe, seed=seed, emit=lambda event: None,
+                                  max_tokens=args.max_tokens, ignore_eos=args.ignore_eos)
+    chat = args.chat if args.chat is not None else (engine.remote.chat and not probe)
+    if chat:
+        if probe:
+            raise CliError("--probe sends raw text: use --raw (chat goes through the server's chat endpoint)")
+        if not engine.remote.chat:
+            raise CliError(f"{spec.shown} applies no chat template: drop --chat (raw completion)")
+        controller.chat = ChatSession(engine, system=args.system)
+    if not probe and (unsent := unsent_samplers(preset)):
+        warn(f"the server samples: {', '.join(unsent)} cannot be sent to it (use --probe to run them here)")
+    stats = run_headless(controller, args.prompt, as_json=args.json, record=args.record)
+    out = sys.stdout
+    if args.json:
+        remote = engine.remote
+        counters = controller.last_counters
+        summary = {**stats.summary(), "model": remote.model, "preset": preset.name, "samplers": preset.describe(),
+                   "seed": seed, "remote": {**remote.header(), "mode": engine.mode},
+                   "server": None if counters is None else {"prompt_n": counters.prompt_n, "cache_n": counters.cache_n,
+                                                            "predicted_n": counters.predicted_n}}
+        out.write(json_text({"summary": summary}) + "\n")
+    else:
+        out.write("\n")
+    out.flush()
+    if stats.stop_reason is StopReason.ERROR:
+        raise CliError(stats.error or "generation failed")
     return 0
 
 

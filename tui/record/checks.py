@@ -163,7 +163,7 @@ def _checked_step(rec: dict[str, Any], n_vocab: int) -> tuple[Step, tuple[int, i
         piece = base64.b64decode(_str(rec["piece"], "piece"), validate=True)
     except ValueError:  # binascii.Error, or a str that is not ASCII
         raise BadField(f"piece: not base64: {shown(rec['piece'])}") from None
-    prob = _prob(rec["prob"], "prob")
+    prob = _unknown_or(_prob, rec["prob"], "prob")
     top = _dict(rec["top"], "top")
     top_ids = _ids(_get(top, "token", "top."), "top.token", n_vocab)
     top_logits = _numbers(_get(top, "logit", "top."), "top.logit", -math.inf, _FLOAT_MAX)  # -inf: a banned token
@@ -183,13 +183,15 @@ def _checked_step(rec: dict[str, Any], n_vocab: int) -> tuple[Step, tuple[int, i
             raise BadField(f"stages[{k}].{exc}") from None
     draw = rec["draw"]
     trace = SampleTrace(
-        token=token, prob=prob, entropy=_float(rec["entropy"], "entropy", 0.0),
+        token=token, prob=prob, entropy=_unknown_or(_float, rec["entropy"], "entropy", 0.0),
         top_ids=np.asarray(top_ids, dtype=np.int32), top_logits=np.asarray(top_logits, dtype=np.float32),
         top_p_before=np.asarray(top_p, dtype=np.float64), top_p_after=np.asarray(top_p_after, dtype=np.float64),
         stages=tuple(stages), n_final=_int(rec["n_final"], "n_final", 0, n_vocab),
         draw=None if draw is None else _prob(draw, "draw"),
         draw_lo=_prob(rec["draw_lo"], "draw_lo"), draw_hi=_prob(rec["draw_hi"], "draw_hi"),
-        raw_logit=_float(rec["raw_logit"], "raw_logit", -math.inf), raw_p=_prob(rec["raw_p"], "raw_p"),
+        raw_logit=_unknown_or(_float, rec["raw_logit"], "raw_logit", -math.inf),
+        raw_p=_unknown_or(_prob, rec["raw_p"], "raw_p"),
+        top_k_only=_int(rec.get("top_k_only", 0), "top_k_only", 0, n_vocab),
     )
     step = Step(
         index=_int(rec["i"], "i", 0, _INT32_MAX), token=token, piece=piece, text=_str(rec["text"], "text"),
@@ -198,6 +200,11 @@ def _checked_step(rec: dict[str, Any], n_vocab: int) -> tuple[Step, tuple[int, i
         n_ctx=_int(rec["n_ctx"], "n_ctx", 1, MAX_CTX), is_eog=_bool(rec["eog"], "eog"), t=_float(rec["t"], "t"),
     )
     return step, (_int(rec.get("rss", 0), "rss"), _int(rec.get("kv_bytes", 0), "kv_bytes"))
+
+
+def _unknown_or(check: Any, value: Any, name: str, *bounds: float) -> float:
+    """null (a remote server did not give this figure) reads back as NaN; anything else is checked."""
+    return math.nan if value is None else check(value, name, *bounds)
 
 
 def _stage(stage: list[Any], n_vocab: int) -> StageTrace:
@@ -282,6 +289,19 @@ def check_header(head: dict[str, Any]) -> None:
             _str(parent["file"], "parent.file")
         if "fork_step" in parent:
             _int(parent["fork_step"], "parent.fork_step", 0, _INT32_MAX)
+    check_remote(head)
+
+
+def check_remote(head: dict[str, Any]) -> None:
+    """A remote run's header (tui.remote): which server, what it exposed."""
+    if "remote" not in head:
+        return
+    remote = _dict(head["remote"], "remote")
+    for key in ("backend", "url", "model"):
+        _str(_get(remote, key, "remote."), f"remote.{key}")
+    if "exposed" in remote:
+        for key, value in _dict(remote["exposed"], "remote.exposed").items():
+            _bool(value, f"remote.exposed.{clipped(key, 40)}")
 
 
 def check_event(rec: dict[str, Any], n_vocab: int) -> dict[str, Any]:

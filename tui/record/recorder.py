@@ -45,7 +45,8 @@ class Recorder:
         if isinstance(event, Accepted):
             if self.writer is not None:
                 step = event.step
-                kv = self.engine.kv_layout().used(step.n_past + 1)
+                layout = self.engine.kv_layout()
+                kv = layout.used(step.n_past + 1) if layout is not None else 0
                 self._write(lambda w: w.step(step, kv_bytes=kv))
         elif isinstance(event, Started):
             self._open(event)

@@ -30,6 +30,7 @@ class ReplayEngine:
             file_size=int(model.get("file_size", 0)), n_ctx_train=0, n_vocab=self.n_vocab, n_layer=0, n_head=0,
             n_head_kv=0, n_embd=0, n_swa=0, bos=-1, eos=-1, eot=-1, add_bos=False, chat_template=None,
         )
+        self.remote_header = head.get("remote")  # recorded from a server (tui.remote): no KV bytes of ours
         kv = head.get("kv", {})
         per_token = float(kv.get("bytes_per_token", 0.0))
         self._kv = _RecordedKv(per_token, int(kv.get("allocated", per_token * self.n_ctx)),

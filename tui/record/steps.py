@@ -20,6 +20,11 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _num(value: float) -> float | None:
+    """A figure as JSON: None where it is not known (NaN: a remote server that did not give it)."""
+    return None if value != value else value
+
+
 def _top(step: Step) -> dict[str, Any]:
     tr = step.trace
     return {"token": tr.top_ids.tolist(), "logit": tr.top_logits.tolist(), "p": tr.top_p_before.tolist(),
@@ -35,8 +40,8 @@ def step_record(step: Step, *, rss: int = 0, kv_bytes: int = 0) -> dict[str, Any
         "token": step.token,
         "piece": _b64(step.piece),
         "text": step.text,
-        "prob": step.prob,
-        "entropy": tr.entropy,
+        "prob": _num(step.prob),
+        "entropy": _num(tr.entropy),
         "top": _top(step),
         "stages": [[s.name, s.n_in, s.n_out, s.mass_removed, list(s.top_ids), list(s.top_probs), s.note]
                    for s in tr.stages],
@@ -44,8 +49,9 @@ def step_record(step: Step, *, rss: int = 0, kv_bytes: int = 0) -> dict[str, Any
         "draw": tr.draw,
         "draw_lo": tr.draw_lo,
         "draw_hi": tr.draw_hi,
-        "raw_logit": tr.raw_logit,
-        "raw_p": tr.raw_p,
+        "raw_logit": _num(tr.raw_logit),
+        "raw_p": _num(tr.raw_p),
+        **({"top_k_only": tr.top_k_only} if tr.top_k_only else {}),
         "decode_ms": step.decode_ms,
         "sample_ms": step.sample_ms,
         "n_past": step.n_past,
@@ -67,8 +73,10 @@ def step_json(step: Step, piece_text: Callable[[int], str]) -> dict[str, Any]:
         "piece": piece_text(step.token),
         "piece_hex": step.piece.hex(),
         "text": step.text,
-        "prob": step.prob,
-        "entropy": tr.entropy,
+        "prob": _num(step.prob),
+        "entropy": _num(tr.entropy),
+        "entropy_is_lower_bound": bool(tr.top_k_only),
+        "top_k_only": tr.top_k_only or None,
         "top": {"token": top["token"], "piece": [piece_text(t) for t in top["token"]], "logit": top["logit"],
                 "p": top["p"], "p_after": top["p_after"]},
         "stages": [[s.name, s.n_in, s.n_out, s.mass_removed] for s in tr.stages],

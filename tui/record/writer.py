@@ -49,6 +49,10 @@ def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
+# a server that names tokens by text only: the recording's ids are llmtui's own numbering, bounded by this
+REMOTE_LOCAL_IDS = 1 << 30
+
+
 def session_header(engine: Any, preset: Any, seed: int, prompt: str, tokens: Any, *, max_tokens: int,
                    ignore_eos: bool = False, parent: dict[str, Any] | None = None,
                    history: Any = ()) -> dict[str, Any]:
@@ -56,6 +60,14 @@ def session_header(engine: Any, preset: Any, seed: int, prompt: str, tokens: Any
     info = engine.info
     model: dict[str, Any] = {"name": info.name, "path": str(getattr(engine, "path", "")), "arch": info.arch,
                              "quant": info.quant, "n_vocab": info.n_vocab, "file_size": info.file_size}
+    remote = getattr(engine, "remote", None)
+    if remote is not None:  # a server (tui.remote): no file, no KV layout of ours; what it exposed instead
+        model["n_vocab"] = remote.n_vocab or REMOTE_LOCAL_IDS
+        model["fingerprint"] = None
+        return {"model": model, "engine": {}, "n_ctx": engine.n_ctx,
+                "remote": {**remote.header(), "mode": getattr(engine, "mode", "stream")},
+                "preset": preset.as_dict(), "seed": seed, "prompt": prompt, "prompt_tokens": list(tokens),
+                "max_tokens": max_tokens, "ignore_eos": ignore_eos, "parent": parent, "history": list(history)}
     try:
         model["fingerprint"] = fingerprint(engine.path)
     except OSError:

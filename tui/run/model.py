@@ -29,6 +29,7 @@ from ..engine.controller import (
 )
 from ..engine.loop import Step, StopReason
 from ..record.recorder import RecordingFailed, RecordingStarted
+from ..remote.source import ServerCounters
 from ..safe_text import piece_label
 
 
@@ -130,6 +131,7 @@ class RunModel:
         self.n_prompt = 0
         self.n_reused = 0
         self.prompt_tps = 0.0
+        self.prompt_ms = 0.0
         self.shifts: list[tuple[int, int, int]] = []  # (step index, n_keep, n_discard)
         self.chat_turn: ChatTurn | None = None
         self.summary: dict[str, Any] = {}  # of the last finished run
@@ -137,6 +139,8 @@ class RunModel:
         self.record_path = ""
         self.token_times: deque[float] = deque(maxlen=64)
         self.can_chat = True  # the model has a chat template (what the first-token hint may suggest)
+        self.server: ServerCounters | None = None  # a remote server's last counters (tui.remote)
+        self.probes: list[ServerCounters] = []  # probe mode: one per request, what each cost the server
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -148,6 +152,8 @@ class RunModel:
         self.n_prompt = 0
         self.n_reused = 0
         self.shifts = []
+        self.server = None
+        self.probes = []
         self.chat_turn = None  # the new run's turn arrives with its prompt
         self.preset = ""
         self.token_times.clear()
@@ -240,6 +246,7 @@ class RunModel:
         elif isinstance(ev, PromptDone):
             self.n_prompt = ev.n_tokens
             self.prompt_tps = ev.tokens_per_s
+            self.prompt_ms = ev.ms  # a remote stream's: the time to its first token
             self.set_phase(Phase.GENERATING)
             up.new_steps = True
         elif isinstance(ev, Started):
@@ -266,6 +273,17 @@ class RunModel:
                 first = self.steps[0]
                 up.notices.append((first_token_hint(self.chat_turn is not None, piece_label(first.piece),
                                                     can_chat=self.can_chat), "warning"))
+        elif isinstance(ev, ServerCounters):
+            self.server = ev
+            if ev.step >= 0:
+                self.probes.append(ev)
+                if ev.retokenized:
+                    up.notices.append((f"probe {ev.step}: the server read the text back as other tokens than were "
+                                       "chosen (it merged them): from here it predicts after its own tokenisation",
+                                       "warning"))
+            elif ev.prompt_n is not None and not self.n_prompt:
+                self.n_prompt = ev.prompt_n + (ev.cache_n or 0)
+            up.new_steps = True
         elif isinstance(ev, RecordingStarted):
             self.record_path = ev.path
         elif isinstance(ev, RecordingFailed):

@@ -58,6 +58,9 @@ class SampleTrace:
     draw_hi: float = 0.0
     raw_logit: float = 0.0  # logit of the chosen token before the chain
     raw_p: float = 0.0  # probability of the chosen token before the chain
+    # >0: only a remote server's top-K was known (tui.remote): the tail is unknown, ``entropy`` is a lower bound
+    # over those K, ``top_p_before`` are the server's probabilities; 0: the whole vocabulary's logits were seen
+    top_k_only: int = 0
 
     @property
     def entropy_bits(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
@@ -13,6 +14,7 @@ from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
+from ...remote.entries import looks_like_url
 from ...safe_text import visible
 from ...units import human_bytes, human_count
 from ..widgets.safe import SafeInput, plain
@@ -30,9 +32,11 @@ class ModelPicker(ModalScreen[Any]):
     ModelPicker #filter { margin: 0 0 1 0; }
     """
 
-    def __init__(self, entries: list[Any], current: str, loaded: list[str]) -> None:
+    def __init__(self, entries: list[Any], current: str, loaded: list[str],
+                 add_url: Callable[[str], Any] | None = None) -> None:
         super().__init__()
         self.entries = entries
+        self.add_url = add_url  # a server's URL typed in the filter becomes an entry (tui.app.remote_host)
         self.current = current
         self.loaded = set(loaded)
 
@@ -41,8 +45,8 @@ class ModelPicker(ModalScreen[Any]):
             yield Static(Text.assemble(("Models", "bold"), " — loaded now: ", (visible(self.current), "bold"),
                                        " · type to filter (Enter picks the only match), ↑↓ and Enter to switch (",
                                        ("warm", "italic"),
-                                       " = still in memory), Esc to close"))
-            yield SafeInput(placeholder="filter by name, arch, quant…", id="filter")
+                                       " = still in memory), Esc to close; a server's URL + Enter attaches to it"))
+            yield SafeInput(placeholder="filter by name, arch, quant… or http://host:port of a server", id="filter")
             table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="models")
             table.add_columns("name", "arch", "quant", "params", "size", "ctx", "vocab", "chat", "source", "")
             yield table
@@ -67,8 +71,10 @@ class ModelPicker(ModalScreen[Any]):
                 continue
             if e.usable:
                 state = "● loaded" if e.name == self.current else ("warm" if e.path in self.loaded else "")
-                table.add_row(plain(e.name), plain(e.arch), plain(e.quant), human_count(e.n_params), human_bytes(e.size),
-                              f"{e.n_ctx_train:,}", f"{e.n_vocab:,}", "yes" if e.has_chat_template else "no",
+                remote = e.source == "remote"  # a server: no file, figures known once attached
+                table.add_row(plain(e.name), plain(e.arch), plain(e.quant), "—" if remote else human_count(e.n_params),
+                              "—" if remote else human_bytes(e.size), f"{e.n_ctx_train:,}" if e.n_ctx_train else "?",
+                              f"{e.n_vocab:,}" if e.n_vocab else "?", "yes" if e.has_chat_template else "no",
                               e.source, state, key=str(i))
             else:
                 table.add_row(plain(e.name), "unusable", plain((e.error or "")[:60]), "", "", "", "", "", e.source, "",
@@ -82,6 +88,15 @@ class ModelPicker(ModalScreen[Any]):
     def _submitted(self) -> None:
         """Enter in the filter: the one model that matches is picked; with several, the list takes over."""
         table = self.query_one(DataTable)
+        text = self.query_one("#filter", Input).value
+        if self.add_url is not None and looks_like_url(text) and table.row_count != 1:
+            from ...remote import RemoteError
+
+            try:
+                self.dismiss(self.add_url(text))
+            except RemoteError as exc:
+                self.notify(str(exc), severity="error")
+            return
         if table.row_count == 1:
             self._pick(int(table.coordinate_to_cell_key(Coordinate(0, 0)).row_key.value))
         elif table.row_count:

@@ -125,15 +125,29 @@ class TopKHistogram(LinePanel):
     def show(self, step: Any, piece: Callable[[int], bytes], *, pending: bool = False) -> None:
         tr = step.trace
         rows = list(zip(tr.top_ids.tolist(), tr.top_p_before.tolist(), tr.top_p_after.tolist()))
-        head = f"step {step.index}" + (" · pending" if pending else "")
-        sub = f"H {tr.entropy_bits:.2f} bits · chose {escape_piece(step.piece)!s} p={step.prob:.3f}"
-        if tr.rank == 0:
-            sub += " (outside top-10)"
+        known = tr.top_k_only  # a remote server's top-K: the tail is unknown, the entropy a lower bound
+        served = bool(known) and not tr.stages  # the server sampled: its chain (the "after") is not seen
+        head = f"step {step.index}" + (" · pending" if pending else "") + (f" · the server's top-{known}" if known
+                                                                            else "")
+        if tr.entropy != tr.entropy:
+            entropy = "H: not exposed"
+        elif known:
+            entropy = f"H ≥ {tr.entropy_bits:.2f} bits (over its top-{known} only)"
+        else:
+            entropy = f"H {tr.entropy_bits:.2f} bits"
+        prob = "p=? (not exposed)" if step.prob != step.prob else f"p={step.prob:.3f}"
+        sub = f"{entropy} · chose {escape_piece(step.piece)!s} {prob}"
+        if tr.rank == 0 and rows:
+            sub += f" (outside the top-{len(rows)})"
+        tail = 1.0 - sum(pb for _, pb, _ in rows)
 
         def build(width: int) -> list[list[tuple[str, str]]]:
             lines = [[(fit(head, width), "hist--title")], [(fit(sub, width), "hist--dim")]]
+            if not rows:
+                lines.append([(fit("this server gives no probabilities: no top-K to show", width), "hist--dim")])
+                return lines
             piece_w = max(6, min(14, width // 4))
-            num_w = 15
+            num_w = 8 if served else 15
             bar_w = max(4, width - piece_w - num_w - 4)
             top = max((pb for _, pb, _ in rows), default=1.0) or 1.0
             for tok, pb, pa in rows:
@@ -141,15 +155,21 @@ class TopKHistogram(LinePanel):
                 mark = "▶ " if chosen else "  "
                 name = fit(escape_piece(piece(tok)), piece_w)
                 b = bar(pb / top, bar_w)
-                after = f"{pa * 100:5.1f}%" if pa > 0 else "   cut"
-                nums = f" {pb * 100:5.1f}%→{after}"
+                if served:
+                    nums, style = f" {pb * 100:5.1f}%", "hist--before"
+                else:
+                    after = f"{pa * 100:5.1f}%" if pa > 0 else "   cut"
+                    nums, style = f" {pb * 100:5.1f}%→{after}", "hist--after" if pa > 0 else "hist--removed"
                 lines.append([
                     (mark, "hist--chosen" if chosen else "hist--dim"),
                     (name, "hist--chosen" if chosen else "hist--piece"),
                     (" ", ""),
-                    (b, "hist--after" if pa > 0 else "hist--removed"),
+                    (b, style),
                     (fit(nums, num_w), "hist--chosen" if chosen else "hist--dim"),
                 ])
+            if known:
+                lines.append([(fit(f"the rest ({max(0.0, tail) * 100:.1f}% of the mass) is beyond what the server "
+                                   "returns: unknown", width), "hist--dim")])
             return lines
 
         self.set_builder(build)
@@ -177,7 +197,15 @@ class ChainTrace(LinePanel):
         tr = step.trace
 
         def build(width: int) -> list[list[tuple[str, str]]]:
-            lines = [[(fit(f"chain: {preset}", width), "trace--dim")]]
+            if tr.top_k_only and not tr.stages:  # streamed from a server: it sampled, its chain is not seen
+                return [[(fit("chain: the server's own (it sampled this token; its API does not show the chain)",
+                              width), "trace--dim")],
+                        [(fit(f"→ {escape_piece(step.piece)} (rank {tr.rank or '>' + str(len(tr.top_ids))} in its "
+                              f"top-{tr.top_k_only})", width), "trace--draw")],
+                        [(fit("probe mode (o) samples with llmtui's chain on the server's top-K", width),
+                          "trace--dim")]]
+            title = f"chain: {preset}" + (f" on the server's top-{tr.top_k_only} (probe)" if tr.top_k_only else "")
+            lines = [[(fit(title, width), "trace--dim")]]
             name_w = 12
             for st in tr.stages:
                 survivors = " ".join(escape_piece(piece(t)) for t in st.top_ids[:3])
@@ -249,7 +277,9 @@ class KvGauge(LinePanel):
 
     def show(self, *, n_ctx: int, n_past: int, n_prompt: int, bytes_per_token: float, allocated: int,
              type_k: str, type_v: str, n_reused: int = 0, n_keep: int | None = None,
-             shifts: tuple[tuple[int, int, int], ...] = ()) -> None:
+             shifts: tuple[tuple[int, int, int], ...] = (), notes: tuple[str, ...] | None = None) -> None:
+        """``notes``: lines that replace the bytes (a remote server's cache: its figures, or what it does not
+        expose)."""
         n_past = min(n_past, n_ctx)
         n_prompt = min(n_prompt, n_past)
         n_reused = min(n_reused, n_prompt)
@@ -278,13 +308,14 @@ class KvGauge(LinePanel):
             legend = [("■", "kv--reused"), (f" reused {n_reused:,}  ", "kv--dim")] if n_reused else []
             legend += [("■", "kv--prompt"), (f" prompt {n_prompt - n_reused:,}  ", "kv--dim"),
                        ("■", "kv--gen"), (f" generated {n_gen:,}", "kv--dim")]
-            lines = [
-                [(fit(f"{n_past:,} / {n_ctx:,} cells ({pct:.1f}%)", w), "kv--title")],
-                runs,
-                legend,
-                [(fit(f"{human_bytes(used)} / {human_bytes(allocated)} ({type_k}/{type_v})", w), "kv--dim")],
-                [(fit(f"{human_bytes(bytes_per_token)} per token", w), "kv--dim")],
-            ]
+            lines = [[(fit(f"{n_past:,} / {n_ctx:,} cells ({pct:.1f}%)", w), "kv--title")], runs, legend]
+            if notes is not None:
+                lines += [[(fit(note, w), "kv--dim")] for note in notes]
+            else:
+                lines += [
+                    [(fit(f"{human_bytes(used)} / {human_bytes(allocated)} ({type_k}/{type_v})", w), "kv--dim")],
+                    [(fit(f"{human_bytes(bytes_per_token)} per token", w), "kv--dim")],
+                ]
             if shifts:
                 _i, keep, drop = shifts[-1]
                 lines.append([(fit(f"shifted ×{len(shifts)}: kept {keep}, dropped {drop} (last at step {_i})", w),
@@ -292,6 +323,12 @@ class KvGauge(LinePanel):
             return lines
 
         self.set_builder(build)
+
+
+def show_text(panel: LinePanel, title: str, lines: tuple[str, ...], style: str) -> None:
+    """A panel that has only words to show (a remote server's KV cache when it exposes no n_ctx)."""
+    panel.set_builder(lambda width: [[(fit(title, width), style.replace("dim", "title"))],
+                                     *[[(fit(line, width), style)] for line in lines]])
 
 
 class StatusLine(LinePanel):
