@@ -99,7 +99,7 @@ def test_a_page_without_the_backends_names_exposes_nothing() -> None:
 
 def test_a_backend_without_a_table_is_read_by_the_names_its_page_carries() -> None:
     assert sample(fixture("vllm"), "openai").generated_total == 1500.0
-    assert sample(fixture("llama_server"), "llmtui").running == 2.0
+    assert sample(fixture("llama_server"), "openai").running == 2.0
     assert sample(fixture("vllm"), "ollama").backend == "ollama"
 
 

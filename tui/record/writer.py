@@ -49,8 +49,9 @@ def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-# a server that names tokens by text only: the recording's ids are llmtui's own numbering, bounded by this
-REMOTE_LOCAL_IDS = 1 << 30
+# a remote run's ids are the server's, or numbered by llmtui for tokens it names by text only
+# (tui.remote.source.RemoteVocab, from 2**30 up beside the server's): the header's bound covers both
+REMOTE_ID_BOUND = (1 << 31) - 1
 
 
 def session_header(engine: Any, preset: Any, seed: int, prompt: str, tokens: Any, *, max_tokens: int,
@@ -62,7 +63,7 @@ def session_header(engine: Any, preset: Any, seed: int, prompt: str, tokens: Any
                              "quant": info.quant, "n_vocab": info.n_vocab, "file_size": info.file_size}
     remote = getattr(engine, "remote", None)
     if remote is not None:  # a server (tui.remote): no file, no KV layout of ours; what it exposed instead
-        model["n_vocab"] = remote.n_vocab or REMOTE_LOCAL_IDS
+        model["n_vocab"] = REMOTE_ID_BOUND
         model["fingerprint"] = None
         return {"model": model, "engine": {}, "n_ctx": engine.n_ctx,
                 "remote": {**remote.header(), "mode": getattr(engine, "mode", "stream")},

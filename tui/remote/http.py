@@ -157,6 +157,8 @@ class Endpoint:
                                       kind="died") from None
                 if not raw:
                     return
+                if not raw.endswith(b"\n") and len(raw) <= MAX_LINE:  # the connection ended inside an event
+                    raise RemoteError(f"{where} broke off the stream mid-answer (inside an event)", kind="died")
                 if len(raw) > MAX_LINE:
                     raise RemoteError(f"{where} sent a streamed event over {MAX_LINE // 2**20} MiB", kind="bad-json")
                 line = raw.strip()

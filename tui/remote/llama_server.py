@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from .backend import Backend, Candidate, Key, MetricsSample, ProbeResult, RemoteDone, RemoteInfo, RemoteToken, Request
 from .http import Endpoint, RemoteError, safe_url
+from .metrics import server_metrics
 from .parse import as_count, as_logprob, done_from_timings, token_piece
 
 MAX_N_PROBS = 100  # llama-server takes more; the histogram shows far fewer, and each costs the server a sort
@@ -212,8 +213,5 @@ class LlamaServerBackend(Backend):
         return content.encode("utf-8") if isinstance(content, str) else None
 
     def metrics(self) -> MetricsSample:
-        from .metrics import sample_from_prometheus
-
         info = self.info()
-        return sample_from_prometheus(self.endpoint.get_text("/metrics", limit=8 * 2**20), backend=self.name,
-                                      url=info.url, model=info.model)
+        return server_metrics(self.endpoint, backend=self.name, url=info.url, model=info.model)

@@ -62,6 +62,14 @@ TABLES: dict[str, MetricNames] = {
         kv_usage=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),  # renamed in 0.9; both are 0..1
         cache_hit_total=("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
     ),
+    "llmtui": MetricNames(  # llmtui serve's own /metrics (tui/server/http.py)
+        running=("llmtui:requests_processing",),
+        waiting=("llmtui:requests_waiting",),
+        generated_total=("llmtui:tokens_predicted_total",),
+        prompt_total=("llmtui:prompt_tokens_total",),
+        kv_usage=("llmtui:kv_cache_usage_ratio",),
+        cache_hit_total=("llmtui:prompt_tokens_cached_total",),
+    ),
     "sglang": MetricNames(
         running=("sglang:num_running_reqs",),
         waiting=("sglang:num_queue_reqs",),
@@ -159,6 +167,19 @@ def scrape(endpoint: Endpoint, *, backend: str, model: str, path: str = "/metric
                      "SGLang --enable-metrics)")
         return MetricsSample(url=endpoint.shown, backend=backend, model=model, healthy=False,
                              error=_one_line(error, 200))
+
+
+def server_metrics(endpoint: Endpoint, *, backend: str, url: str, model: str) -> MetricsSample:
+    """A reachable server's metrics: its ``/metrics`` page read, or — where it has none (404) — a healthy row
+    whose figures are all "not exposed". Raises RemoteError for a server that does not answer."""
+    try:
+        text = endpoint.get_text("/metrics", limit=MAX_METRICS_CHARS)
+    except RemoteError as exc:
+        if exc.kind != "not-found":
+            raise
+        return MetricsSample(url=url, backend=backend, model=model, healthy=True,
+                             error="no /metrics on this server: figures not exposed")
+    return sample_from_prometheus(text, backend=backend, url=url, model=model)
 
 
 def rate(prev: MetricsSample | None, cur: MetricsSample) -> float | None:

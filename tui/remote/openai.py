@@ -15,12 +15,19 @@ from dataclasses import replace
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from .backend import Backend, Candidate, Key, ProbeResult, RemoteDone, RemoteInfo, RemoteToken, Request
+from .backend import Backend, Candidate, Key, MetricsSample, ProbeResult, RemoteDone, RemoteInfo, RemoteToken, Request
 from .http import Endpoint, RemoteError, safe_url
+from .metrics import server_metrics
 from .parse import as_count, as_logprob, done_from_timings, token_piece
 
 __all__ = ["OpenAIBackend", "candidates_from_dict", "candidates_from_list", "chat_tokens", "completion_tokens",
            "done_from_usage", "token_piece"]
+
+def _id_or(entry: dict[str, Any], key: Key) -> Key:
+    """llama-server's OpenAI logprobs also carry the token id: keep it (the panels then agree with /completion)."""
+    tid = as_count(entry.get("id"))
+    return tid if tid is not None else key
+
 
 def candidates_from_dict(top: Any) -> tuple[Candidate, ...]:
     """Legacy completions' ``top_logprobs`` entry ``{token: logprob}``, best first."""
@@ -45,7 +52,7 @@ def candidates_from_list(top: Any) -> tuple[Candidate, ...]:
             value = as_logprob(entry.get("logprob"))
             if value is not None:
                 key, piece = token_piece(entry["token"], entry.get("bytes"))
-                out.append(Candidate(key, piece, value))
+                out.append(Candidate(_id_or(entry, key), piece, value))
     return tuple(sorted(out, key=lambda c: -c.logprob))
 
 
@@ -79,7 +86,7 @@ def chat_tokens(choice: dict[str, Any], t: float) -> list[RemoteToken]:
             if not isinstance(entry, dict) or "token" not in entry:
                 continue
             key, piece = token_piece(entry["token"], entry.get("bytes"))
-            out.append(RemoteToken(key, piece, piece.decode("utf-8", "replace") if len(content) > 1 else text,
+            out.append(RemoteToken(_id_or(entry, key), piece, piece.decode("utf-8", "replace") if len(content) > 1 else text,
                                    as_logprob(entry.get("logprob")), candidates_from_list(entry.get("top_logprobs")), t))
         if out:
             return out
@@ -90,7 +97,10 @@ def done_from_usage(finish: Any, usage: Any) -> RemoteDone:
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
     reason = finish if isinstance(finish, str) else None
-    return RemoteDone(reason, prompt_n=as_count(usage.get("prompt_tokens")), cache_n=as_count(details.get("cached_tokens")),
+    prompt, cached = as_count(usage.get("prompt_tokens")), as_count(details.get("cached_tokens"))
+    if prompt is not None and cached is not None:  # OpenAI's prompt_tokens include the cached ones
+        prompt = max(0, prompt - cached)
+    return RemoteDone(reason, prompt_n=prompt, cache_n=cached,
                       predicted_n=as_count(usage.get("completion_tokens")), stopped_eog=reason == "stop")
 
 
@@ -213,6 +223,11 @@ class OpenAIBackend(Backend):
                            predicted_n=served.predicted_n if served.predicted_n is not None else done.predicted_n,
                            prompt_ms=served.prompt_ms, predicted_ms=served.predicted_ms)
         yield done
+
+    def metrics(self) -> MetricsSample:
+        info = self.info()
+        table = "llmtui" if info.version == "local" else self.name  # llmtui serve's models are owned_by "local"
+        return server_metrics(self.endpoint, backend=table, url=info.url, model=info.model)
 
     def probe(self, prompt: Sequence[Key] | str, n_probs: int) -> ProbeResult:
         if not isinstance(prompt, str):

@@ -37,6 +37,7 @@ from .backend import Backend, Candidate, Key, ProbeResult, RemoteDone, RemoteInf
 from .http import RemoteError
 
 UNKNOWN_CTX = 1 << 22  # a server that does not say its n_ctx: the loop never calls the context full (MAX_CTX)
+TEXT_IDS = 1 << 30  # ids numbered here for text-only keys, on a server that has ids of its own
 N_PROBS = 20  # top-K asked for per token (capped by what the server allows)
 
 
@@ -59,23 +60,29 @@ class ServerCounters:
 class RemoteVocab:
     """Token keys from a server → the ids the panels, chains and recordings use, and their bytes.
 
-    A server that gives token ids (llama-server, SGLang) keeps them; one that names tokens by text only
-    (OpenAI-style logprobs) gets ids numbered here in order of first appearance (a recording says which)."""
+    A server that gives token ids (llama-server, SGLang) keeps them; tokens it names by text only (OpenAI-style
+    logprobs, a chat endpoint) get ids numbered here in order of first appearance — from :data:`TEXT_IDS` up
+    on a server whose own ids fill the low range, so the two never collide (a recording's header says which)."""
 
     def __init__(self, token_ids: bool, n_vocab: int | None = None) -> None:
         self.token_ids = token_ids
         self._ids: dict[Key, int] = {}
         self.pieces: dict[int, bytes] = {}
+        self._next = TEXT_IDS if token_ids else 0
         self.n_vocab = n_vocab or 0
 
     def id_of(self, key: Key, piece: bytes) -> int:
         if self.token_ids and isinstance(key, int):
             tid = key
         else:
-            tid = self._ids.setdefault(key, len(self._ids))
+            tid = self._ids.get(key, -1)
+            if tid < 0:
+                tid = self._ids[key] = self._next
+                self._next += 1
         if piece or tid not in self.pieces:
             self.pieces[tid] = piece
-        self.n_vocab = max(self.n_vocab, tid + 1)
+        if tid < TEXT_IDS or not self.token_ids:
+            self.n_vocab = max(self.n_vocab, tid + 1)  # the chain's array: server ids (text ids never probe)
         return tid
 
     def piece(self, tid: int) -> bytes:
@@ -185,7 +192,7 @@ class RemoteEngine:
     # -- probing -------------------------------------------------------------------------------------------
 
     def _prompt(self) -> Sequence[Key] | str:
-        if self.remote.token_ids:
+        if self.remote.token_ids and self.remote.exposes.get("tokenize"):  # the prompt went in as the server's ids
             return list(self.held_ids)
         return b"".join(self.vocab.piece(t) for t in self.held_ids).decode("utf-8", "replace")
 

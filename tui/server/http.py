@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fastapi.responses import PlainTextResponse
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
@@ -90,6 +91,26 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
         loaded = config.loaded()
         return {"status": "ok" if loaded is not None else "loading", "model": loaded.name if loaded else None,
                 "busy": service.busy, "queue_length": service.queue_length, "served": service.served}
+
+    @app.get("/metrics", response_class=PlainTextResponse, responses=ERROR_RESPONSES)
+    async def metrics() -> str:
+        """Prometheus text, as llama-server's --metrics and vLLM write theirs (the fleet view reads it)."""
+        ctl = service.controller()
+        engine = getattr(ctl, "engine", None)
+        n_ctx = getattr(engine, "n_ctx", 0) or 0
+        usage = (getattr(engine, "n_past", 0) or 0) / n_ctx if n_ctx else 0.0
+        rows = [("requests_processing", "gauge", "requests being generated", int(service.busy)),
+                ("requests_waiting", "gauge", "requests queued", service.queue_length),
+                ("requests_served_total", "counter", "requests finished", service.served),
+                ("prompt_tokens_total", "counter", "prompt tokens evaluated", service.prompt_tokens_total),
+                ("prompt_tokens_cached_total", "counter", "prompt tokens reused from the KV cache",
+                 service.cached_tokens_total),
+                ("tokens_predicted_total", "counter", "tokens generated", service.generated_total),
+                ("kv_cache_usage_ratio", "gauge", "KV cache cells in use / n_ctx", round(usage, 6))]
+        out = []
+        for name, kind, text, value in rows:
+            out += [f"# HELP llmtui:{name} {text}", f"# TYPE llmtui:{name} {kind}", f"llmtui:{name} {value}"]
+        return "\n".join(out) + "\n"
 
     @app.get("/v1/models", responses=ERROR_RESPONSES)
     async def models() -> dict[str, Any]:

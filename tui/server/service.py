@@ -163,6 +163,10 @@ class Service:
         self.current: Job | None = None
         self.served = 0  # requests finished (answered or failed)
         self.started = 0  # requests that reached the engine
+        # counters for /metrics (what llama-server and vLLM count too)
+        self.prompt_tokens_total = 0  # prompt tokens evaluated
+        self.cached_tokens_total = 0  # prompt tokens the KV cache already held
+        self.generated_total = 0
         self._thread: threading.Thread | None = None
 
     # -- the web layer's side ----------------------------------------------------------------
@@ -171,6 +175,10 @@ class Service:
     def queue_length(self) -> int:
         """Jobs waiting (not counting the one being served)."""
         return self._queue.qsize()
+
+    def controller(self) -> Any:
+        """The controller requests run on (None while no model is loaded)."""
+        return self._controller()
 
     @property
     def busy(self) -> bool:
@@ -296,6 +304,9 @@ class Service:
         stats = self._call(ctl.run, job.shown, prefix=tokens, run_id=run_id, preset=req.preset, seed=req.seed,
                         max_tokens=req.max_tokens, listener=listen, cancel=job.cancel, reuse=True)
         end = time.perf_counter()
+        self.generated_total += stats.generated
+        self.cached_tokens_total += cached[0]
+        self.prompt_tokens_total += max(0, len(tokens) - cached[0])
         if stats.stop_reason is StopReason.ERROR:
             raise ApiError(500, f"generation failed: {stats.error or 'the engine gave no reason'}",
                            type="server_error")
