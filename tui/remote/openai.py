@@ -10,6 +10,7 @@ server sends it. What it does not give: n_ctx, the KV cache, the sampler chain.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,21 @@ from .parse import as_count, as_logprob, done_from_timings, token_piece
 
 __all__ = ["OpenAIBackend", "candidates_from_dict", "candidates_from_list", "chat_tokens", "completion_tokens",
            "done_from_usage", "token_piece"]
+
+_LIMIT = re.compile(r"(?:less than or equal to|at most|<=|maximum(?: of| is)?|max(?:imum)?(?: of| is)?)\s*(\d+)",
+                    re.IGNORECASE)
+
+
+def lowered_top_k(message: str, asked: int) -> int:
+    """How many logprobs to ask for after a server refused ``asked`` with ``message``: the limit it names
+    ("less than or equal to 10"), else 5 (OpenAI's legacy cap), else 0 (it refuses logprobs altogether)."""
+    if "logprob" not in message.lower():
+        return 0
+    found = _LIMIT.search(message)
+    if found and 0 < int(found.group(1)) < asked:
+        return int(found.group(1))
+    return 5 if asked > 5 else 0
+
 
 def _id_or(entry: dict[str, Any], key: Key) -> Key:
     """llama-server's OpenAI logprobs also carry the token id: keep it (the panels then agree with /completion)."""
@@ -185,8 +201,8 @@ class OpenAIBackend(Backend):
         except RemoteError as exc:
             if exc.status not in (400, 422) or n_probs <= 0:
                 raise
-            # a server that refuses logprobs (or this many): ask again without, and say so
-            self._top_k = 5 if n_probs > 5 and "logprob" in str(exc).lower() else 0
+            # a server that refuses logprobs (or this many): ask again with what it takes, or without
+            self._top_k = lowered_top_k(str(exc), n_probs)
             self._info = None
             if self._top_k == 0:
                 self.refused_logprobs = str(exc)
@@ -236,8 +252,16 @@ class OpenAIBackend(Backend):
         if n <= 0:
             raise RemoteError(f"{self.endpoint.shown} returns no logprobs: probe mode needs them", kind="unsupported")
         t0 = time.perf_counter()
-        body = self.endpoint.post_json("/v1/completions", {"model": self.model, "prompt": prompt, "max_tokens": 1,
-                                                            "logprobs": n, "temperature": 0})
+        while True:
+            try:
+                body = self.endpoint.post_json("/v1/completions", {"model": self.model, "prompt": prompt,
+                                                                    "max_tokens": 1, "logprobs": n, "temperature": 0})
+                break
+            except RemoteError as exc:
+                lower = lowered_top_k(str(exc), n) if exc.status in (400, 422) else 0
+                if lower <= 0:
+                    raise
+                self._top_k, self._info, n = lower, None, lower
         ms = (time.perf_counter() - t0) * 1000.0
         choices = body.get("choices") if isinstance(body, dict) else None
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}

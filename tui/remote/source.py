@@ -89,6 +89,13 @@ class RemoteVocab:
         return self.pieces.get(tid, b"")
 
 
+def _prompt_total(probe: ProbeResult | None) -> int | None:
+    """The prompt's length as the server counted it (evaluated + reused from its cache), if it says."""
+    if probe is None or probe.prompt_n is None:
+        return None
+    return probe.prompt_n + (probe.cache_n or 0)
+
+
 def lower_bound_entropy(logprobs: np.ndarray) -> float:
     """-Σ p log p over the known top-K only: the true entropy is at least this (the tail adds ≥ 0)."""
     finite = logprobs[np.isfinite(logprobs)].astype(np.float64)
@@ -205,9 +212,9 @@ class RemoteEngine:
         except RemoteError as exc:
             raise EngineError(str(exc)) from None
         before = self.last_probe
-        self.retokenized = bool(
-            not self.remote.token_ids and before is not None and before.prompt_n is not None
-            and result.prompt_n is not None and result.prompt_n != before.prompt_n + len(tokens))
+        seen_then, seen_now = _prompt_total(before), _prompt_total(result)
+        self.retokenized = bool(not self.remote.token_ids and seen_then is not None and seen_now is not None
+                                and seen_now != seen_then + len(tokens))
         self.last_probe = result
         ids = np.fromiter((self.vocab.id_of(c.key, c.piece) for c in result.top), dtype=np.int64,
                           count=len(result.top))
