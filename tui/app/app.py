@@ -328,8 +328,10 @@ class LlmTuiApp(Tools, App[int]):
     def start_generation(self, prompt: str, *, step_mode: bool | None = None, **run: Any) -> int | None:
         """Generate from ``prompt`` on the live dashboard; ``run``: :meth:`Controller.run`'s per-run options
         (``preset``, ``max_tokens``…). Returns the run's id (None when it could not start)."""
-        if self.controller is None:
-            self.notify("the model is still loading", severity="warning")
+        if self.controller is None or self.engine is None:
+            model = self.dashboard.model
+            self.notify(f"no model: {model.detail} — m picks one" if model.phase is Phase.ERROR
+                        else "the model is still loading", severity="warning")
             return None
         if not prompt.strip():
             self.notify("type a prompt first", severity="warning")

@@ -226,7 +226,10 @@ def cmd_generate_remote(args: argparse.Namespace, preset: Any, seed: int) -> int
         controller.chat = ChatSession(engine, system=args.system)
     if not probe and (unsent := unsent_samplers(preset)):
         warn(f"the server samples: {', '.join(unsent)} cannot be sent to it (use --probe to run them here)")
+    warned = len(engine.warnings)
     stats = run_headless(controller, args.prompt, as_json=args.json, record=args.record)
+    for warning in engine.warnings[warned:]:  # what the server showed about itself during the run
+        warn(warning)
     out = sys.stdout
     if args.json:
         remote = engine.remote

@@ -49,7 +49,7 @@ def connect(url: str, *, api_key: str | None = None, backend: str = "auto", time
     try:
         endpoint.get_text("/v1/models", timeout=min(endpoint.timeout, 10))
     except RemoteError as exc:
-        if exc.kind in ("refused", "unreachable", "timeout", "auth", "died"):
+        if exc.kind in ("refused", "unreachable", "timeout", "auth", "died", "html"):
             raise
     for name in DETECT_ORDER:
         cls = backend_class(name)

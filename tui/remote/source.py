@@ -55,6 +55,7 @@ class ServerCounters:
     # merged them, e.g. "\n" "\n" → "\n\n"), so from here it predicts after a different tokenisation
     retokenized: bool = False
     kv_usage: float | None = None  # the server's whole KV cache in use, 0..1 (its /metrics), after a stream
+    note: str = ""  # something the server showed about itself during the run (it refused logprobs…)
 
 
 class RemoteVocab:
@@ -157,6 +158,28 @@ class RemoteEngine:
         if not self.remote.max_top_k:
             self.warnings.append(f"{self.remote.url} returns no logprobs: tokens without probabilities, no top-K, "
                                  "no probe mode")
+
+    def refresh(self) -> str:
+        """What the server showed about itself since it was attached (it refused logprobs, or as many): the
+        engine's figures follow, and a line says it (empty: nothing changed)."""
+        try:
+            now = self.backend.info()
+        except RemoteError:
+            return ""
+        if now == self.remote:
+            return ""
+        was, self.remote = self.remote, now
+        self.n_probs = max(1, min(self.n_probs, now.max_top_k or 1))
+        if now.max_top_k == 0 and was.max_top_k:
+            why = getattr(self.backend, "refused_logprobs", "")
+            line = f"{now.url} returns no logprobs: tokens without probabilities, no top-K, no probe mode" + (
+                f" ({why})" if why else "")
+        elif now.max_top_k < was.max_top_k:
+            line = f"{now.url} gives at most {now.max_top_k} logprobs per token: the top-K shows that many"
+        else:
+            return ""
+        self.warnings.append(line)
+        return line
 
     @property
     def n_vocab(self) -> int:
@@ -418,10 +441,13 @@ class RemoteController(Controller):
         except RemoteError as exc:
             stats.stop_reason, stats.error = StopReason.ERROR, str(exc)
         stats.gen_ms = (last_t - t0) * 1000.0 - stats.prompt_ms if stats.generated else 0.0
+        note = eng.refresh()
         if done is not None:
             stats.stop_reason = StopReason.EOG if done.stopped_eog else StopReason.MAX_TOKENS
             self._send(ServerCounters(-1, done.prompt_n, done.cache_n, done.predicted_n, done.n_ctx or eng.remote.n_ctx,
-                                      stats.prompt_ms, kv_usage=self._kv_usage()))
+                                      stats.prompt_ms, kv_usage=self._kv_usage(), note=note))
+        elif note:
+            self._send(ServerCounters(-1, None, None, None, eng.remote.n_ctx, stats.prompt_ms, note=note))
             if done.prompt_n is not None:
                 stats.prompt_tokens = done.prompt_n + (done.cache_n or 0)
         elif stats.stop_reason is None:

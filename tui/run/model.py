@@ -274,6 +274,8 @@ class RunModel:
                 up.notices.append((first_token_hint(self.chat_turn is not None, piece_label(first.piece),
                                                     can_chat=self.can_chat), "warning"))
         elif isinstance(ev, ServerCounters):
+            if ev.note:
+                up.notices.append((ev.note, "warning"))
             self.server = ev
             if ev.step >= 0:
                 self.probes.append(ev)

@@ -59,7 +59,10 @@ def _count(value: float | None) -> Text | str:
 
 def _cells(sample: MetricsSample, tps: float | None) -> dict[str, Any]:
     """The row of one server, by column key."""
-    cells: dict[str, Any] = {"url": plain(sample.url), "backend": plain(sample.backend), "model": plain(sample.model)}
+    # a model id may be a whole path (llama-cpp-python's server names models by their file): its last part
+    model = sample.model.rstrip("/").rsplit("/", 1)[-1]
+    model = model if len(model) <= 40 else model[:39] + "…"
+    cells: dict[str, Any] = {"url": plain(sample.url), "backend": plain(sample.backend), "model": plain(model)}
     if not sample.healthy:
         cells["health"] = plain(_one_line(sample.error or "no answer"))
         cells.update(dict.fromkeys(("running", "waiting", "tps", "kv", "hits"), NO_VALUE))
