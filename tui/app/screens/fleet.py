@@ -59,8 +59,11 @@ def _count(value: float | None) -> Text | str:
 
 def _cells(sample: MetricsSample, tps: float | None) -> dict[str, Any]:
     """The row of one server, by column key."""
-    # a model id may be a whole path (llama-cpp-python's server names models by their file): its last part
-    model = sample.model.rstrip("/").rsplit("/", 1)[-1]
+    # a model id may be a file's whole path (llama-cpp-python's server names models so): its file name then;
+    # a hub id ("Qwen/Qwen2.5-7B-Instruct") stays whole
+    model = sample.model
+    if model.startswith("/") or model.lower().endswith(".gguf"):
+        model = model.rstrip("/").rsplit("/", 1)[-1]
     model = model if len(model) <= 40 else model[:39] + "…"
     cells: dict[str, Any] = {"url": plain(sample.url), "backend": plain(sample.backend), "model": plain(model)}
     if not sample.healthy:
