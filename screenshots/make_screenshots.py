@@ -126,6 +126,66 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
         await pilot.pause(0.2)
 
 
+async def shoot_remote(engine: LlamaEngine, name: str, size: tuple[int, int], scenario: str) -> None:
+    """The dashboard attached to llama.cpp's own llama-server (benchmarks/build_llama_server.sh builds it), and
+    the fleet view over it, llmtui's own server and one that is down."""
+    import socket
+    import subprocess
+
+    from tests.test_remote_servers import llama_server_binary, wait_ready
+    from tui.engine.models import describe_file
+    from tui.remote.entries import Remotes, RemoteSpec
+    from tui.server import start_local
+
+    binary = llama_server_binary()
+    if binary is None:
+        print("skipped", name, "(llama-server is not built: benchmarks/build_llama_server.sh)")
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = Path("/tmp/llmtui-shot-llama-server.log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(binary), "-m", str(embedded_model_path()), "--host", "127.0.0.1", "--port",
+                                 str(port), "-c", "2048", "-np", "1", "-t", "1", "--metrics"], stdout=out, stderr=out,
+                                env={"LD_LIBRARY_PATH": str(binary.parent)})
+    url = f"http://127.0.0.1:{port}"
+    ours = start_local(engine, describe_file(embedded_model_path()), catalog=load_presets(None),
+                       preset=load_presets(None).get("greedy"), seed=7)
+    try:
+        wait_ready(url, proc, "/health", log)
+        specs = [RemoteSpec(url)] + ([RemoteSpec(ours.url), RemoteSpec("http://127.0.0.1:9")] if scenario == "fleet"
+                                     else [])
+        remotes = Remotes(specs)
+        catalog = load_presets(None)
+        app = LlmTuiApp(load=lambda e, p: remotes.load(e), entry=remotes.entries()[0], remotes=remotes,
+                        model_label=url, settings=EngineSettings(n_ctx=2048, seed=7), preset=catalog.get("balanced"),
+                        catalog=catalog, prompt=PROMPT, max_tokens=300, chat=False,
+                        themes=load_themes(shipped_theme_dir()).themes)
+        async with app.run_test(size=size) as pilot:
+            await wait(pilot, lambda: app.controller is not None and app.engine is not None)
+            app.query_one("#prompt", Input).cursor_blink = False
+            if scenario == "fleet":
+                await app.generate(PROMPT)  # some traffic for the counters
+                app.remote.open_fleet()
+                await pilot.pause(2.5)
+                await app.generate(PROMPT)
+                await pilot.pause(2.5)
+            else:
+                app.start_generation(PROMPT)
+                await wait(pilot, lambda: len(app.current.steps) >= 60 or (app.current.steps and not app.running))
+                await pilot.pause(1.2)
+            app.save_screenshot(str(OUT / f"{name}.svg"))
+            print("wrote", OUT / f"{name}.svg")
+            if app.controller:
+                app.controller.stop()
+            await pilot.pause(0.2)
+    finally:
+        ours.stop()
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
 async def main(only: list[str]) -> None:
     engine = LlamaEngine(embedded_model_path(), EngineSettings(n_ctx=2048, seed=7))
     if only:
@@ -150,6 +210,10 @@ async def main(only: list[str]) -> None:
     await shoot(engine, "learn-next-token", (140, 45), "learn:s1-next-token")
     await shoot(engine, "learn-stories", (140, 45), "learn:s3-stories")
     await shoot(engine, "api-server", (130, 40), "serve")
+    if not only or "remote" in only:
+        await shoot_remote(engine, "remote", (160, 48), "run")
+    if not only or "fleet" in only:
+        await shoot_remote(engine, "fleet", (150, 20), "fleet")
     engine.close()
 
 

@@ -133,6 +133,17 @@ async def test_headless_host_runs_experiments_as_the_dashboard_does(smollm2_path
         prompt = "".join(host.engine.piece(t).decode("utf-8", "replace") for t in header["prompt_tokens"])
         assert "My name is Ada" in prompt and "And what is a dog?" in prompt  # the whole conversation
 
+        # a remote server's view (llmtui's own server on this engine, over HTTP) against the full distribution
+        f = await host.run_question(find("s5-remote"))
+        v = f.values
+        assert v["k"] == 10 and v["n_vocab"] == 49152  # our server's logprobs cap, the model's vocabulary
+        assert 0 < v["covered"] < 1 and 0 < v["entropy_bound_bits"] < v["entropy_bits"]  # a bound, and below
+        assert v["text"] and v["text"] == v["greedy_here"]  # the server's greedy text is the engine's
+        assert f"{v['covered']:.1%}" in f.headline and host.views[-1].tables()[0].rows[2][1].startswith("≥")
+        f = await host.run_question(find("s5-remote"), 1)
+        assert f.values["requests"] == 6 and len(f.values["reused"]) == 6  # quick: 6 tokens, one request each
+        assert f.values["same_text"] or f.values["retokenized_at"] is not None  # equal, or it says where not
+
         # the model picker's figures (a headless run cannot pick one)
         f = await host.run_question(find("s1-load"), 1)
         assert (f.values["n_models"], f.values["loaded"]) == (1, 1)

@@ -40,7 +40,8 @@ def status_line(app: Any, screen: Any) -> str:
     engine = screen.engine
     label, seed, threads = screen.identity()
     info = getattr(engine, "info", None)
-    model = f"{label} · {info.arch} · {info.quant}" if info else label
+    remote = getattr(engine, "remote", None)
+    model = f"{label} · {info.arch} · {info.quant}" if info and remote is None else label
     n_ctx = getattr(engine, "n_ctx", app.settings.n_ctx)
     run = screen.model
     parts = [run.state_text, modes_text(app, screen)]
@@ -48,7 +49,6 @@ def status_line(app: Any, screen: Any) -> str:
         parts.append(f"viewing step {run.selected} (end: live)")
     if app.recorder.on and screen_kind(screen) == "live":
         parts.append("● REC")
-    remote = getattr(engine, "remote", None)
     if remote is not None:  # a server: its protocol and how it is watched instead of our threads
         mode = "probe" if getattr(app.controller, "probe", False) else "stream"
         parts += [model, f"preset {screen.preset_name}", f"seed {seed}", f"{remote.backend} · {mode} ({mode_key(app)})",

@@ -19,6 +19,7 @@ EXPERIMENTS: dict[str, Callable[[Runner, int], Awaitable[Finding]]] = {
     "long_context": stage2.exp_long_context, "shift": stage2.exp_shift, "samplers": stage3.exp_samplers,
     "stories": stage3.exp_stories, "quant_types": stage4.exp_quant_types, "ptq": stage4.exp_ptq,
     "threads": stage4.exp_threads, "gpu": stage4.exp_gpu, "mmap": stage4.exp_mmap, "chat": stage5.exp_chat,
+    "remote": stage5.exp_remote,
 }
 
 

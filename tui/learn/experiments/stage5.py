@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ...units import shorten
 from ..host import Finding, Runner
@@ -94,3 +98,119 @@ async def _system_prompt_effect(r: Runner) -> Finding:
                    if helpful[0][0] == pirate[0][0] else ""))
     host.mark(screen, part="table", text=f"{moved:.0%} of the probability moved by the system prompt")
     return r.finding("results", headline, helpful=helpful, pirate=pirate, moved=moved, new_in_top5=new)
+
+
+REMOTE_PROMPT = "The capital of France is"
+
+
+async def exp_remote(r: Runner, v: int) -> Finding:
+    """What a server shows over its API, against the full distribution read locally (llmtui's own server on
+    this model, on loopback, asked over HTTP as any client would)."""
+    import asyncio
+
+    from ...engine.models import describe_file
+    from ...remote import connect
+    from ...remote.source import RemoteController, RemoteEngine, lower_bound_entropy
+    from ...server import start_local
+    from ..runs import next_token_probs
+
+    host = r.host
+    await host.ready()
+    await host.use_settings()
+    host.policy()
+    preset = host.use_preset("greedy")
+
+    n = r.n(12, 6)
+
+    def local() -> tuple[np.ndarray, int, str]:
+        """The next token's full distribution, and the model's own greedy continuation, in this process."""
+        eng = host.engine
+        eng.clear()
+        eng.decode(eng.tokenize(REMOTE_PROMPT))
+        first = next_token_probs(eng)
+        pieces = b""
+        for _ in range(n):
+            token = int(np.argmax(eng.logits()))
+            if eng.is_eog(token):
+                break
+            pieces += eng.piece(token)
+            eng.decode([token])
+        return first, eng.n_vocab, pieces.decode("utf-8", "replace")
+
+    p, n_vocab, greedy_here = await host.in_thread(local)
+    h_full = float(-(p[p > 0] * np.log(p[p > 0])).sum()) / math.log(2)
+
+    def over_http() -> dict[str, Any]:
+        # the server runs its requests on the engine thread: this client must not (it would wait on itself)
+        server = start_local(host.engine, describe_file(host.model_file()), catalog=host.catalog, preset=preset,
+                             seed=1)
+        try:
+            engine = RemoteEngine(connect(server.url))
+            probe = engine.backend.probe(REMOTE_PROMPT, engine.n_probs)
+            runs = {}
+            for mode in ("stream", "probe") if v == 1 else ("stream",):
+                events: list[Any] = []
+                ctl = RemoteController(engine, preset, probe=mode == "probe", seed=1, emit=events.append,
+                                       max_tokens=n)
+                stats = ctl.run(REMOTE_PROMPT)
+                counters = [e for e in events if type(e).__name__ == "ServerCounters" and e.step >= 0]
+                runs[mode] = (stats, counters)
+            return {"info": engine.remote, "probe": probe, "runs": runs}
+        finally:
+            server.stop()
+
+    seen = await asyncio.to_thread(over_http)
+    info, probe = seen["info"], seen["probe"]
+    lps = np.array([c.logprob for c in probe.top], dtype=np.float64)
+    k = len(lps)
+    covered = float(np.exp(lps).sum())
+    h_bound = lower_bound_entropy(lps) / math.log(2)
+    if v == 1:
+        (s_stats, _), (p_stats, counters) = seen["runs"]["stream"], seen["runs"]["probe"]
+        reused = [c.cache_n or 0 for c in counters]
+        same = s_stats.text == p_stats.text
+        merged = next((c.step for c in counters if c.retokenized), None)
+        if same:
+            verdict = "the same text as the server's own stream"
+        elif merged is not None:
+            verdict = (f"the server's own text up to step {merged}, where it read our text back as other tokens "
+                       "than we had chosen (a text API cannot be stepped exactly; llama-server takes token ids)")
+        else:
+            verdict = "a different text from the server's own stream"
+        headline = (f"probe mode: {len(counters)} requests for {p_stats.generated} tokens, our greedy chain on the "
+                    f"server's top-{k}: {verdict}; its cache reused {min(reused, default=0)}–"
+                    f"{max(reused, default=0)} prompt tokens per probe")
+        rows = [[mode, f"{st.generated}", f"{len(c) if mode == 'probe' else 1}", shorten(st.text, 40)]
+                for mode, (st, c) in seen["runs"].items()]
+        screen = await host.show_results("stream vs probe on llmtui's own server (loopback)",
+                                         ["mode", "tokens", "requests", "text"], rows,
+                                         "Streaming: the server samples, one request. Probing: one request of one "
+                                         "token per step for the top-K; llmtui's chain picks here.")
+        host.mark(screen, part="table", text=f"{len(counters)} requests for {p_stats.generated} tokens")
+        return r.finding("results", headline, same_text=same, retokenized_at=merged, requests=len(counters),
+                         reused=reused,
+                         stream_text=s_stats.text, probe_text=p_stats.text)
+    stats, _ = seen["runs"]["stream"]
+    rows = [
+        ["candidates with a probability", f"{k} (its top-K; the cap is the server's)", f"{n_vocab:,} (the vocabulary)"],
+        ["probability they cover", f"{covered:.1%} — the rest: unknown", "100%"],
+        ["entropy of the next token", f"≥ {h_bound:.2f} bits (a lower bound)", f"{h_full:.2f} bits"],
+        ["the sampler chain's stages", "its default chain's names only (/props)"
+         if info.exposes.get("server_sampler_chain") else "not exposed (the server sampled)",
+         "every stage, its cut and mass"],
+        ["n_ctx, KV cache bytes", (f"n_ctx {info.n_ctx:,}" if info.n_ctx else "n_ctx not exposed")
+         + ("; cells via timings" if info.exposes.get("kv") else "; KV not exposed"), "both, per token"],
+        ["greedy text", shorten(stats.text, 30), "the same" if greedy_here == stats.text
+         else f"differs: {shorten(greedy_here, 30)}"],
+    ]
+    headline = (f"over its API the server showed {k} of {n_vocab:,} candidates, holding {covered:.1%} of the "
+                f"probability; the entropy they give is ≥ {h_bound:.2f} bits, the full distribution's "
+                f"{h_full:.2f} bits; the chain and the KV cache stayed inside the server")
+    screen = await host.show_results(f"“{REMOTE_PROMPT}” → ? over HTTP ({info.backend} API) vs in this process",
+                                     ["", "over the API", "inside the engine"], rows,
+                                     "llmtui's own OpenAI-compatible server on this model, on loopback, asked as "
+                                     "any client would; the right column reads the same model's logits here.")
+    host.mark(screen, part="table", text=f"{covered:.1%} of the probability visible; H ≥ {h_bound:.2f} of "
+              f"{h_full:.2f} bits")
+    return r.finding("results", headline, k=k, n_vocab=n_vocab, covered=covered, entropy_bound_bits=h_bound,
+                     entropy_bits=h_full, text=stats.text, greedy_here=greedy_here, backend=info.backend)
