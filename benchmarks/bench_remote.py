@@ -36,7 +36,8 @@ from tui.engine import EngineSettings  # noqa: E402
 from tui.engine.models import embedded_model_path  # noqa: E402
 from tui.remote import connect  # noqa: E402
 from tui.remote.entries import Remotes, RemoteSpec  # noqa: E402
-from tui.remote.source import RemoteController, RemoteEngine, preset_sampling  # noqa: E402
+from tui.remote.controller import RemoteController, preset_sampling  # noqa: E402
+from tui.remote.source import RemoteEngine  # noqa: E402
 from tui.sampling.presets import BUILTIN_PRESETS, load_presets  # noqa: E402
 
 PROMPT = "Once upon a time"

@@ -18,7 +18,7 @@ PKG = Path(__file__).resolve().parents[1] / "tui"
                                     "tui.learn.headless_views", "tui.learn.predict", "tui.run",
                                     "tui.run.waiters", "tui.record.recorder", "tui.server", "tui.server.http",
                                     "tui.cli.common", "tui.cli.generate", "tui.cli.remote", "tui.remote",
-                                    "tui.remote.source", "tui.remote.entries", "tui.remote.metrics",
+                                    "tui.remote.source", "tui.remote.controller", "tui.remote.entries", "tui.remote.metrics",
                                     "tui.remote.llama_server", "tui.remote.openai"])
 def test_domain_modules_do_not_import_textual(module: str) -> None:
     code = f"import sys, {module}; print('textual' in sys.modules, 'rich' in sys.modules)"

@@ -31,7 +31,8 @@ from tui.engine.errors import EngineError
 from tui.engine.loop import StopReason
 from tui.remote import RemoteError, connect, normalise_url, safe_url
 from tui.remote.entries import Remotes, RemoteSpec
-from tui.remote.source import RemoteController, RemoteEngine
+from tui.remote.controller import RemoteController
+from tui.remote.source import RemoteEngine
 from tui.sampling.presets import BUILTIN_PRESETS, load_presets
 
 TIMEOUT = 1.0  # seconds a client waits here for a server that does not answer (the slow ones wait 3 s)
@@ -396,4 +397,9 @@ async def test_app_a_server_without_logprobs_streams_and_says_so(servers) -> Non
         assert all(math.isnan(s.prob) for s in app.current.steps)
         await still_responds(pilot)
         said = [n for n in notices(app) if "logprob" in n]
-        assert said, notices(app)  # the server refused logprobs: one line says the numbers are missing
+        assert len(said) == 1, notices(app)  # the server refused logprobs: one line says the numbers are missing
+        before = app.current.run_id
+        await run_prompt(pilot)
+        await until(pilot, lambda: app.current.run_id > before and not app.running
+                    and app.current.state_text.startswith("stopped"), timeout=10)
+        assert len([n for n in notices(app) if "logprob" in n]) == 1  # said once, not on every run

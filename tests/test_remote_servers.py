@@ -30,7 +30,8 @@ from tui.engine.controller import StepEvent
 from tui.engine.models import describe_file
 from tui.remote import connect, normalise_url
 from tui.remote.entries import Remotes, RemoteSpec
-from tui.remote.source import RemoteController, RemoteEngine, ServerCounters
+from tui.remote.controller import RemoteController, ServerCounters
+from tui.remote.source import RemoteEngine
 from tui.sampling.presets import BUILTIN_PRESETS, load_presets
 
 PROMPT = "The capital of France is"

@@ -25,7 +25,7 @@ class RemoteHost:
     def controller(self, engine: Any, preset: Any, **kw: Any) -> Controller:
         """The controller for a freshly loaded engine: a server's streams or probes, a local one decodes."""
         if getattr(engine, "is_remote", False):
-            from ..remote.source import RemoteController
+            from ..remote.controller import RemoteController
 
             return RemoteController(engine, preset, probe=getattr(engine, "probe_default", False), **kw)
         return Controller(engine, preset, **kw)
@@ -74,8 +74,10 @@ class RemoteHost:
         controller.probe = not controller.probe
         engine.probe_default = controller.probe
         if controller.probe:
+            chat = "" if not app.chat_mode or engine.can_probe_chat else (
+                " This server does not apply its chat template on request: chat still streams.")
             app.notify(f"probe mode: one request per token for the server's top-{engine.n_probs}; llmtui's chain "
-                       "samples here (presets, step mode, re-sample work). Chat still streams.", timeout=6)
+                       f"samples here (presets, step mode, re-sample work).{chat}", timeout=6)
         else:
             app.notify("stream mode: the server samples, the panels show what it streams", timeout=4)
         app._repaint_status()

@@ -201,7 +201,7 @@ def cmd_generate_remote(args: argparse.Namespace, preset: Any, seed: int) -> int
     from ..engine.chat import ChatSession
     from ..engine.errors import EngineError
     from ..engine.loop import StopReason
-    from ..remote.source import RemoteController, unsent_samplers
+    from ..remote.controller import RemoteController, unsent_samplers
     from .remote import remotes_from
 
     remotes = remotes_from(args)
@@ -217,10 +217,11 @@ def cmd_generate_remote(args: argparse.Namespace, preset: Any, seed: int) -> int
     probe = bool(getattr(args, "probe", False))
     controller = RemoteController(engine, preset, probe=probe, seed=seed, emit=lambda event: None,
                                   max_tokens=args.max_tokens, ignore_eos=args.ignore_eos)
-    chat = args.chat if args.chat is not None else (engine.remote.chat and not probe)
+    chat = args.chat if args.chat is not None else (engine.remote.chat and (not probe or engine.can_probe_chat))
     if chat:
-        if probe:
-            raise CliError("--probe sends raw text: use --raw (chat goes through the server's chat endpoint)")
+        if probe and not engine.can_probe_chat:
+            raise CliError(f"{spec.shown} does not apply its chat template on request, so --probe cannot chat: "
+                           "use --raw (without --probe, chat streams through its chat endpoint)")
         if not engine.remote.chat:
             raise CliError(f"{spec.shown} applies no chat template: drop --chat (raw completion)")
         controller.chat = ChatSession(engine, system=args.system)

@@ -192,6 +192,7 @@ def _checked_step(rec: dict[str, Any], n_vocab: int) -> tuple[Step, tuple[int, i
         raw_logit=_unknown_or(_float, rec["raw_logit"], "raw_logit", -math.inf),
         raw_p=_unknown_or(_prob, rec["raw_p"], "raw_p"),
         top_k_only=_int(rec.get("top_k_only", 0), "top_k_only", 0, n_vocab),
+        server_sampled=_bool(rec.get("server_sampled", False), "server_sampled"),
     )
     step = Step(
         index=_int(rec["i"], "i", 0, _INT32_MAX), token=token, piece=piece, text=_str(rec["text"], "text"),

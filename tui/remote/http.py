@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 import ssl
 import urllib.error
 import urllib.parse
@@ -81,6 +82,27 @@ class Endpoint:
     api_key: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     headers: dict[str, str] = field(default_factory=dict)
+    _live: set[Any] = field(default_factory=set, repr=False, compare=False)  # responses being streamed
+    _aborted: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    def abort(self) -> None:
+        """Stop the streams being read now (from any thread): their sockets are shut down, so a read blocked on
+        a silent server returns at once; the streams end quietly. :meth:`reset_abort` before the next one."""
+        self._aborted.set()
+        for resp in list(self._live):
+            sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+            try:
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def reset_abort(self) -> None:
+        self._aborted.clear()
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted.is_set()
 
     def __post_init__(self) -> None:
         self.url = normalise_url(self.url)
@@ -147,33 +169,44 @@ class Endpoint:
         limit = timeout or self.timeout
         with self._open(path, body, timeout) as resp:
             _refuse_html(resp, where)
-            while True:
-                try:
-                    raw = resp.readline(MAX_LINE + 1)
-                except (TimeoutError, socket.timeout):
-                    raise RemoteError(f"{where} stopped sending for {limit:g} s mid-answer", kind="timeout") from None
-                except (ConnectionError, http.client.HTTPException, OSError, ValueError) as exc:
-                    raise RemoteError(f"{where} broke off the stream mid-answer ({_one_line(str(exc) or type(exc).__name__, 80)})",
-                                      kind="died") from None
-                if not raw:
+            self._live.add(resp)
+            try:
+                yield from self._events(resp, where, limit)
+            finally:
+                self._live.discard(resp)
+
+    def _events(self, resp: Any, where: str, limit: float) -> Iterator[Any]:
+        while True:
+            if self._aborted.is_set():
+                return  # stopped by the user: the caller knows (it asked)
+            try:
+                raw = resp.readline(MAX_LINE + 1)
+            except (TimeoutError, socket.timeout):
+                raise RemoteError(f"{where} stopped sending for {limit:g} s mid-answer", kind="timeout") from None
+            except (ConnectionError, http.client.HTTPException, OSError, ValueError) as exc:
+                if self._aborted.is_set():
                     return
-                if not raw.endswith(b"\n") and len(raw) <= MAX_LINE:  # the connection ended inside an event
-                    raise RemoteError(f"{where} broke off the stream mid-answer (inside an event)", kind="died")
-                if len(raw) > MAX_LINE:
-                    raise RemoteError(f"{where} sent a streamed event over {MAX_LINE // 2**20} MiB", kind="bad-json")
-                line = raw.strip()
-                if not line or line.startswith(b":"):
-                    continue
-                if line.startswith(b"data:"):
-                    line = line[5:].strip()
-                    if line == b"[DONE]":
-                        return
-                elif line.startswith((b"event:", b"id:", b"retry:")):
-                    continue
-                event = _parse_json(line, where)
-                if isinstance(event, dict) and "error" in event and not _is_progress(event):
-                    raise RemoteError(f"{where}: {error_text(event)}", kind="http")
-                yield event
+                why = _one_line(str(exc) or type(exc).__name__, 80)
+                raise RemoteError(f"{where} broke off the stream mid-answer ({why})", kind="died") from None
+            if not raw or self._aborted.is_set():
+                return
+            if len(raw) > MAX_LINE:
+                raise RemoteError(f"{where} sent a streamed event over {MAX_LINE // 2**20} MiB", kind="bad-json")
+            if not raw.endswith(b"\n"):  # the connection ended inside an event
+                raise RemoteError(f"{where} broke off the stream mid-answer (inside an event)", kind="died")
+            line = raw.strip()
+            if not line or line.startswith(b":"):
+                continue
+            if line.startswith(b"data:"):
+                line = line[5:].strip()
+                if line == b"[DONE]":
+                    return
+            elif line.startswith((b"event:", b"id:", b"retry:")):
+                continue
+            event = _parse_json(line, where)
+            if isinstance(event, dict) and "error" in event and not _is_progress(event):
+                raise RemoteError(f"{where}: {error_text(event)}", kind="http")
+            yield event
 
 
 def _is_progress(event: dict[str, Any]) -> bool:

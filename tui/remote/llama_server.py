@@ -11,7 +11,6 @@ server's prompt cache is reused from one probe to the next (``cache_n``);
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
@@ -19,7 +18,7 @@ from typing import Any, ClassVar
 from .backend import Backend, Candidate, Key, MetricsSample, ProbeResult, RemoteDone, RemoteInfo, RemoteToken, Request
 from .http import Endpoint, RemoteError, safe_url
 from .metrics import server_metrics
-from .parse import as_count, as_logprob, done_from_timings, token_piece
+from .parse import as_count, as_logprob, as_prob_logprob, done_from_timings, token_piece
 
 MAX_N_PROBS = 100  # llama-server takes more; the histogram shows far fewer, and each costs the server a sort
 
@@ -32,9 +31,8 @@ def _candidates(entries: Any) -> tuple[Candidate, ...]:
         if not isinstance(e, dict):
             continue
         lp = as_logprob(e.get("logprob"))
-        if lp is None and isinstance(e.get("prob"), (int, float)):  # post_sampling_probs: "prob"
-            p = float(e["prob"])
-            lp = float("-inf") if p <= 0 else math.log(p)
+        if lp is None:  # post_sampling_probs: "prob"
+            lp = as_prob_logprob(e.get("prob"))
         tid = as_count(e.get("id"))
         if lp is None:
             continue
@@ -47,8 +45,8 @@ def _token(entry: dict[str, Any], text: str, t: float) -> RemoteToken:
     tid = as_count(entry.get("id"))
     key, piece = token_piece(entry.get("token", ""), entry.get("bytes"))
     lp = as_logprob(entry.get("logprob"))
-    if lp is None and isinstance(entry.get("prob"), (int, float)) and entry["prob"] > 0:
-        lp = math.log(float(entry["prob"]))
+    if lp is None:
+        lp = as_prob_logprob(entry.get("prob"))
     top = _candidates(entry.get("top_logprobs", entry.get("top_probs")))
     return RemoteToken(tid if tid is not None else key, piece, text, lp, top, t)
 

@@ -32,7 +32,7 @@ LOGPROBS_SINCE = (0, 12, 11)  # the first release with logprobs on /api/generate
 def _release(version: str) -> tuple[int, ...] | None:
     """``"0.12.11"`` → (0, 12, 11); None for what is not a release number (a dev build)."""
     parts = version.strip().lstrip("v").split("-", 1)[0].split(".")
-    if len(parts) < 2 or not all(p.isdigit() for p in parts[:3]):
+    if len(parts) < 2 or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts[:3]):
         return None
     return tuple(int(p) for p in parts[:3])
 

@@ -154,11 +154,16 @@ class OpenAIBackend(Backend):
             model = str(first.get("id", "")) or "(no model listed)"
             n_ctx = as_count(first.get("max_model_len")) or as_count((first.get("meta") or {}).get("n_ctx_train")
                                                              if isinstance(first.get("meta"), dict) else None)
+            try:  # a Prometheus page? llmtui serve has one; most OpenAI-compatible servers do not
+                self.endpoint.get_text("/metrics", timeout=5, limit=8 * 2**20)
+                metrics = True
+            except RemoteError:
+                metrics = False
             self._info = RemoteInfo(
                 backend=self.name, url=safe_url(self.endpoint.url), model=model, n_ctx=n_ctx, chat=True,
                 max_top_k=self._top_k, token_ids=False, version=str(first.get("owned_by", "")),
                 exposes={"logprobs": self._top_k > 0, "top_k": self._top_k > 0, "token_ids": False,
-                         "n_ctx": n_ctx is not None, "kv": False, "metrics": False, "tokenize": False,
+                         "n_ctx": n_ctx is not None, "kv": False, "metrics": metrics, "tokenize": False,
                          "cache_n": False, "server_sampler_chain": False},
             )
         return self._info

@@ -24,20 +24,35 @@ def token_piece(token: Any, raw: Any = None) -> tuple[Key, bytes]:
         piece = bytes(int(h, 16) for h in _BYTES.findall(text[6:]))
     else:
         piece = text.encode("utf-8", "surrogatepass") if text else b""
-    if text.startswith("token_id:") and text[9:].isdigit():
-        return int(text[9:]), bytes(raw) if isinstance(raw, list) and piece == bytes(raw) else b""
+    digits = text[9:]
+    if text.startswith("token_id:") and digits.isascii() and digits.isdigit() and len(digits) <= 9:
+        return int(digits), bytes(raw) if isinstance(raw, list) and piece == bytes(raw) else b""
     return text, piece
 
 
 def as_logprob(value: Any) -> float | None:
+    """A log-probability: ≤ 0 (a hair above 0 is float noise for p = 1), or -inf; anything else is not one."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     v = float(value)
-    return v if math.isfinite(v) or v == -math.inf else None
+    if v == -math.inf or (math.isfinite(v) and v <= 0.0):
+        return v
+    return 0.0 if 0.0 < v <= 1e-4 else None
+
+
+def as_prob_logprob(value: Any) -> float | None:
+    """A probability (llama-server's ``prob`` with post_sampling_probs) as a log-probability; None unless 0..1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        return None
+    return math.log(value) if value > 0 else -math.inf
+
+
+MAX_COUNT = (1 << 31) - 1  # token ids and counts beyond int32 are not what any server means
 
 
 def as_count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+    return value if ok else None
 
 
 def done_from_timings(chunk: dict[str, Any]) -> RemoteDone:

@@ -78,7 +78,7 @@ class VLLMBackend(OpenAIBackend):
             exposes={"logprobs": top_k > 0, "top_k": top_k > 0, "token_ids": False, "n_ctx": n_ctx is not None,
                      "kv": metrics, "metrics": metrics, "tokenize": False,
                      # usage.prompt_tokens_details.cached_tokens: only with --enable-prompt-tokens-details
-                     "cache_n": True, "server_sampler_chain": False},
+                     "cache_n": False, "server_sampler_chain": False},
             notes=tuple(notes),
         )
         return self._info

@@ -29,7 +29,7 @@ from ..engine.controller import (
 )
 from ..engine.loop import Step, StopReason
 from ..record.recorder import RecordingFailed, RecordingStarted
-from ..remote.source import ServerCounters
+from ..remote.controller import ServerCounters
 from ..safe_text import piece_label
 
 

@@ -61,6 +61,7 @@ class SampleTrace:
     # >0: only a remote server's top-K was known (tui.remote): the tail is unknown, ``entropy`` is a lower bound
     # over those K, ``top_p_before`` are the server's probabilities; 0: the whole vocabulary's logits were seen
     top_k_only: int = 0
+    server_sampled: bool = False  # a remote server chose the token (tui.remote, stream mode): no chain of ours ran
 
     @property
     def entropy_bits(self) -> float:

@@ -126,7 +126,7 @@ class TopKHistogram(LinePanel):
         tr = step.trace
         rows = list(zip(tr.top_ids.tolist(), tr.top_p_before.tolist(), tr.top_p_after.tolist()))
         known = tr.top_k_only  # a remote server's top-K: the tail is unknown, the entropy a lower bound
-        served = bool(known) and not tr.stages  # the server sampled: its chain (the "after") is not seen
+        served = tr.server_sampled  # the server sampled: its chain (the "after") is not seen
         head = f"step {step.index}" + (" · pending" if pending else "") + (f" · the server's top-{known}" if known
                                                                             else "")
         if tr.entropy != tr.entropy:
@@ -197,11 +197,12 @@ class ChainTrace(LinePanel):
         tr = step.trace
 
         def build(width: int) -> list[list[tuple[str, str]]]:
-            if tr.top_k_only and not tr.stages:  # streamed from a server: it sampled, its chain is not seen
+            if tr.server_sampled:  # streamed from a server: it sampled, its chain is not seen
                 return [[(fit("chain: the server's own (it sampled this token; its API does not show the chain)",
                               width), "trace--dim")],
-                        [(fit(f"→ {escape_piece(step.piece)} (rank {tr.rank or '>' + str(len(tr.top_ids))} in its "
-                              f"top-{tr.top_k_only})", width), "trace--draw")],
+                        [(fit(f"→ {escape_piece(step.piece)}" + (
+                            f" (rank {tr.rank or '>' + str(len(tr.top_ids))} in its top-{tr.top_k_only})"
+                            if tr.top_k_only else " (no probabilities from this server)"), width), "trace--draw")],
                         [(fit("probe mode (o) samples with llmtui's chain on the server's top-K", width),
                           "trace--dim")]]
             title = f"chain: {preset}" + (f" on the server's top-{tr.top_k_only} (probe)" if tr.top_k_only else "")

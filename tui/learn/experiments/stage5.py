@@ -110,7 +110,8 @@ async def exp_remote(r: Runner, v: int) -> Finding:
 
     from ...engine.models import describe_file
     from ...remote import connect
-    from ...remote.source import RemoteController, RemoteEngine, lower_bound_entropy
+    from ...remote.controller import RemoteController
+    from ...remote.source import RemoteEngine, lower_bound_entropy
     from ...server import start_local
     from ..runs import next_token_probs
 
