@@ -60,6 +60,7 @@ def start_server(binary: Path, model: Path) -> tuple[subprocess.Popen, str]:
         except OSError:
             time.sleep(0.2)
     proc.terminate()
+    proc.wait(timeout=15)
     raise SystemExit("llama-server did not start")
 
 

@@ -235,7 +235,8 @@ def cmd_generate_remote(args: argparse.Namespace, preset: Any, seed: int) -> int
     if args.json:
         remote = engine.remote
         counters = controller.last_counters
-        summary = {**stats.summary(), "model": remote.model, "preset": preset.name, "samplers": preset.describe(),
+        summary = {**controller.last_summary, "model": remote.model, "preset": preset.name,
+                   "samplers": preset.describe(),
                    "seed": seed, "remote": {**remote.header(), "mode": engine.mode},
                    "server": None if counters is None else {"prompt_n": counters.prompt_n, "cache_n": counters.cache_n,
                                                             "predicted_n": counters.predicted_n}}

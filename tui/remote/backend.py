@@ -133,21 +133,38 @@ class Backend:
     raises :class:`RemoteError` with kind ``unsupported`` and a line that says so."""
 
     name: ClassVar[str] = "?"
+    detect_path: ClassVar[str] = ""  # the GET whose answer says a server speaks this protocol
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        self._info: RemoteInfo | None = None  # what info() read, once
 
     # -- detection ------------------------------------------------------------------------------------------
 
     @classmethod
     def detect(cls, endpoint: Endpoint) -> bool:
         """Whether the server at ``endpoint`` speaks this protocol (cheap GETs; never raises)."""
+        if not cls.detect_path:
+            return False
+        try:
+            body = endpoint.get_json(cls.detect_path, timeout=5)
+        except RemoteError:
+            return False
+        return isinstance(body, dict) and cls.recognises(body)
+
+    @classmethod
+    def recognises(cls, body: dict[str, Any]) -> bool:
+        """Whether ``detect_path``'s answer is this protocol's."""
         return False
 
     # -- what a server is ----------------------------------------------------------------------------------
 
     def info(self) -> RemoteInfo:
         raise NotImplementedError
+
+    @property
+    def model(self) -> str:
+        return self.info().model
 
     # -- generation ----------------------------------------------------------------------------------------
 

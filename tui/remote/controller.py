@@ -104,6 +104,8 @@ class RemoteController(Controller):
         engine.on_probe = self._probed
         self._probe_index = 0
         self.last_counters: ServerCounters | None = None  # the server's last word on a request
+        self._first_probe: ServerCounters | None = None
+        self.last_summary: dict[str, Any] = {}  # the last run's, as Finished carried it
 
     def _probed(self, result: ProbeResult) -> None:
         self._send(ServerCounters(self._probe_index, result.prompt_n, result.cache_n, None,
@@ -113,9 +115,24 @@ class RemoteController(Controller):
     def _send(self, event: object) -> None:
         if isinstance(event, ServerCounters):
             self.last_counters = event
+            if event.step == 0:
+                self._first_probe = event
         elif isinstance(event, (StepEvent, Accepted, Resampled)):
             event = replace(event, step=self._known_only(event.step))
+        elif isinstance(event, Finished):
+            event = replace(event, summary=self._told(event.summary))
+            self.last_summary = event.summary
         super()._send(event)
+
+    def _told(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """A probed run's summary with the prompt as the server counted it: a text-only server was sent the
+        prompt as one piece of text, so our count of it (1) says nothing; unknown stays null."""
+        if self.engine.mode != "probe" or self.engine.remote.token_ids or not summary:
+            return summary
+        first = self._first_probe
+        n = None if first is None or first.prompt_n is None else first.prompt_n + (first.cache_n or 0)
+        tps = None if n is None or not summary.get("prompt_ms") else round(n * 1000.0 / summary["prompt_ms"], 2)
+        return {**summary, "prompt_tokens": n, "prompt_tok_per_s": tps}
 
     def _known_only(self, step: Step) -> Step:
         """A probed step's trace, told truthfully: the server's probabilities, an entropy lower bound."""
@@ -138,6 +155,7 @@ class RemoteController(Controller):
              parse_special: bool, prefix: Sequence[int] | None, history: list[int],
              parent: dict[str, Any] | None, reuse: bool = False) -> GenerationStats:
         self._probe_index = 0
+        self._first_probe = None
         probing = (self.probe or step_mode) and (self.chat is None or self.engine.can_probe_chat)
         self.engine.mode = "probe" if probing else "stream"
         if probing:

@@ -56,16 +56,13 @@ class LlamaServerBackend(Backend):
 
     def __init__(self, endpoint: Endpoint) -> None:
         super().__init__(endpoint)
-        self._info: RemoteInfo | None = None
         self.props: dict[str, Any] = {}
 
+    detect_path: ClassVar[str] = "/props"
+
     @classmethod
-    def detect(cls, endpoint: Endpoint) -> bool:
-        try:
-            body = endpoint.get_json("/props", timeout=5)
-        except RemoteError:
-            return False
-        return isinstance(body, dict) and isinstance(body.get("default_generation_settings"), dict)
+    def recognises(cls, body: dict[str, Any]) -> bool:
+        return isinstance(body.get("default_generation_settings"), dict)
 
     def info(self) -> RemoteInfo:
         if self._info is not None:

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from .backend import Backend, Candidate, Key, MetricsSample, ProbeResult, RemoteDone, RemoteInfo, RemoteToken, Request
-from .http import Endpoint, RemoteError, safe_url
+from .http import RemoteError, safe_url
 from .parse import as_count, as_logprob
 
 MAX_TOP_LOGPROBS = 20  # server/routes.go: "top_logprobs must be between 0 and 20"
@@ -82,18 +82,11 @@ def done_from_line(line: dict[str, Any]) -> RemoteDone:
 
 class OllamaBackend(Backend):
     name: ClassVar[str] = "ollama"
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        super().__init__(endpoint)
-        self._info: RemoteInfo | None = None
+    detect_path: ClassVar[str] = "/api/version"
 
     @classmethod
-    def detect(cls, endpoint: Endpoint) -> bool:
-        try:
-            body = endpoint.get_json("/api/version", timeout=5)
-        except RemoteError:
-            return False
-        return isinstance(body, dict) and isinstance(body.get("version"), str)
+    def recognises(cls, body: dict[str, Any]) -> bool:
+        return isinstance(body.get("version"), str)
 
     # -- what the server is ------------------------------------------------------------------------------
 
@@ -155,10 +148,6 @@ class OllamaBackend(Backend):
             notes=tuple(notes),
         )
         return self._info
-
-    @property
-    def model(self) -> str:
-        return self.info().model
 
     # -- generation ------------------------------------------------------------------------------------------
 

@@ -127,17 +127,14 @@ class OpenAIBackend(Backend):
 
     def __init__(self, endpoint: Endpoint) -> None:
         super().__init__(endpoint)
-        self._info: RemoteInfo | None = None
         self._top_k = self.max_logprobs
         self.refused_logprobs = ""  # the server's answer when it refused logprobs (the run goes on without)
 
+    detect_path: ClassVar[str] = "/v1/models"
+
     @classmethod
-    def detect(cls, endpoint: Endpoint) -> bool:
-        try:
-            body = endpoint.get_json("/v1/models", timeout=5)
-        except RemoteError:
-            return False
-        return isinstance(body, dict) and isinstance(body.get("data"), list)
+    def recognises(cls, body: dict[str, Any]) -> bool:
+        return isinstance(body.get("data"), list)
 
     def models(self) -> list[dict[str, Any]]:
         body = self.endpoint.get_json("/v1/models")
@@ -167,10 +164,6 @@ class OpenAIBackend(Backend):
                          "cache_n": False, "server_sampler_chain": False},
             )
         return self._info
-
-    @property
-    def model(self) -> str:
-        return self.info().model
 
     # -- generation ------------------------------------------------------------------------------------------
 

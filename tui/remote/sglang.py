@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from .backend import Backend, Candidate, Key, MetricsSample, ProbeResult, RemoteDone, RemoteInfo, RemoteToken, Request
-from .http import Endpoint, RemoteError, error_text, safe_url
+from .http import RemoteError, error_text, safe_url
 from .parse import as_count, as_logprob
 
 MAX_TOP_LOGPROBS = 20  # SGLang sets no cap; the panels show far fewer, and every one is detokenized per token
@@ -88,18 +88,11 @@ def done_from_meta(meta: dict[str, Any], reason: dict[str, Any]) -> RemoteDone:
 
 class SGLangBackend(Backend):
     name: ClassVar[str] = "sglang"
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        super().__init__(endpoint)
-        self._info: RemoteInfo | None = None
+    detect_path: ClassVar[str] = "/get_model_info"
 
     @classmethod
-    def detect(cls, endpoint: Endpoint) -> bool:
-        try:
-            body = endpoint.get_json("/get_model_info", timeout=5)
-        except RemoteError:
-            return False
-        return isinstance(body, dict) and isinstance(body.get("model_path"), str)
+    def recognises(cls, body: dict[str, Any]) -> bool:
+        return isinstance(body.get("model_path"), str)
 
     # -- what the server is ------------------------------------------------------------------------------
 
