@@ -304,12 +304,12 @@ class Service:
         stats = self._call(ctl.run, job.shown, prefix=tokens, run_id=run_id, preset=req.preset, seed=req.seed,
                         max_tokens=req.max_tokens, listener=listen, cancel=job.cancel, reuse=True)
         end = time.perf_counter()
-        self.generated_total += stats.generated
-        self.cached_tokens_total += cached[0]
-        self.prompt_tokens_total += max(0, len(tokens) - cached[0])
         if stats.stop_reason is StopReason.ERROR:
             raise ApiError(500, f"generation failed: {stats.error or 'the engine gave no reason'}",
                            type="server_error")
+        self.generated_total += stats.generated  # /metrics counts the requests answered
+        self.cached_tokens_total += cached[0]
+        self.prompt_tokens_total += max(0, len(tokens) - cached[0])
         sent = stop.sent  # what TokenOut deltas released
         if stop.hit is None and finished:
             stop.feed(finished[-1].text[len(stop.text):])  # the decoder's last bytes, if any
