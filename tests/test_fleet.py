@@ -234,7 +234,7 @@ async def test_the_fleet_table_after_one_and_two_polls_and_enter_attaches() -> N
         assert second[1][8].startswith("connection refused")  # the failing row stays, the other one moves on
 
         detail = app.screen.query_one("#fleet-detail", Static)
-        assert str(detail.render()) == ""
+        assert str(detail.render()).startswith("its requests: not exposed by this server")  # vLLM lists none
         await pilot.press("down")
         assert str(detail.render()).endswith("is the server running on that port?")  # the whole line
         await pilot.press("enter")
@@ -374,3 +374,21 @@ def test_scrape_gives_a_rate_over_http_and_never_raises(two_servers: tuple[Metri
     gone = scrape(Endpoint(vllm.url, timeout=5), backend="vllm", model="q")
     assert not gone.healthy and gone.error.startswith("connection refused")
     assert gone.running is None and gone.generated_total is None
+
+
+async def test_a_servers_requests_show_under_the_table_each_on_its_line() -> None:
+    from tui.app.screens.fleet import FleetScreen
+
+    def poll_slots() -> list[MetricsSample]:
+        return [MetricsSample(url="http://box:8080", backend="llama-server", model="m", healthy=True,
+                              requests=("slot 0: generating · task 7 · prompt 12 (4 from the cache) · decoded 3",
+                                        "slot 1: idle \x1b[2J"))]
+
+    app = Host(FleetScreen(poll_slots, interval=3600))
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        text = str(app.screen.query_one("#fleet-detail", Static).render())
+        assert text.splitlines() == ["its requests (slots):",
+                                     "slot 0: generating · task 7 · prompt 12 (4 from the cache) · decoded 3",
+                                     "slot 1: idle ␛[2J"]  # one line each; a server's text never obeyed

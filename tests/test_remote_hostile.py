@@ -135,7 +135,7 @@ def test_no_logprobs_is_no_invented_top_k() -> None:
 
 
 class _Stalling(http.server.BaseHTTPRequestHandler):
-    """/v1/models answers; /v1/completions sends one token and then nothing; /metrics answers after 20 s."""
+    """/v1/models answers; /v1/completions sends one token and then nothing; /slow/metrics answers after 20 s."""
 
     protocol_version = "HTTP/1.1"
 
@@ -143,8 +143,12 @@ class _Stalling(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        if self.path == "/metrics":
-            time.sleep(20)
+        if self.path.endswith("/metrics"):
+            if self.path.startswith("/slow/"):
+                time.sleep(20)  # under /slow/ the metrics never come (the fleet test)
+            else:
+                self.send_error(404)
+                return
         body = json.dumps({"object": "list", "data": [{"id": "m", "object": "model", "owned_by": "x"}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -201,7 +205,8 @@ class Answering(Fake):
 
 
 def test_the_fleet_poll_is_not_held_by_one_slow_server(stalling: str) -> None:
-    remotes = Remotes([RemoteSpec(stalling, backend="openai"), RemoteSpec("http://127.0.0.1:9", backend="openai")])
+    remotes = Remotes([RemoteSpec(stalling + "/slow", backend="openai"),
+                       RemoteSpec("http://127.0.0.1:9", backend="openai")])
     remotes.backends["http://127.0.0.1:9"] = Answering([])  # connected already: its metrics answer at once
     t0 = time.monotonic()
     slow, quick = remotes.poll(wait=1.0)

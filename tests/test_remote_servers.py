@@ -279,6 +279,10 @@ def test_fleet_lists_two_real_servers_with_their_metrics(llama_server: str, llmt
         assert rate(old, new) > 0
     assert after[1].kv_usage is not None and 0 < after[1].kv_usage < 1  # ours exposes it; llama-server's build not
     assert after[0].kv_usage is None
+    # "watch its requests": llama-server lists its slots (one, -np 1), the last request's task among them
+    assert after[0].requests is not None and len(after[0].requests) == 1
+    assert after[0].requests[0].startswith("slot 0: idle · task ")
+    assert after[1].requests is None  # ours does not list requests: not exposed, not invented
 
 
 async def test_dashboard_on_llama_server_shows_the_servers_text(llama_server: str) -> None:

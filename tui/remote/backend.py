@@ -125,6 +125,7 @@ class MetricsSample:
     prompt_total: float | None = None
     kv_usage: float | None = None  # 0..1
     cache_hit_total: float | None = None  # prompt tokens served from the cache
+    requests: tuple[str, ...] | None = None  # one line per request slot, where the server lists them (/slots)
     t: float = field(default_factory=time.perf_counter)
 
 

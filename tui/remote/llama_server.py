@@ -11,7 +11,9 @@ server's prompt cache is reused from one probe to the next (``cache_n``);
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import replace
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -49,6 +51,30 @@ def _token(entry: dict[str, Any], text: str, t: float) -> RemoteToken:
         lp = as_prob_logprob(entry.get("prob"))
     top = _candidates(entry.get("top_logprobs", entry.get("top_probs")))
     return RemoteToken(tid if tid is not None else key, piece, text, lp, top, t)
+
+
+MAX_SLOTS = 64  # lines shown; a server with more slots says how many in its metrics
+
+
+def slot_line(slot: dict[str, Any]) -> str:
+    """One slot of llama-server's ``/slots`` in words (fields of the wrong type read as "?")."""
+    def n(key: str, where: dict[str, Any] = slot) -> str:
+        value = as_count(where.get(key))
+        return "?" if value is None else f"{value:,}"
+
+    nxt = slot.get("next_token")
+    nxt = nxt[0] if isinstance(nxt, list) and nxt and isinstance(nxt[0], dict) else nxt if isinstance(nxt, dict) else {}
+    params = slot.get("params") if isinstance(slot.get("params"), dict) else {}
+    state = "generating" if slot.get("is_processing") is True else "idle"
+    line = (f"slot {n('id')}: {state} · task {n('id_task')} · prompt {n('n_prompt_tokens')} "
+            f"({n('n_prompt_tokens_cache')} from the cache) · decoded {n('n_decoded', nxt)}")
+    remain = nxt.get("n_remain")
+    if isinstance(remain, int) and not isinstance(remain, bool) and remain >= 0:
+        line += f" · {remain:,} to go"
+    temp = params.get("temperature")
+    if isinstance(temp, (int, float)) and not isinstance(temp, bool) and math.isfinite(temp):
+        line += f" · T={temp:.2f}"
+    return line
 
 
 class LlamaServerBackend(Backend):
@@ -209,4 +235,16 @@ class LlamaServerBackend(Backend):
 
     def metrics(self) -> MetricsSample:
         info = self.info()
-        return server_metrics(self.endpoint, backend=self.name, url=info.url, model=info.model)
+        sample = server_metrics(self.endpoint, backend=self.name, url=info.url, model=info.model)
+        return replace(sample, requests=self.slots())
+
+    def slots(self) -> tuple[str, ...] | None:
+        """What each of the server's slots is doing (``/slots``): the requests it serves now; None where the
+        endpoint is off (``--no-slots``)."""
+        try:
+            body = self.endpoint.get_json("/slots", timeout=5)
+        except RemoteError:
+            return None
+        if not isinstance(body, list):
+            return None
+        return tuple(slot_line(slot) for slot in body[:MAX_SLOTS] if isinstance(slot, dict))

@@ -98,7 +98,8 @@ class FleetScreen(Screen[int | None]):
     FleetScreen > Vertical { border: round $primary; padding: 0 1; }
     FleetScreen #fleet-header { height: auto; color: $text-muted; }
     FleetScreen DataTable { height: 1fr; }
-    FleetScreen #fleet-detail { height: auto; color: $error; }
+    FleetScreen #fleet-detail { height: auto; max-height: 12; color: $text-muted; }
+    FleetScreen #fleet-detail.-error { color: $error; }
     """
 
     def __init__(self, poll: Callable[[], list[MetricsSample]], interval: float = 2.0) -> None:
@@ -197,9 +198,19 @@ class FleetScreen(Screen[int | None]):
         self._show_detail(event.cursor_row)
 
     def _show_detail(self, row: int) -> None:
+        """Under the table: the highlighted server's error, or what it serves now (its request slots)."""
         chosen = self.samples[row] if 0 <= row < len(self.samples) else None
-        error = "" if chosen is None or chosen.healthy else chosen.error or "no answer"
-        self.query_one("#fleet-detail", Static).update(plain(_one_line(error, 400)))
+        detail = self.query_one("#fleet-detail", Static)
+        if chosen is None:
+            detail.update("")
+        elif not chosen.healthy:
+            detail.set_class(True, "-error")
+            detail.update(plain(_one_line(chosen.error or "no answer", 400)))
+        else:
+            detail.set_class(False, "-error")
+            lines = (["its requests (slots):", *(_one_line(r, 200) for r in chosen.requests)] if chosen.requests
+                     else ["its requests: not exposed by this server (only llama-server lists its slots)"])
+            detail.update(Text("\n").join(plain(line) for line in lines))
 
     @on(DataTable.RowSelected, "#fleet")
     def _choose(self, event: DataTable.RowSelected) -> None:
