@@ -272,6 +272,8 @@ class LlmTuiApp(Tools, App[int]):
             board.query_one("#prompt").value = ""  # a question goes here: the placeholder says so
         for warning in getattr(self.engine, "warnings", []):
             self.notify(warning, severity="warning", timeout=8)
+        for note in getattr(self.engine, "notes", []):  # a remote server's facts (its default sampler chain…)
+            self.notify(note, timeout=8)
         board.reset_run(Phase.IDLE)
         if not self._gc_frozen:
             # Start-up objects (widgets, styles, the first model's records) live as long as the

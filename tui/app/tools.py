@@ -179,7 +179,8 @@ class Tools:
     def _lab_model(self) -> str | None:
         path = self.model_file()
         if path is None:
-            self.notify("the labs need a loaded model", severity="warning")
+            self.notify("the labs need a local model file: this is a remote server (m picks a local model)"
+                        if self.remote.attached is not None else "the labs need a loaded model", severity="warning")
         return path
 
     def action_quant_lab(self) -> None:

@@ -130,7 +130,8 @@ class RemoteEngine:
         self.n_probs = max(1, min(n_probs, self.remote.max_top_k or 1))
         self.vocab = RemoteVocab(self.remote.token_ids, self.remote.n_vocab, self.remote.url)
         self.n_ctx = self.remote.n_ctx or UNKNOWN_CTX
-        self.warnings: list[str] = list(self.remote.notes)
+        self.warnings: list[str] = []  # what the user should know (said as warnings)
+        self.notes: list[str] = list(self.remote.notes)  # facts about the server (said once, as information)
         self.held_ids: list[int] = []
         self.eog: set[int] = set()
         try:
