@@ -249,6 +249,11 @@ def test_generate_json_and_recording_of_a_remote_run(llama_server: str, tmp_path
     assert head["remote"]["mode"] == "stream"
     assert session.text == text
     assert [s.trace.top_k_only for s in session.steps] == [20] * N
+    assert all(s.trace.server_sampled for s in session.steps)
+    fork = subprocess.run([sys.executable, "-m", "tui.cli", "replay", str(record), "--fork", "3"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "LLMTUI_HOME": str(tmp_path / "home")})
+    assert fork.returncode == 2 and fork.stderr.count("\n") == 1  # one line: a server's run has no model file here
+    assert "recorded from llama-server" in fork.stderr and "forking a remote run is not supported" in fork.stderr
 
 
 def test_recording_keeps_credentials_out(llama_server: str, tmp_path: Path) -> None:

@@ -229,6 +229,8 @@ class Dashboard(Screen):
             stream.set_pending(None)
         if m.prompt_tps:
             self.panel(ThroughputGraph).prompt_tps = m.prompt_tps
+        elif up.new_steps and getattr(self.engine, "is_remote", False):  # a server that did not count its prompt
+            self.panel(ThroughputGraph).prompt_tps = None
         if up.finished is not None:
             self._refresh_timer.pause()
             self._panels_at = 0.0  # the final state shows at once

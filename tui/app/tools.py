@@ -39,7 +39,8 @@ class Tools:
         from .screens.models import ModelPicker
 
         entries = [*self.discover(), *self.remote.remotes.entries()]
-        self.call_from_thread(self.push_screen, ModelPicker(entries, self.model_label, self.loaded_paths(),
+        current = self.model_label if self.engine is not None else "nothing"  # a failed load left only its name
+        self.call_from_thread(self.push_screen, ModelPicker(entries, current, self.loaded_paths(),
                                                             add_url=self.remote.entry_for_url),
                               self.use_picked_model)
 

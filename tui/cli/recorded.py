@@ -39,6 +39,11 @@ def recorded_model(args: argparse.Namespace, session: Any, *, by_arg: bool = Tru
     if by_arg and getattr(args, "model", None):
         return resolve_model(args.model, find_models(args, config))
     rec = session.header["model"]
+    remote = session.header.get("remote")
+    if isinstance(remote, dict):  # the server sampled it: there is no model file here to go on with
+        raise CliError(f"this run was recorded from {remote.get('backend', 'a server')} at {remote.get('url', '?')}: "
+                       "forking a remote run is not supported (its replay shows every step); pass --model to go on "
+                       "with a local model")
     for e in find_models(args, config):
         if e.usable and e.size == rec.get("file_size"):
             try:

@@ -41,6 +41,7 @@ class ServerCounters:
     retokenized: bool = False
     kv_usage: float | None = None  # the server's whole KV cache in use, 0..1 (its /metrics), after a stream
     note: str = ""  # something the server showed about itself during the run (it refused logprobs…)
+    prompt_ms: float | None = None  # the server's own time for the prompt (llama-server's timings)
 
 
 def done_reason(done: RemoteDone) -> StopReason:
@@ -227,7 +228,7 @@ class RemoteController(Controller):
         if done is not None:
             stats.stop_reason = done_reason(done)
             self._send(ServerCounters(-1, done.prompt_n, done.cache_n, done.predicted_n, done.n_ctx or eng.remote.n_ctx,
-                                      stats.prompt_ms, kv_usage=self._kv_usage(), note=note))
+                                      stats.prompt_ms, kv_usage=self._kv_usage(), note=note, prompt_ms=done.prompt_ms))
             if n_prompt is None and done.prompt_n is not None:
                 n_prompt = stats.prompt_tokens = done.prompt_n + (done.cache_n or 0)
         elif note:

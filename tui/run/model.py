@@ -285,6 +285,8 @@ class RunModel:
                                        "warning"))
             elif ev.prompt_n is not None and not self.n_prompt:
                 self.n_prompt = ev.prompt_n + (ev.cache_n or 0)
+            if ev.step < 0 and ev.prompt_n and ev.prompt_ms:  # the server's own prompt speed, where it says
+                self.prompt_tps = ev.prompt_n * 1000.0 / ev.prompt_ms
             up.new_steps = True
         elif isinstance(ev, RecordingStarted):
             self.record_path = ev.path

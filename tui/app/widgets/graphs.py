@@ -61,7 +61,7 @@ class ThroughputGraph(TimeSeriesPlot):
         super().__init__("tok/s", id=id)
         self.tps: deque[float] = deque(maxlen=self.t.maxlen)
         self.latency: deque[float] = deque(maxlen=self.t.maxlen)
-        self.prompt_tps = 0.0
+        self.prompt_tps: float | None = 0.0  # None: not measured (a remote server that gave no prompt count)
 
     def add(self, t: float, tps: float, latency_ms: float) -> None:
         self.t.append(t)
@@ -73,7 +73,8 @@ class ThroughputGraph(TimeSeriesPlot):
         plt.clear_data()
         plt.clear_figure()
         last = f"{self.tps[-1]:.0f} tok/s, {self.latency[-1]:.1f} ms/tok" if self.tps else "idle"
-        plt.title(f"gen {last} · prompt {self.prompt_tps:.0f} tok/s")
+        prompt = "–" if self.prompt_tps is None else f"{self.prompt_tps:.0f} tok/s"
+        plt.title(f"gen {last} · prompt {prompt}")
         if self.t:
             xs = list(self.t)
             plt.plot(xs, list(self.tps), label="tok/s", marker="braille")
