@@ -51,7 +51,8 @@ class ApiHost:
             return
         service = Service(lambda: app.controller if app.engine is not None else None, begin=self._begin).start()
         config = ServerConfig(
-            catalog=app.catalog, default_preset=lambda: app.preset, seed=app.settings.seed,
+            catalog=app.catalog, default_preset=lambda: app.preset,
+            seed=app.settings.seed if app.seed_given else None,  # else each request gets a fresh one
             max_tokens=app.max_tokens, api_key=self.api_key, loaded=self.model_entry,
             max_body_bytes=self.max_body_bytes,
             models=lambda: app.discover() if app.discover is not None else [e for e in [self.model_entry()] if e],

@@ -91,6 +91,7 @@ class LlmTuiApp(Tools, App[int]):
         max_body_bytes: int = 8 << 20,
         chat: bool | None = None,
         remotes: Any = None,
+        seed_given: bool = False,
     ) -> None:
         super().__init__()
         if load is None and engine_factory is not None:
@@ -133,6 +134,7 @@ class LlmTuiApp(Tools, App[int]):
         self.engine_settled = asyncio.Event()  # set once a model loaded or failed to (experiments wait on it)
         self.api = ApiHost(self, serve or ("127.0.0.1", 8000), api_key, max_body_bytes)
         self.remote = RemoteHost(self, remotes)  # servers to watch (--remote), the fleet view
+        self.seed_given = seed_given  # the user chose the seed: API requests without one use it
         self._serve_on_load = serve is not None
         # learn mode: the question whose experiment ran last, what each one found and the learner's guess
         self.learn_open_at = learn  # open the Learn screen at this question once the model is loaded

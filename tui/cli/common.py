@@ -140,6 +140,11 @@ def keymap_problems(config: Config) -> list[str]:
             "lists the ids)"]
 
 
+def seed_given(args: argparse.Namespace, config: Config) -> bool:
+    """The user chose a seed (--seed or the config file's): a server then uses it for requests that give none."""
+    return getattr(args, "seed", None) is not None or "seed" in config.engine
+
+
 def engine_settings(args: argparse.Namespace, config: Config) -> Any:
     from ..engine import EngineError, EngineSettings
 

@@ -20,6 +20,7 @@ from .common import (
     pick_model,
     pick_preset,
     say,
+    seed_given,
     warn,
 )
 from .recorded import load_recorded_model
@@ -147,6 +148,7 @@ def cmd_app(args: argparse.Namespace, learn: str | None = None) -> int:
         api_key=getattr(args, "api_key", None),
         max_body_bytes=int(args.max_body * 2**20),
         remotes=remotes,
+        seed_given=seed_given(args, config),
     )
 
 

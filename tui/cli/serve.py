@@ -22,6 +22,7 @@ from .common import (
     pick_preset,
     sampling_args,
     say,
+    seed_given,
     warn,
 )
 
@@ -37,6 +38,9 @@ def register(sub: Any) -> None:
                      help="require 'Authorization: Bearer KEY' on every request (default $LLMTUI_API_KEY)")
     srv.add_argument("--max-body", type=V.BODY_MIB, default=argparse.SUPPRESS, metavar="MIB",
                      help="the largest request body accepted, in MiB (default 8): checked before it is read")
+    srv.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", type=V.utf8_text,
+                     help="let web pages from ORIGIN (e.g. http://localhost:3000; repeatable; * for any) call the "
+                     "API from a browser (CORS); default: none")
     srv.add_argument("--max-tokens", type=V.TOKENS, default=256, metavar="N",
                      help="max_tokens for chat requests that set none (default 256)")
     srv.add_argument("--record", nargs="?", const="", metavar="DIR",
@@ -78,15 +82,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         server = start_local(engine, entry, catalog=catalog, preset=preset,
-                             seed=settings.seed, host=args.host, port=args.port, api_key=args.api_key,
+                             seed=settings.seed if seed_given(args, config) else None, host=args.host, port=args.port, api_key=args.api_key,
                              max_tokens=args.max_tokens, models=lambda: find_models(args, config),
                              recorder_factory=recorder, on_event=on_event,
-                             max_body_bytes=int(args.max_body * 2**20))
+                             max_body_bytes=int(args.max_body * 2**20), cors_origins=args.cors_origin)
     except OSError as exc:
         engine.close()
         raise CliError(str(exc)) from None
     _log_server_errors_to_stderr()  # after the server started: it silences its loggers first
-    say(f"llmtui: serving {entry.name} ({preset.name}, seed {settings.seed}, n_ctx {engine.n_ctx}) on "
+    seed = f"seed {settings.seed}" if seed_given(args, config) else "a fresh seed per request without one"
+    say(f"llmtui: serving {entry.name} ({preset.name}, {seed}, n_ctx {engine.n_ctx}) on "
           f"{server.url}" + (" — API key required" if args.api_key else "") + "; Ctrl+C stops", file=sys.stderr,
           flush=True)
     # Ctrl+C (SIGINT) and SIGTERM stop the server cleanly, even where SIGINT came in ignored (a shell starts

@@ -34,18 +34,18 @@ class LocalServer:
         self.service.close()
 
 
-def start_local(engine: Any, entry: Any, *, catalog: Any, preset: Any, seed: int, host: str = "127.0.0.1",
+def start_local(engine: Any, entry: Any, *, catalog: Any, preset: Any, seed: int | None, host: str = "127.0.0.1",
                 port: int = 0, api_key: str | None = None, max_tokens: int = 256,
                 models: Callable[[], Sequence[Any]] | None = None, recorder_factory: Any = None,
                 context_policy: str = "stop", on_event: Callable[[object], None] | None = None,
-                max_body_bytes: int | None = None) -> LocalServer:
+                max_body_bytes: int | None = None, cors_origins: Sequence[str] = ()) -> LocalServer:
     """Serve ``engine`` (already loaded from ``entry``) in background threads; ``port=0`` picks a free one.
     ``on_event`` sees the controller's events (from the engine thread), e.g. RecordingFailed;
     ``max_body_bytes`` bounds a request body (default :data:`~tui.server.http.MAX_BODY_BYTES`)."""
     from ..engine.controller import Controller
     from .http import MAX_BODY_BYTES, ServerConfig, ServerThread, create_app
 
-    controller = Controller(engine, preset, seed=seed, emit=on_event or (lambda event: None), max_tokens=max_tokens,
+    controller = Controller(engine, preset, seed=42 if seed is None else seed, emit=on_event or (lambda event: None), max_tokens=max_tokens,
                             context_policy=context_policy)
     if recorder_factory is not None:
         from ..record.recorder import Recorder
@@ -54,7 +54,8 @@ def start_local(engine: Any, entry: Any, *, catalog: Any, preset: Any, seed: int
     service = Service(lambda: controller).start()
     config = ServerConfig(catalog=catalog, default_preset=lambda: preset, seed=seed, max_tokens=max_tokens,
                           api_key=api_key, loaded=lambda: entry, models=models or (lambda: [entry]),
-                          max_body_bytes=MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes)
+                          max_body_bytes=MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes,
+                          cors_origins=tuple(cors_origins))
     try:
         http = ServerThread(create_app(service, config), host, port).start()
     except BaseException:

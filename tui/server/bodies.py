@@ -25,9 +25,10 @@ class SamplingParams(BaseModel):
     top_p: float | None = Field(None, ge=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-1, le=SEED_MAX)  # llama.cpp's seeds are 32-bit (-1: random)
-    stream: bool = False
+    # null is accepted where OpenAI accepts it: it means the default
+    stream: bool | None = False
     stream_options: dict[str, Any] | None = None
-    n: int = Field(1, ge=1, le=1, description="llmtui generates one choice per request")
+    n: int | None = Field(1, ge=1, le=1, description="llmtui generates one choice per request")
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     # llmtui extensions
@@ -61,7 +62,7 @@ class ChatRequest(SamplingParams):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    logprobs: bool = False
+    logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=TOP_LOGPROBS_MAX)
 
 
@@ -69,7 +70,7 @@ class CompletionRequest(SamplingParams):
     prompt: str | list[str]
     max_tokens: int | None = Field(16, ge=1, le=MAX_TOKENS)
     logprobs: int | None = Field(None, ge=0, le=TOP_LOGPROBS_MAX)
-    echo: bool = False
+    echo: bool | None = False
 
 
 class ErrorDetail(BaseModel):

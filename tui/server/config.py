@@ -14,12 +14,14 @@ OPEN_PATHS = frozenset({"/health", "/openapi.json"})  # served without the API k
 class ServerConfig:
     catalog: Any  # PresetCatalog
     default_preset: Callable[[], Any] | None = None  # the Preset a request without `preset` uses
-    seed: int = 42
+    seed: int | None = None  # a request without one: this seed if the user set one, else a fresh one each time
     max_tokens: int = 256  # chat default when the client sets none
     api_key: str | None = None
     loaded: Callable[[], Any] = lambda: None  # the loaded ModelEntry (or None while loading)
     models: Callable[[], Sequence[Any]] = tuple  # every discovered ModelEntry
     max_body_bytes: int = MAX_BODY_BYTES
+    # browsers' origins allowed to call the API (CORS); empty: none — a page elsewhere cannot read the answers
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:

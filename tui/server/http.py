@@ -18,14 +18,17 @@ in :mod:`~tui.server.responses`, the uvicorn runner in :mod:`~tui.server.runner`
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi.responses import PlainTextResponse
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.openapi.utils import get_openapi
 
+from ..engine.settings import SEED_MAX
 from .bodies import ERROR_RESPONSES, ChatRequest, CompletionRequest, SamplingParams
 from .config import MAX_BODY_BYTES, OPEN_PATHS, ServerConfig
 from .errors import add_error_handlers
@@ -77,6 +80,20 @@ def _model_id(entry: Any) -> str:
     return entry.name
 
 
+class Cors(CORSMiddleware):
+    """Starlette's CORS, whose refusals come in OpenAI's error shape like every other answer."""
+
+    def preflight_response(self, request_headers: Any) -> Any:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code == 200:
+            return answer
+        why = answer.body.decode("utf-8", "replace")  # "Disallowed CORS origin, method"
+        error = ApiError(400, f"{why}: this server lets browser pages from its --cors-origin list call it",
+                         code="cors_refused")
+        return JSONResponse(error.body(), status_code=400, headers={k: v for k, v in answer.headers.items()
+                                                                    if k.lower().startswith("access-control")})
+
+
 def create_app(service: Service, config: ServerConfig) -> FastAPI:
     """The API app serving ``service`` as ``config`` says (run it with :class:`ServerThread`)."""
     app = FastAPI(title="llmtui", version="1", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
@@ -84,6 +101,11 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
     app.state.config = config
     app.openapi = _openapi(app, config)  # type: ignore[method-assign]
     app.add_middleware(Guard, config=config)  # API key and body size: before any body is read
+    if config.cors_origins:
+        # outermost: a browser's preflight (OPTIONS, which never carries the key) is answered here, before the
+        # key is asked for; the real request then passes the guard like any other
+        app.add_middleware(Cors, allow_origins=list(config.cors_origins), allow_credentials=False,
+                           allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"], max_age=600)
     add_error_handlers(app)  # every error in OpenAI's shape
 
     @app.get("/health", responses=ERROR_RESPONSES)
@@ -127,6 +149,14 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
                          "arch": e.arch, "quant": e.quant, "size": e.size, "n_ctx_train": e.n_ctx_train,
                          "loaded": loaded is not None and Path(e.path) == Path(loaded.path)})
         return {"object": "list", "data": data}
+
+    @app.get("/v1/models/{model_id:path}", responses=ERROR_RESPONSES)
+    async def model(model_id: str) -> dict[str, Any]:
+        for entry in (await models())["data"]:
+            if entry["id"] == model_id:
+                return entry
+        raise ApiError(404, f"The model {model_id!r} does not exist (GET /v1/models lists them)", param="model",
+                       code="model_not_found")
 
     @app.post("/v1/chat/completions", response_model=None, responses=ERROR_RESPONSES)
     async def chat(body: ChatRequest, request: Request) -> Any:
@@ -202,5 +232,15 @@ def _gen_request(config: ServerConfig, body: SamplingParams, kind: str, **kw: An
         raise ApiError(400, "at most 4 stop sequences", param="stop")
     for text in stop:
         _valid_text(text, "stop")
-    seed = body.seed if body.seed is not None else config.seed
-    return GenRequest(kind=kind, model=loaded.name, preset=preset, seed=seed, stop=stop, **kw)
+    return GenRequest(kind=kind, model=loaded.name, preset=preset, seed=request_seed(body.seed, config.seed), stop=stop,
+                      **kw)
+
+
+def request_seed(asked: int | None, server: int | None) -> int:
+    """The seed a request samples with: its own; else the server's where the user set one; else a fresh one
+    (as OpenAI and llama.cpp do: "regenerate" gives another answer). -1 asks for a fresh one too. The seed
+    used goes back in ``system_fingerprint`` and the recording, so any answer can be reproduced."""
+    for seed in (asked, server):
+        if seed is not None and seed >= 0:
+            return seed
+    return secrets.randbelow(SEED_MAX + 1)

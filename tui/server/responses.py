@@ -149,7 +149,7 @@ async def respond(service: Service, req: GenRequest, body: SamplingParams, *, ch
         raise
     done = item
     if chat:
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": done.text},
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": done.text, "refusal": None},
                                   "finish_reason": done.finish_reason,
                                   "logprobs": _chat_logprobs(tokens) if req.top_logprobs is not None else None}
         obj = "chat.completion"

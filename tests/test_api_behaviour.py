@@ -1,0 +1,125 @@
+"""`llmtui serve` as front ends and agents use it (issue 20): a fresh seed when none is given, CORS for browser
+clients, null where OpenAI accepts null, GET /v1/models/{id}, message.refusal — with the official `openai`
+client against the real server on SmolLM2 (one server for the module, on the module's engine)."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from typing import Any
+
+import openai
+import pytest
+
+from tui.engine.models import describe_file
+from tui.sampling.presets import BUILTIN_PRESETS, load_presets
+from tui.server import start_local
+
+ORIGIN = "http://localhost:3000"
+
+
+@pytest.fixture(scope="module")
+def api(engine, smollm2_path):
+    """The server as `llmtui serve` starts it when the user set no seed, browser pages from ORIGIN allowed."""
+    entry = describe_file(smollm2_path, source="embedded")
+    srv = start_local(engine, entry, catalog=load_presets(None), preset=BUILTIN_PRESETS["balanced"], seed=None,
+                      models=lambda: [entry], cors_origins=[ORIGIN], api_key="k3y")
+    try:
+        yield srv, entry.name
+    finally:
+        srv.stop()
+
+
+@pytest.fixture()
+def client(api) -> openai.OpenAI:
+    return openai.OpenAI(base_url=api[0].url, api_key="k3y", max_retries=0, timeout=120)
+
+
+def call(url: str, method: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data, {"Content-Type": "application/json", **(headers or {})}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, _body(resp.read(), resp.headers), resp.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, _body(exc.read(), exc.headers), exc.headers
+
+
+def _body(raw: bytes, headers: Any) -> Any:
+    return json.loads(raw) if "json" in (headers.get("content-type") or "") else raw.decode()
+
+
+def seed_of(fingerprint: str) -> int:
+    found = re.search(r"seed(\d+)$", fingerprint)
+    assert found, fingerprint
+    return int(found.group(1))
+
+
+def test_without_a_seed_each_request_samples_afresh_and_says_its_seed(client, api) -> None:
+    model = api[1]
+    ask = dict(model=model, messages=[{"role": "user", "content": "Tell me a story."}], max_tokens=24,
+               temperature=1.0)
+    answers = [client.chat.completions.create(**ask) for _ in range(3)]
+    texts = [a.choices[0].message.content for a in answers]
+    assert len(set(texts)) == 3, texts  # "regenerate" gives another answer
+    seeds = [seed_of(a.system_fingerprint) for a in answers]
+    assert len(set(seeds)) == 3
+    again = client.chat.completions.create(**ask, seed=seeds[1])  # the seed it said reproduces the answer
+    assert again.choices[0].message.content == texts[1]
+    fixed = [client.chat.completions.create(**ask, seed=5).choices[0].message.content for _ in range(2)]
+    assert fixed[0] == fixed[1]
+
+
+def test_a_server_started_with_a_seed_uses_it_for_requests_without_one(engine, smollm2_path) -> None:
+    entry = describe_file(smollm2_path, source="embedded")
+    srv = start_local(engine, entry, catalog=load_presets(None), preset=BUILTIN_PRESETS["balanced"], seed=7,
+                      models=lambda: [entry])
+    try:
+        c = openai.OpenAI(base_url=srv.url, api_key="x", max_retries=0, timeout=120)
+        ask = dict(model=entry.name, prompt="Once upon a time", max_tokens=16, temperature=1.0)
+        first, second = (c.completions.create(**ask) for _ in range(2))
+        assert first.choices[0].text == second.choices[0].text and first.system_fingerprint.endswith("seed7")
+    finally:
+        srv.stop()
+
+
+def test_a_browser_preflight_passes_without_the_key_and_the_answer_carries_cors(api) -> None:
+    srv, model = api
+    status, _, headers = call(srv.url + "/chat/completions", "OPTIONS", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert status == 200 and headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in headers["access-control-allow-methods"]
+    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    status, _, headers = call(srv.url + "/chat/completions", "POST", body, {"Origin": ORIGIN})
+    assert status == 401  # the real request still needs the key
+    status, answer, headers = call(srv.url + "/chat/completions", "POST", body,
+                                   {"Origin": ORIGIN, "Authorization": "Bearer k3y"})
+    assert status == 200 and headers["access-control-allow-origin"] == ORIGIN
+    status, error, headers = call(srv.url + "/chat/completions", "OPTIONS", headers={
+        "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert status == 400 and "access-control-allow-origin" not in headers  # an origin not allowed
+    assert error["error"]["code"] == "cors_refused" and "origin" in error["error"]["message"]  # OpenAI's shape
+
+
+def test_null_is_the_default_where_openai_accepts_null(api) -> None:
+    srv, model = api
+    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "stream": None,
+            "n": None, "logprobs": None, "top_logprobs": None, "temperature": None, "stop": None, "seed": None,
+            "stream_options": None}
+    status, answer, _ = call(srv.url + "/chat/completions", "POST", body, {"Authorization": "Bearer k3y"})
+    assert status == 200, answer
+    assert answer["choices"][0]["message"]["refusal"] is None and answer["choices"][0]["logprobs"] is None
+    body = {"model": model, "prompt": "Hi", "max_tokens": 2, "echo": None, "logprobs": None, "stream": None}
+    status, answer, _ = call(srv.url + "/completions", "POST", body, {"Authorization": "Bearer k3y"})
+    assert status == 200, answer
+
+
+def test_a_model_is_retrieved_by_id(client, api) -> None:
+    model = client.models.retrieve(api[1])
+    assert model.id == api[1] and model.object == "model"
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("no-such-model")
+    assert err.value.body["code"] == "model_not_found"
