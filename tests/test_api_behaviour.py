@@ -123,3 +123,43 @@ def test_a_model_is_retrieved_by_id(client, api) -> None:
     with pytest.raises(openai.NotFoundError) as err:
         client.models.retrieve("no-such-model")
     assert err.value.body["code"] == "model_not_found"
+
+
+def complete(client, model: str, **kw: Any) -> Any:
+    return client.completions.create(model=model, seed=1, extra_body={"preset": "greedy"}, **kw)
+
+
+def test_logprobs_and_the_token_count_stop_where_the_text_stops(client, api) -> None:
+    model = api[1]
+    whole = complete(client, model, prompt="The capital of France is", max_tokens=8, logprobs=2)
+    tokens = whole.choices[0].logprobs.tokens
+    assert whole.choices[0].text.startswith(" Paris.\n\n") and tokens[:4] == [" Paris", ".", "\n", "\n"]
+    for stop, text, kept in ((".", " Paris", 1), ("\n\n", " Paris.", 2), ("aris", " P", 1)):
+        for stream in (False, True):
+            if stream:
+                chunks = list(complete(client, model, prompt="The capital of France is", max_tokens=8, logprobs=2,
+                                       stop=stop, stream=True, stream_options={"include_usage": True}))
+                got = "".join(c.choices[0].text for c in chunks if c.choices)
+                lp = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.tokens]
+                usage = chunks[-1].usage
+            else:
+                answer = complete(client, model, prompt="The capital of France is", max_tokens=8, logprobs=2,
+                                  stop=stop)
+                got, lp, usage = answer.choices[0].text, answer.choices[0].logprobs.tokens, answer.usage
+            assert got == text, (stop, stream)
+            assert lp == tokens[:kept], (stop, stream)  # the stop string's tokens went with it
+            assert usage.completion_tokens == kept, (stop, stream)
+
+
+def test_partial_characters_are_bytes_in_legacy_logprobs_and_never_a_trailing_replacement(client, api) -> None:
+    model = api[1]
+    prompt = "I love you ❤️❤️❤️ ❤️❤️"  # SmolLM2 continues with ❤ as three byte tokens: e2 9d a4
+    answer = complete(client, model, prompt=prompt, max_tokens=4, logprobs=3)
+    lp = answer.choices[0].logprobs
+    assert lp.tokens[:3] == ["bytes:\\xe2", "bytes:\\x9d", "bytes:\\xa4"]  # OpenAI's form, not three "\ufffd"
+    assert all(len(top) == 3 for top in lp.top_logprobs)  # no two keys collapsed into one "\ufffd"
+    assert answer.choices[0].text.startswith("❤")
+    for n in (1, 2, 5):  # cut inside a character: the bytes of the half character are not sent as U+FFFD
+        text = complete(client, model, prompt=prompt, max_tokens=n).choices[0].text
+        assert "\ufffd" not in text, (n, text)
+    assert complete(client, model, prompt=prompt, max_tokens=2).choices[0].text == ""

@@ -478,7 +478,8 @@ def test_the_frameworks_own_errors_have_openai_shape(server) -> None:
                             json.dumps({"model": model_id(server), "messages": [{"role": "user", "content": 5}]}))
     assert status == 400 and _openai_error(body)["param"] == "messages[0].content"
     status, schema, _ = _call(server.url, "GET", "/openapi.json")
-    assert status == 200 and set(schema["paths"]) == {"/health", "/metrics", "/v1/models", "/v1/completions",
+    assert status == 200 and set(schema["paths"]) == {"/health", "/metrics", "/v1/models", "/v1/models/{model_id}",
+                                                      "/v1/completions",
                                                       "/v1/chat/completions"}
 
 

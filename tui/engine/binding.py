@@ -7,8 +7,9 @@ bindings (not its high-level ``Llama`` class), and what is process-wide about it
 * the backend is initialised once;
 * what this build can do (GPU offload, mmap, mlock) and what it is.
 
-The engine (:mod:`tui.engine.llama`), the oracle (:mod:`tui.engine.oracle`) and
-quantization (:mod:`tui.engine.quantize`) reach the C API as ``binding.ll``.
+The engine (:mod:`tui.engine.llama`), the oracle (:mod:`tui.engine.oracle`),
+quantization (:mod:`tui.engine.quantize`) and grammars (:mod:`tui.engine.grammar`)
+reach the C API as ``binding.ll``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ import ctypes
 from typing import Any
 
 import llama_cpp as ll
+import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from .logring import LogRing
 
-__all__ = ["LOG", "ChatFormatter", "error_from_log", "ensure_backend", "ll", "llama_cpp_version", "supports_gpu_offload",
-           "supports_mlock", "supports_mmap", "system_info"]
+__all__ = ["JSON_GBNF", "LOG", "ChatFormatter", "error_from_log", "ensure_backend", "grammar_rejects", "grammar_sampler",
+           "json_schema_to_gbnf", "ll", "llama_cpp_version", "supports_gpu_offload", "supports_mlock", "supports_mmap",
+           "system_info"]
 
 ChatFormatter = Jinja2ChatFormatter  # renders a GGUF's chat template (Jinja), as llama-cpp-python does
 
@@ -86,3 +90,36 @@ def error_from_log(mark: int) -> str:
         if picked:
             return picked[-1]
     return "llama.cpp refused it (see the log)"
+
+
+# -- llama.cpp's grammar engine (GBNF), for tui.engine.grammar --------------------------------------------
+# JSON_GBNF (any JSON object: response_format json_object) and json_schema_to_gbnf (a JSON schema, as text, to
+# GBNF) are llama-cpp-python's own, re-exported from here so that no other module imports llama_cpp.
+
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # struct llama_token_data
+
+
+def grammar_sampler(vocab: Any, gbnf: str, root: str) -> Any:
+    """llama.cpp's grammar sampler (``llama_sampler_init_grammar``) for GBNF text starting at rule ``root``.
+
+    llama.cpp returns NULL for a grammar it cannot use: that raises ValueError with the reason it logged
+    (its parser prints the details to stderr, which we cannot capture without touching fd 2)."""
+    mark = LOG.mark
+    ptr = ll.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), root.encode("utf-8"))
+    if not ptr:
+        raise ValueError(error_from_log(mark))
+    return ptr
+
+
+def grammar_rejects(sampler: Any, ids: np.ndarray) -> np.ndarray:
+    """Which of the token ``ids`` the grammar ``sampler`` rejects as the next token (bool mask).
+
+    ``llama_sampler_apply`` on a candidate array of these ids: the grammar sets the logit of every token it
+    rejects to -inf and leaves the others (all 0 here) alone, so the mask does not depend on any logit. The
+    ids must lie inside the vocabulary (llama.cpp aborts on others)."""
+    n = len(ids)
+    data = np.zeros(n, _TOKEN_DATA)
+    data["id"] = ids
+    arr = ll.llama_token_data_array(data.ctypes.data_as(ctypes.POINTER(ll.llama_token_data)), n, -1, False)
+    ll.llama_sampler_apply(sampler, ctypes.byref(arr))
+    return data["logit"] == -np.inf

@@ -26,6 +26,15 @@ def _token_str(piece: bytes) -> str:
     return piece.decode("utf-8", errors="replace")
 
 
+def _legacy_token(piece: bytes) -> str:
+    """A token in legacy completions' logprobs: its text, or ``bytes:\\xNN…`` (OpenAI's form) for a token that
+    holds part of a character — so two such tokens never collide as one "\ufffd" key."""
+    try:
+        return piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in piece)
+
+
 def _chat_logprobs(tokens: Sequence[TokenOut]) -> dict[str, Any]:
     return {"content": [
         {"token": _token_str(t.piece), "logprob": t.logprob, "bytes": list(t.piece),
@@ -35,12 +44,9 @@ def _chat_logprobs(tokens: Sequence[TokenOut]) -> dict[str, Any]:
 
 
 def _completion_logprobs(tokens: Sequence[TokenOut], offset: int = 0) -> dict[str, Any]:
-    offsets, pos = [], offset
-    for t in tokens:
-        offsets.append(pos)
-        pos += len(t.delta)
-    return {"tokens": [_token_str(t.piece) for t in tokens], "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [{_token_str(p): lp for _, p, lp in t.top} for t in tokens], "text_offset": offsets}
+    return {"tokens": [_legacy_token(t.piece) for t in tokens], "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [{_legacy_token(p): lp for _, p, lp in t.top} for t in tokens],
+            "text_offset": [offset + t.start for t in tokens]}
 
 
 def _usage(done: Done) -> dict[str, Any]:
@@ -201,7 +207,6 @@ async def _sse(stream: _Stream, job: Any, req: GenRequest, rid: str, created: in
             if isinstance(item, TokenOut):
                 if item.delta or want_lp:
                     yield chunk(item.delta, None, (item,), offset=offset)
-                    offset += len(item.delta)
             elif isinstance(item, Done):
                 if item.tail:
                     yield chunk(item.tail, None)

@@ -13,6 +13,7 @@ logged on the ``llmtui.server`` logger (an unexpected exception with its traceba
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -73,9 +74,10 @@ class TokenOut:
     index: int
     token: int
     piece: bytes
-    delta: str  # text released by this token (held back while it may start a stop string)
+    delta: str  # text released with this token (held back while it may start a stop string)
     logprob: float  # log of the token's probability under the model (softmax of the raw logits)
     top: tuple[tuple[int, bytes, float], ...]  # (token, piece, logprob) of the most likely tokens
+    start: int = 0  # where the token's text starts in the generated text (characters): OpenAI's text_offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +279,18 @@ class Service:
         k = req.top_logprobs or 0
         finished: list[Finished] = []
 
+        # A token goes out once the text it starts in is released: a token that turns out to be part of a stop
+        # string never goes out, so its logprobs and its count go with the text that was cut
+        held: list[TokenOut] = []
+        sent_tokens = [0]
+
+        def release(upto: int, delta: str) -> None:
+            out = [tok for tok in held if tok.start < upto]
+            del held[:len(out)]
+            for i, tok in enumerate(out):
+                job.sink(dataclasses.replace(tok, delta=delta if i == len(out) - 1 else ""))
+            sent_tokens[0] += len(out)
+
         def listen(ev: object) -> None:
             if isinstance(ev, StepEvent) and not ev.pending:
                 step = ev.step
@@ -284,6 +298,7 @@ class Service:
                     t["first"] = time.perf_counter()
                 if step.is_eog:
                     return
+                start = len(stop.text)
                 delta = stop.feed(step.text)
                 top: tuple[tuple[int, bytes, float], ...] = ()
                 tr = step.trace
@@ -291,9 +306,15 @@ class Service:
                     piece = ctl.engine.piece
                     top = tuple((int(i), piece(int(i)), _lp(float(p)))
                                 for i, p in zip(tr.top_ids[:k], tr.top_p_before[:k]))
-                job.sink(TokenOut(step.index, step.token, step.piece, delta, _lp(tr.raw_p), top))
+                held.append(TokenOut(step.index, step.token, step.piece, "", _lp(tr.raw_p), top, start))
                 if stop.hit is not None:
+                    release(stop.hit, delta)
+                    held.clear()  # the stop string's own tokens
                     job.cancel.set()  # the loop stops before decoding another token
+                elif delta:
+                    release(stop.sent, delta)
+                elif not step.text and stop.sent == start:  # part of a character, nothing held before it
+                    release(start + 1, "")
             elif isinstance(ev, PromptDone):
                 t["prompt_ms"] = ev.ms
             elif isinstance(ev, ChatTurn):
@@ -312,7 +333,10 @@ class Service:
         self.prompt_tokens_total += max(0, len(tokens) - cached[0])
         sent = stop.sent  # what TokenOut deltas released
         if stop.hit is None and finished:
-            stop.feed(finished[-1].text[len(stop.text):])  # the decoder's last bytes, if any
+            last = finished[-1].text[len(stop.text):]  # the decoder's last bytes, if any
+            if last.strip("\ufffd"):  # a character cut by max_tokens is dropped, not sent as U+FFFD
+                stop.feed(last)
+        release(len(stop.final) + 1, "")  # tokens held with text that never became a stop string
         tail = stop.final[sent:]  # held-back text and those last bytes, for the stream's final chunk
         reason = "length" if stats.stop_reason in (StopReason.MAX_TOKENS, StopReason.CONTEXT_FULL) else "stop"
         if stop.hit is not None:
@@ -328,4 +352,6 @@ class Service:
             "overhead_ms": round(max(0.0, ttft - (t_start - job.created) * 1000.0 - stats.prompt_ms), 3),
             "total_ms": round((end - job.created) * 1000.0, 3),
         }
-        job.sink(Done(stop.final, reason, len(tokens), stats.generated, cached[0], timings, tail))
+        # a stop string's tokens are not counted: completion_tokens are the tokens of the text sent
+        n_out = sent_tokens[0] if stop.hit is not None else stats.generated
+        job.sink(Done(stop.final, reason, len(tokens), n_out, cached[0], timings, tail))
