@@ -125,6 +125,14 @@ def test_a_model_is_retrieved_by_id(client, api) -> None:
     assert err.value.body["code"] == "model_not_found"
 
 
+def tokenize(api, text: str) -> list[int]:
+    """vLLM's /tokenize at the server's root (what lm-evaluation-harness calls)."""
+    status, body, _ = call(api[0].url.removesuffix("/v1") + "/tokenize", "POST",
+                           {"prompt": text, "add_special_tokens": False}, {"Authorization": "Bearer k3y"})
+    assert status == 200, body
+    return body["tokens"]
+
+
 def complete(client, model: str, **kw: Any) -> Any:
     return client.completions.create(model=model, seed=1, extra_body={"preset": "greedy"}, **kw)
 
@@ -163,3 +171,60 @@ def test_partial_characters_are_bytes_in_legacy_logprobs_and_never_a_trailing_re
         text = complete(client, model, prompt=prompt, max_tokens=n).choices[0].text
         assert "\ufffd" not in text, (n, text)
     assert complete(client, model, prompt=prompt, max_tokens=2).choices[0].text == ""
+
+
+def test_n_choices_and_arrays_of_prompts_are_runs_of_their_own(client, api) -> None:
+    model = api[1]
+    answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Tell me a story."}],
+                                            max_tokens=12, temperature=1.0, n=3, seed=11)
+    assert [c.index for c in answer.choices] == [0, 1, 2]
+    assert len({c.message.content for c in answer.choices}) == 3  # each choice its own draw (seeds 11, 12, 13)
+    one = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Tell me a story."}],
+                                         max_tokens=12, temperature=1.0, seed=11)
+    assert one.choices[0].message.content == answer.choices[0].message.content  # choice 0 is seed 11's draw
+    assert answer.usage.prompt_tokens == one.usage.prompt_tokens  # the prompt counted once
+    assert 3 <= answer.usage.completion_tokens <= 36
+    prompts = ["The capital of France is", "One, two, three,"]
+    many = complete(client, model, prompt=prompts, max_tokens=4)
+    assert [c.index for c in many.choices] == [0, 1]
+    for prompt, choice in zip(prompts, many.choices):
+        assert choice.text == complete(client, model, prompt=prompt, max_tokens=4).choices[0].text
+    ids = tokenize(api, prompts[0])
+    by_ids = complete(client, model, prompt=ids, max_tokens=4)  # a token-array prompt
+    assert by_ids.choices[0].text == many.choices[0].text
+    nested = complete(client, model, prompt=[ids, ids], max_tokens=4)
+    assert [c.text for c in nested.choices] == [many.choices[0].text] * 2
+
+
+def test_logit_bias_bans_and_forces_tokens(client, api) -> None:
+    model = api[1]
+    plain = complete(client, model, prompt="The capital of France is", max_tokens=1, logprobs=1)
+    paris = plain.choices[0].logprobs.tokens[0]
+    assert paris == " Paris"
+    (paris_id,) = tokenize(api, paris)
+    banned = complete(client, model, prompt="The capital of France is", max_tokens=1,
+                      logit_bias={str(paris_id): -100})
+    assert banned.choices[0].text != paris
+    with pytest.raises(openai.BadRequestError) as err:
+        complete(client, model, prompt="x", max_tokens=1, logit_bias={"99999999": 5})
+    assert err.value.body["param"] == "logit_bias"
+
+
+def test_echo_scores_a_prompt_as_lm_evaluation_harness_asks(client, api) -> None:
+    """lm_eval's local-completions sends echo, logprobs 1, max_tokens 1 and reads token_logprobs[ctx:-1] and
+    whether each is the top_logprobs' best; max_tokens 0 scores the prompt alone."""
+    model = api[1]
+    prompt = "The capital of France is Paris"
+    ids = tokenize(api, prompt)
+    scored = complete(client, model, prompt=prompt, max_tokens=1, logprobs=1, echo=True)
+    lp = scored.choices[0].logprobs
+    assert scored.choices[0].text.startswith(prompt) and len(lp.token_logprobs) == len(ids) + 1
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None and lp.text_offset[0] == 0
+    assert all(v is not None and v <= 0 for v in lp.token_logprobs[1:])
+    paris = lp.token_logprobs[len(ids) - 1]
+    assert paris == max(lp.top_logprobs[len(ids) - 1].values())  # " Paris" is the greedy answer, exactly
+    only = complete(client, model, prompt=prompt, max_tokens=0, logprobs=1, echo=True)
+    assert only.choices[0].text == prompt and only.usage.completion_tokens == 0
+    assert only.choices[0].logprobs.token_logprobs == lp.token_logprobs[:-1]  # the same numbers, one pass
+    with pytest.raises(openai.BadRequestError):
+        complete(client, model, prompt=prompt, max_tokens=0)  # nothing to generate and nothing to score

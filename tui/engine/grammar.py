@@ -9,7 +9,9 @@ llama.cpp must never see a grammar or a token that would take the process down, 
 
 * the text is checked here first (:func:`check_gbnf`): llama.cpp's parser loops until memory runs out on a
   repetition ``{m,n}`` with m > n, and copies a literal once per repetition (a long literal repeated a
-  thousand times is gigabytes), so both are refused with a one-line reason;
+  thousand times is gigabytes), so both are refused with a one-line reason; so are the common mistakes
+  (no root rule, a rule used but not defined, an unterminated string), whose reason llama.cpp would only
+  print to stderr;
 * a grammar llama.cpp refuses (it returns NULL) becomes an :class:`EngineError`;
 * a token is accepted only after the grammar allowed it: accepting one it rejects throws a C++ exception
   through the C API, which aborts the process;
@@ -30,11 +32,12 @@ from .errors import EngineError
 __all__ = ["JSON_GBNF", "MAX_GBNF_CHARS", "Grammar", "check_gbnf", "gbnf_from_json_schema"]
 
 MAX_GBNF_CHARS = 256 * 1024  # grammars from JSON schemas of many tools are tens of KiB
-MAX_REPEAT = 2000  # llama.cpp's MAX_REPETITION_THRESHOLD: beyond it, it refuses or drops the bound
+MAX_REPEAT = 2000  # llama.cpp's MAX_REPETITION_THRESHOLD: it refuses a larger minimum and drops a larger maximum
 _MAX_ELEMENTS = 2_000_000  # grammar elements (8 bytes each) the repetitions may expand to: 16 MB
 
 # the GBNF tokens that matter for the check: comments, literals, character classes, token references,
-# repetitions and the other items (one element each); anything else is left to llama.cpp's parser
+# repetitions, rule definitions and the other items (one element each: a rule name, '.', a group's ')');
+# rule names are letters, digits and '-' (llama.cpp's); anything else is left to llama.cpp's parser
 _LEX = re.compile(r"""
     (?P<comment>\#[^\n]*)
   | (?P<literal>"(?:[^"\\]|\\.)*")
@@ -42,7 +45,8 @@ _LEX = re.compile(r"""
   | (?P<token><[^>]*>)
   | (?P<repeat>\{[ \t]*(?P<lo>\d+)[ \t]*(?:(?P<comma>,)[ \t]*(?P<hi>\d+)?[ \t]*)?\})
   | (?P<postfix>[*+?])
-  | (?P<item>[A-Za-z0-9_-]+(?![ \t]*::=)|[.)])
+  | (?P<define>[A-Za-z0-9-]+)[ \t]*::=
+  | (?P<item>[A-Za-z0-9-]+|[.)])
   | (?P<open>["\[<{])
 """, re.VERBOSE | re.DOTALL)
 
@@ -56,17 +60,24 @@ def check_gbnf(gbnf: str, root: str = "root") -> str | None:
         return f"the grammar has {len(gbnf):,} characters (at most {MAX_GBNF_CHARS:,})"
     if "\x00" in gbnf or "\x00" in root:
         return "the grammar contains a NUL character"
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", root):
-        return f"the root rule name {root!r} is not a rule name (letters, digits, '-', '_')"
+    if not re.fullmatch(r"[A-Za-z0-9-]+", root):
+        return f"the root rule name {root!r} is not a rule name (letters, digits and '-')"
+    defined: set[str] = set()
+    used: dict[str, int] = {}  # rule name -> where it is first used
     elements = 0  # what llama.cpp's parser will build, in grammar elements
     last = 0  # elements of the item a repetition copies (a group is one: a reference to its rule)
     for m in _LEX.finditer(gbnf):
         kind = m.lastgroup
         if kind == "comment":
             continue
+        if kind == "define":
+            defined.add(m.group("define"))
+            continue
         if kind == "open":
             what = {'"': "string", "[": "character class", "<": "token reference", "{": "repetition"}[m.group()]
             return f"line {_line(gbnf, m.start())}: an unterminated or malformed {what} at {m.group()!r}"
+        if kind == "item" and m.group() not in ".)":
+            used.setdefault(m.group(), m.start())
         if kind in ("literal", "chars", "token", "item"):
             last = len(m.group()) - 2 if kind in ("literal", "chars") else 1
             elements += last
@@ -77,13 +88,20 @@ def check_gbnf(gbnf: str, root: str = "root") -> str | None:
             hi = lo if m.group("comma") is None else (int(m.group("hi")) if m.group("hi") else None)
             if hi is not None and hi < lo:
                 return f"line {_line(gbnf, m.start())}: the repetition {m.group()} has its maximum below its minimum"
-            if lo > MAX_REPEAT or (hi is not None and hi > MAX_REPEAT):
+            if lo > MAX_REPEAT:
                 return (f"line {_line(gbnf, m.start())}: the repetition {m.group()} is above llama.cpp's limit "
                         f"of {MAX_REPEAT:,}")
+            if hi is not None and hi > MAX_REPEAT:
+                hi = None  # llama.cpp drops a maximum above its limit: {m,} (the text is then longer than asked)
             elements += last * (hi if hi is not None else lo + 1)
         if elements > _MAX_ELEMENTS:
             return (f"line {_line(gbnf, m.start())}: the grammar expands to more than {_MAX_ELEMENTS:,} elements "
                     "(long literals repeated many times)")
+    if root not in defined:
+        return f"there is no rule named {root!r} (the start rule: '{root} ::= ...')"
+    for name, pos in used.items():
+        if name not in defined:
+            return f"line {_line(gbnf, pos)}: the rule {name!r} is used but never defined"
     return None
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from .base import Sampler
 from .chain import Chain
 from .samplers import SAMPLERS
+from .samplers.grammar import with_grammar
 from .schema import BuildContext, Param
 
 __all__ = ["ALIASES", "BUILTIN_PRESETS", "DEFAULT_PRESET", "SAMPLER_TYPES", "BuildContext", "Param", "Preset",
@@ -141,13 +142,27 @@ class Preset:
     source: str = "built-in"
     # the preset this one was edited from (``with_param``): its description then says what changed
     base: Preset | None = field(default=None, compare=False, repr=False)
+    # one request's grammar (``with_grammar``), in its start state; never in a preset file
+    grammar: Any = field(default=None, compare=False, repr=False)
 
     def build(self, ctx: BuildContext, *, trace: bool = True, seen: Iterable[int] = ()) -> Chain:
-        """A fresh chain; ``seen``: tokens it has already accepted (penalties and DRY remember them)."""
-        chain = Chain([s.build(ctx) for s in self.samplers], trace=trace)
+        """A fresh chain; ``seen``: tokens it has already accepted (penalties and DRY remember them).
+
+        With a grammar (``ctx.grammar``, else this preset's), the chain starts with a grammar stage on a copy
+        of it, which ``seen`` advances like every other stage."""
+        stages = [s.build(ctx) for s in self.samplers]
+        grammar = ctx.grammar if ctx.grammar is not None else self.grammar
+        if grammar is not None:
+            stages = with_grammar(stages, grammar.clone())
+        chain = Chain(stages, trace=trace)
         for token in seen:
             chain.accept(token)
         return chain
+
+    def with_grammar(self, grammar: Any) -> "Preset":
+        """A copy whose chains start with a grammar stage for ``grammar`` (a filter in its start state, see
+        :class:`~.schema.BuildContext`): how a request constrains its output without a preset of its own."""
+        return Preset(self.name, self.samplers, self.description, self.source, self.base, grammar)
 
     def native_specs(self, ctx: BuildContext) -> list[tuple[str, dict[str, Any]]]:
         return [s.native(ctx) for s in self.samplers]
@@ -173,7 +188,7 @@ class Preset:
         description = f"{base.name} with {', '.join(changes)}" if changes else base.description
         if len(description) > MAX_DESCRIPTION:
             description = description[: MAX_DESCRIPTION - 1] + "…"
-        return Preset(self.name, checked, description, self.source, base)
+        return Preset(self.name, checked, description, self.source, base, self.grammar)
 
     def reordered(self, names: Sequence[str]) -> "Preset":
         """llama.cpp's ``--samplers``: this order, keeping known parameters, then the selector."""
@@ -187,7 +202,8 @@ class Preset:
         if not specs or not SAMPLER_TYPES[specs[-1].name].selects:
             last = self.samplers[-1] if self.samplers and SAMPLER_TYPES[self.samplers[-1].name].selects else None
             specs.append(last or SamplerSpec("dist"))
-        return Preset(self.name, validate_specs(specs, where="--samplers"), self.description, self.source, self.base)
+        return Preset(self.name, validate_specs(specs, where="--samplers"), self.description, self.source, self.base,
+                      self.grammar)
 
     def as_toml(self) -> str:
         lines = [f"name = {_toml_value(self.name)}"]

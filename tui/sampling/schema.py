@@ -42,9 +42,14 @@ class Native(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class BuildContext:
-    """What building a chain needs from the run: the model's vocabulary and the seed."""
+    """What building a chain needs from the run: the model's vocabulary and the seed, and for a request that
+    constrains its output, a grammar: a filter with ``allowed(ids, logits) -> bool mask``, ``accept(token)``,
+    ``reset()`` and ``clone()`` (:class:`~.samplers.grammar.GrammarFilter`; the engine's is
+    ``tui.engine.grammar.Grammar``) in its start state. A chain built with one gets its own copy of it as the
+    first stage (:meth:`~.presets.Preset.build`)."""
 
     n_vocab: int
     seed: int = 42
     n_ctx: int = 4096
     dry_vocab: DryVocab | None = None
+    grammar: Any = None

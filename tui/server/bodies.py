@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..engine.settings import MAX_TOKENS, SEED_MAX
 from .service import TOP_LOGPROBS_MAX, ApiError
 
+MAX_CHOICES = 8  # n: each choice is a run of its own on one engine
+MAX_RUNS = 16  # prompts × n in one request: bounded work
+
 
 class SamplingParams(BaseModel):
     """The fields both request bodies share: the model and how to sample."""
@@ -28,7 +31,9 @@ class SamplingParams(BaseModel):
     # null is accepted where OpenAI accepts it: it means the default
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
-    n: int | None = Field(1, ge=1, le=1, description="llmtui generates one choice per request")
+    n: int | None = Field(1, ge=1, le=MAX_CHOICES, description="choices: each a run of its own, one after the "
+                          "other (with seeds seed, seed+1…)")
+    logit_bias: dict[str, float] | None = Field(None, description="token id → bias added to its logit, -100..100")
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     # llmtui extensions
@@ -67,10 +72,23 @@ class ChatRequest(SamplingParams):
 
 
 class CompletionRequest(SamplingParams):
-    prompt: str | list[str]
-    max_tokens: int | None = Field(16, ge=1, le=MAX_TOKENS)
+    prompt: str | list[str] | list[int] | list[list[int]]  # text, texts, token ids, lists of token ids
+    max_tokens: int | None = Field(16, ge=0, le=MAX_TOKENS)  # 0 with echo: score the prompt only
     logprobs: int | None = Field(None, ge=0, le=TOP_LOGPROBS_MAX)
     echo: bool | None = False
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize: the text, and whether the model's special tokens (its BOS) are added and parsed."""
+
+    model_config = ConfigDict(extra="ignore")
+    prompt: str = Field(max_length=1_000_000)
+    add_special_tokens: bool | None = True
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    tokens: list[int] = Field(max_length=1_000_000)
 
 
 class ErrorDetail(BaseModel):

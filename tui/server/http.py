@@ -17,6 +17,8 @@ in :mod:`~tui.server.responses`, the uvicorn runner in :mod:`~tui.server.runner`
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import secrets
 from collections.abc import Callable
@@ -29,7 +31,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.openapi.utils import get_openapi
 
 from ..engine.settings import SEED_MAX
-from .bodies import ERROR_RESPONSES, ChatRequest, CompletionRequest, SamplingParams
+from ..engine.thread import engine_thread
+from .bodies import (
+    ERROR_RESPONSES,
+    MAX_RUNS,
+    ChatRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    SamplingParams,
+    TokenizeRequest,
+)
 from .config import MAX_BODY_BYTES, OPEN_PATHS, ServerConfig
 from .errors import add_error_handlers
 from .guard import Guard
@@ -150,6 +161,45 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
                          "loaded": loaded is not None and Path(e.path) == Path(loaded.path)})
         return {"object": "list", "data": data}
 
+    def engine() -> Any:
+        ctl = service.controller()
+        if ctl is None:
+            raise ApiError(503, "no model is loaded yet; try again in a moment", type="server_error",
+                           code="model_loading")
+        return ctl.engine
+
+    async def on_engine(job: Callable[[], Any]) -> Any:
+        return await asyncio.to_thread(engine_thread().call, job)
+
+    # vLLM's tokenizer routes (lm-evaluation-harness's local-completions finds and uses them)
+    @app.get("/tokenizer_info", responses=ERROR_RESPONSES)
+    async def tokenizer_info() -> dict[str, Any]:
+        eng = engine()
+        info = eng.info
+
+        def text(token: int) -> str | None:
+            return eng.piece(token).decode("utf-8", "replace") if token >= 0 else None
+
+        return {"bos_token": text(info.bos), "eos_token": text(info.eos), "n_vocab": info.n_vocab,
+                "add_bos_token": info.add_bos, "model_max_length": eng.n_ctx}
+
+    @app.post("/tokenize", responses=ERROR_RESPONSES)
+    async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
+        eng = engine()
+        text = _valid_text(body.prompt, "prompt")
+        tokens = await on_engine(lambda: eng.tokenize(text, add_bos=None if body.add_special_tokens else False,
+                                                      parse_special=bool(body.add_special_tokens)))
+        return {"tokens": tokens, "count": len(tokens), "max_model_len": eng.n_ctx}
+
+    @app.post("/detokenize", responses=ERROR_RESPONSES)
+    async def detokenize(body: DetokenizeRequest) -> dict[str, Any]:
+        eng = engine()
+        bad = [t for t in body.tokens if not 0 <= t < eng.n_vocab]
+        if bad:
+            raise ApiError(400, f"tokens: {bad[0]} is not a token id of this model (0..{eng.n_vocab - 1:,})",
+                           param="tokens")
+        return {"prompt": b"".join(eng.piece(t) for t in body.tokens).decode("utf-8", "replace")}
+
     @app.get("/v1/models/{model_id:path}", responses=ERROR_RESPONSES)
     async def model(model_id: str) -> dict[str, Any]:
         for entry in (await models())["data"]:
@@ -170,24 +220,55 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
             k = 0
         max_tokens = body.max_completion_tokens or body.max_tokens or config.max_tokens
         req = _gen_request(config, body, "chat", max_tokens=max_tokens, messages=messages, top_logprobs=k)
-        return await respond(service, req, body, chat=True, label=f"chat · {len(messages)} message(s)",
-                              request=request)
+        return await respond(service, _choices([req], body), body, chat=True,
+                             label=f"chat · {len(messages)} message(s)", request=request)
 
     @app.post("/v1/completions", response_model=None, responses=ERROR_RESPONSES)
     async def completions(body: CompletionRequest, request: Request) -> Any:
-        prompt = body.prompt
-        if isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise ApiError(400, "llmtui completes one prompt per request", param="prompt")
-            prompt = prompt[0]
-        _valid_text(prompt, "prompt")
-        if body.echo:
-            raise ApiError(400, "echo is not supported", param="echo")
-        req = _gen_request(config, body, "completion", max_tokens=body.max_tokens or 16, prompt=prompt,
-                           top_logprobs=body.logprobs)
-        return await respond(service, req, body, chat=False, label="completion", request=request)
+        prompts = _prompts(body.prompt)
+        if body.max_tokens == 0 and not body.echo:
+            raise ApiError(400, "max_tokens 0 generates nothing: it is for scoring a prompt, with echo and logprobs",
+                           param="max_tokens")
+        max_tokens = 16 if body.max_tokens is None else body.max_tokens
+        base = _gen_request(config, body, "completion", max_tokens=max_tokens, top_logprobs=body.logprobs,
+                            echo=bool(body.echo))
+        reqs = [dataclasses.replace(base, index=i, **_prompt_fields(p)) for i, p in enumerate(prompts)]
+        return await respond(service, _choices(reqs, body), body, chat=False, label="completion", request=request)
 
     return app
+
+
+def _prompts(prompt: Any) -> list[str | list[int]]:
+    """A completion's prompt(s): a text, texts, token ids, or lists of token ids (OpenAI's four forms)."""
+    if isinstance(prompt, str):
+        prompts: list[Any] = [prompt]
+    elif prompt and all(isinstance(p, int) for p in prompt):
+        prompts = [list(prompt)]
+    else:
+        prompts = list(prompt)
+    if not prompts or len(prompts) > MAX_RUNS:
+        raise ApiError(400, f"prompt: give 1 to {MAX_RUNS} prompts (got {len(prompts)})", param="prompt")
+    for i, p in enumerate(prompts):
+        if isinstance(p, str):
+            _valid_text(p, f"prompt[{i}]" if len(prompts) > 1 else "prompt")
+        elif not p:
+            raise ApiError(400, f"prompt[{i}]: an empty list of tokens", param="prompt")
+    return prompts
+
+
+def _prompt_fields(prompt: str | list[int]) -> dict[str, Any]:
+    if isinstance(prompt, str):
+        return {"prompt": prompt}
+    return {"prompt": "", "prompt_tokens": tuple(prompt)}
+
+
+def _choices(reqs: list[GenRequest], body: SamplingParams) -> list[GenRequest]:
+    """``n`` runs per prompt: choice i·n + j samples with seed + j (each choice another draw, all reproducible)."""
+    n = body.n or 1
+    if len(reqs) * n > MAX_RUNS:
+        raise ApiError(400, f"n × prompts = {len(reqs) * n}: at most {MAX_RUNS} runs per request", param="n")
+    return [dataclasses.replace(r, index=r.index * n + j, seed=(r.seed + j) % (SEED_MAX + 1))
+            for r in reqs for j in range(n)]
 
 
 def _gen_request(config: ServerConfig, body: SamplingParams, kind: str, **kw: Any) -> GenRequest:
@@ -232,8 +313,23 @@ def _gen_request(config: ServerConfig, body: SamplingParams, kind: str, **kw: An
         raise ApiError(400, "at most 4 stop sequences", param="stop")
     for text in stop:
         _valid_text(text, "stop")
+    bias = _logit_bias(body.logit_bias)
     return GenRequest(kind=kind, model=loaded.name, preset=preset, seed=request_seed(body.seed, config.seed), stop=stop,
-                      **kw)
+                      logit_bias=bias, **kw)
+
+
+def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    """OpenAI's logit_bias: token ids (as strings) → -100..100 (the engine checks the ids against its vocabulary)."""
+    out = []
+    for key, value in (bias or {}).items():
+        if not (key.isascii() and key.isdigit() and len(key) <= 9):
+            raise ApiError(400, f"logit_bias: {key[:20]!r} is not a token id", param="logit_bias")
+        if not -100.0 <= value <= 100.0:
+            raise ApiError(400, f"logit_bias[{key}]: {value} is outside -100..100", param="logit_bias")
+        out.append((int(key), float(value)))
+    if len(out) > 1024:
+        raise ApiError(400, "logit_bias: at most 1024 tokens", param="logit_bias")
+    return tuple(out)
 
 
 def request_seed(asked: int | None, server: int | None) -> int:

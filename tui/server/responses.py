@@ -43,10 +43,14 @@ def _chat_logprobs(tokens: Sequence[TokenOut]) -> dict[str, Any]:
     ], "refusal": None}
 
 
-def _completion_logprobs(tokens: Sequence[TokenOut], offset: int = 0) -> dict[str, Any]:
+def _completion_logprobs(tokens: Sequence[TokenOut], prompt_offset: int = 0, offset: int = 0,
+                         n_prompt: int = 0) -> dict[str, Any]:
+    """Legacy logprobs: the first ``n_prompt`` tokens are the prompt's (echo: offsets from ``prompt_offset``),
+    the rest generated ones (offsets from ``offset``, where the generated text starts)."""
     return {"tokens": [_legacy_token(t.piece) for t in tokens], "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [{_legacy_token(p): lp for _, p, lp in t.top} for t in tokens],
-            "text_offset": [offset + t.start for t in tokens]}
+            "top_logprobs": [None if t.logprob is None else {_legacy_token(p): lp for _, p, lp in t.top}
+                             for t in tokens],
+            "text_offset": [(prompt_offset if i < n_prompt else offset) + t.start for i, t in enumerate(tokens)]}
 
 
 def _usage(done: Done) -> dict[str, Any]:
@@ -116,15 +120,14 @@ async def _next(stream: _Stream, request: Request | None) -> object:
                 raise _ClientGone from None
 
 
-async def respond(service: Service, req: GenRequest, body: SamplingParams, *, chat: bool, label: str,
-                  request: Request | None = None) -> Any:
-    """Submit ``req`` and answer it: an error before any byte is sent (a context overflow is a 400), then
-    the whole answer as one object or, when ``body.stream``, as server-sent events; a 499 for a client
-    that left while it waited."""
-    stream = _Stream(wake_on_tokens=body.stream)
+async def _submit(service: Service, req: GenRequest, body: SamplingParams, label: str,
+                  request: Request | None) -> tuple[_Stream, Any] | Response:
+    """Queue ``req``; once the engine took it (its prompt fits), its stream and job — or a 499 for a client
+    that left while it waited. An error before any byte is sent (a context overflow) is raised."""
+    stream = _Stream(wake_on_tokens=bool(body.stream))
     job = service.submit(req, stream.sink, label)
     try:
-        accepted = await _next(stream, request)  # a context overflow is a 400 before any byte is sent
+        accepted = await _next(stream, request)
     except _ClientGone:
         job.cancel.set()  # it left while queued: the worker skips it
         return Response(status_code=499)
@@ -132,13 +135,45 @@ async def respond(service: Service, req: GenRequest, body: SamplingParams, *, ch
         job.cancel.set()
         raise
     assert isinstance(accepted, Accepted)
+    return stream, job
+
+
+def _fingerprint(req: GenRequest) -> str:
+    return f"llmtui-{req.preset.name}-seed{req.seed}"
+
+
+async def respond(service: Service, reqs: Sequence[GenRequest], body: SamplingParams, *, chat: bool, label: str,
+                  request: Request | None = None) -> Any:
+    """Answer ``reqs`` (one per choice: ``n`` > 1 and several prompts are several runs, one after the other):
+    an error before any byte is sent (a context overflow is a 400), then the whole answer as one object or,
+    when ``body.stream``, as server-sent events; a 499 for a client that left while it waited."""
+    first = await _submit(service, reqs[0], body, label, request)
+    if isinstance(first, Response):
+        return first
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return StreamingResponse(_sse(stream, job, req, rid, created, chat, include_usage),
+        return StreamingResponse(_sse_all(service, first, reqs, body, label, rid, created, chat, include_usage),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    choices, dones = [], []
+    for i, req in enumerate(reqs):
+        submitted = first if i == 0 else await _submit(service, req, body, label, request)
+        if isinstance(submitted, Response):
+            return submitted
+        answered = await _collect(*submitted, request)
+        if isinstance(answered, Response):
+            return answered
+        tokens, done = answered
+        choices.append(_choice(req, done, tokens, chat))
+        dones.append(done)
+    return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
+            "model": reqs[0].model, "choices": choices, "usage": _usage_of(dones, body.n or 1),
+            "system_fingerprint": _fingerprint(reqs[0])}
+
+
+async def _collect(stream: _Stream, job: Any, request: Request | None) -> tuple[list[TokenOut], Done] | Response:
     tokens: list[TokenOut] = []
     try:
         while True:
@@ -146,52 +181,85 @@ async def respond(service: Service, req: GenRequest, body: SamplingParams, *, ch
             if isinstance(item, TokenOut):
                 tokens.append(item)
             elif isinstance(item, Done):
-                break
+                return tokens, item
     except _ClientGone:
         job.cancel.set()  # nobody to answer: the engine stops before the next token
         return Response(status_code=499)
     except BaseException:
         job.cancel.set()
         raise
-    done = item
+
+
+def _choice(req: GenRequest, done: Done, tokens: Sequence[TokenOut], chat: bool) -> dict[str, Any]:
     if chat:
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": done.text, "refusal": None},
-                                  "finish_reason": done.finish_reason,
-                                  "logprobs": _chat_logprobs(tokens) if req.top_logprobs is not None else None}
-        obj = "chat.completion"
-    else:
-        choice = {"index": 0, "text": done.text, "finish_reason": done.finish_reason,
-                  "logprobs": _completion_logprobs(tokens, len(req.prompt)) if req.top_logprobs is not None
-                  else None}
-        obj = "text_completion"
-    return {"id": rid, "object": obj, "created": created, "model": req.model, "choices": [choice],
-            "usage": _usage(done), "system_fingerprint": f"llmtui-{req.preset.name}-seed{req.seed}"}
+        return {"index": req.index, "message": {"role": "assistant", "content": done.text, "refusal": None},
+                "finish_reason": done.finish_reason,
+                "logprobs": _chat_logprobs(tokens) if req.top_logprobs is not None else None}
+    offset = len(done.echo) if req.echo else len(req.prompt)  # OpenAI's text_offset counts from the prompt
+    logprobs = None
+    if req.top_logprobs is not None:
+        logprobs = _completion_logprobs([*done.prompt_logprobs, *tokens], 0, offset, len(done.prompt_logprobs))
+    return {"index": req.index, "text": done.echo + done.text, "finish_reason": done.finish_reason,
+            "logprobs": logprobs}
+
+
+def _usage_of(dones: Sequence[Done], n: int) -> dict[str, Any]:
+    """One request's usage: each prompt's tokens once (its ``n`` choices share it), every choice's completion."""
+    usage = _usage(dones[0])
+    if len(dones) > 1:
+        usage["prompt_tokens"] = sum(d.prompt_tokens for d in dones[::n])
+        usage["completion_tokens"] = sum(d.completion_tokens for d in dones)
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return usage
 
 
 def _sse_line(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-async def _sse(stream: _Stream, job: Any, req: GenRequest, rid: str, created: int, chat: bool,
-               include_usage: bool) -> AsyncIterator[str]:
+async def _sse_all(service: Service, first: tuple[_Stream, Any], reqs: Sequence[GenRequest], body: SamplingParams,
+                   label: str, rid: str, created: int, chat: bool, include_usage: bool) -> AsyncIterator[str]:
+    """Every choice's events, one choice after the other (each chunk names its choice's index)."""
     obj = "chat.completion.chunk" if chat else "text_completion"
-    base = {"id": rid, "object": obj, "created": created, "model": req.model,
-            "system_fingerprint": f"llmtui-{req.preset.name}-seed{req.seed}"}
+    base = {"id": rid, "object": obj, "created": created, "model": reqs[0].model,
+            "system_fingerprint": _fingerprint(reqs[0])}
+    dones: list[Done] = []
+    for i, req in enumerate(reqs):
+        if i:
+            try:
+                submitted = await _submit(service, req, body, label, None)
+            except ApiError as exc:  # after the stream started: report it in-band, as OpenAI does
+                yield _sse_line(exc.body())
+                break
+            if isinstance(submitted, Response):
+                break
+        else:
+            submitted = first
+        stream, job = submitted
+        async for line in _sse(stream, job, req, base, chat, dones):
+            yield line
+    if include_usage and dones:
+        yield _sse_line({**base, "choices": [], "usage": _usage_of(dones, body.n or 1)})
+    yield "data: [DONE]\n\n"
+
+
+async def _sse(stream: _Stream, job: Any, req: GenRequest, base: dict[str, Any], chat: bool,
+               dones: list[Done]) -> AsyncIterator[str]:
     want_lp = req.top_logprobs is not None
 
     def chunk(delta: str | None, finish: str | None, tokens: Sequence[TokenOut] = (), role: bool = False,
-              offset: int = 0) -> str:
+              offset: int = 0, n_prompt: int = 0) -> str:
         if chat:
             d: dict[str, Any] = {}
             if role:
                 d["role"] = "assistant"
             if delta is not None:
                 d["content"] = delta
-            choice: dict[str, Any] = {"index": 0, "delta": d, "finish_reason": finish,
+            choice: dict[str, Any] = {"index": req.index, "delta": d, "finish_reason": finish,
                                       "logprobs": _chat_logprobs(tokens) if want_lp and tokens else None}
         else:
-            choice = {"index": 0, "text": delta or "", "finish_reason": finish,
-                      "logprobs": _completion_logprobs(tokens, offset) if want_lp and tokens else None}
+            choice = {"index": req.index, "text": delta or "", "finish_reason": finish,
+                      "logprobs": _completion_logprobs(tokens, 0, offset, n_prompt) if want_lp and tokens else None}
         return _sse_line({**base, "choices": [choice]})
 
     offset = 0 if chat else len(req.prompt)  # OpenAI's text_offset counts from the prompt's start
@@ -208,12 +276,13 @@ async def _sse(stream: _Stream, job: Any, req: GenRequest, rid: str, created: in
                 if item.delta or want_lp:
                     yield chunk(item.delta, None, (item,), offset=offset)
             elif isinstance(item, Done):
+                if item.echo or item.prompt_logprobs:  # scoring: the prompt first, with its logprobs
+                    offset = len(item.echo)
+                    yield chunk(item.echo, None, item.prompt_logprobs, n_prompt=len(item.prompt_logprobs))
                 if item.tail:
                     yield chunk(item.tail, None)
                 yield chunk(None if chat else "", item.finish_reason)
-                if include_usage:
-                    yield _sse_line({**base, "choices": [], "usage": _usage(item)})
+                dones.append(item)
                 break
-        yield "data: [DONE]\n\n"
     finally:
         job.cancel.set()  # the client went away (or we are done): free the engine before the next token

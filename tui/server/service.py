@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..engine.chat import chat_prompt
 from ..engine.controller import ChatTurn, Finished, PromptDone, StepEvent
 from ..engine.errors import EngineError
@@ -60,6 +62,10 @@ class GenRequest:
     messages: tuple[dict[str, str], ...] = ()  # chat: the conversation
     stop: tuple[str, ...] = ()
     top_logprobs: int | None = None  # None: no logprobs; 0: only the chosen token's
+    prompt_tokens: tuple[int, ...] | None = None  # completion: the prompt given as token ids
+    echo: bool = False  # completion: the answer starts with the prompt (and its logprobs: scoring)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # token id → bias added to its logit (-100..100)
+    index: int = 0  # the choice this request answers (n > 1, several prompts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +81,7 @@ class TokenOut:
     token: int
     piece: bytes
     delta: str  # text released with this token (held back while it may start a stop string)
-    logprob: float  # log of the token's probability under the model (softmax of the raw logits)
+    logprob: float | None  # log of the token's probability (softmax of the raw logits); None: a prompt's first
     top: tuple[tuple[int, bytes, float], ...]  # (token, piece, logprob) of the most likely tokens
     start: int = 0  # where the token's text starts in the generated text (characters): OpenAI's text_offset
 
@@ -89,6 +95,8 @@ class Done:
     cached_tokens: int
     timings: dict[str, float]
     tail: str = ""  # text not yet released by any TokenOut (held back, or the decoder's last bytes)
+    echo: str = ""  # the prompt, when the request asked for it back
+    prompt_logprobs: tuple[TokenOut, ...] = ()  # echo + logprobs: each prompt token as the model scores it
 
 
 @dataclass(slots=True)
@@ -252,7 +260,49 @@ class Service:
         eng = ctl.engine
         if req.kind == "chat":
             return chat_prompt(eng, [dict(m) for m in req.messages])
+        if req.prompt_tokens is not None:
+            bad = [t for t in req.prompt_tokens if not 0 <= t < eng.n_vocab]
+            if bad:
+                raise ApiError(400, f"prompt: token id {bad[0]} is not in this model's vocabulary "
+                               f"(0..{eng.n_vocab - 1:,})", param="prompt")
+            text = b"".join(eng.piece(t) for t in req.prompt_tokens).decode("utf-8", "replace")
+            return text, list(req.prompt_tokens)
         return req.prompt, eng.tokenize(req.prompt, add_bos=None, parse_special=True)
+
+    def _biased(self, ctl: Any, req: GenRequest) -> Any:
+        """The request's preset with its logit_bias as the chain's first stage (ids checked here)."""
+        if not req.logit_bias:
+            return req.preset
+        n_vocab = ctl.engine.n_vocab
+        bad = [t for t, _ in req.logit_bias if not 0 <= t < n_vocab]
+        if bad:
+            raise ApiError(400, f"logit_bias: token id {bad[0]} is not in this model's vocabulary "
+                           f"(0..{n_vocab - 1:,})", param="logit_bias")
+        from ..sampling.presets import SamplerSpec
+
+        spec = SamplerSpec("logit_bias", {"bias": dict(req.logit_bias)})
+        return dataclasses.replace(req.preset, samplers=(spec, *req.preset.samplers))
+
+    def _scored(self, ctl: Any, tokens: list[int], k: int) -> tuple[TokenOut, ...]:
+        """Each prompt token as the model scores it (echo + logprobs): its logprob after the tokens before it
+        (the first has none) and the top-``k`` there; one pass over the prompt with every position's logits."""
+        from ..engine.lab import log_softmax
+
+        eng = ctl.engine
+        logits = ctl.exclusive(lambda: eng.evaluate_all(tokens))
+        logp = log_softmax(logits[:-1]) if len(tokens) > 1 else np.empty((0, eng.n_vocab))
+        out, start = [], 0
+        for i, tok in enumerate(tokens):
+            piece = eng.piece(tok)
+            lp = None if i == 0 else float(logp[i - 1, tok])
+            top: tuple[tuple[int, bytes, float], ...] = ()
+            if i and k:
+                best = np.argpartition(-logp[i - 1], k)[:k]
+                best = best[np.argsort(-logp[i - 1][best])]
+                top = tuple((int(b), eng.piece(int(b)), float(logp[i - 1, b])) for b in best)
+            out.append(TokenOut(i, tok, piece, "", lp, top, start))
+            start += len(piece.decode("utf-8", "replace"))
+        return tuple(out)
 
     def _serve(self, job: Job) -> None:
         ctl = self._controller()
@@ -270,8 +320,16 @@ class Service:
                            f"{len(tokens)} tokens (llmtui: start it with a larger --n-ctx, or shorten the "
                            "prompt)", param="messages" if req.kind == "chat" else "prompt",
                            code="context_length_exceeded")
+        preset = self._biased(ctl, req)
         job.sink(Accepted(len(tokens)))
         self.started += 1
+        scored: tuple[TokenOut, ...] = ()
+        if req.echo and req.top_logprobs is not None:
+            scored = self._call(self._scored, ctl, tokens, req.top_logprobs or 0)
+        echo = job.shown if req.echo else ""
+        if req.max_tokens == 0:  # scoring only: the prompt back, nothing generated
+            job.sink(Done("", "length", len(tokens), 0, 0, {}, "", echo, scored))
+            return
         run_id = self._begin(job) if self._begin is not None else next(self._run_ids)
         stop = StopFilter(req.stop)
         t: dict[str, float] = {"first": 0.0, "prompt_ms": 0.0}
@@ -322,7 +380,7 @@ class Service:
             elif isinstance(ev, Finished):
                 finished.append(ev)
 
-        stats = self._call(ctl.run, job.shown, prefix=tokens, run_id=run_id, preset=req.preset, seed=req.seed,
+        stats = self._call(ctl.run, job.shown, prefix=tokens, run_id=run_id, preset=preset, seed=req.seed,
                         max_tokens=req.max_tokens, listener=listen, cancel=job.cancel, reuse=True)
         end = time.perf_counter()
         if stats.stop_reason is StopReason.ERROR:
@@ -354,4 +412,4 @@ class Service:
         }
         # a stop string's tokens are not counted: completion_tokens are the tokens of the text sent
         n_out = sent_tokens[0] if stop.hit is not None else stats.generated
-        job.sink(Done(stop.final, reason, len(tokens), n_out, cached[0], timings, tail))
+        job.sink(Done(stop.final, reason, len(tokens), n_out, cached[0], timings, tail, echo, scored))
