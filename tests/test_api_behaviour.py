@@ -228,3 +228,24 @@ def test_echo_scores_a_prompt_as_lm_evaluation_harness_asks(client, api) -> None
     assert only.choices[0].logprobs.token_logprobs == lp.token_logprobs[:-1]  # the same numbers, one pass
     with pytest.raises(openai.BadRequestError):
         complete(client, model, prompt=prompt, max_tokens=0)  # nothing to generate and nothing to score
+
+
+def test_the_responses_api_answers_text_streamed_or_whole(client, api) -> None:
+    model = api[1]
+    whole = client.responses.create(model=model, input="What is the capital of France?", instructions="Be brief.",
+                                    max_output_tokens=16, temperature=0, extra_body={"seed": 3})
+    assert whole.status in ("completed", "incomplete") and whole.output_text
+    chat = client.chat.completions.create(model=model, max_tokens=16, temperature=0, seed=3, messages=[
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}])
+    assert whole.output_text == chat.choices[0].message.content  # the same turn underneath
+    assert whole.usage.output_tokens == chat.usage.completion_tokens
+    events = list(client.responses.create(model=model, input=[{"role": "user", "content": "Say hi."}],
+                                          max_output_tokens=8, stream=True, extra_body={"seed": 3}))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] in ("response.completed", "response.incomplete")
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    (done,) = [e for e in events if e.type == "response.output_text.done"]
+    assert deltas == done.text and deltas == events[-1].response.output_text
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model=model, input="x", tools=[{"type": "function", "name": "f", "parameters": {}}])
+    assert err.value.body["param"] == "tools"

@@ -44,6 +44,7 @@ from .bodies import (
 from .config import MAX_BODY_BYTES, OPEN_PATHS, ServerConfig
 from .errors import add_error_handlers
 from .guard import Guard
+from .openai_responses import ResponsesRequest, messages_of, respond_responses
 from .responses import respond
 from .runner import ServerThread, quiet_uvicorn
 from .service import ApiError, GenRequest, Service
@@ -234,6 +235,14 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
                             echo=bool(body.echo))
         reqs = [dataclasses.replace(base, index=i, **_prompt_fields(p)) for i, p in enumerate(prompts)]
         return await respond(service, _choices(reqs, body), body, chat=False, label="completion", request=request)
+
+    @app.post("/v1/responses", response_model=None, responses=ERROR_RESPONSES)
+    async def responses(body: ResponsesRequest, request: Request) -> Any:
+        messages = tuple({"role": m["role"], "content": _valid_text(m["content"], "input")}
+                         for m in messages_of(body))
+        req = _gen_request(config, body, "chat", max_tokens=body.max_output_tokens or config.max_tokens,
+                           messages=messages)
+        return await respond_responses(service, req, body, request)
 
     return app
 
