@@ -79,7 +79,9 @@ def test_json_object_grammar_and_schema_conversion_are_accepted(engine) -> None:
     ('root ::= "a" )', "llama.cpp refused it"),  # past our check: llama.cpp returns NULL
     ('root ::= "ab"{3,1}', "maximum below its minimum"),  # llama.cpp's parser would eat all memory
     ('root ::= "' + "x" * 5000 + '"{1999}', "expands to more than"),  # gigabytes of rules
+    ('root ::= "' + "x" * 2000 + '"{40}{40}', "expands to more than"),  # the second copies the first's 40
     ("root ::= [a-z]{2001}", "limit of 2,000"),
+    ("root ::= [a-z]{" + "9" * 5000 + "}", "too large"),
 ])
 def test_a_bad_grammar_is_one_line_engine_error(engine, gbnf: str, reason: str) -> None:
     with pytest.raises(EngineError) as err:

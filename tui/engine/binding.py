@@ -24,9 +24,9 @@ from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from .logring import LogRing
 
-__all__ = ["JSON_GBNF", "LOG", "ChatFormatter", "error_from_log", "ensure_backend", "grammar_rejects", "grammar_sampler",
-           "json_schema_to_gbnf", "ll", "llama_cpp_version", "supports_gpu_offload", "supports_mlock", "supports_mmap",
-           "system_info"]
+__all__ = ["JSON_GBNF", "LOG", "ChatFormatter", "error_from_log", "ensure_backend", "grammar_rejects",
+           "grammar_sampler", "json_schema_to_gbnf", "ll", "llama_cpp_version", "supports_gpu_offload",
+           "supports_mlock", "supports_mmap", "system_info"]
 
 ChatFormatter = Jinja2ChatFormatter  # renders a GGUF's chat template (Jinja), as llama-cpp-python does
 

@@ -11,10 +11,12 @@ chain over the tokens the grammar allows": a truncation before it (top_k, top_p)
 a probability mass the grammar then removes, and could leave nothing allowed. llama.cpp's default mode saves
 the cost differently — it samples without the grammar, checks the chosen token alone, and only re-samples
 with the grammar first when the token is rejected — which changes the distribution and draws twice, so a
-learner could not read the trace as one chain. The cost (``benchmarks/bench_grammar.py``, SmolLM2's
-49,152 candidates, a JSON schema): full vocabulary 2.9 ms a step (median; 3.6 ms inside strings, where most
-tokens are allowed) against 0.01 ms for 40 candidates after top_k, next to ~5 ms for the decode. It is paid
-only by requests that ask for a grammar.
+learner could not read the trace as one chain. The cost, measured with ``benchmarks/bench_grammar.py``
+(SmolLM2's 49,152 candidates, a JSON schema, two shared cores): llama.cpp's check of the full vocabulary
+takes ~4 ms a step where few tokens fit and ~8-10 ms inside strings, where nearly all do, against ~0.15 ms
+for the 40 candidates left after top_k; one SmolLM2 decode takes ~9 ms there. So a constrained SmolLM2 run
+is up to twice as slow per token; a larger model's decode dwarfs the check. Only requests that ask for a
+grammar pay it.
 
 The stage is not a preset sampler (not in ``SAMPLERS``): a grammar belongs to one request, and preset files
 stay as they are.
@@ -88,9 +90,6 @@ class GrammarStage(Sampler):
 
     def clone(self) -> "GrammarStage":
         return GrammarStage(self.grammar.clone())
-
-    def describe(self) -> str:
-        return self.name
 
 
 def with_grammar(stages: list[Sampler], grammar: Any) -> list[Sampler]:
