@@ -249,3 +249,101 @@ def test_the_responses_api_answers_text_streamed_or_whole(client, api) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client.responses.create(model=model, input="x", tools=[{"type": "function", "name": "f", "parameters": {}}])
     assert err.value.body["param"] == "tools"
+
+
+# types, required fields, enums: what llama-cpp-python's schema converter puts in the grammar (numeric ranges
+# such as minimum/maximum it does not: the README says so)
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
+                                           "mood": {"enum": ["happy", "sad"]}},
+          "required": ["name", "age", "mood"], "additionalProperties": False}
+
+
+def grammar_stages(api, run) -> list[Any]:
+    """The grammar stage of each step the server's engine ran for ``run()`` (the controller's own events)."""
+    from tui.engine.controller import StepEvent
+
+    srv = api[0]
+    seen: list[Any] = []
+    before = srv.controller.emit
+    srv.controller.emit = lambda ev: seen.append(ev) if isinstance(ev, StepEvent) and not ev.pending else None
+    try:
+        run()
+    finally:
+        srv.controller.emit = before
+    return [next((s for s in ev.step.trace.stages if s.name == "grammar"), None) for ev in seen]
+
+
+def test_response_format_json_schema_is_enforced_by_a_grammar_stage_you_can_see(client, api) -> None:
+    import jsonschema
+
+    model = api[1]
+    answers = []
+    stages = grammar_stages(api, lambda: answers.append(client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Invent a person."}], max_tokens=60, seed=4,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})))
+    (answer,) = answers
+    person = json.loads(answer.choices[0].message.content)
+    jsonschema.validate(person, PERSON)
+    assert stages and all(s is not None for s in stages)  # every step went through the grammar
+    assert all(s.n_out < s.n_in for s in stages) and any(s.mass_removed > 0 for s in stages)
+    obj = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Give a JSON object."}],
+                                         max_tokens=40, seed=4, response_format={"type": "json_object"})
+    assert isinstance(json.loads(obj.choices[0].message.content), dict) or obj.choices[0].finish_reason == "length"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}],
+                                       response_format={"type": "sound"})
+    assert err.value.body["param"] == "response_format.type"
+    with pytest.raises(openai.BadRequestError) as err:  # raw GBNF: only with --allow-grammar
+        client.completions.create(model=model, prompt="x", max_tokens=2, extra_body={"grammar": 'root ::= "a"'})
+    assert err.value.body["param"] == "grammar"
+    done = client.completions.create(model=model, prompt="Answer yes or no: is the sky blue?", max_tokens=8, seed=1,
+                                     extra_body={"preset": "greedy",
+                                                 "json_schema": {"type": "string", "enum": ["yes", "no"]}})
+    assert json.loads(done.choices[0].text) in ("yes", "no")  # llama-server's json_schema field
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "the weather in a city",
+                                            "parameters": {"type": "object",
+                                                           "properties": {"city": {"type": "string",
+                                                                                   "maxLength": 20}},
+                                                           "required": ["city"]}}}
+
+
+def test_tools_come_back_as_tool_calls_streamed_or_not(client, api) -> None:
+    model = api[1]
+    ask = dict(model=model, messages=[{"role": "user", "content": "What is the weather in Paris?"}], max_tokens=40,
+               seed=2, tools=[WEATHER], tool_choice="required")
+    answer = client.chat.completions.create(**ask)
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+    chunks = list(client.chat.completions.create(**ask, stream=True))
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert [tc.function.name for tc in calls] == ["get_weather"]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(**{**ask, "tool_choice": {"type": "function", "function": {"name": "nope"}}})
+
+
+def test_langchain_structured_output_and_tools(api) -> None:
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    llm = ChatOpenAI(base_url=api[0].url, api_key="k3y", model=api[1], max_tokens=60, seed=4, max_retries=0,
+                     timeout=120)
+    person = llm.with_structured_output(Person).invoke("Invent a person.")
+    assert isinstance(person, Person) and person.name and isinstance(person.age, int)
+    message = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("What is the weather in Paris?")
+    (call,) = message.tool_calls
+    assert call["name"] == "get_weather" and isinstance(call["args"]["city"], str)

@@ -24,7 +24,7 @@ KEY = "fuzz-key"
 MAX_TOKENS = 2  # a generated request may ask for a million tokens; the engine makes at most this many
 EXAMPLES = 30  # cases per route and mode
 ROUTES = [("GET", "/health"), ("GET", "/metrics"), ("GET", "/v1/models/{model_id}"), ("GET", "/tokenizer_info"),
-          ("POST", "/tokenize"), ("POST", "/detokenize"), ("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions")]
+          ("POST", "/tokenize"), ("POST", "/detokenize"), ("POST", "/v1/responses"), ("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions")]
 
 
 @pytest.fixture(scope="module")

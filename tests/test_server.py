@@ -479,7 +479,8 @@ def test_the_frameworks_own_errors_have_openai_shape(server) -> None:
     assert status == 400 and _openai_error(body)["param"] == "messages[0].content"
     status, schema, _ = _call(server.url, "GET", "/openapi.json")
     assert status == 200 and set(schema["paths"]) == {"/health", "/metrics", "/v1/models", "/v1/models/{model_id}",
-                                                      "/tokenizer_info", "/tokenize", "/detokenize", "/v1/completions",
+                                                      "/tokenizer_info", "/tokenize", "/detokenize", "/v1/responses",
+                                                      "/v1/completions",
                                                       "/v1/chat/completions"}
 
 

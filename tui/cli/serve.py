@@ -41,6 +41,9 @@ def register(sub: Any) -> None:
     srv.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", type=V.utf8_text,
                      help="let web pages from ORIGIN (e.g. http://localhost:3000; repeatable; * for any) call the "
                      "API from a browser (CORS); default: none")
+    srv.add_argument("--allow-grammar", action="store_true",
+                     help="accept raw GBNF grammars from clients (llama-server's 'grammar' field); off by default: a "
+                     "grammar can make every step exponential — response_format and json_schema are always accepted")
     srv.add_argument("--max-tokens", type=V.TOKENS, default=256, metavar="N",
                      help="max_tokens for chat requests that set none (default 256)")
     srv.add_argument("--record", nargs="?", const="", metavar="DIR",
@@ -85,7 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              seed=settings.seed if seed_given(args, config) else None, host=args.host, port=args.port, api_key=args.api_key,
                              max_tokens=args.max_tokens, models=lambda: find_models(args, config),
                              recorder_factory=recorder, on_event=on_event,
-                             max_body_bytes=int(args.max_body * 2**20), cors_origins=args.cors_origin)
+                             max_body_bytes=int(args.max_body * 2**20), cors_origins=args.cors_origin,
+                             allow_grammar=args.allow_grammar)
     except OSError as exc:
         engine.close()
         raise CliError(str(exc)) from None

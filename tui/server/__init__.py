@@ -38,7 +38,8 @@ def start_local(engine: Any, entry: Any, *, catalog: Any, preset: Any, seed: int
                 port: int = 0, api_key: str | None = None, max_tokens: int = 256,
                 models: Callable[[], Sequence[Any]] | None = None, recorder_factory: Any = None,
                 context_policy: str = "stop", on_event: Callable[[object], None] | None = None,
-                max_body_bytes: int | None = None, cors_origins: Sequence[str] = ()) -> LocalServer:
+                max_body_bytes: int | None = None, cors_origins: Sequence[str] = (),
+                allow_grammar: bool = False) -> LocalServer:
     """Serve ``engine`` (already loaded from ``entry``) in background threads; ``port=0`` picks a free one.
     ``on_event`` sees the controller's events (from the engine thread), e.g. RecordingFailed;
     ``max_body_bytes`` bounds a request body (default :data:`~tui.server.http.MAX_BODY_BYTES`)."""
@@ -55,7 +56,7 @@ def start_local(engine: Any, entry: Any, *, catalog: Any, preset: Any, seed: int
     config = ServerConfig(catalog=catalog, default_preset=lambda: preset, seed=seed, max_tokens=max_tokens,
                           api_key=api_key, loaded=lambda: entry, models=models or (lambda: [entry]),
                           max_body_bytes=MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes,
-                          cors_origins=tuple(cors_origins))
+                          cors_origins=tuple(cors_origins), allow_grammar=allow_grammar)
     try:
         http = ServerThread(create_app(service, config), host, port).start()
     except BaseException:

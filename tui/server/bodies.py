@@ -6,6 +6,7 @@ Each field is range-checked where it enters; a body that fails a check is a 400
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +35,10 @@ class SamplingParams(BaseModel):
     n: int | None = Field(1, ge=1, le=MAX_CHOICES, description="choices: each a run of its own, one after the "
                           "other (with seeds seed, seed+1…)")
     logit_bias: dict[str, float] | None = Field(None, description="token id → bias added to its logit, -100..100")
+    # structured output: a grammar stage in the chain enforces it (tui.server.structured)
+    response_format: dict[str, Any] | None = None
+    json_schema: dict[str, Any] | None = None  # llama-server's field
+    grammar: str | None = None  # llama-server's raw GBNF: only with `llmtui serve --allow-grammar`
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     # llmtui extensions
@@ -48,9 +53,14 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant's earlier calls (shown to the model as JSON)
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if self.content is None:
+            if self.tool_calls:  # the calls the model made, as it wrote them
+                calls = [c.get("function", {}) for c in self.tool_calls if isinstance(c, dict)]
+                return json.dumps([{"name": c.get("name"), "arguments": c.get("arguments")} for c in calls])
             return ""
         if isinstance(self.content, str):
             return self.content
@@ -65,6 +75,9 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(SamplingParams):
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None  # one call per answer here, whatever it says
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     logprobs: bool | None = False

@@ -22,6 +22,7 @@ class ServerConfig:
     max_body_bytes: int = MAX_BODY_BYTES
     # browsers' origins allowed to call the API (CORS); empty: none — a page elsewhere cannot read the answers
     cors_origins: tuple[str, ...] = ()
+    allow_grammar: bool = False  # raw GBNF from clients (a grammar can make every step exponential: trusted only)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:

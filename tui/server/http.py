@@ -47,6 +47,7 @@ from .guard import Guard
 from .openai_responses import ResponsesRequest, messages_of, respond_responses
 from .responses import respond
 from .runner import ServerThread, quiet_uvicorn
+from .structured import Structure, response_grammar, tool_structure
 from .service import ApiError, GenRequest, Service
 
 # the app's surface: what the dashboard, `llmtui serve` and the tests import from here
@@ -220,7 +221,15 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
         if body.logprobs and k is None:
             k = 0
         max_tokens = body.max_completion_tokens or body.max_tokens or config.max_tokens
-        req = _gen_request(config, body, "chat", max_tokens=max_tokens, messages=messages, top_logprobs=k)
+        structure = tool_structure(body.tools, body.tool_choice)
+        if structure.tools and _grammar(config, body) is not None:
+            raise ApiError(400, "tools and response_format both constrain the answer: give one", param="tools")
+        if not structure.tools:
+            structure = Structure(grammar=_grammar(config, body))
+        elif structure.system_note:  # the model's template cannot list tools: a system message does
+            messages = _with_system_note(messages, structure.system_note)
+        req = _gen_request(config, body, "chat", max_tokens=max_tokens, messages=messages, top_logprobs=k,
+                           structure=structure)
         return await respond(service, _choices([req], body), body, chat=True,
                              label=f"chat · {len(messages)} message(s)", request=request)
 
@@ -232,7 +241,7 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
                            param="max_tokens")
         max_tokens = 16 if body.max_tokens is None else body.max_tokens
         base = _gen_request(config, body, "completion", max_tokens=max_tokens, top_logprobs=body.logprobs,
-                            echo=bool(body.echo))
+                            echo=bool(body.echo), structure=Structure(grammar=_grammar(config, body)))
         reqs = [dataclasses.replace(base, index=i, **_prompt_fields(p)) for i, p in enumerate(prompts)]
         return await respond(service, _choices(reqs, body), body, chat=False, label="completion", request=request)
 
@@ -245,6 +254,21 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
         return await respond_responses(service, req, body, request)
 
     return app
+
+
+def _grammar(config: ServerConfig, body: SamplingParams) -> str | None:
+    """The grammar ``response_format`` / ``json_schema`` / ``grammar`` ask for (raw GBNF only where the server
+    allows it: a grammar can make every step exponential in llama.cpp's engine)."""
+    if body.grammar is not None and not config.allow_grammar:
+        raise ApiError(400, "grammar: raw GBNF is refused here (one can make every step exponential); use "
+                       "response_format or json_schema, or start the server with --allow-grammar", param="grammar")
+    return response_grammar(body.response_format, body.grammar, body.json_schema)
+
+
+def _with_system_note(messages: tuple[dict[str, str], ...], note: str) -> tuple[dict[str, str], ...]:
+    if messages and messages[0]["role"] == "system":
+        return ({"role": "system", "content": messages[0]["content"] + "\n\n" + note}, *messages[1:])
+    return ({"role": "system", "content": note}, *messages)
 
 
 def _prompts(prompt: Any) -> list[str | list[int]]:

@@ -20,6 +20,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from .bodies import SamplingParams
 from .service import Accepted, ApiError, Done, GenRequest, Service, TokenOut
+from .structured import tool_calls
 
 
 def _token_str(piece: bytes) -> str:
@@ -190,10 +191,22 @@ async def _collect(stream: _Stream, job: Any, request: Request | None) -> tuple[
         raise
 
 
+def _answer(req: GenRequest, text: str, finish: str) -> tuple[dict[str, Any], str]:
+    """A chat answer's message and finish reason: a tool call when the request offered tools and the model
+    called one (its grammar made the call well-formed), else the text (structured output: its JSON)."""
+    structure = req.structure
+    calls = tool_calls(text, structure) if structure is not None else None
+    if calls:
+        return {"role": "assistant", "content": None, "refusal": None, "tool_calls": calls}, "tool_calls"
+    if structure is not None and structure.grammar is not None:
+        text = text.rstrip()  # a JSON grammar allows trailing whitespace
+    return {"role": "assistant", "content": text, "refusal": None}, finish
+
+
 def _choice(req: GenRequest, done: Done, tokens: Sequence[TokenOut], chat: bool) -> dict[str, Any]:
     if chat:
-        return {"index": req.index, "message": {"role": "assistant", "content": done.text, "refusal": None},
-                "finish_reason": done.finish_reason,
+        message, finish = _answer(req, done.text, done.finish_reason)
+        return {"index": req.index, "message": message, "finish_reason": finish,
                 "logprobs": _chat_logprobs(tokens) if req.top_logprobs is not None else None}
     offset = len(done.echo) if req.echo else len(req.prompt)  # OpenAI's text_offset counts from the prompt
     logprobs = None
@@ -263,6 +276,9 @@ async def _sse(stream: _Stream, job: Any, req: GenRequest, base: dict[str, Any],
         return _sse_line({**base, "choices": [choice]})
 
     offset = 0 if chat else len(req.prompt)  # OpenAI's text_offset counts from the prompt's start
+    # offered tools: the answer is a call or text, known at its end (then sent as one delta)
+    held = chat and req.structure is not None and bool(req.structure.tools)
+    text = ""
     try:
         if chat:
             yield chunk("", None, role=True)
@@ -273,8 +289,21 @@ async def _sse(stream: _Stream, job: Any, req: GenRequest, base: dict[str, Any],
                 yield _sse_line(exc.body())
                 break
             if isinstance(item, TokenOut):
-                if item.delta or want_lp:
+                if held:
+                    text += item.delta
+                elif item.delta or want_lp:
                     yield chunk(item.delta, None, (item,), offset=offset)
+            elif isinstance(item, Done) and held:
+                message, finish = _answer(req, text + item.tail, item.finish_reason)
+                if message.get("tool_calls"):
+                    calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+                    yield _sse_line({**base, "choices": [{"index": req.index, "delta": {"tool_calls": calls},
+                                                          "finish_reason": None, "logprobs": None}]})
+                else:
+                    yield chunk(message["content"], None)
+                yield chunk(None, finish)
+                dones.append(item)
+                break
             elif isinstance(item, Done):
                 if item.echo or item.prompt_logprobs:  # scoring: the prompt first, with its logprobs
                     offset = len(item.echo)

@@ -66,6 +66,7 @@ class GenRequest:
     echo: bool = False  # completion: the answer starts with the prompt (and its logprobs: scoring)
     logit_bias: tuple[tuple[int, float], ...] = ()  # token id → bias added to its logit (-100..100)
     index: int = 0  # the choice this request answers (n > 1, several prompts)
+    structure: Any = None  # tui.server.structured.Structure: a grammar the output must follow, tools
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +270,20 @@ class Service:
             return text, list(req.prompt_tokens)
         return req.prompt, eng.tokenize(req.prompt, add_bos=None, parse_special=True)
 
+    def _constrained(self, ctl: Any, req: GenRequest, preset: Any) -> tuple[Any, Any]:
+        """``preset`` with the request's grammar as a stage (llama.cpp's grammar engine), and the grammar to
+        close after the run (None without one)."""
+        gbnf = getattr(req.structure, "grammar", None)
+        if gbnf is None:
+            return preset, None
+        from ..engine.grammar import Grammar
+
+        try:
+            grammar = self._call(Grammar, ctl.engine, gbnf)
+        except EngineError as exc:
+            raise ApiError(400, str(exc), param="grammar") from None
+        return preset.with_grammar(grammar), grammar
+
     def _biased(self, ctl: Any, req: GenRequest) -> Any:
         """The request's preset with its logit_bias as the chain's first stage (ids checked here)."""
         if not req.logit_bias:
@@ -320,7 +335,15 @@ class Service:
                            f"{len(tokens)} tokens (llmtui: start it with a larger --n-ctx, or shorten the "
                            "prompt)", param="messages" if req.kind == "chat" else "prompt",
                            code="context_length_exceeded")
-        preset = self._biased(ctl, req)
+        preset, grammar = self._constrained(ctl, req, self._biased(ctl, req))
+        try:
+            self._generate(job, ctl, req, tokens, preset, t_start)
+        finally:
+            if grammar is not None:
+                grammar.close()
+
+    def _generate(self, job: Job, ctl: Any, req: GenRequest, tokens: list[int], preset: Any,
+                  t_start: float) -> None:
         job.sink(Accepted(len(tokens)))
         self.started += 1
         scored: tuple[TokenOut, ...] = ()
