@@ -347,3 +347,34 @@ def test_langchain_structured_output_and_tools(api) -> None:
     message = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("What is the weather in Paris?")
     (call,) = message.tool_calls
     assert call["name"] == "get_weather" and isinstance(call["args"]["city"], str)
+
+
+def test_tools_go_to_a_template_that_takes_them_else_to_a_system_note() -> None:
+    from types import SimpleNamespace
+
+    from tui.server.service import GenRequest, Service
+    from tui.server.structured import tool_structure
+
+    seen: dict[str, Any] = {}
+
+    class Stub:
+        template_takes_tools = True
+        info = SimpleNamespace(bos=-1)
+
+        def render_chat(self, messages, *, add_generation_prompt=True, tools=None):
+            seen["messages"], seen["tools"] = messages, tools
+            return "rendered"
+
+        def tokenize(self, text, **kw):
+            return [1, 2, 3]
+
+    structure = tool_structure([WEATHER], "required")
+    req = GenRequest(kind="chat", model="m", preset=BUILTIN_PRESETS["greedy"], seed=1, max_tokens=4,
+                     messages=({"role": "user", "content": "Weather?"},), structure=structure)
+    service = Service(lambda: None)
+    service._prompt(SimpleNamespace(engine=Stub()), req)
+    assert seen["tools"][0]["function"]["name"] == "get_weather" and len(seen["messages"]) == 1  # its own way
+    Stub.template_takes_tools = False
+    service._prompt(SimpleNamespace(engine=Stub()), req)
+    assert seen["tools"] is None and seen["messages"][0]["role"] == "system"
+    assert "get_weather" in seen["messages"][0]["content"]  # told in a system message instead

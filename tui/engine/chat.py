@@ -56,9 +56,12 @@ def chat_policy(context_policy: str) -> str:
     return "drop-oldest-turns" if context_policy == "drop-oldest-turns" else "stop"
 
 
-def chat_prompt(eng: Any, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
-    """The conversation rendered with the model's chat template (ready for the answer), and its tokens."""
-    text = eng.render_chat(messages, add_generation_prompt=True)
+def chat_prompt(eng: Any, messages: list[dict[str, str]],
+                tools: list[dict[str, Any]] | None = None) -> tuple[str, list[int]]:
+    """The conversation rendered with the model's chat template (ready for the answer), and its tokens;
+    ``tools``: for a template that lists them itself."""
+    text = eng.render_chat(messages, add_generation_prompt=True, tools=tools) if tools else eng.render_chat(
+        messages, add_generation_prompt=True)
     bos = eng.piece(eng.info.bos).decode("utf-8", "replace") if eng.info.bos >= 0 else None
     add_bos = False if bos and text.startswith(bos) else None  # the template already wrote it
     return text, eng.tokenize(text, add_bos=add_bos, parse_special=True)

@@ -286,9 +286,16 @@ class LlamaEngine:
 
     # -- chat ------------------------------------------------------------------------
 
-    def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+    @property
+    def template_takes_tools(self) -> bool:
+        """The model's chat template renders a list of tools itself (it names ``tools``)."""
+        return "tools" in (self.info.chat_template or "")
+
+    def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True,
+                    tools: list[dict[str, Any]] | None = None) -> str:
         """The conversation as the model expects it: its own GGUF chat template, rendered with
-        llama-cpp-python's Jinja formatter (ChatML when the model has no template)."""
+        llama-cpp-python's Jinja formatter (ChatML when the model has no template); ``tools`` (OpenAI's
+        shape) go to a template that takes them."""
         try:
             fmt = self._chat_formatters.get(add_generation_prompt)
             if fmt is None:
@@ -297,7 +304,7 @@ class LlamaEngine:
                 eos = self.piece(self.info.eos).decode("utf-8", "replace") if self.info.eos >= 0 else ""
                 fmt = self._chat_formatters[add_generation_prompt] = ChatFormatter(
                     template, eos_token=eos, bos_token=bos, add_generation_prompt=add_generation_prompt)
-            return fmt(messages=messages).prompt
+            return (fmt(messages=messages, tools=tools) if tools else fmt(messages=messages)).prompt
         except Exception as exc:  # a template that does not render is a user-facing problem
             raise EngineError(f"the chat template does not render: {exc}") from None
 

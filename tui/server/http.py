@@ -226,8 +226,6 @@ def create_app(service: Service, config: ServerConfig) -> FastAPI:
             raise ApiError(400, "tools and response_format both constrain the answer: give one", param="tools")
         if not structure.tools:
             structure = Structure(grammar=_grammar(config, body))
-        elif structure.system_note:  # the model's template cannot list tools: a system message does
-            messages = _with_system_note(messages, structure.system_note)
         req = _gen_request(config, body, "chat", max_tokens=max_tokens, messages=messages, top_logprobs=k,
                            structure=structure)
         return await respond(service, _choices([req], body), body, chat=True,
@@ -263,12 +261,6 @@ def _grammar(config: ServerConfig, body: SamplingParams) -> str | None:
         raise ApiError(400, "grammar: raw GBNF is refused here (one can make every step exponential); use "
                        "response_format or json_schema, or start the server with --allow-grammar", param="grammar")
     return response_grammar(body.response_format, body.grammar, body.json_schema)
-
-
-def _with_system_note(messages: tuple[dict[str, str], ...], note: str) -> tuple[dict[str, str], ...]:
-    if messages and messages[0]["role"] == "system":
-        return ({"role": "system", "content": messages[0]["content"] + "\n\n" + note}, *messages[1:])
-    return ({"role": "system", "content": note}, *messages)
 
 
 def _prompts(prompt: Any) -> list[str | list[int]]:

@@ -111,6 +111,13 @@ class Job:
     shown: str = ""  # the prompt as the model reads it (a chat rendered by its template)
 
 
+def with_system_note(messages: list[dict[str, str]], note: str) -> list[dict[str, str]]:
+    """``note`` at the head of the system message (a new one if there is none)."""
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": messages[0]["content"] + "\n\n" + note}, *messages[1:]]
+    return [{"role": "system", "content": note}, *messages]
+
+
 def _lp(p: float) -> float:
     return math.log(p) if p > 0 else -9999.0  # OpenAI's floor for an impossible token
 
@@ -260,7 +267,14 @@ class Service:
         """What the model reads (a chat rendered by its template) and its tokens."""
         eng = ctl.engine
         if req.kind == "chat":
-            return chat_prompt(eng, [dict(m) for m in req.messages])
+            messages = [dict(m) for m in req.messages]
+            structure = req.structure
+            if structure is not None and structure.tools:
+                if getattr(eng, "template_takes_tools", False):  # the model's own way of being told of tools
+                    tools = [{"type": "function", "function": f} for f in structure.tools]
+                    return chat_prompt(eng, messages, tools)
+                messages = with_system_note(messages, structure.system_note)  # its template cannot say it
+            return chat_prompt(eng, messages)
         if req.prompt_tokens is not None:
             bad = [t for t in req.prompt_tokens if not 0 <= t < eng.n_vocab]
             if bad:
