@@ -50,9 +50,10 @@ def completion_chunk(text: str, *, logprobs: bool = True, finish: str | None = N
     return b"data: " + json.dumps(event).encode() + b"\n\n"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet stdlib handler that reads a JSON body and calls ``_answer(method, body)`` (the fake servers')."""
+
     protocol_version = "HTTP/1.0"  # one answer per connection, unless a behaviour says otherwise
-    server: FakeServers
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         pass
@@ -67,6 +68,13 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         self._answer("POST", body)
+
+    def _answer(self, method: str, body: Any) -> None:
+        raise NotImplementedError
+
+
+class _Handler(JsonHandler):
+    server: FakeServers
 
     def _answer(self, method: str, body: Any) -> None:
         parts = self.path.split("?", 1)[0].split("/")

@@ -12,12 +12,13 @@ import json
 import math
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.remote_fakes import JsonHandler
 from tui.engine.controller import Finished, StepEvent
 from tui.engine.loop import StopReason
 from tui.remote import RemoteError, connect
@@ -91,22 +92,7 @@ def _cut(name: str, data: bytes) -> bytes:
     return b"\n\n".join(events[:2]) + b"\n\n"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"  # one answer per connection; the body ends when the connection does
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-        self._answer("GET", None)
-
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        self._answer("POST", body)
+class _Handler(JsonHandler):  # one answer per connection; the body ends when the connection does
 
     def _answer(self, method: str, body: Any) -> None:
         parts = self.path.split("?", 1)[0].split("/")[1:]  # [cut,] server, path...

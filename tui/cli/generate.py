@@ -181,17 +181,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
             warn(first_token_hint(chat, piece_label(engine.piece(controller.last.history[0])),
                                   how="run it without --raw (chat mode: the question becomes a user turn)",
                                   can_chat=engine.info.has_chat_template))
-        out = sys.stdout
+        summary = None
         if args.json:
-            summary = {"summary": {**stats.summary(), "model": entry.name, "preset": preset.name,
-                                   "samplers": preset.describe(), "seed": settings.seed,
-                                   "n_ctx": engine.n_ctx, "threads": settings.threads}}
-            out.write(json_text(summary) + "\n")
-        else:
-            out.write("\n")
-        out.flush()
-        if stats.stop_reason is StopReason.ERROR:
-            raise CliError(stats.error or "generation failed")
+            summary = {**stats.summary(), "model": entry.name, "preset": preset.name, "samplers": preset.describe(),
+                       "seed": settings.seed, "n_ctx": engine.n_ctx, "threads": settings.threads}
+        return finish_output(stats, summary)
+
+
+def finish_output(stats: Any, summary: dict[str, Any] | None) -> int:
+    """After the streamed steps: the ``{"summary": …}`` line with --json (else a newline); a failed run is a
+    CliError (exit 2)."""
+    from ..engine.loop import StopReason
+
+    out = sys.stdout
+    out.write(json_text({"summary": summary}) + "\n" if summary is not None else "\n")
+    out.flush()
+    if stats.stop_reason is StopReason.ERROR:
+        raise CliError(stats.error or "generation failed")
     return 0
 
 
@@ -200,7 +206,6 @@ def cmd_generate_remote(args: argparse.Namespace, preset: Any, seed: int) -> int
     carry null where the server gives nothing (never an invented figure)."""
     from ..engine.chat import ChatSession
     from ..engine.errors import EngineError
-    from ..engine.loop import StopReason
     from ..remote.controller import RemoteController, unsent_samplers
     from .remote import remotes_from
 
@@ -231,7 +236,7 @@ def cmd_generate_remote(args: argparse.Namespace, preset: Any, seed: int) -> int
     stats = run_headless(controller, args.prompt, as_json=args.json, record=args.record)
     for warning in engine.warnings[warned:]:  # what the server showed about itself during the run
         warn(warning)
-    out = sys.stdout
+    summary = None
     if args.json:
         remote = engine.remote
         counters = controller.last_counters
@@ -240,13 +245,7 @@ def cmd_generate_remote(args: argparse.Namespace, preset: Any, seed: int) -> int
                    "seed": seed, "remote": {**remote.header(), "mode": engine.mode},
                    "server": None if counters is None else {"prompt_n": counters.prompt_n, "cache_n": counters.cache_n,
                                                             "predicted_n": counters.predicted_n}}
-        out.write(json_text({"summary": summary}) + "\n")
-    else:
-        out.write("\n")
-    out.flush()
-    if stats.stop_reason is StopReason.ERROR:
-        raise CliError(stats.error or "generation failed")
-    return 0
+    return finish_output(stats, summary)
 
 
 COMMANDS = {"generate": cmd_generate}

@@ -167,6 +167,15 @@ class Backend:
     def model(self) -> str:
         return self.info().model
 
+    def _object(self, path: str, body: Any = None, *, timeout: float | None = None) -> dict[str, Any]:
+        """An optional endpoint's JSON object: {} where the server has none, or answers something else."""
+        try:
+            answer = (self.endpoint.get_json(path, timeout=timeout) if body is None
+                      else self.endpoint.post_json(path, body, timeout=timeout))
+        except RemoteError:
+            return {}
+        return answer if isinstance(answer, dict) else {}
+
     # -- generation ----------------------------------------------------------------------------------------
 
     def stream(self, request: Request) -> Iterator[RemoteToken | RemoteDone]:

@@ -98,13 +98,6 @@ class OllamaBackend(Backend):
                               kind="bad-json")
         return [m for m in models if isinstance(m, dict) and isinstance(m.get("name", m.get("model")), str)]
 
-    def _show(self, model: str) -> dict[str, Any]:
-        try:
-            body = self.endpoint.post_json("/api/show", {"model": model})
-        except RemoteError:
-            return {}
-        return body if isinstance(body, dict) else {}
-
     def info(self) -> RemoteInfo:
         if self._info is not None:
             return self._info
@@ -120,7 +113,7 @@ class OllamaBackend(Backend):
                                   kind="unsupported")
             chosen = installed[0]
         model = str(chosen.get("name") or chosen.get("model"))
-        show = self._show(model)
+        show = self._object("/api/show", {"model": model})
         model_info = show.get("model_info") if isinstance(show.get("model_info"), dict) else {}
 
         def meta(suffix: str) -> int | None:

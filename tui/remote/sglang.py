@@ -96,13 +96,6 @@ class SGLangBackend(Backend):
 
     # -- what the server is ------------------------------------------------------------------------------
 
-    def _get(self, path: str) -> dict[str, Any]:
-        try:
-            body = self.endpoint.get_json(path, timeout=10)
-        except RemoteError:
-            return {}
-        return body if isinstance(body, dict) else {}
-
     def info(self) -> RemoteInfo:
         if self._info is not None:
             return self._info
@@ -111,12 +104,12 @@ class SGLangBackend(Backend):
             raise RemoteError(f"{self.endpoint.shown}/get_model_info has no model_path: not SGLang?", kind="bad-json")
         model = model_info["model_path"]
         n_ctx = None
-        models = self._get("/v1/models").get("data")
+        models = self._object("/v1/models", timeout=10).get("data")
         if isinstance(models, list) and models and isinstance(models[0], dict):
             first = models[0]
             model = first["id"] if isinstance(first.get("id"), str) and first["id"] else model  # served name
             n_ctx = as_count(first.get("max_model_len"))
-        server = self._get("/get_server_info")
+        server = self._object("/get_server_info", timeout=10)
         n_ctx = n_ctx or as_count(server.get("context_length"))
         version = server.get("version") if isinstance(server.get("version"), str) else ""
         tokenize = False
