@@ -90,6 +90,17 @@ def test_a_bad_grammar_is_one_line_engine_error(engine, gbnf: str, reason: str) 
     assert msg.startswith("grammar: ") and reason in msg and "\n" not in msg
 
 
+def test_a_json_string_holds_no_raw_newline(engine) -> None:
+    """RFC 8259: control characters in a string are escaped; the converter's loose rule let a newline in and a
+    small model then wandered on inside an unclosed string (seen from the API with the balanced preset)."""
+    g = Grammar(engine, gbnf_from_json_schema({"type": "object", "properties": {"name": {"type": "string"}}}))
+    for tok in engine.tokenize('{"name": "Ada', add_bos=False):
+        g.accept(tok)
+    newline, letter, quote = (engine.tokenize(t, add_bos=False)[0] for t in ("\n", "b", '"'))
+    assert g.allowed(np.array([newline, letter, quote])).tolist() == [False, True, True]
+    g.close()
+
+
 def test_a_bad_json_schema_is_one_line_engine_error() -> None:
     with pytest.raises(EngineError) as err:
         gbnf_from_json_schema({"$ref": "https://example.com/remote.json"})

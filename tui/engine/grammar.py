@@ -121,10 +121,17 @@ def gbnf_from_json_schema(schema: dict[str, Any]) -> str:
     """GBNF for the JSON values ``schema`` (a JSON schema) allows: llama-cpp-python's converter (llama.cpp's
     ``json_schema_to_grammar``, in Python). Remote ``$ref`` are not fetched."""
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
+        gbnf = json_schema_to_gbnf(json.dumps(schema))
     except Exception as exc:  # the converter raises whatever it meets: a bad schema is the user's to fix
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise EngineError(f"grammar: cannot convert the JSON schema: {reason}") from None
+    # JSON strings hold no raw control characters (RFC 8259 §7); this converter's char rule lets a newline in,
+    # and a small model then wanders on inside an unclosed string. llama.cpp's own converter excludes them.
+    return gbnf.replace(_LOOSE_CHAR, _JSON_CHAR)
+
+
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
 
 
 class Grammar:
