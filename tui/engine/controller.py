@@ -130,6 +130,13 @@ class Resample:
     preset: Any
 
 
+@dataclass(frozen=True, slots=True)
+class Force:
+    """Step mode: the pending step becomes ``token`` (a candidate the user chose); the run goes on from it."""
+
+    token: int
+
+
 @dataclass(slots=True)
 class RunState:
     """What the last run left behind (for re-sampling its last step)."""
@@ -191,6 +198,14 @@ class Controller:
     def stop(self) -> None:
         self.cancel.set()
         self.commands.put(None)  # wakes a step-mode wait
+
+    def force(self, token: int) -> None:
+        """Step mode: make the pending step ``token`` (a candidate the user chose). EngineError for an id
+        outside the vocabulary, before anything is sent."""
+        n_vocab = self.engine.n_vocab
+        if not 0 <= token < n_vocab:
+            raise EngineError(f"token {token} is not in this model's vocabulary (0..{n_vocab - 1:,})")
+        self.send(Force(int(token)))
 
     # -- chains ---------------------------------------------------------------------------
 
@@ -369,6 +384,9 @@ class Controller:
             self.preset = cmd.preset
             step = gen.resample(self.build_chain(cmd.preset, history, after=gen.sampler))
             self._send(Resampled(step, cmd.preset.name, pending=pending, spec=cmd.preset))
+        elif isinstance(cmd, Force):
+            step = gen.force(cmd.token)  # checked by force() below: a bad id never reaches here
+            self._send(Resampled(step, self.active_preset.name, pending=pending, spec=self.active_preset))
 
     # -- after a run ------------------------------------------------------------------------------
 

@@ -91,6 +91,7 @@ class Step:
     t: float  # time.perf_counter() when the step was ready
     shift: tuple[int, int] | None = None  # (n_keep, n_discard) if the context was shifted before this step
     draw: int = 1  # 1 for the run's own sample; a re-sample at this step is draw 2, 3…
+    forced: bool = False  # the user chose this token (``Generation.force``): ``prob`` is the model's own
 
 
 @dataclass(slots=True)
@@ -227,6 +228,25 @@ class Generation:
         old = self.pending
         self.pending = dataclasses.replace(self._make_step(old.index, trace, old.decode_ms, sample_ms),
                                            draw=old.draw + 1)
+        return self.pending
+
+    def force(self, token: int) -> Step:
+        """Replace the pending step by ``token``, a candidate the user chose: the trace keeps what the chain
+        made of these logits; the token, and its probability under the model (before the chain), are the
+        user's choice. Generation goes on from it with the same chain."""
+        if self.pending is None or self._pending_logits is None:
+            raise EngineError("no pending step to force: use step mode (s), then choose a candidate")
+        logits = self._pending_logits
+        if not 0 <= token < len(logits):
+            raise EngineError(f"token {token} is not in this model's vocabulary (0..{len(logits) - 1:,})")
+        finite = logits[np.isfinite(logits)].astype(np.float64)
+        top = float(finite.max())
+        p = float(np.exp(float(logits[token]) - top - np.log(np.exp(finite - top).sum())))
+        old = self.pending
+        trace = dataclasses.replace(old.trace, token=int(token), prob=p, draw=None, draw_lo=0.0, draw_hi=0.0,
+                                    raw_logit=float(logits[token]), raw_p=p)
+        self.pending = dataclasses.replace(self._make_step(old.index, trace, old.decode_ms, 0.0),
+                                           draw=old.draw + 1, forced=True)
         return self.pending
 
     def _accept(self, step: Step) -> None:

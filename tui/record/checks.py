@@ -199,6 +199,7 @@ def _checked_step(rec: dict[str, Any], n_vocab: int) -> tuple[Step, tuple[int, i
         prob=prob, trace=trace, decode_ms=_float(rec["decode_ms"], "decode_ms", 0.0),
         sample_ms=_float(rec["sample_ms"], "sample_ms", 0.0), n_past=_int(rec["n_past"], "n_past", 0, MAX_CTX),
         n_ctx=_int(rec["n_ctx"], "n_ctx", 1, MAX_CTX), is_eog=_bool(rec["eog"], "eog"), t=_float(rec["t"], "t"),
+        forced=_bool(rec.get("forced", False), "forced"),
     )
     return step, (_int(rec.get("rss", 0), "rss"), _int(rec.get("kv_bytes", 0), "kv_bytes"))
 

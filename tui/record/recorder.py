@@ -53,7 +53,8 @@ class Recorder:
         elif isinstance(event, PresetChanged):
             self._write(lambda w: w.event("preset_changed", event.at_step, preset=event.spec.as_dict()))
         elif isinstance(event, Resampled):  # after a run the writer is closed: nothing is written
-            self._write(lambda w: w.event("resampled", event.step.index, preset=event.spec.as_dict(),
+            kind = "forced" if event.step.forced else "resampled"  # the user's choice, or another draw
+            self._write(lambda w: w.event(kind, event.step.index, preset=event.spec.as_dict(),
                                           token=event.step.token))
         elif isinstance(event, Finished):
             self._write(lambda w: w.finish(event.reason.value if event.reason else None, event.error,

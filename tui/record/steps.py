@@ -53,6 +53,7 @@ def step_record(step: Step, *, rss: int = 0, kv_bytes: int = 0) -> dict[str, Any
         "raw_p": _num(tr.raw_p),
         **({"top_k_only": tr.top_k_only} if tr.top_k_only else {}),
         **({"server_sampled": True} if tr.server_sampled else {}),
+        **({"forced": True} if step.forced else {}),
         "decode_ms": step.decode_ms,
         "sample_ms": step.sample_ms,
         "n_past": step.n_past,

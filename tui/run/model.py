@@ -241,8 +241,12 @@ class RunModel:
             self.preset = ev.preset
             up.show = step
             draw = f"draw {step.draw}, u={step.trace.draw:.4f}" if step.trace.draw is not None else "deterministic"
-            up.notices.append((f"re-sampled step {step.index} with {ev.preset} ({draw}): {piece_label(step.piece)}",
-                               "information"))
+            if step.forced:
+                up.notices.append((f"forced step {step.index}: {piece_label(step.piece)} (p={step.prob:.3g} under "
+                                   "the model); the run goes on from it", "information"))
+            else:
+                up.notices.append((f"re-sampled step {step.index} with {ev.preset} ({draw}): "
+                                   f"{piece_label(step.piece)}", "information"))
         elif isinstance(ev, PromptDone):
             self.n_prompt = ev.n_tokens
             self.prompt_tps = ev.tokens_per_s
