@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,40 +80,39 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
+def serving(tmp_path_factory: pytest.TempPathFactory, name: str, ready: str, env: dict[str, str] | None,
+            command: Any) -> Iterator[str]:
+    """A server process on a free loopback port (``command(port)``), its URL once ``ready`` answers; stopped
+    by its PID afterwards, its log kept for the failure message."""
+    port = free_port()
+    log = tmp_path_factory.mktemp(name) / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command(port), stdout=out, stderr=out, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, ready, log)
+        yield url
+    finally:
+        stop(proc)
+
+
 @pytest.fixture(scope="module")
 def llama_server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory):
     binary = llama_server_binary()
     if binary is None:
         pytest.skip("llama.cpp's llama-server is not built here: run benchmarks/build_llama_server.sh (~5 min on "
                     "2 cores) or set LLMTUI_LLAMA_SERVER")
-    port = free_port()
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
     env = {**os.environ, "LD_LIBRARY_PATH": f"{binary.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(binary), "-m", str(smollm2_path), "--host", "127.0.0.1", "--port", str(port),
-                                 "-c", "1024", "-np", "1", "-t", "1", "--metrics"], stdout=out, stderr=out, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, "/health", log)
-        yield url
-    finally:
-        stop(proc)
+    yield from serving(tmp_path_factory, "llama-server", "/health", env, lambda port: [
+        str(binary), "-m", str(smollm2_path), "--host", "127.0.0.1", "--port", str(port), "-c", "1024", "-np", "1",
+        "-t", "1", "--metrics"])
 
 
 @pytest.fixture(scope="module")
 def llama_cpp_server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("llama-cpp-server") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path),
-                                 "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", "1"],
-                                stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, "/v1/models", log)
-        yield url
-    finally:
-        stop(proc)
+    yield from serving(tmp_path_factory, "llama-cpp-server", "/v1/models", None, lambda port: [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path), "--host", "127.0.0.1", "--port",
+        str(port), "--n_ctx", "1024", "--n_threads", "1"])
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,13 @@
 """The llmtui app: the composition root.
 
 It owns the engine (loading, switching, settings) and the controller that runs it, the sampling preset,
-chat mode and the context policy, and it is the public API experiments drive (:meth:`LlmTuiApp.generate`).
+chat mode and the context policy (set through :mod:`tui.app.conversation`), and it is the public API
+experiments drive (:meth:`LlmTuiApp.generate`).
 What the user sees lives elsewhere: the live dashboard (:mod:`tui.app.dashboard`, panels folded from a
 :class:`~tui.run.RunModel`), the replay player (:mod:`tui.app.replay`), the screens the keys open
 (:mod:`tui.app.tools`), the modes and their exits (:mod:`tui.app.modes`), the API server's host
-(:mod:`tui.app.api_host`), recording (:mod:`tui.app.recording`) and the key table (:mod:`tui.app.keys`).
+(:mod:`tui.app.api_host`), remote servers (:mod:`tui.app.remote_host`), recording (:mod:`tui.app.recording`)
+and the key table (:mod:`tui.app.keys`).
 Workers never touch widgets: the controller's events are posted to the dashboard, which folds them at a
 bounded rate.
 """
@@ -28,7 +30,7 @@ from textual.worker import Worker, WorkerState
 
 from ..config import save_state
 from ..crash import crash_log
-from ..engine.chat import chat_policy, loop_policy
+from ..engine.chat import loop_policy
 from ..engine.controller import Controller, SetPreset
 from ..engine.errors import EngineError
 from ..engine.thread import engine_thread
@@ -36,10 +38,10 @@ from ..run import Phase, RunModel, RunResult
 from ..safe_text import visible, visible_lines
 from ..sampling.presets import base_name
 from .api_host import ApiHost
+from .conversation import Conversation
 from .dashboard import Dashboard
 from .keys import BINDINGS, palette_commands
 from .messages import EngineLoaded, EngineNotice, LoadProgress
-from .modes import CHAT_OFF, CHAT_ON, prompt_hint
 from .recording import Recording
 from .remote_host import RemoteHost
 from .themes import DEFAULT_THEME
@@ -50,7 +52,7 @@ from .widgets.panels import TopKHistogram
 SWITCH_INTERVAL = 0.0005
 
 
-class LlmTuiApp(Tools, App[int]):
+class LlmTuiApp(Conversation, Tools, App[int]):
     TITLE = "llmtui"
     CSS_PATH = "app.tcss"
     BINDINGS = BINDINGS
@@ -422,45 +424,6 @@ class LlmTuiApp(Tools, App[int]):
         if not quiet:
             self.notify(f"preset {preset.name}: {preset.describe()}", timeout=3)
         self._repaint_status()
-
-    def toggle_chat(self) -> None:
-        if self.controller is None:
-            return
-        if self.running:
-            self.notify("stop the generation first (esc)", severity="warning")
-            return
-        if not self.chat_mode and not self.can_chat:
-            self.notify("this model has no chat template: raw completion only", severity="warning")
-            return
-        self.set_chat(not self.chat_mode)
-        self.notify(CHAT_ON if self.chat_mode else CHAT_OFF, timeout=6)
-        self.dashboard.query_one("#prompt").focus()
-
-    def set_context_policy(self, policy: str, n_keep: int) -> None:
-        """stop, shift or drop-oldest-turns, for the generation loop and the chat alike."""
-        self.context_policy, self.n_keep = policy, n_keep
-        if self.controller is not None:
-            self.controller.context_policy = loop_policy(self.context_policy)
-            self.controller.n_keep = n_keep
-            if self.controller.chat is not None:
-                self.controller.chat.policy = chat_policy(self.context_policy)
-        self._repaint_status()
-
-    def set_chat(self, on: bool, system: str | None = None) -> None:
-        """Chat mode on (a fresh conversation, with ``system`` if given) or off; a model without a chat
-        template stays in raw completion (said once)."""
-        from ..engine.chat import ChatSession
-
-        if on and not self.can_chat:
-            self.notify("this model has no chat template: raw completion", severity="warning")
-            on = False
-        if system is not None:
-            self.system = system
-        self.controller.chat = ChatSession(self.engine, system=self.system, policy=chat_policy(self.context_policy)) if on else None
-        self.dashboard.model.chat_turn = None
-        self.chat_mode = on
-        self._repaint_status()
-        self.dashboard.query_one("#prompt").placeholder = prompt_hint(on, self.can_chat)
 
     # -- the rest of the app ------------------------------------------------------------------------------
 

@@ -99,6 +99,15 @@ class Sampling:
     repeat_penalty: float | None = None
     seed: int | None = None
 
+    FIELDS: ClassVar[tuple[str, ...]] = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
+
+    def fields(self, *, rename: dict[str, str] | None = None, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The parameters set, as a request body's fields (llama.cpp's names unless ``rename`` says otherwise):
+        what a server's protocol calls them differs, what is sent does not."""
+        names = rename or {}
+        return {names.get(f, f): getattr(self, f) for f in self.FIELDS
+                if f not in skip and getattr(self, f) is not None}
+
 
 @dataclass(frozen=True, slots=True)
 class Request:

@@ -106,6 +106,7 @@ class RemoteController(Controller):
         self._probe_index = 0
         self.last_counters: ServerCounters | None = None  # the server's last word on a request
         self._first_probe: ServerCounters | None = None
+        self._told_step: tuple[Any, Any] = (None, None)  # the last probed step and its truthful trace
         self.last_summary: dict[str, Any] = {}  # the last run's, as Finished carried it
 
     def _probed(self, result: ProbeResult) -> None:
@@ -119,7 +120,9 @@ class RemoteController(Controller):
             if event.step == 0:
                 self._first_probe = event
         elif isinstance(event, (StepEvent, Accepted, Resampled)):
-            event = replace(event, step=self._known_only(event.step))
+            told = self._known_only(event.step)
+            if told is not event.step:
+                event = replace(event, step=told)
         elif isinstance(event, Finished):
             event = replace(event, summary=self._told(event.summary))
             self.last_summary = event.summary
@@ -136,10 +139,19 @@ class RemoteController(Controller):
         return {**summary, "prompt_tokens": n, "prompt_tok_per_s": tps}
 
     def _known_only(self, step: Step) -> Step:
-        """A probed step's trace, told truthfully: the server's probabilities, an entropy lower bound."""
+        """A probed step's trace, told truthfully: the server's probabilities, an entropy lower bound (worked
+        out once per step: its StepEvent and its Accepted carry the same step)."""
         tr = step.trace
         if tr.top_k_only or tr.server_sampled:
             return step
+        if self._told_step[0] is step:
+            return self._told_step[1]
+        told = self._patch(step)
+        self._told_step = (step, told)
+        return told
+
+    def _patch(self, step: Step) -> Step:
+        tr = step.trace
         ids, lps = self.engine.top()
         server = dict(zip(ids.tolist(), lps.tolist()))
         before = np.array([math.exp(server[t]) if t in server else 0.0 for t in tr.top_ids.tolist()])

@@ -131,22 +131,13 @@ class LlamaServerBackend(Backend):
 
     # -- generation ------------------------------------------------------------------------------------------
 
-    def _sampling(self, request: Request) -> dict[str, Any]:
-        s = request.sampling
-        body: dict[str, Any] = {}
-        for name, value in (("temperature", s.temperature), ("top_k", s.top_k), ("top_p", s.top_p),
-                            ("min_p", s.min_p), ("repeat_penalty", s.repeat_penalty), ("seed", s.seed)):
-            if value is not None:
-                body[name] = value
-        return body
-
     def stream(self, request: Request) -> Iterator[RemoteToken | RemoteDone]:
         if request.messages:
             yield from self._stream_chat(request)
             return
         body = {"prompt": request.prompt, "n_predict": request.max_tokens, "stream": True, "cache_prompt": True,
                 "n_probs": min(request.n_probs, MAX_N_PROBS), "ignore_eos": request.ignore_eos,
-                **self._sampling(request)}
+                **request.sampling.fields()}
         done = None
         for chunk in self.endpoint.stream("/completion", body):
             t = time.perf_counter()

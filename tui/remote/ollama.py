@@ -145,12 +145,7 @@ class OllamaBackend(Backend):
     # -- generation ------------------------------------------------------------------------------------------
 
     def _body(self, request: Request, n_probs: int) -> dict[str, Any]:
-        s = request.sampling
-        options: dict[str, Any] = {"num_predict": request.max_tokens}
-        for name, value in (("temperature", s.temperature), ("top_k", s.top_k), ("top_p", s.top_p),
-                            ("min_p", s.min_p), ("repeat_penalty", s.repeat_penalty), ("seed", s.seed)):
-            if value is not None:
-                options[name] = value
+        options: dict[str, Any] = {"num_predict": request.max_tokens, **request.sampling.fields()}
         body: dict[str, Any] = {"model": self.model, "stream": True, "options": options}
         if request.messages:
             body["messages"] = list(request.messages)

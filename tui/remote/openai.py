@@ -170,13 +170,9 @@ class OpenAIBackend(Backend):
     def _body(self, request: Request, n_probs: int) -> dict[str, Any]:
         s = request.sampling
         body: dict[str, Any] = {"model": self.model, "max_tokens": request.max_tokens, "stream": True}
-        for name, value in (("temperature", s.temperature), ("top_p", s.top_p), ("seed", s.seed)):
-            if value is not None:
-                body[name] = value
-        # non-OpenAI fields that llama-cpp-python's server, vLLM and ours take (others ignore unknown fields)
-        for name, value in (("top_k", s.top_k), ("min_p", s.min_p), ("repeat_penalty", s.repeat_penalty)):
-            if value is not None and not (name == "top_k" and value <= 0):  # 0 = off, which some reject
-                body[name] = value
+        # top_k, min_p, repeat_penalty are not OpenAI's: llama-cpp-python's server, vLLM and ours take them
+        # (others ignore unknown fields); top_k 0 ("off") is left out: some refuse it
+        body.update(s.fields(skip=("top_k",) if s.top_k is not None and s.top_k <= 0 else ()))
         if request.messages:
             body["messages"] = list(request.messages)
             if n_probs:

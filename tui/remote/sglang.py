@@ -142,11 +142,9 @@ class SGLangBackend(Backend):
         params: dict[str, Any] = {"max_new_tokens": request.max_tokens}
         if request.ignore_eos:
             params["ignore_eos"] = True
-        top_k = s.top_k if s.top_k is None or s.top_k > 0 else -1  # SGLang: -1 is "off", 0 is refused
-        for name, value in (("temperature", s.temperature), ("top_k", top_k), ("top_p", s.top_p),
-                            ("min_p", s.min_p), ("repetition_penalty", s.repeat_penalty)):
-            if value is not None:
-                params[name] = value
+        params.update(s.fields(rename={"repeat_penalty": "repetition_penalty"}, skip=("seed",)))
+        if s.top_k is not None and s.top_k <= 0:
+            params["top_k"] = -1  # SGLang: -1 is "off", 0 is refused
         return params
 
     def _generate_body(self, request: Request, n_probs: int) -> dict[str, Any]:
