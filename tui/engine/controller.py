@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..sampling.errors import SamplingError
+from .branching import BranchOps, BranchStart, TreeChanged
 from .chat import reusable_prefix
 from .errors import EngineError
 from .loop import CONTEXT_POLICIES, Generation, GenerationStats, Step, StopReason
@@ -42,6 +43,9 @@ class Started:
     ignore_eos: bool = False
     parent: dict[str, Any] | None = None
     history: tuple[int, ...] = ()  # tokens the chain had accepted before step 0 (a fork's kept tokens)
+    before: tuple[Step, ...] = ()  # a branch run: the steps of its path before its first new one
+    branch: int | None = None  # the tree's branch this run generates (None: not a tree run, an API request)
+    fork: tuple[int, int, str] | None = None  # a new branch: (parent, step index, origin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +150,7 @@ class RunState:
     chain: Any = None  # the chain that drew the last token (a re-sample draws on from its generator)
 
 
-class Controller:
+class Controller(BranchOps):
     def __init__(self, engine: Any, preset: Any, *, seed: int, emit: Callable[[object], None],
                  max_tokens: int = 512, ignore_eos: bool = False, context_policy: str = "stop",
                  n_keep: int = -1) -> None:
@@ -170,6 +174,10 @@ class Controller:
         self.chat: Any = None  # a ChatSession when in chat mode
         self._run_preset: Any = None
         self._run_listener: Callable[[object], None] | None = None
+        self.tree = None  # the token tree of the last interactive run (tui.engine.branching)
+        self.branch_id = 0
+        self._tree_serial = 0
+        self._tree_run = False  # the current run adds its steps to the tree
 
     @property
     def active_preset(self) -> Any:
@@ -222,14 +230,15 @@ class Controller:
             history: Sequence[int] = (), parent: dict[str, Any] | None = None, preset: Any = None,
             seed: int | None = None, max_tokens: int | None = None,
             listener: Callable[[object], None] | None = None, cancel: threading.Event | None = None,
-            reuse: bool = False) -> GenerationStats:
+            reuse: bool = False, branch: BranchStart | None = None) -> GenerationStats:
         """Generate from ``prompt``; events carry ``run_id`` (see ``emit``).
 
         A run started while another is finishing waits for it: the engine is
         never used by two threads. ``stop()`` always reaches the newest run.
         ``preset``/``seed``/``max_tokens`` apply to this run only (an API
         request); ``listener`` also gets every event of this run; ``reuse``
-        keeps the part of the KV cache that ``prefix`` shares with what it holds.
+        keeps the part of the KV cache that ``prefix`` shares with what it holds; ``branch`` generates from
+        a step of the token tree (:mod:`tui.engine.branching`).
         """
         self.cancel = cancel = cancel or threading.Event()
         with self._lock:
@@ -245,9 +254,10 @@ class Controller:
                 self.seed = seed
             if max_tokens is not None:
                 self.max_tokens = max_tokens
+            self._tree_run = branch is not None or listener is None
             try:
                 return self._run(prompt, cancel, step_mode, add_bos, parse_special, prefix, list(history), parent,
-                                 reuse)
+                                 reuse, branch)
             finally:
                 self.running = False
                 self._run_preset = None
@@ -274,7 +284,8 @@ class Controller:
 
     def _run(self, prompt: str, cancel: threading.Event, step_mode: bool, add_bos: bool | None,
              parse_special: bool, prefix: Sequence[int] | None, history: list[int],
-             parent: dict[str, Any] | None, reuse: bool = False) -> GenerationStats:
+             parent: dict[str, Any] | None, reuse: bool = False,
+             branch: BranchStart | None = None) -> GenerationStats:
         eng = self.engine
         if cancel.is_set():
             stats = GenerationStats(stop_reason=StopReason.CANCELLED)
@@ -284,7 +295,19 @@ class Controller:
         try:
             plan = None
             n_reuse = 0
-            if chat is not None and prefix is None:
+            start, before, forced, fork = 0, (), (), None
+            if branch is not None:
+                start, history, att = self._start_branch(branch, self.max_tokens)
+                tree = self.tree
+                assert tree is not None
+                tokens, shown = tree.tokens(self.branch_id), tree.prompt
+                before, forced = tuple(tree.path(self.branch_id)[:start]), branch.tokens
+                n_reuse = att.reused
+                if not branch.extend:
+                    fork = (branch.parent, branch.at, branch.origin)
+                    if branch.origin == "resampled":
+                        self.seed = (self.seed + 7919 * self.branch_id) & 0xFFFFFFFF  # a fresh draw there
+            elif chat is not None and prefix is None:
                 plan = chat.prepare(prompt)  # cuts the cache to the shared prefix
                 tokens = plan.tokens
                 shown = plan.text
@@ -298,6 +321,8 @@ class Controller:
                 else:
                     eng.clear()
                 shown = prompt
+            if branch is None and self._tree_run:
+                self._new_tree(tokens, shown)
             chain = self.build_chain(self.active_preset, history)
             policy = self.context_policy if self.context_policy in CONTEXT_POLICIES else "stop"
 
@@ -306,20 +331,25 @@ class Controller:
                 per_token = st.prompt_ms / max(1, st.prompt_tokens)
                 if plan is not None:
                     self._send(ChatTurn(plan.reused, st.prompt_tokens, plan.dropped_turns, plan.reused * per_token))
-                elif n_reuse:  # an API request that continues a conversation already in the cache
+                elif n_reuse:  # an API request that continues a conversation already in the cache, a branch
                     self._send(ChatTurn(n_reuse, st.prompt_tokens, 0, n_reuse * per_token))
+                if branch is not None:
+                    self._switched(self.branch_id, att, st.prompt_ms)
 
             evaluate = plan.evaluate if plan is not None else tokens[n_reuse:]
             gen = Generation(
                 eng, evaluate, chain, max_tokens=self.max_tokens,
                 cancel=cancel, ignore_eos=self.ignore_eos, eog_tokens=eng.eog_tokens() if self.ignore_eos else (),
                 on_prompt_done=prompt_done, context_policy=policy,
-                n_keep=self.n_keep,
+                n_keep=self.n_keep, start=start,
             )
             self._send(Started(shown, tuple(tokens), self.active_preset.name, self.seed, step_mode, given=prompt,
                                spec=self.active_preset, max_tokens=self.max_tokens, ignore_eos=self.ignore_eos,
-                               parent=parent, history=tuple(history)))
+                               parent=parent, history=tuple(history), before=before,
+                               branch=self.branch_id if self._tree_run else None, fork=fork))
             for step in gen:
+                if step.index - start < len(forced):  # typed text or a chosen candidate: forced, in order
+                    step = gen.force(forced[step.index - start])
                 if self.step_mode:
                     self._send(StepEvent(step, pending=True))
                     self._wait_for_advance(gen, history)
@@ -331,10 +361,14 @@ class Controller:
                     step = gen.pending or step
                 history.append(step.token)
                 self._send(Accepted(step))
+                if self._tree_run:
+                    self._accepted(step)
             stats = gen.stats
             if plan is not None:
                 chat.finish(stats.text)
             self.last = RunState(history=history, last_logits=gen.last_logits, chain=gen.sampler)
+            if self._tree_run and self.tree is not None:
+                self._send(TreeChanged(self.tree.view()))
         except EngineError as exc:
             error = str(exc)
             stats = GenerationStats(stop_reason=StopReason.ERROR, error=error)
@@ -382,11 +416,21 @@ class Controller:
             self._send(PresetChanged(cmd.preset.name, cmd.preset, len(history) + 1))
         elif isinstance(cmd, Resample):
             self.preset = cmd.preset
+            old = gen.pending
             step = gen.resample(self.build_chain(cmd.preset, history, after=gen.sampler))
             self._send(Resampled(step, cmd.preset.name, pending=pending, spec=cmd.preset))
+            self._forked(old, step, "resampled")
         elif isinstance(cmd, Force):
+            old = gen.pending
             step = gen.force(cmd.token)  # checked by force() below: a bad id never reaches here
             self._send(Resampled(step, self.active_preset.name, pending=pending, spec=self.active_preset))
+            self._forked(old, step, "forced")
+
+    def _forked(self, old: Step | None, new: Step, origin: str) -> None:
+        """A step was replaced: in a tree run, the old choice stays as its branch's end; a branch goes on."""
+        if self._tree_run and old is not None and self.tree is not None:
+            self._fork_pending(old, new, origin)
+            self._send(TreeChanged(self.tree.view()))
 
     # -- after a run ------------------------------------------------------------------------------
 
@@ -423,4 +467,9 @@ class Controller:
         self.last.chain = chain
         self.preset = preset
         self._send(Resampled(step, preset.name, pending=False, spec=preset))
+        tree = self.tree
+        if tree is not None and tree.path(self.branch_id)[-1:] and tree.path(self.branch_id)[-1].index == last.index:
+            self._fork_at(last.index, "resampled")
+            tree.add(self.branch_id, step)
+            self._send(TreeChanged(tree.view()))
         return step

@@ -18,6 +18,7 @@ import numpy as np
 from .errors import ContextError
 from .kv import KvLayout
 from .records import ModelInfo
+from .sequences import Attached, CellUse, SeqTable
 from .settings import EngineSettings
 
 WORDS = (
@@ -41,7 +42,7 @@ class FakeEngine:
         self.eos_after = eos_after
         self.path = Path("fake-model.gguf")
         self.load_ms, self.context_ms = 12.5, 3.0
-        self._tokens: list[int] = []
+        self.seqs = SeqTable(self.n_ctx)  # the same sequence bookkeeping as the real engine, no cells behind it
         self._rng_seed = seed
         self._pieces = (PIECES + [f" w{i}".encode() for i in range(len(PIECES), self.n_vocab)])[: self.n_vocab]
         self._logits = np.zeros(self.n_vocab, dtype=np.float32)
@@ -84,46 +85,65 @@ class FakeEngine:
         t0 = time.perf_counter()
         if self.delay_s:
             time.sleep(self.delay_s * max(1, len(tokens) // 8))
-        self._tokens.extend(tokens)
-        prev = self._tokens[-1]
-        rng = np.random.default_rng(self._rng_seed * 1_000_003 + self.n_past * 7919 + prev)
-        lg = rng.standard_normal(self.n_vocab).astype(np.float32) * 2.0
-        lg[EOS] = -4.0
-        lg[rng.integers(1, self.n_vocab)] += 5.0  # a clear favourite, like a real model
-        lg[rng.integers(1, self.n_vocab)] += 3.5
-        if self.eos_after is not None and len(self._tokens) >= self.eos_after:
-            lg[EOS] = 30.0
-        self._logits = lg
+        self.seqs.appended(tokens)
+        self._logits = self._scripted(self.n_past, self.held[-1])
         ms = (time.perf_counter() - t0) * 1000.0
         self._t_eval += ms
         self._n_eval += len(tokens)
         return ms
 
+    def _scripted(self, n_past: int, prev: int) -> np.ndarray:
+        rng = np.random.default_rng(self._rng_seed * 1_000_003 + n_past * 7919 + prev)
+        lg = rng.standard_normal(self.n_vocab).astype(np.float32) * 2.0
+        lg[EOS] = -4.0
+        lg[rng.integers(1, self.n_vocab)] += 5.0  # a clear favourite, like a real model
+        lg[rng.integers(1, self.n_vocab)] += 3.5
+        if self.eos_after is not None and n_past >= self.eos_after:
+            lg[EOS] = 30.0
+        return lg
+
     def logits(self) -> np.ndarray:
         return self._logits
+
+    def attach(self, tokens: Sequence[int], key: Any = None, *, reserve: int = 0) -> Attached:
+        return self.seqs.attach(tokens, key, reserve=reserve)
+
+    def decode_rows(self, rows: Sequence[tuple[int, int]]) -> np.ndarray:
+        active, out = self.seqs.active, []
+        for seq, tok in rows:
+            self.seqs.active = seq
+            self.seqs.appended([tok])
+            out.append(self._scripted(self.n_past, tok))
+        self.seqs.active = active
+        return np.stack(out)
+
+    def cell_use(self) -> CellUse:
+        return self.seqs.cell_use()
 
     # -- memory, counters, lifecycle ------------------------------------------------------
 
     @property
     def held(self) -> list[int]:
-        """The tokens the (pretend) KV cache holds, in position order."""
-        return self._tokens
+        """The tokens the (pretend) KV cache's active sequence holds, in position order."""
+        return self.seqs.held
 
     @property
     def n_past(self) -> int:
-        return len(self._tokens)
+        return len(self.seqs.held)
 
     def clear(self) -> None:
-        self._tokens.clear()
+        self.seqs.reset()
 
     def truncate(self, n_keep: int) -> None:
-        del self._tokens[n_keep:]
+        self.seqs.truncated(n_keep)
 
     def can_shift(self) -> bool:
         return True
 
     def shift(self, n_keep: int, n_discard: int) -> None:
-        del self._tokens[n_keep:n_keep + n_discard]
+        while self.seqs.others():
+            self.seqs.evicted.append(self.seqs.evict_one())
+        self.seqs.truncated(n_keep, n_keep + n_discard)
 
     def kv_layout(self) -> KvLayout:
         return KvLayout(n_layer=4, n_head_kv=2, head_dim_k=16, head_dim_v=16, type_k=self.settings.type_k,
@@ -132,7 +152,7 @@ class FakeEngine:
     def recreate_context(self, settings: EngineSettings) -> None:
         self.settings = settings
         self.n_ctx = settings.n_ctx
-        self.clear()
+        self.seqs = SeqTable(self.n_ctx)
 
     def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
         text = " ".join(f"{m['role']}: {m['content']}" for m in messages)

@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import memory
+from .batch import Batch, SequenceOps
 from .binding import LOG, ChatFormatter, ensure_backend, error_from_log, ll
 from .errors import ContextError, EngineError, ModelFileError
 from .gguf_header import read_header
 from .memory import ModelDims
 from .native_info import all_metadata, meta_value, read_info
 from .records import ModelInfo
+from .sequences import SEQ_MAX, Attached, MemoryOps, SeqTable
 from .settings import CACHE_TYPES, FLASH_ATTN, EngineSettings
 
 if TYPE_CHECKING:
@@ -45,7 +47,7 @@ class NativeHandles:
     memory: Any
 
 
-class LlamaEngine:
+class LlamaEngine(SequenceOps):
     """One loaded model and one context. Not thread-safe: use from one thread at a time."""
 
     def __init__(
@@ -64,8 +66,8 @@ class LlamaEngine:
         self._eog_cache: list[int] | None = None
         self._chat_formatters: dict[bool, Any] = {}  # the chat template, compiled once (Jinja)
         self._dry_vocab: Any = None
-        self._one = (ctypes.c_int32 * 1)()
-        self.held: list[int] = []  # the tokens the KV cache holds, in position order
+        self._batch: Batch | None = None
+        self.seqs = SeqTable(0)  # the sequences the KV cache holds (see tui.engine.sequences)
         self._logits_addr: int | None = None
         self._logits_view: np.ndarray | None = None
         header = read_header(self.path)  # fast validation with a clear message
@@ -122,7 +124,8 @@ class LlamaEngine:
         cparams.n_ctx = s.n_ctx
         cparams.n_batch = s.n_batch
         cparams.n_ubatch = min(s.n_ubatch, s.n_batch)
-        cparams.n_seq_max = 1
+        cparams.n_seq_max = SEQ_MAX  # branches are sequences sharing one unified cache of n_ctx cells
+        cparams.kv_unified = True
         cparams.n_threads = s.threads
         cparams.n_threads_batch = s.threads_batch
         cparams.type_k = CACHE_TYPES[s.type_k]
@@ -139,7 +142,13 @@ class LlamaEngine:
         self._logits_addr = None  # a new context: a new logits buffer
         self._memory = ll.llama_get_memory(ctx)
         self.n_ctx = int(ll.llama_n_ctx(ctx))
-        self.held = []
+        mem = self._memory
+        self.seqs = SeqTable(self.n_ctx, SEQ_MAX, MemoryOps(
+            rm=lambda s, p0, p1: ll.llama_memory_seq_rm(mem, s, p0, p1),
+            cp=lambda src, dst, p0, p1: ll.llama_memory_seq_cp(mem, src, dst, p0, p1)))
+        if self._batch is None or self._batch.capacity != s.n_batch:
+            self._free_batch()
+            self._batch = Batch(s.n_batch)
         self._context_log = [ln.text for ln in LOG.since(mark)]
         self._kv = None
 
@@ -184,7 +193,13 @@ class LlamaEngine:
 
         engine_thread().call(self._free)
 
+    def _free_batch(self) -> None:
+        if self._batch is not None:
+            self._batch.free()
+            self._batch = None
+
     def _free(self) -> None:
+        self._free_batch()
         if self._ctx:
             ll.llama_free(self._ctx)
             self._ctx = None
@@ -311,9 +326,14 @@ class LlamaEngine:
     # -- evaluation ------------------------------------------------------------
 
     @property
+    def held(self) -> list[int]:
+        """The tokens the active sequence holds, in position order."""
+        return self.seqs.held
+
+    @property
     def n_past(self) -> int:
-        """Positions in the KV cache (derived from the tokens it holds)."""
-        return len(self.held)
+        """Positions in the active sequence (derived from the tokens it holds)."""
+        return len(self.seqs.held)
 
     def decode(self, tokens: Sequence[int], *, should_stop: Callable[[], bool] | None = None) -> float:
         """Evaluate ``tokens`` at the end of the sequence, in n_batch chunks.
@@ -328,38 +348,35 @@ class LlamaEngine:
             raise ContextError(
                 f"context full: {self.n_past} + {len(tokens)} tokens > n_ctx {self.n_ctx}"
             )
+        arr = np.ascontiguousarray(tokens, dtype=np.int64)
+        if arr.min() < 0 or arr.max() >= self.n_vocab:
+            self._check_token(int(arr[(arr < 0) | (arr >= self.n_vocab)][0]))
+        ids = arr.tolist()
         t0 = time.perf_counter()
-        if len(tokens) == 1:
-            self._check_token(tokens[0])
-            self._one[0] = tokens[0]
-            self._decode_batch(self._one, 1)
-            self.held.append(int(tokens[0]))
-        else:
-            arr = np.ascontiguousarray(tokens, dtype=np.int64)
-            if arr.min() < 0 or arr.max() >= self.n_vocab:
-                bad = int(arr[(arr < 0) | (arr >= self.n_vocab)][0])
-                self._check_token(bad)
-            arr = arr.astype(np.int32)
-            base = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
-            step = self.settings.n_batch
-            for start in range(0, len(arr), step):
-                if should_stop is not None and start and should_stop():
-                    break
-                n = min(step, len(arr) - start)
-                ptr = ctypes.cast(
-                    ctypes.addressof(base.contents) + start * 4, ctypes.POINTER(ctypes.c_int32)
-                )
-                self._decode_batch(ptr, n)
-                self.held.extend(arr[start:start + n].tolist())
+        step = self.settings.n_batch
+        for start in range(0, len(ids), step):
+            if should_stop is not None and start and should_stop():
+                break
+            chunk = ids[start:start + step]
+            self._decode_rows(chunk)
+            self.seqs.appended(chunk)
         return (time.perf_counter() - t0) * 1000.0
 
-    def _decode_batch(self, ptr: Any, n: int) -> None:
-        batch = ll.llama_batch_get_one(ptr, n)
-        rc = ll.llama_decode(self._ctx, batch)
-        if rc != 0:
+    def _decode_rows(self, chunk: list[int]) -> None:
+        """One llama_decode of ``chunk`` at the end of the active sequence. A cache full of other branches'
+        cells gives way: the least recently used branch is evicted (its key noted) and the decode retried."""
+        assert self._batch is not None
+        while True:
+            rc = self._batch.run(self._ctx, chunk, self.n_past, self.seqs.active)
+            if rc == 1 and self.seqs.others():
+                self.seqs.evicted.append(self.seqs.evict_one())
+                continue
             if rc == 1:
-                raise ContextError(f"context full: no KV slot for {n} tokens (n_past {self.n_past}, n_ctx {self.n_ctx})")
-            raise EngineError(f"llama_decode failed with code {rc}: {error_from_log(LOG.mark - 5)}")
+                raise ContextError(f"context full: no KV slot for {len(chunk)} tokens "
+                                   f"(n_past {self.n_past}, n_ctx {self.n_ctx})")
+            if rc != 0:
+                raise EngineError(f"llama_decode failed with code {rc}: {error_from_log(LOG.mark - 5)}")
+            return
 
     def evaluate_all(self, tokens: Sequence[int]) -> np.ndarray:
         """Logits for every position of ``tokens`` (a fresh sequence), shape (n, n_vocab), float32.
@@ -376,26 +393,19 @@ class LlamaEngine:
             self._check_token(tok)
         out = np.empty((n, self.n_vocab), dtype=np.float32)
         step = min(self.settings.n_batch, self.settings.n_ubatch)
-        batch = ll.llama_batch_init(step, 0, 1)
+        batch = Batch(step)
         try:
             for start in range(0, n, step):
-                chunk = tokens[start:start + step]
-                batch.n_tokens = len(chunk)
-                for i, tok in enumerate(chunk):
-                    batch.token[i] = tok
-                    batch.pos[i] = start + i
-                    batch.n_seq_id[i] = 1
-                    batch.seq_id[i][0] = 0
-                    batch.logits[i] = 1
-                rc = ll.llama_decode(self._ctx, batch)
+                chunk = [int(t) for t in tokens[start:start + step]]
+                rc = batch.run(self._ctx, chunk, start, 0, all_logits=True)
                 if rc != 0:
                     raise EngineError(f"llama_decode failed with code {rc} while evaluating")
                 for i in range(len(chunk)):
                     ptr = ll.llama_get_logits_ith(self._ctx, i)
                     out[start + i] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
         finally:
-            ll.llama_batch_free(batch)
-        self.held = [int(t) for t in tokens]
+            batch.free()
+        self.seqs.replaced(tokens)
         return out
 
     def logits(self) -> np.ndarray:
@@ -415,31 +425,45 @@ class LlamaEngine:
     # -- KV memory -------------------------------------------------------------
 
     def clear(self) -> None:
-        """Empty the KV cache (a new conversation)."""
+        """Empty the KV cache, every sequence (a new conversation)."""
         self._require_open()
         ll.llama_memory_clear(self._memory, True)
-        self.held = []
+        self.seqs.reset()
 
     def truncate(self, n_keep: int) -> None:
-        """Drop every cached position >= n_keep (to re-use a common prefix)."""
+        """Drop every position >= n_keep of the active sequence (to re-use a common prefix)."""
         self._require_open()
         if n_keep >= self.n_past:
             return
-        if not ll.llama_memory_seq_rm(self._memory, 0, n_keep, -1):
+        if not ll.llama_memory_seq_rm(self._memory, self.seqs.active, n_keep, -1):
             raise EngineError("this model's memory cannot be truncated (recurrent?)")
-        del self.held[n_keep:]
+        self.seqs.truncated(n_keep)
 
     def can_shift(self) -> bool:
         return bool(ll.llama_memory_can_shift(self._memory))
 
     def shift(self, n_keep: int, n_discard: int) -> None:
-        """llama.cpp's context shift: drop [n_keep, n_keep+n_discard) and slide the rest left."""
+        """llama.cpp's context shift: drop [n_keep, n_keep+n_discard) and slide the rest left. A cell has one
+        position for every sequence holding it, so the other branches are evicted first (noted)."""
         self._require_open()
         if not self.can_shift():
             raise EngineError("this model's cache cannot shift positions")
-        ll.llama_memory_seq_rm(self._memory, 0, n_keep, n_keep + n_discard)
-        ll.llama_memory_seq_add(self._memory, 0, n_keep + n_discard, self.n_past, -n_discard)
-        del self.held[n_keep:n_keep + n_discard]
+        while self.seqs.others():
+            self.seqs.evicted.append(self.seqs.evict_one())
+        seq = self.seqs.active
+        ll.llama_memory_seq_rm(self._memory, seq, n_keep, n_keep + n_discard)
+        ll.llama_memory_seq_add(self._memory, seq, n_keep + n_discard, self.n_past, -n_discard)
+        self.seqs.truncated(n_keep, n_keep + n_discard)
+
+    # -- sequences: branches sharing the cache (see tui.engine.sequences) ----------------------------------
+
+    def attach(self, tokens: Sequence[int], key: Any = None, *, reserve: int = 0) -> Attached:
+        """Make the active sequence hold the longest cached prefix of ``tokens`` (shared cells, nothing
+        copied); decode ``Attached.evaluate`` to complete it."""
+        self._require_open()
+        for tok in tokens:
+            self._check_token(int(tok))
+        return self.seqs.attach(tokens, key, reserve=reserve)
 
     def kv_layout(self) -> "KvLayout":
         """The KV cache's dimensions and the bytes llama.cpp allocated for it."""

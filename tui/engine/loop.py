@@ -158,6 +158,7 @@ class Generation:
         on_prompt_done: Callable[["GenerationStats"], None] | None = None,
         context_policy: str = "stop",
         n_keep: int = -1,
+        start: int = 0,
     ) -> None:
         if max_tokens < 0:
             raise EngineError("max_tokens must be >= 0")
@@ -172,6 +173,7 @@ class Generation:
         self.prompt_tokens = list(prompt_tokens)
         self.sampler = sampler
         self.max_tokens = max_tokens
+        self.start = start  # the index of the first step (a branch's first step follows its parent's path)
         self.ignore_eos = ignore_eos
         self.cancel = cancel or threading.Event()
         self.stats = GenerationStats(prompt_tokens=len(self.prompt_tokens))
@@ -280,10 +282,11 @@ class Generation:
         if self._on_prompt_done is not None:
             self._on_prompt_done(stats)
         decode_ms = 0.0
-        index = 0
+        index = self.start
+        end = self.start + self.max_tokens
         try:
             while True:
-                if index >= self.max_tokens:
+                if index >= end:
                     stats.stop_reason = StopReason.MAX_TOKENS
                     break
                 if self.cancel.is_set():
@@ -317,7 +320,7 @@ class Generation:
                 if step.is_eog:
                     stats.stop_reason = StopReason.EOG
                     break
-                if index >= self.max_tokens or self.cancel.is_set():
+                if index >= end or self.cancel.is_set():
                     continue  # checked at the top, without decoding a token nobody will use
                 if eng.n_past >= eng.n_ctx:
                     if self.context_policy != "shift":

@@ -166,7 +166,10 @@ class RemoteController(Controller):
 
     def _run(self, prompt: str, cancel: threading.Event, step_mode: bool, add_bos: bool | None,
              parse_special: bool, prefix: Sequence[int] | None, history: list[int],
-             parent: dict[str, Any] | None, reuse: bool = False) -> GenerationStats:
+             parent: dict[str, Any] | None, reuse: bool = False, branch: Any = None) -> GenerationStats:
+        if branch is not None:  # refused with one line by the ordinary run: a server holds no sequences of ours
+            return super()._run(prompt, cancel, step_mode, add_bos, parse_special, prefix, history, parent, False,
+                                branch)
         self._probe_index = 0
         self._first_probe = None
         probing = (self.probe or step_mode) and (self.chat is None or self.engine.can_probe_chat)
