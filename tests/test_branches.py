@@ -55,3 +55,184 @@ def test_forcing_an_id_outside_the_vocabulary_is_refused_before_anything_is_sent
     with pytest.raises(EngineError, match="not in this model's vocabulary"):
         ctl.force(engine.n_vocab)
     assert ctl.commands.empty()
+
+
+# -- a token tree whose branches share the KV cache ---------------------------------------------------------------
+
+
+class DecodeCount:
+    """Counts the tokens (and llama_decode calls) the engine is given, whatever path they take."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.tokens, self.calls = engine, 0, 0
+        self._decode_rows, self._rows = engine._decode_rows, engine.decode_rows
+
+    def __enter__(self) -> "DecodeCount":
+        def decode_rows(chunk):
+            self.tokens += len(chunk)
+            self.calls += 1
+            return self._decode_rows(chunk)
+
+        def rows(rows):
+            self.tokens += len(rows)
+            self.calls += 1
+            return self._rows(rows)
+
+        self.engine._decode_rows, self.engine.decode_rows = decode_rows, rows
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.engine._decode_rows, self.engine.decode_rows = self._decode_rows, self._rows
+
+    def reset(self) -> None:
+        self.tokens = self.calls = 0
+
+
+FORK = 3
+
+
+@pytest.fixture(scope="module")
+def tree_run(engine):
+    """A greedy run of N tokens (branch 0), then a branch from step FORK with " London" forced (branch 1)."""
+    from tui.engine.branching import BranchStart
+
+    events: list[Any] = []
+    ctl = Controller(engine, BUILTIN_PRESETS["greedy"], seed=1, emit=events.append, max_tokens=N)
+    ctl.run(PROMPT)
+    london = engine.tokenize(" London", add_bos=False)[0]
+    with DecodeCount(engine) as count:
+        ctl.run("", branch=BranchStart(parent=0, at=FORK, tokens=(london,)))
+    return ctl, events, london, count.tokens
+
+
+def test_a_branch_from_a_past_step_is_llama_cpps_greedy_continuation_and_decodes_only_after_the_fork(
+        engine, tree_run) -> None:
+    ctl, _events, london, decoded = tree_run
+    tree = ctl.tree_view()
+    assert [(b.id, b.parent, b.fork, b.origin) for b in tree.branches] == [(0, None, 0, "run"), (1, 0, FORK, "forced")]
+    root, branch = tree.path(0), tree.path(1)
+    assert branch[:FORK] == root[:FORK]  # the same Step records: the path before the fork is shared
+    assert branch[FORK].token == london and branch[FORK].forced and branch[FORK].index == FORK
+    prompt = engine.tokenize(PROMPT)
+    before = [s.token for s in root[:FORK]]
+    # the branch's prompt phase decoded one token (the last of the shared prefix, for its logits), then one per step
+    assert decoded == 1 + (len(branch) - FORK - 1)
+    native = native_greedy(engine, prompt + before + [london], N - 1)
+    assert [s.token for s in branch[FORK + 1:]] == native
+    assert tree.branch(1).logprob < tree.branch(0).logprob  # " London" was less likely than the model's own path
+
+
+def test_branches_are_sequences_that_really_share_cells(engine, tree_run) -> None:
+    ctl, *_ = tree_run
+    engine.clear()  # other tests use this engine too: start from an empty cache
+    ctl.switch_branch(0)
+    ctl.switch_branch(1)
+    tree = ctl.tree_view()
+    seqs = engine.seqs
+    owner = {key[1]: seq for seq, key in seqs.keys.items() if isinstance(key, tuple)}
+    assert set(owner) == {0, 1} and owner[0] != owner[1]
+    n_prompt = len(tree.prompt_tokens)
+    shared = n_prompt + FORK
+    for bid, seq in owner.items():  # llama.cpp's own answer: the last position each sequence holds
+        assert engine.seq_pos_max(seq) == len(seqs.tokens[seq]) - 1
+        assert seqs.tokens[seq][:shared] == list(tree.prompt_tokens) + [s.token for s in tree.path(bid)[:FORK]]
+    use = engine.cell_use()
+    assert use.saved == shared  # the common prefix is held once
+    # the bytes llama.cpp's state takes grow with the cells in use: the two sequences together take less than each alone
+    per_cell = engine.state_bytes(owner[0]) / len(seqs.tokens[owner[0]])
+    alone = engine.state_bytes(owner[0]) + engine.state_bytes(owner[1])
+    together = engine.state_bytes()
+    assert together < alone
+    assert abs((alone - together) - shared * per_cell) < 0.1 * shared * per_cell + 4096  # ~ the shared cells' bytes
+
+
+def test_switching_to_an_evicted_branch_decodes_only_the_tokens_after_the_shared_prefix(engine, tree_run) -> None:
+    ctl, *_ = tree_run
+    engine.clear()
+    ctl.switch_branch(0)
+    ctl.switch_branch(1)  # branch 0 is now the least recently viewed
+    evicted = engine.seqs.evict_one()
+    assert evicted == ctl._key(0)
+    tree = ctl.tree_view()
+    with DecodeCount(engine) as count:
+        switched = ctl.switch_branch(0)
+    n_prompt = len(tree.prompt_tokens)
+    total = n_prompt + len(tree.path(0))
+    assert switched.reused == n_prompt + FORK  # taken from branch 1's sequence: the shared prefix
+    assert count.tokens == switched.evaluated == total - (n_prompt + FORK)
+    with DecodeCount(engine) as count:
+        again = ctl.switch_branch(1)  # both resident: nothing but the last token
+    assert count.tokens == again.evaluated == 1
+
+
+def test_a_full_cache_evicts_the_least_recently_viewed_branch_and_says_so(smollm2_path) -> None:
+    from tui.engine import EngineSettings
+    from tui.engine.branching import BranchesEvicted, BranchStart
+    from tui.engine.llama import LlamaEngine
+
+    events: list[Any] = []
+    with LlamaEngine(smollm2_path, EngineSettings(n_ctx=256)) as small:  # llama.cpp's smallest cache
+        assert small.n_ctx == 256
+        ctl = Controller(small, BUILTIN_PRESETS["greedy"], seed=1, emit=events.append, max_tokens=130,
+                         ignore_eos=True)
+        ctl.run(PROMPT)  # branch 0: 134 cells of 256
+        assert len(ctl.tree_view().path(0)) == 130
+        a_token = small.tokenize(" a", add_bos=False)[0]
+        ctl.run("", branch=BranchStart(parent=0, at=1, tokens=(a_token,)))  # branch 1 needs 130 more: 0 goes
+        gone = [e for e in events if isinstance(e, BranchesEvicted)]
+        assert gone and gone[0].branches == (0,)
+        assert small.cell_use().used <= small.n_ctx
+        switched = ctl.switch_branch(0)  # visited again: re-evaluated after what branch 1 still shares
+        assert switched.evaluated > 1
+
+
+# -- A/B lockstep ---------------------------------------------------------------------------------------------------
+
+
+def test_ab_of_two_presets_decodes_once_per_step_and_leaves_side_a_as_it_would_run_alone(engine) -> None:
+    from tui.engine.ab import ABRun
+
+    ctx = engine.build_context(3)
+    chain_a = BUILTIN_PRESETS["greedy"].build(ctx)
+    chain_b = BUILTIN_PRESETS["creative"].build(ctx)
+    prompt = engine.tokenize("Once upon a time")
+    with DecodeCount(engine) as count:
+        result = ABRun(engine, chain_a, chain_b, max_tokens=16).run(prompt)
+    steps = result.steps
+    assert len(steps) == 16 and result.summary["diverged_at"] is not None
+    assert count.calls == 1 + 15  # the prompt, then one llama_decode per step (the last step's token is not decoded)
+    assert all(s.decodes == 1 for s in steps[1:])
+    d = result.summary["diverged_at"]
+    for s in steps[:d + 1]:  # both chains read the same logits until the stories part
+        assert list(s.a.trace.top_ids) == list(s.b.trace.top_ids) and s.kl == 0.0
+    assert [s.a.token for s in steps] == native_greedy(engine, prompt, 16)  # B's sequence did not disturb A's
+    assert steps[d].a.token != steps[d].b.token
+
+
+def test_ab_of_two_models_reports_the_kl_llmtui_compare_reports_on_the_same_text(engine, smollm2_path,
+                                                                                  smollm2_q8_path) -> None:
+    from tui.engine import EngineSettings
+    from tui.engine.ab import ABRun
+    from tui.engine.lab import compare_models
+    from tui.engine.llama import LlamaEngine
+
+    n = 12
+    with LlamaEngine(smollm2_q8_path, EngineSettings(n_ctx=1024)) as other:
+        ctx = engine.build_context(1)
+        chain_a = BUILTIN_PRESETS["greedy"].build(ctx)
+        chain_b = BUILTIN_PRESETS["creative"].build(other.build_context(1))  # B tells its own story
+        prompt = engine.tokenize(PROMPT)
+        result = ABRun(engine, chain_a, chain_b, engine_b=other, max_tokens=n).run(prompt)
+    text_a = PROMPT + result.summary["text_a"]
+    cmp = compare_models([str(smollm2_path), str(smollm2_q8_path)], text_a, settings=EngineSettings(n_ctx=1024))
+    a_tokens = [s.a.token for s in result.steps]
+    assert cmp.tokens[:len(prompt) + n] == prompt + a_tokens  # compare read the same tokens
+    reference = cmp.scores[1].per_token_kl[len(prompt) - 1:len(prompt) - 1 + n]
+    ours = [s.kl for s in result.steps]
+    assert all(k is not None and k >= 0 for k in ours) and max(ours) > 0
+    for mine, theirs in zip(ours, reference):
+        assert mine == pytest.approx(theirs, rel=0.05, abs=2e-3)
+    agree = [s.top1_agree for s in result.steps]
+    top1_ref = cmp.scores[1].top1[len(prompt) - 1:len(prompt) - 1 + n]
+    top1_a = cmp.scores[0].top1[len(prompt) - 1:len(prompt) - 1 + n]
+    assert agree == [x == y for x, y in zip(top1_a, top1_ref)]
