@@ -358,3 +358,20 @@ async def test_chat_recorded_keeps_the_conversation(smollm2_path: Path) -> None:
         assert "My name is Ada" in text and "And what is a dog?" in text
 
     await experiments(smollm2_path, ("s5-chat", 1, check))
+
+
+async def test_the_tree_experiment_branches_where_the_model_hesitated(smollm2_path: Path) -> None:
+    def check(app, f) -> None:
+        v = f.values
+        k, branches, switched = v["fork"], v["branches"], v["switched"]
+        assert [(b["id"], b["parent"], b["fork"]) for b in branches] == [(0, None, 0), (1, 0, k), (2, 0, k)]
+        assert v["distinct"] == 3 and len({b["text"] for b in branches}) == 3
+        assert max(branches, key=lambda b: b["logprob"])["id"] == v["most_likely"]
+        n_prompt = len(app.engine.tokenize("The dragon opened its eyes and"))
+        for sw in switched:  # the prompt and the steps before the fork were cached: only the last is decoded again
+            assert sw.reused == n_prompt + k - 1 and sw.evaluated == 1
+            assert sw.cells_saved >= sw.reused  # held once for all the branches that share them
+        assert f"reused {switched[0].reused} cached cells" in f.headline
+        assert isinstance(app.screen, ResultsScreen) and app.screen.query_one(DataTable).row_count == 3
+
+    await experiments(smollm2_path, ("s3-tree", 0, check))

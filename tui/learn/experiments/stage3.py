@@ -118,3 +118,81 @@ async def exp_stories(r: Runner, v: int) -> Finding:
     headline = "; ".join(parts)
     r.host.mark(screen, part="table", text="wild picks tokens far down the list: a high mean rank")
     return r.finding("results", headline, runs=runs)
+
+
+TREE_PROMPT = "The dragon opened its eyes and"
+
+
+async def exp_tree(r: Runner, v: int) -> Finding:
+    """Why the same prompt tells different stories: a small token tree. The model's own story first; then, at the
+    step where it hesitated most (the highest entropy), branches that take its 2nd and 3rd candidates (or, in
+    variation 1, two fresh draws of a random preset there), each continued by the same chain. Branches are
+    sequences sharing the prompt's and the common steps' KV cells: each decodes only its own tokens."""
+    from ...engine.branching import BranchStart, BranchSwitched
+    from ...engine.controller import Controller
+    from ...safe_text import piece_label
+
+    host = r.host
+    await host.ready()
+    await host.use_settings()
+    preset = host.catalog.get("balanced" if v == 1 else "greedy")
+    n = r.n(24, 8)
+
+    def job() -> tuple[Any, int, list[Any], list[float]]:
+        events: list[Any] = []
+        ctl = Controller(host.engine, preset, seed=host.settings.seed, emit=events.append, max_tokens=n)
+        ctl.run(TREE_PROMPT)
+        root = ctl.tree_view().path(0)
+        k = max(range(len(root)), key=lambda i: root[i].trace.entropy)  # where the model hesitated most
+        chosen = root[k].token
+        alternatives = [int(t) for t in root[k].trace.top_ids[:3] if int(t) != chosen][:2]
+        switched, ms = [], []
+        for tok in alternatives if v != 1 else (None, None):
+            start = BranchStart(parent=0, at=k, tokens=(tok,) if tok is not None else (),
+                                origin="forced" if tok is not None else "resampled")
+            mark = len(events)
+            stats = ctl.run("", branch=start)
+            switched.append(next(e for e in events[mark:] if isinstance(e, BranchSwitched)))
+            ms.append(stats.gen_ms)
+        return ctl.tree_view(), k, switched, ms
+
+    tree, k, switched, _ms = await host.in_thread(job)
+    root = tree.path(0)
+    hesitation = root[k]
+    top = [(piece_label(host.engine.piece(int(t))), float(p))
+           for t, p in zip(hesitation.trace.top_ids[:3], hesitation.trace.top_p_before[:3])]
+    rows = []
+    for b, sw in zip(tree.branches, [None, *switched]):
+        path = tree.path(b.id)
+        choice = path[k] if len(path) > k else None
+        story = "".join(s.text for s in path).strip().replace("\n", " ⏎ ")
+        cost = ("the first run: every token decoded" if sw is None else
+                f"{sw.reused} cells reused, {sw.evaluated} + {len(b.steps) - 1} decoded")
+        rows.append([str(b.id), "—" if b.parent is None else f"step {b.fork}",
+                     f"{piece_label(choice.piece)} {choice.prob:.1%}" if choice else "—", story,
+                     f"{b.logprob:.2f}", cost])
+    texts = {"".join(s.text for s in tree.path(b.id)[k:]) for b in tree.branches}  # the stories from the fork on
+    shared = min((sw.reused for sw in switched), default=0)
+    screen = await host.show_results(
+        f"a token tree — “{TREE_PROMPT}”, {preset.name}", ["branch", "leaves at", "choice (p)", "story",
+                                                            "log p", "KV cost"], rows,
+        f"At step {k} the model was least sure (entropy {hesitation.trace.entropy / 0.6931:.2f} bits; its top three: "
+        + ", ".join(f"{t} {p:.0%}" for t, p in top) + "). Each branch takes another candidate there (variation 1: "
+        "another random draw) and goes on with the same chain. log p: the cumulative log-probability of the whole "
+        "path. The branches are llama.cpp sequences in one KV cache: the prompt and the steps before the fork are "
+        "held once and shared.", mark_row=1, widths={3: 48})
+    best = max(tree.branches, key=lambda b: b.logprob)
+    first = tree.branches[0]
+    verdict = ("the first run's path is the most likely of them" if best.id == first.id else
+               f"branch {best.id}'s path is more likely than the first run's ({best.logprob:.1f} vs "
+               f"{first.logprob:.1f})" + (": the best token at each step is not the most likely path"
+                                          if preset.name == "greedy" else ""))
+    choices = [piece_label(tree.path(b.id)[k].piece) for b in tree.branches if len(tree.path(b.id)) > k]
+    headline = (f"at step {k}, where the model was least sure ({', '.join(f'{t} {p:.0%}' for t, p in top)}), the "
+                f"branches took {', '.join(choices)}: {len(texts)} different stories from one prompt; {verdict}; each "
+                f"branch reused {shared} cached cells and decoded only its own tokens")
+    host.mark(screen, part="table", text=f"{len(tree.branches)} branches from step {k}, {shared} cells shared")
+    branches = [{"id": b.id, "parent": b.parent, "fork": b.fork, "origin": b.origin, "logprob": b.logprob,
+                 "text": "".join(s.text for s in tree.path(b.id))} for b in tree.branches]
+    return r.finding("results", headline, branches=branches, fork=k, switched=switched, top=top,
+                     distinct=len(texts), most_likely=best.id)
