@@ -27,6 +27,7 @@ from ..engine.controller import Advance, Resample, SetStepMode, StepEvent
 from ..engine.errors import EngineError
 from ..run import Phase, RunModel, Update
 from ..run.waiters import RunWaiters
+from .branches import Branches
 from .messages import EngineNotice
 from .metrics import LiveMetrics
 from .modes import footer_shows, footer_state
@@ -42,8 +43,9 @@ REFRESH_HZ = 8  # the token stream
 PANEL_HZ = 2  # histogram, trace, gauge while tokens pour in (at once in step mode or on selection)
 
 
-class Dashboard(Screen):
-    """The live dashboard: what the app's engine generates (dashboard runs and API requests)."""
+class Dashboard(Branches, Screen):
+    """The live dashboard: what the app's engine generates (dashboard runs and API requests); its branch
+    actions (choose a candidate, insert text, the tree) come from :class:`~tui.app.branches.Branches`."""
 
     class Ready(Message):
         """The dashboard's panels exist (the app starts loading the model then)."""
@@ -199,6 +201,8 @@ class Dashboard(Screen):
         what it still had queued is dropped (its events carry the old id)."""
         self.waiters.release(self.model)
         self._inbox.clear()
+        if phase in (Phase.IDLE, Phase.LOADING):  # an empty dashboard, another model: the tree is gone
+            self.model.forget_tree()
         return self.model.new_run(phase, detail, label)
 
     def fold(self) -> None:
@@ -237,7 +241,9 @@ class Dashboard(Screen):
             if stream.follow:
                 stream.follow_latest()  # the same final view however the tokens arrived
         for message, severity in up.notices:
-            self.app.notify(message, severity=severity, timeout=10 if severity == "error" else 3)
+            self.app.notify(message, severity=severity, timeout={"error": 10, "warning": 8}.get(severity, 3))
+        if up.tree:
+            self.refresh_tree_view()
         now = time.perf_counter()
         urgent = m.pending is not None or not self.app.running
         first = up.show is not None and self._shown_run != m.run_id  # a run's first step: at once
@@ -278,7 +284,7 @@ class Dashboard(Screen):
         gauge.show(n_ctx=view.n_ctx, n_past=view.n_past, n_prompt=view.n_prompt, n_reused=view.n_reused,
                    n_keep=view.n_keep, shifts=view.shifts, bytes_per_token=view.bytes_per_token,
                    allocated=view.allocated, type_k=view.type_k, type_v=view.type_v,
-                   notes=recorded_remote_notes(self.engine))
+                   notes=recorded_remote_notes(self.engine), shared=view.shared)
 
     def fail_run(self, error: str) -> None:
         """The run's worker failed outside the controller (a bug): say so, and release whoever waits."""
@@ -372,7 +378,12 @@ class Dashboard(Screen):
         app = self.app
         if app.controller is None:
             return
-        if app.running:
+        if self.model.selected is not None:  # a past step: a fresh draw there, on a new branch
+            self.resample_at(self.model.selected)
+        elif not app.running and self.model.steps and hasattr(app.engine, "attach") \
+                and app.controller.last.last_logits is None:
+            self.resample_at(self.model.steps[-1].index)  # a switched-to branch: its last logits are not kept
+        elif app.running:
             if self.model.pending is None:
                 app.notify("re-sampling needs a paused step: press s (step mode) first", severity="warning")
                 return

@@ -49,6 +49,8 @@ class Replay(Dashboard):
         self.replay_engine = ReplayEngine(session)
         self.fork_load = fork_load  # (session) -> Loaded: the recorded model, for forking
         self.position = 0
+        self.steps, self.metrics_line = session.steps, session.metrics  # the line played: the run's, or a branch's
+        self.shown_branch: int = session.line
         self.playing = False
         self.speed = 20.0  # tokens per second
         self._due = 0.0
@@ -81,7 +83,9 @@ class Replay(Dashboard):
         self.sync_phase()
 
     def mode_text(self) -> str:
-        return (f"REPLAY {self.position}/{len(self.session.steps)} {'▶' if self.playing else '⏸'} "
+        branch = f" branch {self.shown_branch} of {len(self.session.branches)} (T: tree)" if len(
+            self.session.branches) > 1 else ""
+        return (f"REPLAY {self.position}/{len(self.steps)}{branch} {'▶' if self.playing else '⏸'} "
                 f"{self.speed:g} tok/s (esc: {'pause' if self.playing else 'leave the replay'})")
 
     @property
@@ -101,22 +105,22 @@ class Replay(Dashboard):
 
     def goto(self, position: int) -> None:
         """Show the first ``position`` recorded steps (forwards or backwards)."""
-        session = self.session
-        position = min(max(position, 0), len(session.steps))
+        session, steps = self.session, self.steps
+        position = min(max(position, 0), len(steps))
         stream = self.query_one(TokenStream)
         before = self.position
-        up = self.model.show_steps(session.steps[:position])
+        up = self.model.show_steps(steps[:position])
         if position < before:
             stream.truncate_to(position)
         elif up.appended:
             stream.append_many(up.appended)
             memory, throughput = self.panel(MemoryGraph), self.panel(ThroughputGraph)
-            for s, (rss, kv) in zip(session.steps[before:position], session.metrics[before:position]):
+            for s, (rss, kv) in zip(steps[before:position], self.metrics_line[before:position]):
                 memory.add(s.index, rss, kv)
                 throughput.add(s.index, 1000.0 / max(1e-3, s.decode_ms + s.sample_ms), s.decode_ms + s.sample_ms)
             self.metrics.dirty = True  # redrawn by the plot timer
         self.position = position
-        if position >= len(session.steps) and self.playing:
+        if position >= len(steps) and self.playing:
             self.pause()
             end = session.footer.get("stop_reason") if session.footer else "the recording was cut off"
             self.model.set_phase(Phase.REPLAY_END, str(end))
@@ -139,7 +143,7 @@ class Replay(Dashboard):
         if self.playing:
             self.pause()
             return
-        if self.position >= len(self.session.steps):
+        if self.position >= len(self.steps):
             self.goto(0)
         self.playing = True
         self._tick.resume()
@@ -164,7 +168,53 @@ class Replay(Dashboard):
     def action_jump(self) -> None:
         from .screens.sessions import JumpScreen
 
-        self.app.push_screen(JumpScreen(len(self.session.steps)), lambda n: n is not None and self.goto(n))
+        self.app.push_screen(JumpScreen(len(self.steps)), lambda n: n is not None and self.goto(n))
+
+    # -- the recorded tree --------------------------------------------------------------------------------
+
+    def action_branches(self) -> None:  # T: the recording's tree
+        from ..record.tree import tree_from_session
+        from .screens.branches import BranchScreen
+
+        tree = tree_from_session(self.session)
+        if tree is None:
+            self.app.notify("this recording holds one run: no branches to show", severity="warning")
+            return
+        self.app.push_screen(BranchScreen(tree, self.shown_branch, None, note="↑/↓ move · Enter plays that branch "
+                                          "from its first step · Esc closes"), self._recorded_branch)
+
+    def _recorded_branch(self, choice: tuple[str, int] | None) -> None:
+        if choice is None:
+            return
+        if choice[0] == "continue":
+            self.app.notify("this is a replay: Enter plays a branch; f forks the shown step with the model",
+                            severity="warning")
+            return
+        self.show_branch(choice[1])
+
+    def action_branch(self, delta: int) -> None:  # { / }: the previous / next recorded branch
+        order = sorted(self.session.branches)
+        if len(order) < 2:
+            self.app.notify("this recording holds one run: no branches to show", severity="warning")
+            return
+        self.show_branch(order[(order.index(self.shown_branch) + delta) % len(order)])
+
+    def show_branch(self, bid: int) -> None:
+        """Play branch ``bid`` of the recorded tree: its path, shown up to where it leaves the one shown."""
+        self.pause()
+        steps, metrics = self.session.branch_line(bid)
+        keep = 0
+        while keep < min(len(steps), len(self.steps), self.position) and steps[keep] is self.steps[keep]:
+            keep += 1
+        self.goto(keep)
+        self.steps, self.metrics_line, self.shown_branch = steps, metrics, bid
+        self.goto(len(steps))
+        self.update_status()
+
+    def action_candidates(self) -> None:
+        self._not_here()
+
+    action_insert_text = action_candidates
 
     def _not_here(self) -> None:
         self.app.notify("this is a replay: f forks it to generate with the model from here; esc leaves it",
@@ -197,7 +247,7 @@ class Replay(Dashboard):
             self.app.call_from_thread(self.app.notify, str(exc), severity="error", timeout=10)
             return
         try:
-            prefix, kept = fork_prefix(self.session, at_step, loaded.engine)
+            prefix, kept = fork_prefix(self.session, at_step, loaded.engine, self.steps)
         except EngineError as exc:
             loaded.engine.close()
             self.app.call_from_thread(self.app.notify, str(exc), severity="error", timeout=10)

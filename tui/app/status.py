@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .modes import active_modes, mode_label, screen_kind
+from .modes import active_modes, key_label, mode_label, screen_kind
 
 
 def chat_info(turn: Any) -> str:
@@ -17,6 +17,22 @@ def chat_info(turn: Any) -> str:
         return ""
     return (f"turn: reused {turn.reused:,}, evaluated {turn.evaluated:,}, saved ~{turn.saved_ms:.0f} ms"
             + (f", dropped {turn.dropped_turns} old turn(s)" if turn.dropped_turns else ""))
+
+
+def branch_info(run: Any, tree_key: str = "T", timed: bool = True) -> str:
+    """``branch 2 of 3 (T: tree) · reused 17 cells, evaluated 1 (9 ms) · 2 sequences share 7 cells``: the branch
+    shown and what the last switch to it cost (once the run has branched; ``timed``: with the wall time)."""
+    sw, tree = run.switched, run.tree
+    if run.branch is None or (sw is None and (tree is None or len(tree.branches) < 2)):
+        return ""
+    head = f"branch {run.branch}" + (f" of {len(tree.branches)}" if tree is not None else "") + f" ({tree_key}: tree)"
+    if sw is None or sw.branch != run.branch:
+        return head
+    shared = sum(1 for holders in sw.active_shared if holders > 1)
+    share = (f"{sw.sequences} sequences share {shared:,} cells" if shared else
+             f"{sw.sequences} sequence{'s' if sw.sequences != 1 else ''}, no shared cells")
+    ms = f" ({sw.ms:,.0f} ms)" if timed else ""
+    return f"{head} · reused {sw.reused:,} cells, evaluated {sw.evaluated:,}{ms} · {share}"
 
 
 def modes_text(app: Any, screen: Any) -> str:
@@ -47,6 +63,7 @@ def status_line(app: Any, screen: Any) -> str:
     parts = [run.state_text, modes_text(app, screen)]
     if run.selected is not None:
         parts.append(f"viewing step {run.selected} (end: live)")
+    parts.append(branch_info(run, key_label(app.keymap.get("branch.tree", "T")), timed=screen.live_metrics))
     if app.recorder.on and screen_kind(screen) == "live":
         parts.append("● REC")
     if remote is not None:  # a server: its protocol and how it is watched instead of our threads

@@ -201,6 +201,75 @@ class Tools:
             self.push_screen(PerfLab(path, default_threads(), self.run_guarded, gpu_offload_available(),
                                      on_result=self.recorder.lab))
 
+    def action_ab(self) -> None:
+        """The A/B split view: two presets on this model, or this model and a variant of it, in lockstep."""
+        if self.controller is None or self.engine is None or not hasattr(self.engine, "decode_rows"):
+            self.notify("A/B needs a loaded local model (m picks one)" if self.engine is None else
+                        "A/B needs a local model: a remote server or a replay cannot decode two sequences",
+                        severity="warning")
+            return
+        self._open_ab()
+
+    @work(thread=True, exclusive=True, group="models", exit_on_error=False)
+    def _open_ab(self) -> None:
+        from .screens.ab import ABScreen, engine_runner
+
+        local = [e for e in (self.discover() if self.discover is not None else []) if e.source != "remote"]
+        engine, controller = self.engine, self.controller
+        loaded: dict[str, Any] = {}  # side B's model, loaded once for this screen and closed with it
+
+        def load_b(path: str) -> Any:
+            if os.path.realpath(path) == os.path.realpath(str(getattr(engine, "path", ""))):
+                return engine
+            if path not in loaded:
+                from ..engine.llama import LlamaEngine
+
+                for other in loaded.values():
+                    other.close()
+                loaded.clear()
+                loaded[path] = LlamaEngine(path, engine.settings)
+            return loaded[path]
+
+        def closed(_result: Any = None) -> None:  # freed on the engine thread, after a run that may still end
+            import threading
+
+            for other in list(loaded.values()):
+                threading.Thread(target=other.close, name="close-ab-model", daemon=True).start()
+            loaded.clear()
+
+        def record(request: Any, engine_a: Any, engine_b: Any) -> Any:
+            """Recording is on (ctrl+r): the A/B run is a recording of its own (side B a branch)."""
+            if not self.recorder.on:
+                return None
+            from ..config import app_dirs
+            from ..record.recorder import ab_recorder
+
+            sessions = app_dirs().sessions
+            try:
+                sessions.mkdir(parents=True, exist_ok=True)  # a directory: each A/B run gets a new name in it
+            except OSError as exc:
+                self.call_from_thread(self.notify, f"{sessions}: cannot record there: {exc.strerror or exc}",
+                                      severity="error")
+                return None
+            return ab_recorder(engine_a, sessions, preset_a=request.preset_a, preset_b=request.preset_b,
+                               seed=request.seed, engine_b=engine_b, max_tokens=request.max_tokens,
+                               report=self._ab_recording)
+
+        prompt = self.dashboard.query_one("#prompt").value or self.initial_prompt
+        screen = ABScreen(prompt, engine_runner(controller, engine, load_b, record), self.catalog.presets,
+                          self.preset,
+                          local, model_label=self.model_label, max_tokens=min(self.max_tokens, 128),
+                          seed=self.settings.seed if self.settings.seed >= 0 else 42,
+                          chat=bool(self.chat_mode), n_vocab=engine.n_vocab)
+        self.call_from_thread(self.push_screen, screen, closed)
+
+    def _ab_recording(self, event: Any) -> None:  # on the engine thread
+        from ..record.recorder import RecordingStarted
+
+        text = f"A/B recorded to {event.path}" if isinstance(event, RecordingStarted) else event.message
+        self.call_from_thread(self.notify, text, severity="information" if isinstance(event, RecordingStarted)
+                              else "error")
+
     # -- sessions, themes, help ---------------------------------------------------------------------------------
 
     def action_sessions(self) -> None:

@@ -41,12 +41,15 @@ def register(sub: Any) -> None:
     common_args(replay, sub=True)
     sampling_args(replay, sub=True)
 
-    export = sub.add_parser("export", help="write a readable report of a recorded session",
+    export = sub.add_parser("export", help="write a readable report of a recorded session, or its token tree",
                             description="Markdown or HTML: the text with tokens coloured by probability and "
-                            "every step's top-10 with probabilities before and after the sampler chain.")
+                            "every step's top-10 with probabilities before and after the sampler chain; a "
+                            "recording with several branches (forks, branch runs, an A/B run) also lists each "
+                            "branch: where it leaves its parent, the token chosen there, its text. tree: the "
+                            "token tree as JSON (branches with parent, fork, origin, log-probability and steps).")
     export.add_argument("file", metavar="FILE", type=Path)
-    export.add_argument("--format", choices=["md", "html"], default="md")
-    export.add_argument("-o", "--output", type=Path, metavar="OUT", help="default: FILE with .md/.html")
+    export.add_argument("--format", choices=["md", "html", "tree"], default="md")
+    export.add_argument("-o", "--output", type=Path, metavar="OUT", help="default: FILE with .md/.html/.tree.json")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -192,3 +192,12 @@ class BranchOps:
 
     def tree_view(self) -> TreeView | None:
         return self.tree.view() if self.tree is not None else None
+
+    def resident_branches(self) -> frozenset[int]:
+        """The current tree's branches whose cells the cache holds (a sequence is theirs); the others are
+        re-evaluated when visited. Read-only, any thread: the keys are copied in one step."""
+        seqs = getattr(self.engine, "seqs", None)
+        if seqs is None or self.tree is None:
+            return frozenset()
+        serial = self._tree_serial
+        return frozenset(k[1] for k in tuple(seqs.keys.values()) if isinstance(k, tuple) and k[0] == serial)

@@ -12,8 +12,9 @@ vocabulary bound (n_vocab comes from the header, not from a schema) and rewordin
 Every message names the field, on one line.
 
 :class:`BadField` is the one error; :func:`check_header`, :func:`step_from`,
-:func:`pieces_from`, :func:`check_event` and :func:`check_footer` take one record
-each; :func:`shown` and :func:`clipped` put a value from the file into a message.
+:func:`pieces_from`, :func:`check_branch`, :func:`check_event` and :func:`check_footer` take one
+record each (how a branch fits the tree read so far is the reader's check); :func:`shown` and
+:func:`clipped` put a value from the file into a message.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 from ..engine.errors import EngineError
 from ..engine.loop import Step
 from ..engine.settings import CACHE_TYPES, MAX_CTX, SEED_MAX, EngineSettings
+from ..engine.tree import ORIGINS
 from ..safe_text import visible
 from ..sampling.presets import PresetError, validate_specs
 from ..sampling.trace import SampleTrace, StageTrace
@@ -292,6 +294,54 @@ def check_header(head: dict[str, Any]) -> None:
         if "fork_step" in parent:
             _int(parent["fork_step"], "parent.fork_step", 0, _INT32_MAX)
     check_remote(head)
+    if "ab" in head:
+        check_ab(head["ab"], n_vocab)
+
+
+_AB_MODES = ("presets", "models")
+
+
+def check_ab(value: Any, n_vocab: int) -> None:
+    """An A/B run's header block: its mode, the two sides' labels, side B's preset, seed and model (two
+    models share one vocabulary: B's is the header's)."""
+    ab = _dict(value, "ab")
+    mode = _get(ab, "mode", "ab.")
+    if mode not in _AB_MODES:
+        raise BadField(f"ab.mode: expected presets or models, got {shown(mode)}")
+    for key in ("label_a", "label_b"):
+        _str(_get(ab, key, "ab."), f"ab.{key}")
+    _check_preset(_get(ab, "preset_b", "ab."), "ab.preset_b")
+    if "seed_b" in ab:
+        _int(ab["seed_b"], "ab.seed_b", -1, SEED_MAX)
+    model = ab.get("model_b")
+    if model is not None:
+        model = _dict(model, "ab.model_b")
+        for key in ("name", "path", "arch", "quant"):
+            _str(_get(model, key, "ab.model_b."), f"ab.model_b.{key}")
+        vocab = _get(model, "n_vocab", "ab.model_b.")
+        if type(vocab) is not int or vocab != n_vocab:
+            raise BadField(f"ab.model_b.n_vocab: {shown(vocab)}, but side A's model has {n_vocab:,} "
+                           "tokens (A/B of two models needs one vocabulary)")
+        if model.get("fingerprint") is not None:
+            _str(model["fingerprint"], "ab.model_b.fingerprint")
+
+
+def check_branch(rec: dict[str, Any]) -> dict[str, Any]:
+    """A branch line's own fields (version 2); where it leaves its parent is checked against the tree read
+    so far by the reader."""
+    _int(_get(rec, "id", ""), "id", 1, _INT32_MAX)  # branch 0 is the first run's: never introduced
+    _int(_get(rec, "parent", ""), "parent", 0, _INT32_MAX)
+    _int(_get(rec, "fork", ""), "fork", 0, _INT32_MAX)
+    origin = _get(rec, "origin", "")
+    if origin not in ORIGINS:
+        raise BadField(f"origin: expected one of {', '.join(ORIGINS)}, got {shown(origin)}")
+    if "preset" in rec:
+        _check_preset(rec["preset"], "preset")
+    if "seed" in rec:
+        _int(rec["seed"], "seed", -1, SEED_MAX)
+    if "max_tokens" in rec:
+        _int(rec["max_tokens"], "max_tokens", 0, _INT32_MAX)
+    return rec
 
 
 def check_remote(head: dict[str, Any]) -> None:
@@ -316,7 +366,27 @@ def check_event(rec: dict[str, Any], n_vocab: int) -> dict[str, Any]:
     for key in ("reason", "error", "lab"):
         if rec.get(key) is not None:
             _str(rec[key], key)
+    if "branch" in rec:  # version 2: whether it is a branch of this tree is the reader's check
+        _int(rec["branch"], "branch", 0, _INT32_MAX)
+    if rec["kind"] == "ab":
+        _ab_figures(rec)
     return rec
+
+
+def _ab_figures(rec: dict[str, Any]) -> None:
+    """An A/B step's figures (what the split view plots): null where a side had stopped."""
+    kl = _get(rec, "kl", "")
+    if kl is not None:
+        _float(kl, "kl")  # nats; float sums can leave a hair below zero
+    for key in ("entropy_a", "entropy_b"):
+        value = _get(rec, key, "")
+        if value is not None:
+            _float(value, key, 0.0)
+    agree = _get(rec, "top1_agree", "")
+    if agree is not None:
+        _bool(agree, "top1_agree")
+    _bool(_get(rec, "diverged", ""), "diverged")
+    _int(rec.get("decodes", 0), "decodes", 0, _INT32_MAX)
 
 
 def check_footer(rec: dict[str, Any]) -> dict[str, Any]:

@@ -31,11 +31,12 @@ def _top(step: Step) -> dict[str, Any]:
             "p_after": tr.top_p_after.tolist()}
 
 
-def step_record(step: Step, *, rss: int = 0, kv_bytes: int = 0) -> dict[str, Any]:
-    """The recording's ``step`` line."""
+def step_record(step: Step, *, rss: int = 0, kv_bytes: int = 0, branch: int = 0) -> dict[str, Any]:
+    """The recording's ``step`` line (``branch``: its branch of the token tree; 0, the first, is not written)."""
     tr = step.trace
     return {
         "type": "step",
+        **({"branch": branch} if branch else {}),
         "i": step.index,
         "token": step.token,
         "piece": _b64(step.piece),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from ..safe_text import markdown_code, markdown_text, visible, visible_lines
 from ..sampling.presets import Preset, PresetError, validate_specs
 from ..sampling.trace import prob_bucket
 from .reader import Session
+from .tree import session_tree, tree_document
 
 
 def preset_from(data: dict[str, Any], where: str) -> Preset:
@@ -57,9 +59,12 @@ def verify(session: Session, engine: Any) -> VerifyResult:
     preset = preset_from(head["preset"], where)
     seed = int(head["seed"])
     changes: dict[int, Preset] = {}
-    for ev in session.events:
+    forced: dict[int, int] = {}  # a candidate the user chose at that step
+    for ev in session.events_on_line():  # a side branch's or a later branch run's events are not the run's
         if ev.get("kind") in ("preset_changed", "resampled") and "preset" in ev:
             changes[int(ev["at_step"])] = preset_from(ev["preset"], where)
+        elif ev.get("kind") == "forced" and "token" in ev:
+            forced[int(ev["at_step"])] = int(ev["token"])
     recorded = session.tokens
     if not recorded:
         return VerifyResult(0, None)
@@ -83,24 +88,30 @@ def verify(session: Session, engine: Any) -> VerifyResult:
         if i in changes:
             # the live run switched chains before this step (a preset change or a re-sample)
             step = gen.resample(chain_for(changes[i], history))
+        if i in forced:
+            step = gen.force(forced[i])
         if step.token != want:
             return VerifyResult(len(recorded), i, want, step.token)
         history.append(step.token)
     return VerifyResult(len(recorded), None)
 
 
-def fork_prefix(session: Session, at_step: int, engine: Any = None) -> tuple[list[int], list[int]]:
+def fork_prefix(session: Session, at_step: int, engine: Any = None,
+                steps: list[Any] | None = None) -> tuple[list[int], list[int]]:
     """(prompt tokens for a fork at ``at_step``, the generated tokens it keeps); ``engine``: the model
-    the fork runs on, refused unless its vocabulary is the recording's."""
+    the fork runs on, refused unless its vocabulary is the recording's; ``steps``: a branch's path (default:
+    the run's line)."""
     if engine is not None:
         _check_model(session, engine, "fork")
-    if not 0 <= at_step <= len(session.steps):
-        raise EngineError(f"fork step {at_step} is outside the recording (0..{len(session.steps)})")
-    missing = session.first_missing
+    line = session.steps if steps is None else steps
+    if not 0 <= at_step <= len(line):
+        raise EngineError(f"fork step {at_step} is outside the recording (0..{len(line)})")
+    missing = session.first_missing if steps is None else next(
+        (i for i, s in enumerate(line) if s.index != i), None)
     if missing is not None and at_step > missing:
         raise EngineError(f"step {missing} is missing from the recording (a damaged line): fork at step {missing} "
                           "or before")
-    kept = session.tokens[:at_step]
+    kept = [s.token for s in line[:at_step]]
     return list(session.header["prompt_tokens"]) + kept, kept
 
 
@@ -132,8 +143,20 @@ def export_markdown(session: Session) -> str:
         out.append(f"- stopped: {markdown_text(session.footer.get('stop_reason'))} after {len(session.steps)} tokens")
     if h.get("parent"):
         out.append(f"- forked from {markdown_code(h['parent'].get('file'))} at step {h['parent'].get('fork_step')}")
+    ab = session.ab
+    if ab is not None:
+        out.append(f"- A/B of two {ab['mode']}: A = {markdown_text(ab['label_a'])}, B = {markdown_text(ab['label_b'])}"
+                   f" (preset {markdown_text(ab['preset_b']['name'])}); {_diverged(session)}")
     out += ["", "## Text", "", "Each token is shown as `[text|p]` with the probability it was drawn with.", ""]
     out.append("".join(f"[{markdown_text(s.text)}|{s.prob:.2f}]" for s in session.steps))
+    branches = _branches(session)
+    if branches:
+        out += ["", "## Branches", "", "The token tree: where each branch leaves its parent, the token chosen there "
+                "and its probability, its length and cumulative log-probability, and its text from there on.", ""]
+        for depth, b, text, choice in branches:
+            out.append(f"{'  ' * depth}- {_branch_title(b)}" + (f": chose {markdown_code(choice[0])} "
+                       f"(p {_p(choice[1])})" if choice else "") + f"; {b.length} tokens, log-prob "
+                       f"{_lp(b.logprob)} — {markdown_code(text)}")
     out += ["", "## Steps", ""]
     for s in session.steps:
         tr = s.trace
@@ -148,6 +171,36 @@ def export_markdown(session: Session) -> str:
             out.append(f"| {r}{mark} | {markdown_code(_piece(session, t))} | {lg:.2f} | {pb:.4f} | {pa:.4f} |")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def _branches(session: Session) -> list[tuple[int, Any, str, tuple[str, float] | None]]:
+    """(depth, branch, its text from its fork on, (the token chosen where it leaves its parent, its p)) for
+    each branch of the recording's tree, in tree order; empty for a recording of one branch."""
+    if len(session.branches) < 2:
+        return []
+    view = session_tree(session)
+    out = []
+    for depth, b in view.depth_first():
+        choice = (_piece(session, b.choice.token), b.choice.prob) if b.choice is not None else None
+        out.append((depth, b, "".join(s.text for s in b.steps), choice))
+    return out
+
+
+def _branch_title(b: Any) -> str:
+    return f"branch {b.id} ({b.origin})" + (f" from branch {b.parent} at step {b.fork}" if b.parent is not None else "")
+
+
+def _p(prob: float) -> str:
+    return f"{prob:.3f}" if prob == prob else "?"  # NaN: a remote run gave no figure
+
+
+def _lp(logprob: float) -> str:
+    return f"{logprob:.2f}" if math.isfinite(logprob) else "?"
+
+
+def _diverged(session: Session) -> str:
+    d = session.footer.get("summary", {}).get("diverged_at") if session.footer else None
+    return f"the sides parted at step {d}" if type(d) is int else "the sides never parted (or the run was cut off)"
 
 
 def _h(text: Any) -> str:
@@ -192,19 +245,40 @@ td.chosen {{ background: #3a2f12; }}
 <p>prompt: <span class="prompt">{prompt}</span> — {len(session.steps)} tokens;
 colour = probability the token was drawn with (red &lt; 5% … green ≥ 80%); hover a token for its top-5.</p>
 <div class="text"><span class="prompt">{prompt}</span>{''.join(spans)}</div>
-<h2>Top-10 per step (p before → after the sampler chain)</h2>
+{_html_branches(session)}<h2>Top-10 per step (p before → after the sampler chain)</h2>
 <table>{''.join(rows)}</table>
 </body></html>
 """
 
 
-EXPORTERS: dict[str, Callable[[Session], str]] = {"md": export_markdown, "html": export_html}
+def _html_branches(session: Session) -> str:
+    branches = _branches(session)
+    if not branches:
+        return ""
+    items = []
+    for depth, b, text, choice in branches:
+        chose = f": chose <code>{_h(choice[0])}</code> (p {_p(choice[1])})" if choice else ""
+        items.append(f'<li style="margin-left:{1.5 * depth:g}em">{_h(_branch_title(b))}{chose}; {b.length} tokens, '
+                     f'log-prob {_lp(b.logprob)}<div class="text">{html.escape(visible_lines(text))}</div></li>')
+    return ("<h2>Branches</h2>\n<p>The token tree: where each branch leaves its parent, the token chosen there and "
+            f"its probability, its length and cumulative log-probability, and its text from there on.</p>\n"
+            f"<ul>{''.join(items)}</ul>\n")
+
+
+def export_tree(session: Session) -> str:
+    """The token tree as JSON (``TreeView.as_dict``, token texts from the recording); ASCII only: no control
+    character or bidi mark from the file reaches a terminal that shows it."""
+    return json.dumps(tree_document(session), ensure_ascii=True, allow_nan=False, indent=1) + "\n"
+
+
+EXPORTERS: dict[str, Callable[[Session], str]] = {"md": export_markdown, "html": export_html, "tree": export_tree}
+SUFFIXES = {"md": ".md", "html": ".html", "tree": ".tree.json"}
 
 
 def export(session: Session, fmt: str, out: Path | None = None) -> Path:
     if fmt not in EXPORTERS:
-        raise EngineError(f"unknown export format {fmt!r} (md or html)")
-    target = Path(out) if out is not None else session.path.with_suffix(f".{fmt}")
+        raise EngineError(f"unknown export format {visible(repr(fmt))} (md, html or tree)")
+    target = Path(out) if out is not None else session.path.with_suffix(SUFFIXES[fmt])
     text = EXPORTERS[fmt](session)
     try:
         target.write_text(text, encoding="utf-8")

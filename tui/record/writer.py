@@ -1,8 +1,9 @@
 """Writing session recordings (the format: :mod:`tui.record.format`).
 
-The writer creates a new file (never appends to or writes through an existing
-one), writes each line whole and flushes it at once, so a session killed at any
-moment is readable up to its last complete line.
+:class:`SessionWriter` creates a new file (never appends to or writes through an existing one);
+:class:`AppendWriter` adds a branch run's lines to the recording of its token tree (a regular file
+only, never through a symlink). Each line is written whole and flushed at once, so a session killed
+at any moment is readable up to its last complete line.
 """
 
 from __future__ import annotations
@@ -54,25 +55,33 @@ def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
 REMOTE_ID_BOUND = (1 << 31) - 1
 
 
+def model_identity(engine: Any) -> dict[str, Any]:
+    """Which model a run used: name, file, architecture, quantization, vocabulary, size, fingerprint."""
+    info = engine.info
+    model: dict[str, Any] = {"name": info.name, "path": str(getattr(engine, "path", "")), "arch": info.arch,
+                             "quant": info.quant, "n_vocab": info.n_vocab, "file_size": info.file_size}
+    if getattr(engine, "remote", None) is not None:  # a server: its ids, no file of ours
+        model["n_vocab"] = REMOTE_ID_BOUND
+        model["fingerprint"] = None
+        return model
+    try:
+        model["fingerprint"] = fingerprint(engine.path)
+    except (OSError, TypeError):
+        model["fingerprint"] = None
+    return model
+
+
 def session_header(engine: Any, preset: Any, seed: int, prompt: str, tokens: Any, *, max_tokens: int,
                    ignore_eos: bool = False, parent: dict[str, Any] | None = None,
                    history: Any = ()) -> dict[str, Any]:
     """Everything needed to replay, verify or fork a run: model identity, settings, preset, seed, prompt."""
-    info = engine.info
-    model: dict[str, Any] = {"name": info.name, "path": str(getattr(engine, "path", "")), "arch": info.arch,
-                             "quant": info.quant, "n_vocab": info.n_vocab, "file_size": info.file_size}
+    model = model_identity(engine)
     remote = getattr(engine, "remote", None)
     if remote is not None:  # a server (tui.remote): no file, no KV layout of ours; what it exposed instead
-        model["n_vocab"] = REMOTE_ID_BOUND
-        model["fingerprint"] = None
         return {"model": model, "engine": {}, "n_ctx": engine.n_ctx,
                 "remote": {**remote.header(), "mode": getattr(engine, "mode", "stream")},
                 "preset": preset.as_dict(), "seed": seed, "prompt": prompt, "prompt_tokens": list(tokens),
                 "max_tokens": max_tokens, "ignore_eos": ignore_eos, "parent": parent, "history": list(history)}
-    try:
-        model["fingerprint"] = fingerprint(engine.path)
-    except OSError:
-        model["fingerprint"] = None
     kv = engine.kv_layout()
     return {
         "model": model,
@@ -129,21 +138,78 @@ def _create(path: Path) -> int:
         raise RecordError(f"cannot record to {path}: {exc.strerror or exc}") from None
 
 
-class SessionWriter:
-    """Writes whole lines to a new file and flushes each one; never raises past ``RecordError``.
+class LineWriter:
+    """Whole lines to an open file, each flushed at once (one write per line: a line is whole or absent);
+    never raises past ``RecordError``. Pieces are written once per file: ``seen`` holds the ids it has."""
 
-    ``path`` must not exist (:class:`RecordingExists` otherwise); :meth:`new_in` picks a free
-    name in a directory instead.
-    """
+    path: Path
+    _fd: int
+
+    def __init__(self, path: Path, piece: Callable[[int], bytes], seen: set[int] | None = None) -> None:
+        self.path = path
+        self.piece = piece
+        self.seen: set[int] = set() if seen is None else seen
+        self.steps = 0  # step lines this writer wrote
+        self.closed = False
+        self._rss = 0
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        if self.closed:
+            raise RecordError(f"{self.path}: the recording is closed")
+        line = _line(obj)
+        try:
+            written = os.write(self._fd, line)  # one write per line: a line is whole or absent
+            if written != len(line):
+                raise OSError(28, "short write (disk full?)")
+        except OSError as exc:
+            self.close()
+            raise RecordError(f"recording to {self.path} stopped: {exc.strerror or exc}") from None
+
+    def _new_pieces(self, ids: Iterable[int]) -> None:
+        fresh = [t for t in ids if t not in self.seen]
+        if fresh:
+            self.seen.update(fresh)
+            self._write({"type": "pieces", "map": {str(t): _b64(self.piece(t)) for t in fresh}})
+
+    def step(self, step: Step, *, kv_bytes: int = 0, rss: int | None = None, branch: int = 0) -> None:
+        """Write one step (of ``branch`` of the token tree); ``rss`` (the process's resident memory) is
+        measured here, every :data:`RSS_EVERY` steps (a psutil call costs ~20 µs), unless given."""
+        tr = step.trace
+        ids = [step.token, *tr.top_ids.tolist()]
+        for s in tr.stages:
+            ids.extend(s.top_ids)
+        self._new_pieces(ids)
+        if rss is None:
+            if self.steps % RSS_EVERY == 0:
+                self._rss = _rss()
+            rss = self._rss
+        self._write(step_record(step, rss=rss, kv_bytes=kv_bytes, branch=branch))
+        self.steps += 1
+
+    def event(self, kind: str, at_step: int, *, branch: int = 0, **data: Any) -> None:
+        self._write({"type": "event", "kind": kind, "at_step": at_step, **({"branch": branch} if branch else {}),
+                     **data})
+
+    def branch_line(self, bid: int, parent: int, fork: int, origin: str, **data: Any) -> None:
+        """Branch ``bid`` of the token tree leaves ``parent`` at step ``fork`` (before any step of it)."""
+        self._write({"type": "branch", "id": bid, "parent": parent, "fork": fork, "origin": origin, **data})
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                os.close(self._fd)
+            except OSError:
+                return
+
+
+class SessionWriter(LineWriter):
+    """A new recording: ``path`` must not exist (:class:`RecordingExists` otherwise); :meth:`new_in`
+    picks a free name in a directory instead. The header is its first line."""
 
     def __init__(self, path: str | os.PathLike[str], header: dict[str, Any],
                  piece: Callable[[int], bytes]) -> None:
-        self.path = Path(path)
-        self.piece = piece
-        self._seen: set[int] = set()
-        self.steps = 0
-        self.closed = False
-        self._rss = 0
+        super().__init__(Path(path), piece)
         self._fd = _create(self.path)
         self._write({"type": "header", "format": FORMAT, "version": VERSION, "app_version": __version__,
                      "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), **header})
@@ -163,58 +229,46 @@ class SessionWriter:
                 continue  # taken meanwhile: the next name
         raise RecordError(f"{directory}: no free recording name for {visible(model)} this second")
 
-    def _write(self, obj: dict[str, Any]) -> None:
-        if self.closed:
-            raise RecordError(f"{self.path}: the recording is closed")
-        line = _line(obj)
-        try:
-            written = os.write(self._fd, line)  # one write per line: a line is whole or absent
-            if written != len(line):
-                raise OSError(28, "short write (disk full?)")
-        except OSError as exc:
-            self.close()
-            raise RecordError(f"recording to {self.path} stopped: {exc.strerror or exc}") from None
-
-    def _new_pieces(self, ids: Iterable[int]) -> None:
-        fresh = [t for t in ids if t not in self._seen]
-        if fresh:
-            self._seen.update(fresh)
-            self._write({"type": "pieces", "map": {str(t): _b64(self.piece(t)) for t in fresh}})
-
-    def step(self, step: Step, *, kv_bytes: int = 0, rss: int | None = None) -> None:
-        """Write one step; ``rss`` (the process's resident memory) is measured here, every
-        :data:`RSS_EVERY` steps (a psutil call costs ~20 µs), unless given."""
-        tr = step.trace
-        ids = [step.token, *tr.top_ids.tolist()]
-        for s in tr.stages:
-            ids.extend(s.top_ids)
-        self._new_pieces(ids)
-        if rss is None:
-            if self.steps % RSS_EVERY == 0:
-                self._rss = _rss()
-            rss = self._rss
-        self._write(step_record(step, rss=rss, kv_bytes=kv_bytes))
-        self.steps += 1
-
-    def event(self, kind: str, at_step: int, **data: Any) -> None:
-        self._write({"type": "event", "kind": kind, "at_step": at_step, **data})
-
     def footer(self, **data: Any) -> None:
         self._write({"type": "footer", "steps": self.steps, **data})
         self.close()
 
-    def finish(self, reason: str | None, error: str | None, summary: dict[str, Any], text: str) -> None:
-        """The end of a run: a "stopped" event after its last step, then the footer."""
-        self.event("stopped", self.steps, reason=reason, error=error)
+    def finish(self, reason: str | None, error: str | None, summary: dict[str, Any], text: str, *,
+               at_step: int | None = None, branch: int = 0) -> None:
+        """The end of a run: a "stopped" event after its last step (``at_step``: the index after it, by
+        default the steps written), then the footer."""
+        self.event("stopped", self.steps if at_step is None else at_step, branch=branch, reason=reason, error=error)
         self.footer(stop_reason=reason, summary=summary, text=text, **({"error": error} if error else {}))
 
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                os.close(self._fd)
-            except OSError:
-                return
+
+class AppendWriter(LineWriter):
+    """More lines at the end of a recording this process wrote (a branch run of its token tree): only a
+    regular file at ``path`` itself, never through a symlink put there since; ``seen``: the token ids whose
+    pieces the file already holds."""
+
+    def __init__(self, path: str | os.PathLike[str], piece: Callable[[int], bytes],
+                 seen: set[int] | None = None) -> None:
+        super().__init__(Path(path), piece, seen)
+        self._fd = _open_append(self.path)
+
+
+def _open_append(path: str | os.PathLike[str]) -> int:
+    """An existing regular file for appending: a symlink is refused (O_NOFOLLOW), and so is a FIFO or a
+    device (O_NONBLOCK: opening one cannot hang the app, and it is no regular file)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise RecordError(f"{path}: cannot add to the recording: {why}") from None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError as exc:
+        os.close(fd)
+        raise RecordError(f"{path}: cannot add to the recording: {exc.strerror or exc}") from None
+    if not regular:
+        os.close(fd)
+        raise RecordError(f"{path}: cannot add to the recording: not a regular file")
+    return fd
 
 
 def append_event(path: str | os.PathLike[str], kind: str, at_step: int, **data: Any) -> None:
@@ -224,14 +278,8 @@ def append_event(path: str | os.PathLike[str], kind: str, at_step: int, **data: 
     Only to a regular file at ``path`` itself: a symlink put there since is refused (O_NOFOLLOW),
     and so is a FIFO or a device (O_NONBLOCK: opening one cannot hang the app)."""
     line = _line({"type": "event", "kind": kind, "at_step": at_step, **data})
+    fd = _open_append(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
-        raise RecordError(f"{path}: cannot add to the recording: {why}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise RecordError(f"{path}: cannot add to the recording: not a regular file")
         if os.write(fd, line) != len(line):
             raise RecordError(f"{path}: short write (disk full?)")
     except OSError as exc:

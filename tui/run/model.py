@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine.branching import BranchesEvicted, BranchSwitched, TreeChanged
 from ..engine.controller import (
     ChatTurn,
     Finished,
@@ -28,6 +29,7 @@ from ..engine.controller import (
     StepEvent,
 )
 from ..engine.loop import Step, StopReason
+from ..engine.tree import TreeView
 from ..record.recorder import RecordingFailed, RecordingStarted
 from ..remote.controller import ServerCounters
 from ..safe_text import piece_label
@@ -74,6 +76,15 @@ class KvView:
     allocated: int
     type_k: str
     type_v: str
+    shared: tuple[int, ...] = ()  # per position of the shown branch: how many sequences hold its cell
+
+
+def evicted_notice(branches: tuple[int, ...]) -> str:
+    """What the screen says when a full cache freed branches' cells."""
+    names = ", ".join(str(b) for b in branches)
+    which = f"branch {names}" if len(branches) == 1 else f"branches {names}"
+    it = "it is" if len(branches) == 1 else "they are"
+    return f"cache full: {which} evicted (least recently viewed): {it} re-evaluated when visited"
 
 
 @dataclass(slots=True)
@@ -89,6 +100,7 @@ class Update:
     new_steps: bool = False
     finished: Finished | None = None
     notices: list[tuple[str, str]] = field(default_factory=list)  # (message, severity)
+    tree: bool = False  # the token tree or the shown branch changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +153,13 @@ class RunModel:
         self.can_chat = True  # the model has a chat template (what the first-token hint may suggest)
         self.server: ServerCounters | None = None  # a remote server's last counters (tui.remote)
         self.probes: list[ServerCounters] = []  # probe mode: one per request, what each cost the server
+        # the token tree (tui.engine.tree): the latest view, the branch shown (None: a run outside the tree, an
+        # API request's) and what the last switch to it cost (the status line's figures, the shared cells)
+        self.tree: TreeView | None = None
+        self.branch: int | None = None
+        self.switched: BranchSwitched | None = None
+        self.prompt = ""  # the prompt as the model reads it (a branch run starts from the same text)
+        self.n_tree_prompt = 0  # the prompt's tokens (a branch run's Started counts its path before too)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -156,6 +175,7 @@ class RunModel:
         self.probes = []
         self.chat_turn = None  # the new run's turn arrives with its prompt
         self.preset = ""
+        self.switched = None  # a branch run's arrives with its prompt; the tree itself outlives the run
         self.token_times.clear()
 
     def new_run(self, phase: Phase = Phase.PROMPT, detail: str = "", label: str = "") -> int:
@@ -165,6 +185,10 @@ class RunModel:
         self.set_phase(phase, detail)
         self.label = label
         return self.run_id
+
+    def forget_tree(self) -> None:
+        """The tree is gone (a new session, another model, a recreated context)."""
+        self.tree, self.branch, self.switched = None, None, None
 
     def set_phase(self, phase: Phase, detail: str = "") -> None:
         self.phase, self.detail = phase, detail
@@ -256,7 +280,12 @@ class RunModel:
         elif isinstance(ev, Started):
             self.set_phase(Phase.PROMPT)
             self.preset = ev.preset
+            self.prompt = ev.prompt
+            self.n_tree_prompt = len(ev.prompt_tokens) - len(ev.before)
             up.prompt = ev.prompt
+            self._started_branch(ev, up)
+        elif isinstance(ev, (TreeChanged, BranchSwitched, BranchesEvicted)):
+            self._fold_tree(ev, up)
         elif isinstance(ev, ChatTurn):
             self.chat_turn = ev
             self.n_reused = ev.reused
@@ -299,6 +328,40 @@ class RunModel:
             up.notices.append((ev.message, "error"))
         elif isinstance(ev, ListenerFailed):
             up.notices.append((f"a listener of the run failed and was dropped: {ev.message}", "error"))
+
+    def _started_branch(self, ev: Started, up: Update) -> None:
+        """Where a run stands in the tree: a new tree, a branch run (its path before the fork is shown at once),
+        or a run outside the tree."""
+        self.branch = ev.branch
+        if ev.branch == 0 and ev.fork is None and not ev.before:
+            self.tree = None  # a new tree: its view arrives with the first fork or the run's end
+        if ev.before:
+            self.steps = list(ev.before)
+            up.appended.extend((s.index, s.text, s.prob) for s in ev.before)
+            up.show = ev.before[-1]
+
+    def _fold_tree(self, ev: object, up: Update) -> None:
+        if isinstance(ev, TreeChanged):
+            self.tree = ev.tree
+            if self.branch is not None:  # a run outside the tree (an API request's) shows no branch
+                self.branch = ev.tree.current
+            up.tree = True
+        elif isinstance(ev, BranchSwitched):
+            self.switched = ev
+            self.branch = ev.branch
+            up.tree = True
+        elif isinstance(ev, BranchesEvicted):
+            up.notices.append((evicted_notice(ev.branches), "warning"))
+
+    def show_branch(self, tree: TreeView, switched: BranchSwitched) -> Update:
+        """The cache now holds branch ``switched.branch``: show its path (what the last one shares is kept)."""
+        self.tree, self.branch, self.switched = tree, switched.branch, switched
+        self.pending, self.selected = None, None
+        self.n_prompt, self.n_reused, self.shifts = len(tree.prompt_tokens), 0, []
+        self.n_tree_prompt, self.prompt = len(tree.prompt_tokens), tree.prompt
+        up = self.show_steps(list(tree.path(switched.branch)))
+        up.tree = True
+        return up
 
     # -- a source without events: the steps of a recording, shown up to a position ---------------
 
@@ -354,7 +417,12 @@ class RunModel:
                       n_prompt=n_prompt + self.n_reused if not self.shifts else n_prompt,
                       n_reused=self.n_reused, n_keep=n_keep, shifts=tuple(self.shifts),
                       bytes_per_token=kv.bytes_per_token, allocated=kv.allocated, type_k=kv.type_k,
-                      type_v=kv.type_v)
+                      type_v=kv.type_v, shared=self.shared_cells())
+
+    def shared_cells(self) -> tuple[int, ...]:
+        """Per position of the shown branch, how many sequences hold its cell (as of its last switch)."""
+        sw = self.switched
+        return sw.active_shared if sw is not None and sw.branch == self.branch else ()
 
     def throughput(self) -> tuple[float, float] | None:
         """(tokens per second over the recent steps, the last step's ms), once two steps are known."""

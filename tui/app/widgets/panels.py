@@ -13,6 +13,10 @@ from typing import Any
 from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -107,11 +111,21 @@ class LinePanel(Widget):
         return self._blank
 
 
-class TopKHistogram(LinePanel):
-    """The k most likely next tokens: probability before the chain (bar) and after it."""
+class TopKHistogram(LinePanel, can_focus=True):
+    """The k most likely next tokens: probability before the chain (bar) and after it.
 
+    Focused, it is a candidate chooser: ↑/↓ move a cursor over the rows, Enter (or a click on a row) posts
+    :class:`TopKHistogram.Chosen`; the screen decides what choosing means (force the pending step, or branch
+    from a past one) and the border says what Enter will do.
+    """
+
+    BINDINGS = [
+        Binding("up", "cursor(-1)", "Up", show=False, id="hist.up"),
+        Binding("down", "cursor(1)", "Down", show=False, id="hist.down"),
+        Binding("enter", "choose", "Choose", id="hist.choose"),
+    ]
     COMPONENT_CLASSES = {"hist--title", "hist--before", "hist--after", "hist--removed", "hist--chosen",
-                         "hist--dim", "hist--piece"}
+                         "hist--dim", "hist--piece", "hist--cursor"}
     DEFAULT_CSS = """
     TopKHistogram > .hist--title { color: $text; text-style: bold; }
     TopKHistogram > .hist--before { color: $primary 50%; }
@@ -120,11 +134,32 @@ class TopKHistogram(LinePanel):
     TopKHistogram > .hist--chosen { color: $accent; text-style: bold; }
     TopKHistogram > .hist--dim { color: $text-muted; }
     TopKHistogram > .hist--piece { color: $text; }
+    TopKHistogram > .hist--cursor { background: $accent 35%; color: $text; text-style: bold; }
     """
+    HEAD_LINES = 2  # the title and the entropy line come before the candidate rows
+
+    class Chosen(Message, namespace="histogram"):
+        """A candidate was chosen (Enter on the cursor's row, or a click): ``token`` at ``step``."""
+
+        def __init__(self, step: Any, token: int, pending: bool) -> None:
+            super().__init__()
+            self.step, self.token, self.pending = step, token, pending
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.step: Any = None  # the step shown (None: a message instead)
+        self.pending = False
+        self.tokens: list[int] = []  # the candidate rows' token ids, in order
+        self.cursor = 0
+        self._piece: Callable[[int], bytes] | None = None
 
     def show(self, step: Any, piece: Callable[[int], bytes], *, pending: bool = False) -> None:
         tr = step.trace
         rows = list(zip(tr.top_ids.tolist(), tr.top_p_before.tolist(), tr.top_p_after.tolist()))
+        if step is not self.step:  # another step: the cursor starts on the token it chose
+            self.cursor = next((i for i, (tok, _, _) in enumerate(rows) if tok == step.token), 0)
+        self.step, self.pending, self.tokens, self._piece = step, pending, [tok for tok, _, _ in rows], piece
+        self.cursor = min(self.cursor, max(0, len(rows) - 1))
         known = tr.top_k_only  # a remote server's top-K: the tail is unknown, the entropy a lower bound
         served = tr.server_sampled  # the server sampled: its chain (the "after") is not seen
         head = f"step {step.index}" + (" · pending" if pending else "") + (f" · the server's top-{known}" if known
@@ -150,9 +185,10 @@ class TopKHistogram(LinePanel):
             num_w = 8 if served else 15
             bar_w = max(4, width - piece_w - num_w - 4)
             top = max((pb for _, pb, _ in rows), default=1.0) or 1.0
-            for tok, pb, pa in rows:
+            at_cursor = self.cursor if self.has_focus else -1  # the cursor shows while the panel has focus
+            for row, (tok, pb, pa) in enumerate(rows):
                 chosen = tok == step.token
-                mark = "▶ " if chosen else "  "
+                mark = ("›▶" if chosen else "› ") if row == at_cursor else ("▶ " if chosen else "  ")
                 name = fit(escape_piece(piece(tok)), piece_w)
                 b = bar(pb / top, bar_w)
                 if served:
@@ -161,8 +197,8 @@ class TopKHistogram(LinePanel):
                     after = f"{pa * 100:5.1f}%" if pa > 0 else "   cut"
                     nums, style = f" {pb * 100:5.1f}%→{after}", "hist--after" if pa > 0 else "hist--removed"
                 lines.append([
-                    (mark, "hist--chosen" if chosen else "hist--dim"),
-                    (name, "hist--chosen" if chosen else "hist--piece"),
+                    (mark, "hist--cursor" if row == at_cursor else "hist--chosen" if chosen else "hist--dim"),
+                    (name, "hist--cursor" if row == at_cursor else "hist--chosen" if chosen else "hist--piece"),
                     (" ", ""),
                     (b, style),
                     (fit(nums, num_w), "hist--chosen" if chosen else "hist--dim"),
@@ -173,9 +209,56 @@ class TopKHistogram(LinePanel):
             return lines
 
         self.set_builder(build)
+        self._update_hint()
 
     def clear(self, message: str = "no step yet: type a prompt and press Enter") -> None:
+        self.step, self.tokens, self.cursor = None, [], 0
         self.set_builder(lambda width: [[(fit(message, width), "hist--dim")]])
+        self._update_hint()
+
+    # -- the chooser ------------------------------------------------------------------------------------
+
+    def hint(self) -> str:
+        """What Enter does now (the border says it while the panel has focus)."""
+        if self.step is None or not self.tokens:
+            return "no candidates to choose from here"
+        token = self.tokens[self.cursor]
+        label, index = escape_piece(self._piece(token)) if self._piece else str(token), self.step.index
+        if token == self.step.token:
+            return f"{label} is step {index}'s token: ↑/↓ pick another"
+        if self.pending:
+            return f"Enter: force {label} at step {index}"
+        return f"Enter: continue with {label} from step {index}"
+
+    def _update_hint(self) -> None:
+        self.border_subtitle = Text(visible(self.hint())) if self.has_focus else None
+        self._built_width = -1  # the cursor is drawn (or not) by the builder
+        self.refresh()
+
+    def watch_has_focus(self, has_focus: bool) -> None:
+        super().watch_has_focus(has_focus)
+        self._update_hint()  # the cursor and the hint show while the panel has focus
+
+    def action_cursor(self, delta: int) -> None:
+        if self.tokens:
+            self.cursor = min(max(self.cursor + delta, 0), len(self.tokens) - 1)
+            self._update_hint()
+
+    def action_choose(self) -> None:
+        if self.step is None or not self.tokens:
+            self.app.notify("no candidates to choose from yet: generate first", severity="warning")
+            return
+        self.post_message(self.Chosen(self.step, self.tokens[self.cursor], self.pending))
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or self.step is None:
+            return
+        row = offset.y - self.HEAD_LINES
+        if 0 <= row < len(self.tokens):
+            self.cursor = row
+            self._update_hint()
+            self.action_choose()
 
 
 class ChainTrace(LinePanel):
@@ -260,11 +343,12 @@ class KvGauge(LinePanel):
 
     Cells, left to right as llama.cpp fills them: reused from the previous chat
     turn, prompt, generated, free. ``│`` marks n_keep (what a context shift
-    keeps); a shift is listed under the strip.
+    keeps); a shift is listed under the strip. Cells the shown branch shares with
+    other branches (several sequences hold them) are drawn ``▓``, in their own colour.
     """
 
     COMPONENT_CLASSES = {"kv--title", "kv--reused", "kv--prompt", "kv--gen", "kv--free", "kv--dim", "kv--keep",
-                         "kv--shift"}
+                         "kv--shift", "kv--shared"}
     DEFAULT_CSS = """
     KvGauge > .kv--title { color: $text; text-style: bold; }
     KvGauge > .kv--reused { color: $primary; }
@@ -274,20 +358,25 @@ class KvGauge(LinePanel):
     KvGauge > .kv--dim { color: $text-muted; }
     KvGauge > .kv--keep { color: $accent; text-style: bold; }
     KvGauge > .kv--shift { color: $warning; }
+    KvGauge > .kv--shared { color: $accent; }
     """
 
     def show(self, *, n_ctx: int, n_past: int, n_prompt: int, bytes_per_token: float, allocated: int,
              type_k: str, type_v: str, n_reused: int = 0, n_keep: int | None = None,
-             shifts: tuple[tuple[int, int, int], ...] = (), notes: tuple[str, ...] | None = None) -> None:
+             shifts: tuple[tuple[int, int, int], ...] = (), notes: tuple[str, ...] | None = None,
+             shared: tuple[int, ...] = ()) -> None:
         """``notes``: lines that replace the bytes (a remote server's cache: its figures, or what it does not
-        expose)."""
+        expose); ``shared``: per position of the shown branch, how many sequences hold its cell."""
         n_past = min(n_past, n_ctx)
         n_prompt = min(n_prompt, n_past)
         n_reused = min(n_reused, n_prompt)
         n_gen = n_past - n_prompt
         used = bytes_per_token * n_past
+        n_shared = sum(1 for holders in shared[:n_past] if holders > 1)
 
         def origin(cell: int) -> str:
+            if cell < n_past and cell < len(shared) and shared[cell] > 1:
+                return "kv--shared"
             if cell < n_reused:
                 return "kv--reused"
             if cell < n_prompt:
@@ -303,13 +392,16 @@ class KvGauge(LinePanel):
             for x in range(w):
                 cell = int((x + 0.5) * n_ctx / w)
                 cls = origin(cell)
-                ch = "│" if x == keep_at else ("█" if cls != "kv--free" else "░")
+                ch = "│" if x == keep_at else {"kv--free": "░", "kv--shared": "▓"}.get(cls, "█")
                 runs.append((ch, "kv--keep" if x == keep_at else cls))
             pct = n_past / n_ctx * 100 if n_ctx else 0.0
             legend = [("■", "kv--reused"), (f" reused {n_reused:,}  ", "kv--dim")] if n_reused else []
             legend += [("■", "kv--prompt"), (f" prompt {n_prompt - n_reused:,}  ", "kv--dim"),
                        ("■", "kv--gen"), (f" generated {n_gen:,}", "kv--dim")]
             lines = [[(fit(f"{n_past:,} / {n_ctx:,} cells ({pct:.1f}%)", w), "kv--title")], runs, legend]
+            if n_shared:
+                lines.append([("▓", "kv--shared"),
+                              (fit(f" shared with other branches {n_shared:,}", w - 1), "kv--dim")])
             if notes is not None:
                 lines += [[(fit(note, w), "kv--dim")] for note in notes]
             else:
