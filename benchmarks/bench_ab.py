@@ -113,7 +113,8 @@ def main() -> None:
     t4 = time.perf_counter()
     cold = ctl.switch_branch(0)
     t5 = time.perf_counter()
-    for name, sw, dt in (("resident", resident, t1 - t0), ("evicted", evicted, t3 - t2), ("empty cache", cold, t5 - t4)):
+    switches = (("resident", resident, t1 - t0), ("evicted", evicted, t3 - t2), ("empty cache", cold, t5 - t4))
+    for name, sw, dt in switches:
         print(f"switch to branch 0 ({name:11s}): reused {sw.reused:3d} cells, decoded {sw.evaluated:3d} tokens, "
               f"{dt * 1000:6.1f} ms")
     engine.close()

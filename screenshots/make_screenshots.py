@@ -102,6 +102,35 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
             prompt.focus()
             await pilot.press("enter")
             await wait(pilot, lambda: app.current.steps and not app.running, 120)
+        elif scenario == "tree":  # a step-mode run forced at step 2, then a branch from a past step
+            board = app.dashboard
+            app.query_one(TokenStream).focus()
+            app.query_one("#prompt", Input).value = "The capital of France is"
+            await pilot.press("s", "space")
+            for _ in range(2):
+                await wait(pilot, lambda: app.current.pending is not None)
+                await pilot.press("space")
+            await wait(pilot, lambda: app.current.pending is not None and app.current.pending.index == 2)
+            pending = app.current.pending
+            board.choose(pending, int(pending.trace.top_ids[1]), pending=True)
+            await wait(pilot, lambda: app.current.tree is not None and len(app.current.tree.branches) == 2)
+            await pilot.press("s")  # step mode off: the run goes on from the forced token
+            await wait(pilot, lambda: not app.running and app.current.pending is None, 60)
+            step = app.current.steps[5]
+            board.choose(step, int(step.trace.top_ids[2]), pending=False)
+            await wait(pilot, lambda: app.running)
+            await wait(pilot, lambda: not app.running, 60)
+            board.action_branches()
+        elif scenario == "ab":
+            from tui.app.screens.ab import ABScreen
+
+            app.query_one("#prompt", Input).value = "The dragon opened its eyes and"
+            app.query_one(TokenStream).focus()
+            app.action_ab()
+            await wait(pilot, lambda: isinstance(app.screen, ABScreen))
+            screen = app.screen
+            screen.action_run()  # what r does
+            await wait(pilot, lambda: screen.summary is not None, 120)
         elif scenario == "step":
             app.query_one(TokenStream).focus()
             await pilot.press("s", "space")
@@ -210,6 +239,8 @@ async def main(only: list[str]) -> None:
     await shoot(engine, "learn-next-token", (140, 45), "learn:s1-next-token")
     await shoot(engine, "learn-stories", (140, 45), "learn:s3-stories")
     await shoot(engine, "api-server", (130, 40), "serve")
+    await shoot(engine, "tree", (160, 48), "tree", preset="greedy")
+    await shoot(engine, "ab", (150, 45), "ab", preset="balanced")
     if not only or "remote" in only:
         await shoot_remote(engine, "remote", (160, 48), "run")
     if not only or "fleet" in only:

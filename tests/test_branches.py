@@ -236,3 +236,81 @@ def test_ab_of_two_models_reports_the_kl_llmtui_compare_reports_on_the_same_text
     top1_ref = cmp.scores[1].top1[len(prompt) - 1:len(prompt) - 1 + n]
     top1_a = cmp.scores[0].top1[len(prompt) - 1:len(prompt) - 1 + n]
     assert agree == [x == y for x, y in zip(top1_a, top1_ref)]
+
+
+# -- the tree's bookkeeping on the fake engine (what the review found) -----------------------------------------------
+
+
+def fake_controller(**kw: Any) -> tuple[Controller, list[Any]]:
+    from tui.engine import EngineSettings
+    from tui.engine.fake import FakeEngine
+
+    events: list[Any] = []
+    return Controller(FakeEngine(EngineSettings(n_ctx=512, seed=7)), BUILTIN_PRESETS["greedy"], seed=1,
+                      emit=events.append, **kw), events
+
+
+def test_second_choices_at_one_step_are_siblings_not_a_chain() -> None:
+    from tui.engine.branching import BranchStart
+
+    ctl, _ = fake_controller(max_tokens=6)
+    ctl.run("the cat sat")
+    for token in (5, 6, 7):
+        ctl.run("", branch=BranchStart(parent=ctl.branch_id, at=2, tokens=(token,)))
+    tree = ctl.tree_view()
+    assert [(b.id, b.parent, b.fork) for b in tree.branches] == [(0, None, 0), (1, 0, 2), (2, 0, 2), (3, 0, 2)]
+    assert [tree.path(b)[2].token for b in (1, 2, 3)] == [5, 6, 7]
+
+
+def test_a_refused_branch_run_leaves_no_branch_behind() -> None:
+    from tui.engine.branching import BranchStart
+
+    ctl, events = fake_controller(max_tokens=4)
+    ctl.run("the cat sat")
+    stats = ctl.run("", branch=BranchStart(parent=0, at=99, tokens=(5,)))
+    assert stats.error and "no step 99" in stats.error
+    assert [b.id for b in ctl.tree_view().branches] == [0]
+
+
+def test_resampling_the_last_step_after_an_api_request_leaves_the_tree_alone() -> None:
+    ctl, events = fake_controller(max_tokens=4)
+    ctl.run("the cat sat")
+    api_events: list[Any] = []
+    ctl.run("a dog ran", listener=api_events.append)  # an API request: not a tree run
+    last = [e.step for e in api_events if isinstance(e, StepEvent)][-1]
+    ctl.resample_last(BUILTIN_PRESETS["wild"], last)
+    tree = ctl.tree_view()
+    assert [b.id for b in tree.branches] == [0]  # the request's token is not a branch of the tree
+    ctl.run("the cat sat")
+    mine = [e.step for e in events if isinstance(e, StepEvent)][-1]
+    ctl.resample_last(BUILTIN_PRESETS["wild"], mine)
+    assert [(b.id, b.origin) for b in ctl.tree_view().branches] == [(0, "run"), (1, "resampled")]
+
+
+def test_in_chat_mode_the_branch_shown_becomes_the_conversations_answer() -> None:
+    from tui.engine.branching import BranchStart
+    from tui.engine.chat import ChatSession
+
+    ctl, _ = fake_controller(max_tokens=5)
+    ctl.chat = ChatSession(ctl.engine)
+    ctl.run("hello there")
+    first = ctl.chat.messages[-1]["content"]
+    ctl.run("", branch=BranchStart(parent=0, at=1, tokens=(9,)))
+    branch_text = "".join(s.text for s in ctl.tree_view().path(1))
+    assert branch_text != first and ctl.chat.messages[-1] == {"role": "assistant", "content": branch_text}
+    ctl.switch_branch(0)
+    assert ctl.chat.messages[-1]["content"] == first
+    assert [m["role"] for m in ctl.chat.messages] == ["user", "assistant"]
+
+
+def test_ab_with_ignore_eos_never_samples_an_end_of_generation_token(engine) -> None:
+    from tui.engine.ab import ABRun
+
+    ctx = engine.build_context(5)
+    run = ABRun(engine, BUILTIN_PRESETS["greedy"].build(ctx), BUILTIN_PRESETS["wild"].build(ctx), max_tokens=24,
+                ignore_eos=True)
+    result = run.run(engine.tokenize("Hi."))
+    eog = set(engine.eog_tokens())
+    assert len(result.steps) == 24
+    assert not any(s.a.token in eog or s.b.token in eog for s in result.steps)
+    assert result.steps[0].decodes == 1 and sum(s.decodes for s in result.steps) == result.summary["decode_calls"]

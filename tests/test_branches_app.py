@@ -241,7 +241,7 @@ def test_the_run_model_folds_a_branch_run_and_the_tree_events() -> None:
                             max_tokens=6))
     m = RunModel()
     m.new_run()
-    m.apply([(m.run_id, Started("the cat", (1, 2), "greedy", 1, False, branch=0))])
+    m.apply([(m.run_id, Started("the cat", (1, 2), "greedy", 1, False, branch=0, new_tree=True))])
     m.apply([(m.run_id, StepEvent(s)) for s in steps])
     tree = TokenTree([1, 2], "the cat")
     for s in steps:
@@ -262,7 +262,7 @@ def test_the_run_model_folds_a_branch_run_and_the_tree_events() -> None:
     assert up.notices == [("cache full: branch 0 evicted (least recently viewed): it is re-evaluated when visited",
                            "warning")]
     m.new_run()
-    m.apply([(m.run_id, Started("other", (5,), "greedy", 1, False, branch=0))])  # a new prompt: a new tree
+    m.apply([(m.run_id, Started("other", (5,), "greedy", 1, False, branch=0, new_tree=True))])  # a new tree
     assert m.tree is None and m.switched is None and m.branch == 0
 
 

@@ -97,7 +97,7 @@ class Branches:
                 app.notify(f"step {step.index} is no longer pending", severity="warning")
                 return
             try:
-                app.controller.force(token)  # the controller forks: the old token stays on its branch
+                app.controller.force(token, step.index)  # the controller forks: the old token stays on its branch
             except EngineError as exc:
                 app.notify(str(exc), severity="warning")
             return
@@ -228,10 +228,10 @@ class Branches:
             return
         if self.app.running:
             self.app.controller.stop()
-        self._switch(bid)
+        self._switch(bid, self.model.run_id)
 
     @work(thread=True, exclusive=True, group="branch", exit_on_error=False)
-    def _switch(self, bid: int) -> None:
+    def _switch(self, bid: int, run_id: int) -> None:
         app = self.app
         ctl = app.controller
 
@@ -244,10 +244,13 @@ class Branches:
             app.call_from_thread(app.notify, str(exc), severity="warning")
             return
         if tree is not None:
-            app.call_from_thread(self.show_branch, tree, switched)
+            app.call_from_thread(self.show_branch, tree, switched, run_id)
 
-    def show_branch(self, tree: TreeView, switched: BranchSwitched) -> None:
-        """Show the branch the cache now holds: its whole path, the panels at its last step."""
+    def show_branch(self, tree: TreeView, switched: BranchSwitched, run_id: int | None = None) -> None:
+        """Show the branch the cache now holds: its whole path, the panels at its last step (unless a run
+        started meanwhile: the panels are that run's)."""
+        if run_id is not None and run_id != self.model.run_id:
+            return
         self.fold()  # what the stopped run still had queued comes first
         stream = self.query_one(TokenStream)
         self.model.show_branch(tree, switched)

@@ -395,8 +395,11 @@ class Dashboard(Branches, Screen):
 
     @work(thread=True, exclusive=True, group="resample", exit_on_error=False)
     def _resample_last(self, preset: Any, last: Any) -> None:
-        try:
-            self.app.controller.resample_last(preset, last)
+        from ..engine.thread import engine_thread
+
+        ctl = self.app.controller
+        try:  # on the engine thread: the re-sample forks the token tree, which only that thread changes
+            engine_thread().call(ctl.resample_last, preset, last)
         except EngineError as exc:
             self.app.call_from_thread(self.app.notify, str(exc), severity="warning")
 

@@ -145,7 +145,8 @@ class AppHost:
         board = app.dashboard
         if board.model.pending is None:
             raise LearnError("re-sampling needs a pending step (step mode)")
-        replaced = board.waiters.add(board.model.run_id, pending=True)  # the fold of the Resampled event wakes it
+        # the re-sampled step: another pending step than this one (a fork's tree event may be folded first)
+        replaced = board.waiters.add(board.model.run_id, pending=True, replacing=board.model.pending)
         app.controller.send(Resample(preset))
         try:
             return await asyncio.wait_for(replaced, timeout=60)

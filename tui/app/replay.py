@@ -252,4 +252,5 @@ class Replay(Dashboard):
             loaded.engine.close()
             self.app.call_from_thread(self.app.notify, str(exc), severity="error", timeout=10)
             return
-        self.app.call_from_thread(self.app.fork_from_replay, loaded, self.session, at_step, prefix, kept)
+        self.app.call_from_thread(self.app.fork_from_replay, loaded, self.session, at_step, prefix, kept, self.steps,
+                                  self.shown_branch)

@@ -208,10 +208,13 @@ class Tools:
                         "A/B needs a local model: a remote server or a replay cannot decode two sequences",
                         severity="warning")
             return
-        self._open_ab()
+        if self.serving_request:
+            self.notify("an API request is running: wait for it, or esc to stop it", severity="warning")
+            return
+        self._open_ab(self.dashboard.query_one("#prompt").value or self.initial_prompt)
 
     @work(thread=True, exclusive=True, group="models", exit_on_error=False)
-    def _open_ab(self) -> None:
+    def _open_ab(self, prompt: str) -> None:
         from .screens.ab import ABScreen, engine_runner
 
         local = [e for e in (self.discover() if self.discover is not None else []) if e.source != "remote"]
@@ -255,7 +258,6 @@ class Tools:
                                seed=request.seed, engine_b=engine_b, max_tokens=request.max_tokens,
                                report=self._ab_recording)
 
-        prompt = self.dashboard.query_one("#prompt").value or self.initial_prompt
         screen = ABScreen(prompt, engine_runner(controller, engine, load_b, record), self.catalog.presets,
                           self.preset,
                           local, model_label=self.model_label, max_tokens=min(self.max_tokens, 128),
@@ -304,9 +306,11 @@ class Tools:
 
         self.push_screen(Replay(session, fork_load))
 
-    def fork_from_replay(self, loaded: Any, session: Any, at_step: int, prefix: list[int], kept: list[int]) -> None:
-        """A replay forked at ``at_step``: its model becomes the app's, the run continues on the live dashboard
-        (a new recording that names its parent)."""
+    def fork_from_replay(self, loaded: Any, session: Any, at_step: int, prefix: list[int], kept: list[int],
+                         steps: list[Any] | None = None, branch: int | None = None) -> None:
+        """A replay forked at ``at_step`` of the line shown (``steps``: a recorded branch's path, ``branch`` its
+        id): its model becomes the app's, the run continues on the live dashboard (a new recording that names
+        its parent)."""
         while len(self.screen_stack) > 1:
             self.pop_screen()
         if self.controller is not None:
@@ -318,12 +322,12 @@ class Tools:
         self.model_label = visible(loaded.engine.info.name)
         self.live_metrics = self.dashboard.live_metrics = True
         self.recorder.set(True)
-        kept_text = "".join(s.text for s in session.steps[:at_step])
+        kept_text = "".join(s.text for s in (session.steps if steps is None else steps)[:at_step])
         prompt = session.header.get("prompt", "")
         run_id = self.dashboard.new_run(prompt + kept_text + "⟨fork⟩")
         self.dashboard.query_one("#stream").focus()
-        self._generate(prompt, run_id, prefix=prefix, history=kept,
-                       parent={"file": str(session.path), "fork_step": at_step})
+        parent = {"file": str(session.path), "fork_step": at_step, **({"branch": branch} if branch else {})}
+        self._generate(prompt, run_id, prefix=prefix, history=kept, parent=parent)
         self.notify(f"forked at step {at_step} with {self.preset.name}, seed {self.settings.seed}", timeout=4)
 
     def leave_replays(self) -> None:

@@ -54,7 +54,7 @@ class ABStep:
     entropy_b: float | None
     top1_agree: bool | None  # the two distributions' most likely tokens agree
     diverged: bool  # the two sides' tokens differ at this step or did before
-    decodes: int  # llama_decode calls that produced this step's logits (presets: 1)
+    decodes: int  # llama_decode calls that produced this step's logits (presets: 1; step 0: the prompt's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +113,7 @@ class ABRun:
         self.emit = emit
         self.labels = (label_a, label_b)
         self.ignore_eos = ignore_eos
+        self._eog = np.asarray(engine_a.eog_tokens(), dtype=np.int64) if ignore_eos else None
         self.diverged_at: int | None = None
         self.decode_calls = 0
         self._b_on_a = 0  # models: model B's sequence that reads A's text
@@ -153,23 +154,26 @@ class ABRun:
         result = ABResult()
         reason = StopReason.MAX_TOKENS
         error = None
-        t0 = time.perf_counter()
-        a.engine.clear()
-        la = self._decode(a.engine, prompt_tokens)
-        if self.mode == "models":
-            b.engine.clear()
-            lb_on_a = self._decode(b.engine, prompt_tokens)
-        else:
-            lb_on_a = la
-        lb = lb_on_a
-        t_prompt = time.perf_counter()
-        calls_before = self.decode_calls
+        t0 = t_prompt = time.perf_counter()
         try:
+            a.engine.clear()
+            la = self._decode(a.engine, prompt_tokens)
+            if self.mode == "models":
+                b.engine.clear()
+                lb_on_a = self._decode(b.engine, prompt_tokens)
+            else:
+                lb_on_a = la
+            lb = lb_on_a
+            t_prompt = time.perf_counter()
+            calls_before = 0  # step 0's logits came from the prompt's decodes: they count as its own
             for index in range(self.max_tokens):
                 if self.cancel.is_set():
                     reason = StopReason.CANCELLED
                     break
                 ts = time.perf_counter()
+                if self._eog is not None:  # as llama.cpp's --ignore-eos: a -inf logit bias on every EOG token
+                    for logits in {id(x): x for x in (la, lb, lb_on_a)}.values():
+                        logits[self._eog] = -np.inf
                 tr_a = a.chain.sample(la) if not a.done else None
                 tr_b = b.chain.sample(lb) if not b.done else None
                 sample_ms = (time.perf_counter() - ts) * 1000.0

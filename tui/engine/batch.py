@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .binding import ll
-from .errors import ContextError
+from .errors import ContextError, EngineError
 from .sequences import CellUse, SeqTable
 
 
@@ -81,8 +81,10 @@ class SequenceOps:
         batch = self._batch.fill([t for _, t in rows], [len(seqs.tokens[s]) for s, _ in rows],
                                  [s for s, _ in rows], [True] * len(rows))
         rc = ll.llama_decode(self._ctx, batch)
+        if rc == 1:
+            raise ContextError(f"context full: no KV cells for {len(rows)} more tokens (n_ctx {self.n_ctx})")
         if rc != 0:
-            raise ContextError(f"llama_decode failed with code {rc} for {len(rows)} sequences")
+            raise EngineError(f"llama_decode failed with code {rc} for {len(rows)} sequences")
         active = seqs.active
         for seq, tok in rows:
             seqs.active = seq

@@ -78,6 +78,8 @@ class BranchOps:
     tree: TokenTree | None
     branch_id: int
     _tree_serial: int
+    _tree_chat: tuple[Any, int] | None = None  # the conversation a chat run's tree answers, and its length then
+    _attach_ms = 0.0
 
     if TYPE_CHECKING:  # the controller's own
         def _send(self, event: object) -> None: ...
@@ -92,8 +94,10 @@ class BranchOps:
     def _key(self, bid: int) -> tuple[int, int]:
         return (self._tree_serial, bid)
 
-    def _new_tree(self, tokens: Sequence[int], shown: str) -> None:
+    def _new_tree(self, tokens: Sequence[int], shown: str, chat: Any = None) -> None:
+        """A new interactive run: a new tree (``chat``: the conversation whose answer it is, its messages so far)."""
         self.tree = TokenTree(list(tokens), shown)
+        self._tree_chat = (chat, len(chat.messages)) if chat is not None else None
         self._tree_serial = next(_trees)
         self.branch_id = 0
         self.tree.view_of(0)
@@ -158,18 +162,35 @@ class BranchOps:
         if not self._can_branch():
             raise EngineError("branching needs a local model (this engine cannot hold several sequences)")
         if start.extend:
-            bid = start.parent
-            at = len(tree.path(bid))
+            parent, at = start.parent, len(tree.path(start.parent))
         else:
-            bid = tree.fork(start.parent, start.at, start.origin)
-            at = start.at
-        history = [s.token for s in tree.path(bid)[:at]]
-        reserve = max(0, min(max_tokens, self.engine.n_ctx - len(tree.prompt_tokens) - at - 1))
-        att, _ms = self._attach(bid, reserve)
+            parent, at = start.parent, start.at
+            if not 0 <= at <= len(tree.path(parent)):
+                raise EngineError(f"branch {parent} has no step {at}")
+        tokens = tree.tokens(parent, at)
+        reserve = max(0, min(max_tokens, self.engine.n_ctx - len(tokens) - 1))
+        bid = parent if start.extend else max(tree.branches) + 1  # the id fork() gives it, once the cache holds it
+        t0 = time.perf_counter()
+        att = self.engine.attach(tokens, self._key(bid), reserve=reserve)  # first: a refusal leaves no branch
+        if not start.extend:
+            made = tree.fork(parent, at, start.origin)
+            assert made == bid
+        tree.view_of(bid)
+        self._attach_ms = (time.perf_counter() - t0) * 1000.0
         self.branch_id = bid
-        return at, history, att
+        return at, [s.token for s in tree.path(bid)[:at]], att
 
     # -- front-end entry points (any thread) ------------------------------------------------------------
+
+    def _adopt_in_chat(self, bid: int) -> None:
+        """In chat mode, the branch shown is the conversation's answer: the next turn goes on from it (its text
+        replaces the answer the tree's first run gave, when the conversation is still at that answer)."""
+        link, chat = self._tree_chat, getattr(self, "chat", None)
+        if link is None or self.tree is None or link[0] is not chat or chat is None:
+            return
+        n = link[1]  # messages when the tree began: its first run's answer follows them
+        if len(chat.messages) == n + 1 and chat.messages[-1]["role"] == "assistant":
+            chat.messages[-1]["content"] = "".join(s.text for s in self.tree.path(bid))
 
     def switch_branch(self, bid: int) -> BranchSwitched:
         """Make the KV cache hold branch ``bid`` (waits for a running generation to stop first)."""
@@ -184,6 +205,7 @@ class BranchOps:
             self.engine.decode(list(att.evaluate))
             ms += (time.perf_counter() - t0) * 1000.0
             self.branch_id = bid
+            self._adopt_in_chat(bid)
             ev = self._switched(bid, att, ms)
             self._send(TreeChanged(tree.view()))
             return ev

@@ -46,6 +46,7 @@ class Started:
     before: tuple[Step, ...] = ()  # a branch run: the steps of its path before its first new one
     branch: int | None = None  # the tree's branch this run generates (None: not a tree run, an API request)
     fork: tuple[int, int, str] | None = None  # a new branch: (parent, step index, origin)
+    new_tree: bool = False  # this run starts a new token tree (the last one is forgotten)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +137,11 @@ class Resample:
 
 @dataclass(frozen=True, slots=True)
 class Force:
-    """Step mode: the pending step becomes ``token`` (a candidate the user chose); the run goes on from it."""
+    """Step mode: the pending step becomes ``token`` (a candidate the user chose); the run goes on from it.
+    ``index``: the step the user chose it at (a command that arrives once another step is pending is dropped)."""
 
     token: int
+    index: int | None = None
 
 
 @dataclass(slots=True)
@@ -148,6 +151,7 @@ class RunState:
     history: list[int] = field(default_factory=list)  # accepted generated tokens
     last_logits: np.ndarray | None = None
     chain: Any = None  # the chain that drew the last token (a re-sample draws on from its generator)
+    tree_key: tuple[int, int] | None = None  # (tree serial, branch) when the run was the tree's: its last step
 
 
 class Controller(BranchOps):
@@ -207,13 +211,13 @@ class Controller(BranchOps):
         self.cancel.set()
         self.commands.put(None)  # wakes a step-mode wait
 
-    def force(self, token: int) -> None:
+    def force(self, token: int, index: int | None = None) -> None:
         """Step mode: make the pending step ``token`` (a candidate the user chose). EngineError for an id
         outside the vocabulary, before anything is sent."""
         n_vocab = self.engine.n_vocab
         if not 0 <= token < n_vocab:
             raise EngineError(f"token {token} is not in this model's vocabulary (0..{n_vocab - 1:,})")
-        self.send(Force(int(token)))
+        self.send(Force(int(token), index))
 
     # -- chains ---------------------------------------------------------------------------
 
@@ -322,7 +326,7 @@ class Controller(BranchOps):
                     eng.clear()
                 shown = prompt
             if branch is None and self._tree_run:
-                self._new_tree(tokens, shown)
+                self._new_tree(tokens, shown, chat if plan is not None else None)
             chain = self.build_chain(self.active_preset, history)
             policy = self.context_policy if self.context_policy in CONTEXT_POLICIES else "stop"
 
@@ -346,7 +350,8 @@ class Controller(BranchOps):
             self._send(Started(shown, tuple(tokens), self.active_preset.name, self.seed, step_mode, given=prompt,
                                spec=self.active_preset, max_tokens=self.max_tokens, ignore_eos=self.ignore_eos,
                                parent=parent, history=tuple(history), before=before,
-                               branch=self.branch_id if self._tree_run else None, fork=fork))
+                               branch=self.branch_id if self._tree_run else None, fork=fork,
+                               new_tree=branch is None and self._tree_run))
             for step in gen:
                 if step.index - start < len(forced):  # typed text or a chosen candidate: forced, in order
                     step = gen.force(forced[step.index - start])
@@ -366,10 +371,14 @@ class Controller(BranchOps):
             stats = gen.stats
             if plan is not None:
                 chat.finish(stats.text)
-            self.last = RunState(history=history, last_logits=gen.last_logits, chain=gen.sampler)
-            if self._tree_run and self.tree is not None:
+            tree_key = (self._tree_serial, self.branch_id) if self._tree_run and self.tree is not None else None
+            self.last = RunState(history=history, last_logits=gen.last_logits, chain=gen.sampler, tree_key=tree_key)
+            if tree_key is not None:
+                if branch is not None:
+                    self._adopt_in_chat(self.branch_id)
                 self._send(TreeChanged(self.tree.view()))
         except EngineError as exc:
+            self.last = RunState()  # what the cache holds is not this run's: nothing to re-sample
             error = str(exc)
             stats = GenerationStats(stop_reason=StopReason.ERROR, error=error)
             self._send(Finished(StopReason.ERROR, error, stats.summary(), ""))
@@ -421,6 +430,8 @@ class Controller(BranchOps):
             self._send(Resampled(step, cmd.preset.name, pending=pending, spec=cmd.preset))
             self._forked(old, step, "resampled")
         elif isinstance(cmd, Force):
+            if cmd.index is not None and (gen.pending is None or gen.pending.index != cmd.index):
+                return  # chosen at a step that is no longer pending: not applied to another one
             old = gen.pending
             step = gen.force(cmd.token)  # checked by force() below: a bad id never reaches here
             self._send(Resampled(step, self.active_preset.name, pending=pending, spec=self.active_preset))
@@ -468,8 +479,11 @@ class Controller(BranchOps):
         self.preset = preset
         self._send(Resampled(step, preset.name, pending=False, spec=preset))
         tree = self.tree
-        if tree is not None and tree.path(self.branch_id)[-1:] and tree.path(self.branch_id)[-1].index == last.index:
+        if (tree is not None and self.last.tree_key == (self._tree_serial, self.branch_id)
+                and tree.path(self.branch_id)[-1:] and tree.path(self.branch_id)[-1].index == last.index):
             self._fork_at(last.index, "resampled")
             tree.add(self.branch_id, step)
+            self.last.tree_key = (self._tree_serial, self.branch_id)  # a further re-sample forks from this one
+            self._adopt_in_chat(self.branch_id)
             self._send(TreeChanged(tree.view()))
         return step

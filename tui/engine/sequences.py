@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ContextError
+from .errors import ContextError, EngineError
 
 SEQ_MAX = 8  # sequences in one context: branches resident at once (more are evicted and re-evaluated)
 
@@ -156,10 +156,10 @@ class SeqTable:
         elif best_n == len(self.tokens[best]) and self.keys[best] in (None, key) or not self.tokens[best]:
             target = best  # nobody else's, and wholly a prefix: grow it in place
         else:
-            target = self._free_sequence(keep=best, evicted=evicted)
+            target = own if own is not None and own != best else self._free_sequence(keep=best, evicted=evicted)
         source = best if target != best and best_n > 0 else None
         if target != best:
-            self.ops.rm(target, -1, -1)
+            self._rm(target, -1, -1)
             self.tokens[target], self.cells[target] = [], []
             if source is not None:
                 self.ops.cp(best, target, 0, best_n)
@@ -167,7 +167,7 @@ class SeqTable:
                 self.cells[target] = self.cells[best][:best_n]
         n_reuse = min(common_prefix(self.tokens[target], tokens), limit)
         if n_reuse < len(self.tokens[target]):
-            self.ops.rm(target, n_reuse, -1)
+            self._rm(target, n_reuse, -1)
             del self.tokens[target][n_reuse:]
             del self.cells[target][n_reuse:]
         self.keys[target] = key
@@ -188,10 +188,17 @@ class SeqTable:
             raise ContextError(f"context full at {self.n_ctx} tokens")
         s = others[0]
         key = self.keys.get(s)
-        self.ops.rm(s, -1, -1)
+        self._rm(s, -1, -1)
         for table in (self.tokens, self.cells, self.keys, self.last_used):
             table.pop(s, None)
         return key
+
+    def _rm(self, seq: int, p0: int, p1: int) -> None:
+        """llama.cpp refuses to cut a recurrent model's state in the middle (``seq_rm`` returns false): such a
+        model cannot hold branches, and the table must never believe a cut that did not happen."""
+        if self.ops.rm(seq, p0, p1) is False:
+            raise EngineError("this model's memory cannot drop part of a sequence (a recurrent model?): branches "
+                              "and A/B need a transformer's KV cache")
 
     def _free_sequence(self, keep: int, evicted: list[Any]) -> int:
         for s in range(self.n_seq):

@@ -53,7 +53,7 @@ def _logp(step: Step) -> float:
     return math.log(step.prob) if step.prob > 0 else -math.inf
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TreeView:
     prompt_tokens: tuple[int, ...]
     prompt: str
@@ -61,16 +61,22 @@ class TreeView:
     current: int
 
     def branch(self, bid: int) -> BranchView:
-        for b in self.branches:
-            if b.id == bid:
-                return b
-        raise KeyError(bid)
+        by_id = self.__dict__.get("_by_id")
+        if by_id is None:  # built once per view: a recording's tree may hold thousands of branches
+            by_id = {b.id: b for b in self.branches}
+            object.__setattr__(self, "_by_id", by_id)
+        return by_id[bid]
 
     def path(self, bid: int) -> tuple[Step, ...]:
-        """Every step from the first generated token to the branch's last."""
-        b = self.branch(bid)
-        before = self.path(b.parent)[:b.fork] if b.parent is not None else ()
-        return before + b.steps
+        """Every step from the first generated token to the branch's last (iteratively: no recursion limit)."""
+        chain = [self.branch(bid)]
+        while chain[-1].parent is not None:
+            chain.append(self.branch(chain[-1].parent))
+        out: list[Step] = []
+        for b, child in zip(reversed(chain), [*reversed(chain[:-1]), None]):
+            own = b.steps if child is None else b.steps[:max(0, child.fork - b.fork)]
+            out.extend(own)
+        return tuple(out)
 
     def children(self, bid: int | None) -> list[BranchView]:
         return sorted((b for b in self.branches if b.parent == bid), key=lambda b: (b.fork, b.id))
@@ -88,15 +94,16 @@ class TreeView:
         return out
 
     def as_dict(self, piece: Any = None) -> dict[str, Any]:
-        """The tree as JSON-ready data (``llmtui export --format tree``): branches with their choice, tokens,
-        probabilities and cumulative log-probability."""
+        """The tree as JSON-ready data (``llmtui export --format tree``): branches with their own steps (tokens,
+        probabilities) and text from their fork on, and the cumulative log-probability of their whole path (a
+        path is its parent's up to ``fork``, then its own: the text is not repeated for every branch)."""
         def text(s: Step) -> str:
             return piece(s.token) if piece is not None else s.text
 
         return {"prompt": self.prompt, "prompt_tokens": list(self.prompt_tokens), "current": self.current,
                 "branches": [{"id": b.id, "parent": b.parent, "fork": b.fork, "origin": b.origin,
                               "length": b.length, "logprob": _finite(b.logprob),
-                              "text": "".join(s.text for s in self.path(b.id)),
+                              "text": "".join(s.text for s in b.steps),
                               "steps": [{"index": s.index, "token": s.token, "text": text(s), "p": s.prob,
                                          "forced": s.forced} for s in b.steps]}
                              for b in self.branches]}
@@ -133,9 +140,13 @@ class TokenTree:
         return b
 
     def path(self, bid: int) -> list[Step]:
-        b = self._get(bid)
-        before = self.path(b.parent)[:b.fork] if b.parent is not None else []
-        return before + b.steps
+        chain = [self._get(bid)]
+        while chain[-1].parent is not None:
+            chain.append(self._get(chain[-1].parent))
+        out: list[Step] = []
+        for b, child in zip(reversed(chain), [*reversed(chain[:-1]), None]):
+            out.extend(b.steps if child is None else b.steps[:max(0, child.fork - b.fork)])
+        return out
 
     def tokens(self, bid: int, upto: int | None = None) -> list[int]:
         """The prompt and the branch's generated tokens (the first ``upto`` of them)."""
@@ -156,8 +167,9 @@ class TokenTree:
             raise EngineError(f"branch {parent} has no step {at}")
         if origin not in ORIGINS:
             raise EngineError(f"unknown branch origin {origin!r}")
-        # a fork before the parent's own first step belongs to the branch that holds that step
-        while p.parent is not None and at < p.fork:
+        # a fork at or before the parent's own first step leaves the branch that holds the step before it: a
+        # second choice at the step where ``parent`` left is its sibling, not its child
+        while p.parent is not None and at <= p.fork:
             p = self._get(p.parent)
         bid = max(self.branches) + 1
         self.branches[bid] = _Branch(bid, p.id, at, origin)
@@ -176,9 +188,16 @@ class TokenTree:
         self.current = bid
 
     def view(self) -> TreeView:
+        """Each branch's log-probability before its fork is its parent's before the parent's fork plus the
+        parent's own steps up to the fork: one pass over the branches, parents first (ids grow with forks)."""
+        before: dict[int, float] = {}
         out = []
         for b in sorted(self.branches.values(), key=lambda x: x.id):
-            before = self.path(b.parent)[:b.fork] if b.parent is not None else []
-            out.append(BranchView(b.id, b.parent, b.fork, b.origin, tuple(b.steps), sum(_logp(s) for s in before),
-                                  b.viewed))
+            if b.parent is None or b.parent not in before:
+                lp = 0.0
+            else:
+                parent = self.branches[b.parent]
+                lp = before[b.parent] + sum(_logp(s) for s in parent.steps[:max(0, b.fork - parent.fork)])
+            before[b.id] = lp
+            out.append(BranchView(b.id, b.parent, b.fork, b.origin, tuple(b.steps), lp, b.viewed))
         return TreeView(tuple(self.prompt_tokens), self.prompt, tuple(out), self.current)

@@ -278,7 +278,8 @@ class HeadlessHost:
         if self.model.pending is None or not self.running:
             raise LearnError("re-sampling needs a pending step (step mode)")
         self._loop = asyncio.get_running_loop()
-        replaced = self.waiters.add(self.model.run_id, pending=True)  # the fold of the Resampled event wakes it
+        # the re-sampled step: another pending step than this one (a fork's tree event may be folded first)
+        replaced = self.waiters.add(self.model.run_id, pending=True, replacing=self.model.pending)
         self.controller.send(Resample(preset))
         try:
             return await asyncio.wait_for(replaced, timeout=60)

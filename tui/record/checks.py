@@ -293,6 +293,8 @@ def check_header(head: dict[str, Any]) -> None:
             _str(parent["file"], "parent.file")
         if "fork_step" in parent:
             _int(parent["fork_step"], "parent.fork_step", 0, _INT32_MAX)
+        if "branch" in parent:  # forked from a recorded branch other than the run's line
+            _int(parent["branch"], "parent.branch", 0, _INT32_MAX)
     check_remote(head)
     if "ab" in head:
         check_ab(head["ab"], n_vocab)

@@ -83,7 +83,7 @@ class _TreeFile:
         """The branch a fork at step ``at`` of ``parent`` leaves (the one holding that step, as
         :meth:`TokenTree.fork` finds it), or None when the file lacks that step."""
         b = self.branches.get(parent)
-        while b is not None and b.parent is not None and at < b.fork:
+        while b is not None and b.parent is not None and at <= b.fork:  # as TokenTree.fork: a sibling at its fork
             parent, b = b.parent, self.branches.get(b.parent)
         return parent if b is not None and at <= b.end else None
 
@@ -132,7 +132,7 @@ class Recorder:
         self._held = None
         self._in_run = True
         self.branch = None
-        if ev.branch is not None and (ev.fork is not None or ev.before):
+        if ev.branch is not None and not ev.new_tree:
             self._open_branch_run(ev)
             return
         if ev.branch is not None:

@@ -33,7 +33,8 @@ def session_tree(session: Session) -> TreeView:
     built: set[int] = set()
     for rec in sorted(session.branches.values(), key=lambda b: b.id):
         if rec.id != 0:
-            if rec.parent not in built or rec.fork > len(tree.path(rec.parent)):
+            parent = tree.branches.get(rec.parent) if rec.parent in built else None
+            if parent is None or rec.fork > parent.fork + len(parent.steps):
                 continue  # its parent, or the parent's step it leaves from, was lost
             made = tree.fork(rec.parent, rec.fork, rec.origin)
             if made != rec.id:  # a branch run the recording skipped leaves a gap in the ids: keep the file's

@@ -333,7 +333,7 @@ class RunModel:
         """Where a run stands in the tree: a new tree, a branch run (its path before the fork is shown at once),
         or a run outside the tree."""
         self.branch = ev.branch
-        if ev.branch == 0 and ev.fork is None and not ev.before:
+        if ev.new_tree:
             self.tree = None  # a new tree: its view arrives with the first fork or the run's end
         if ev.before:
             self.steps = list(ev.before)

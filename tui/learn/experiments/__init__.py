@@ -17,7 +17,8 @@ EXPERIMENTS: dict[str, Callable[[Runner, int], Awaitable[Finding]]] = {
     "load": stage1.exp_load, "tokens": stage1.exp_tokens, "next_token": stage1.exp_next_token,
     "prompt_form": stage1.exp_prompt_form, "kv_cache": stage2.exp_kv_cache, "new_tokens": stage2.exp_new_tokens,
     "long_context": stage2.exp_long_context, "shift": stage2.exp_shift, "samplers": stage3.exp_samplers,
-    "stories": stage3.exp_stories, "tree": stage3.exp_tree, "quant_types": stage4.exp_quant_types, "ptq": stage4.exp_ptq,
+    "stories": stage3.exp_stories,
+    "tree": stage3.exp_tree, "quant_types": stage4.exp_quant_types, "ptq": stage4.exp_ptq,
     "threads": stage4.exp_threads, "gpu": stage4.exp_gpu, "mmap": stage4.exp_mmap, "chat": stage5.exp_chat,
     "remote": stage5.exp_remote,
 }
