@@ -133,36 +133,35 @@ async def test_escape_stops_a_run_then_closes() -> None:
 
 async def test_A_on_the_dashboard_opens_the_split_view_on_the_loaded_model() -> None:
     from tests.conftest import make_app
-    from tui.app.screens.ab import ABScreen
 
     app = make_app()
     async with app.run_test(size=(140, 44)) as pilot:
-        await until(pilot, lambda: app.controller is not None)
-        app.dashboard.query_one("#stream").focus()
-        await pilot.press("A")
-        await until(pilot, lambda: isinstance(app.screen, ABScreen))
-        screen = app.screen
+        screen = await open_ab_and_run(app, pilot)
         assert screen.preset_a is app.preset and screen.preset_b is not app.preset
-        await pilot.press("r")
-        await until(pilot, lambda: screen.summary is not None, timeout=30)
         assert screen.summary["steps"] > 0 and screen.summary["decode_calls"] == screen.summary["steps"]
+
+
+async def open_ab_and_run(app, pilot):
+    """A on the dashboard, then r on the split view: the screen once its run finished."""
+    from tui.app.screens.ab import ABScreen
+
+    await until(pilot, lambda: app.controller is not None)
+    app.dashboard.query_one("#stream").focus()
+    await pilot.press("A")
+    await until(pilot, lambda: isinstance(app.screen, ABScreen))
+    screen = app.screen
+    await pilot.press("r")
+    await until(pilot, lambda: screen.summary is not None, timeout=30)
+    return screen
 
 
 async def test_an_ab_run_is_recorded_while_recording_is_on(tmp_path) -> None:
     from tests.conftest import make_app
-    from tui.app.screens.ab import ABScreen
     from tui.record import read_session
 
-    target = tmp_path / "ab.jsonl"
-    app = make_app(record=str(tmp_path))  # recording on: the A/B run goes to a new file in this directory
+    app = make_app(record=str(tmp_path))  # recording on (the A/B run goes to a new file in the sessions directory)
     async with app.run_test(size=(140, 44)) as pilot:
-        await until(pilot, lambda: app.controller is not None)
-        app.dashboard.query_one("#stream").focus()
-        await pilot.press("A")
-        await until(pilot, lambda: isinstance(app.screen, ABScreen))
-        screen = app.screen
-        await pilot.press("r")
-        await until(pilot, lambda: screen.summary is not None, timeout=30)
+        screen = await open_ab_and_run(app, pilot)
         from tui.config import app_dirs
 
         files = sorted(app_dirs().sessions.glob("*ab-*.jsonl"))

@@ -239,13 +239,7 @@ class ABRun:
             if not self._parted:
                 self._parted = True
                 b.seq = self._split(eng, ("ab", "A"), prompt + b.tokens)
-            rows = [(s.seq, t) for s, t in ((a, tok_a), (b, tok_b)) if t is not None]
-            out = self._rows(eng, rows)
-            i = 0
-            if tok_a is not None:
-                la, i = out[0], 1
-            if tok_b is not None:
-                lb = out[i]
+            la, lb = self._both(eng, (a.seq, tok_a, la), (b.seq, tok_b, lb))
             return la, lb, lb_on_a
         # two models: A alone on its engine; model B reads A's text and, once they part, its own
         if tok_a is not None:
@@ -258,16 +252,15 @@ class ABRun:
             self._parted = True
             self._b_on_a = eng_b.seqs.active
             b.seq = self._split(eng_b, ("ab", "onA"), prompt + b.tokens)
-        rows = [(s, t) for s, t in ((self._b_on_a, tok_a), (b.seq, tok_b)) if t is not None]
-        if not rows:
-            return la, lb, lb_on_a
-        out = self._rows(eng_b, rows)
-        i = 0
-        if tok_a is not None:
-            lb_on_a, i = out[0], 1
-        if tok_b is not None:
-            lb = out[i]
+        lb_on_a, lb = self._both(eng_b, (self._b_on_a, tok_a, lb_on_a), (b.seq, tok_b, lb))
         return la, lb, lb_on_a
+
+    def _both(self, engine: Any, *rows: tuple[int, int | None, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """One llama_decode of each ``(sequence, token, logits)`` row whose token is not None (a side that
+        stopped decodes nothing): the new logits of those rows, the old ones of the others."""
+        live = [(seq, tok) for seq, tok, _ in rows if tok is not None]
+        out = iter(self._rows(engine, live)) if live else iter(())
+        return tuple(next(out) if tok is not None else old for _, tok, old in rows)
 
     def _step(self, side: _Side, index: int, trace: Any, sample_ms: float) -> Step:
         eng = side.engine
