@@ -235,3 +235,12 @@ async def test_a_run_cut_short_by_another_tells_its_waiter_how_far_it_got() -> N
         with pytest.raises(LearnError, match="cut short by another"):
             await first
         await until(pilot, lambda: app.current.run_id == first_id + 1 and not app.running, timeout=30)
+
+
+def test_a_paused_step_accepted_with_step_mode_off_says_generating_again(steps) -> None:
+    m = RunModel()
+    m.new_run()
+    run_events(m, [started(), PromptDone(2, 4.0), StepEvent(steps[0], pending=True)])
+    assert m.phase is Phase.PAUSED
+    run_events(m, [StepEvent(steps[0]), StepEvent(steps[1])])  # step mode switched off: the run goes on
+    assert m.phase is Phase.GENERATING and m.state_text == "generating"

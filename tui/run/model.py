@@ -240,6 +240,8 @@ class RunModel:
                 up.appended.append((step.index, step.text, step.prob))
                 up.pending = step
             else:
+                if self.phase is Phase.PAUSED:  # accepted: the run goes on (step mode off: it no longer pauses)
+                    self.set_phase(Phase.GENERATING)
                 if self.pending is not None and self.pending.index == step.index:
                     self.pending = None
                     up.pending_cleared = True
