@@ -117,6 +117,8 @@ def _imports_from(prefix: str, forbidden: tuple[str, ...]) -> list[str]:
     ("tui.server", ("tui.app", "tui.learn", "tui.cli")),
     ("tui.run", ("tui.app", "tui.server", "tui.learn", "tui.cli")),
     ("tui.learn", ("tui.app", "tui.cli")),
+    # retrieval: above the engine (embeddings) and the recording's file fingerprint, below every front end
+    ("tui.rag", ("tui.app", "tui.server", "tui.learn", "tui.cli", "tui.run", "tui.remote")),
     ("tui.app", ("tui.cli",)),
 ])
 def test_imports_run_one_way(layer: str, forbidden: tuple[str, ...]) -> None:

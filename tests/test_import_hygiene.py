@@ -19,7 +19,8 @@ PKG = Path(__file__).resolve().parents[1] / "tui"
                                     "tui.run.waiters", "tui.record.recorder", "tui.server", "tui.server.http",
                                     "tui.cli.common", "tui.cli.generate", "tui.cli.remote", "tui.remote",
                                     "tui.remote.source", "tui.remote.controller", "tui.remote.entries", "tui.remote.metrics",
-                                    "tui.remote.llama_server", "tui.remote.openai"])
+                                    "tui.remote.llama_server", "tui.remote.openai", "tui.engine.embed", "tui.rag",
+                                    "tui.cli.embed", "tui.cli.rag", "tui.engine.ab", "tui.engine.branching"])
 def test_domain_modules_do_not_import_textual(module: str) -> None:
     code = f"import sys, {module}; print('textual' in sys.modules, 'rich' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..config import ConfigError
 from ..crash import crash_log
-from . import ab, dashboard, generate, labs, models, replay, serve
+from . import ab, dashboard, embed, generate, labs, models, rag, replay, serve
 from .common import (
     EXIT_USAGE,
     CliError,
@@ -32,7 +32,7 @@ from .common import (
 
 __all__ = ["CliError", "build_parser", "config_or_defaults", "engine_settings", "keymap_problems", "main"]
 
-_MODULES = (generate, ab, models, replay, labs, serve, dashboard)
+_MODULES = (generate, ab, embed, rag, models, replay, labs, serve, dashboard)
 COMMANDS = {name: command for module in _MODULES for name, command in module.COMMANDS.items()}
 COMMANDS[None] = dashboard.cmd_app
 
