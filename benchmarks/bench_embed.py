@@ -3,7 +3,7 @@ latency of a top-k search over 10,000 chunk vectors.
 
 For every model found (the embedded SmolLM2; Gemma 3 with the ``gemma`` extra; any sentence encoder GGUF given
 with --model, e.g. all-MiniLM-L6-v2 converted with llama.cpp's convert_hf_to_gguf.py) and pooling: recall@1 and
-recall@3 of the 30 questions of tests/fixtures/rag against its 10 documents, and texts per second (the 40 texts
+recall@3 of the 30 questions of tests/fixtures/rag/questions.json against the 10 sample documents (tui/rag/sample), and texts per second (the 40 texts
 of the set, batched as the index builds them). Then 10,000 vectors (the set's own document vectors, each with
 small noise, so the search works on real embedding geometry) searched by cosine for the top 3: median and p99
 latency per question, with numpy.
@@ -23,6 +23,7 @@ import numpy as np
 
 from tui.engine.embed import Embedder
 from tui.engine.models import embedded_model_path
+from tui.rag import SAMPLE_DOCS
 
 RAG = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "rag"
 
@@ -45,7 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     if not 1 <= args.rounds <= 20:
         ap.error("--rounds 1..20")
-    docs = sorted((RAG / "docs").glob("*.txt"))
+    docs = sorted(SAMPLE_DOCS.glob("*.txt"))
     names = [d.name for d in docs]
     doc_texts = [d.read_text(encoding="utf-8") for d in docs]
     questions = json.loads((RAG / "questions.json").read_text(encoding="utf-8"))

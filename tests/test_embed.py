@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import run
-from tui.engine.embed import Embedder, cosine_matrix
+from tui.engine.embed import Embedder
+from tui.rag import SAMPLE_DOCS, cosine_matrix
 
 RAG = Path(__file__).parent / "fixtures" / "rag"
 
@@ -47,7 +48,7 @@ def test_related_sentences_are_closer_than_unrelated_ones(embedder) -> None:
 
 def ranks(embedder: Embedder) -> list[int]:
     """For each labelled question, the rank (0 = best) of its source document by cosine similarity."""
-    docs = sorted((RAG / "docs").glob("*.txt"))
+    docs = sorted(SAMPLE_DOCS.glob("*.txt"))
     names = [d.name for d in docs]
     questions = json.loads((RAG / "questions.json").read_text(encoding="utf-8"))
     scores = embedder.embed_many([q["q"] for q in questions]) @ embedder.embed_many(

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import run
 from tui.engine.embed import Embedder
+from tui.rag import SAMPLE_DOCS
 from tui.rag import IndexError_, build_index, chunk_text, open_index
 
 RAG = Path(__file__).parent / "fixtures" / "rag"
@@ -26,7 +27,7 @@ def embedder(smollm2_path: Path):
 
 
 def test_chunks_cover_the_text_at_word_boundaries_with_the_overlap_asked() -> None:
-    text = (RAG / "docs" / "aqueduct.txt").read_text(encoding="utf-8")
+    text = (SAMPLE_DOCS / "aqueduct.txt").read_text(encoding="utf-8")
     chunks = chunk_text(text, "a.txt", size=120, overlap=30)
     assert all(len(c.text) <= 120 for c in chunks) and chunks[0].start == 0 and chunks[-1].end == len(text)
     for a, b in zip(chunks, chunks[1:]):
@@ -39,7 +40,7 @@ def test_chunks_cover_the_text_at_word_boundaries_with_the_overlap_asked() -> No
 def test_an_index_of_the_labelled_set_retrieves_the_source_and_resumes(embedder, tmp_path: Path) -> None:
     out = tmp_path / "ix"
     seen: list[tuple[int, int, int, str]] = []
-    report = build_index(RAG / "docs", embedder, out, size=WHOLE, overlap=0, on_progress=lambda *a: seen.append(a))
+    report = build_index(SAMPLE_DOCS, embedder, out, size=WHOLE, overlap=0, on_progress=lambda *a: seen.append(a))
     assert (report.files, report.chunks, report.kept, report.skipped, report.cancelled) == (10, 10, 0, [], False)
     assert seen[-1][:2] == (10, 10)
     index = open_index(out)
@@ -48,10 +49,10 @@ def test_an_index_of_the_labelled_set_retrieves_the_source_and_resumes(embedder,
     found = [any(h.chunk.source == q["doc"] for h in index.search(embedder.embed(q["q"]).vector, 3))
              for q in questions]
     assert np.mean(found) >= 0.75  # recall@3 through the index: the same floor as the bare embeddings
-    again = build_index(RAG / "docs", embedder, out, size=WHOLE, overlap=0)
+    again = build_index(SAMPLE_DOCS, embedder, out, size=WHOLE, overlap=0)
     assert (again.kept, again.files, again.new_chunks, again.chunks) == (10, 0, 0, 10)  # nothing re-embedded
     with pytest.raises(IndexError_, match="--rebuild to change them"):
-        build_index(RAG / "docs", embedder, out, size=500, overlap=0)
+        build_index(SAMPLE_DOCS, embedder, out, size=500, overlap=0)
 
 
 def test_a_cancelled_index_resumes_where_it_stopped(embedder, tmp_path: Path) -> None:
@@ -62,9 +63,9 @@ def test_a_cancelled_index_resumes_where_it_stopped(embedder, tmp_path: Path) ->
         if chunks >= 3:
             cancel.set()
 
-    first = build_index(RAG / "docs", embedder, out, size=WHOLE, overlap=0, cancel=cancel, on_progress=progress)
+    first = build_index(SAMPLE_DOCS, embedder, out, size=WHOLE, overlap=0, cancel=cancel, on_progress=progress)
     assert first.cancelled and 0 < first.chunks < 10 and len(open_index(out).chunks) == first.chunks
-    second = build_index(RAG / "docs", embedder, out, size=WHOLE, overlap=0)
+    second = build_index(SAMPLE_DOCS, embedder, out, size=WHOLE, overlap=0)
     assert not second.cancelled and second.kept == first.files and second.chunks == 10
     assert second.new_chunks == 10 - first.chunks
 
@@ -76,7 +77,7 @@ def test_bad_input_is_one_clear_line(embedder, tmp_path: Path, smollm2_q8_path: 
         build_index(empty, embedder, tmp_path / "o1")
     mixed = tmp_path / "mixed"
     mixed.mkdir()
-    shutil.copy(RAG / "docs" / "coffee.txt", mixed)
+    shutil.copy(SAMPLE_DOCS / "coffee.txt", mixed)
     (mixed / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(64))
     (mixed / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     with open(mixed / "huge.log", "wb") as f:
@@ -98,12 +99,12 @@ def test_bad_input_is_one_clear_line(embedder, tmp_path: Path, smollm2_q8_path: 
 
 def test_the_index_command_builds_and_answers(tmp_path: Path) -> None:
     out = tmp_path / "ix"
-    done = run("index", str(RAG / "docs"), "--out", str(out), "--chunk-size", str(WHOLE), "--overlap", "0", "--json",
+    done = run("index", str(SAMPLE_DOCS), "--out", str(out), "--chunk-size", str(WHOLE), "--overlap", "0", "--json",
                home=tmp_path)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["chunks"] == 10 and data["skipped"] == [] and "weak" in data["kind"]
-    asked = run("index", str(RAG / "docs"), "--out", str(out), "--query", "How many hearts does an octopus have?",
+    asked = run("index", str(SAMPLE_DOCS), "--out", str(out), "--query", "How many hearts does an octopus have?",
                 "--json", home=tmp_path)
     assert asked.returncode == 0, asked.stderr
     hits = json.loads(asked.stdout)["hits"]

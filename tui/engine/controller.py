@@ -47,6 +47,7 @@ class Started:
     branch: int | None = None  # the tree's branch this run generates (None: not a tree run, an API request)
     fork: tuple[int, int, str] | None = None  # a new branch: (parent, step index, origin)
     new_tree: bool = False  # this run starts a new token tree (the last one is forgotten)
+    retrieved: Any = None  # a retrieval-augmented turn's tui.rag.Retrieved: the chunks its prompt carries
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,7 @@ class Controller(BranchOps):
         self.branch_id = 0
         self._tree_serial = 0
         self._tree_run = False  # the current run adds its steps to the tree
+        self._retrieved: Any = None  # the current run's retrieval (tui.rag.Retrieved), if it is augmented
 
     @property
     def active_preset(self) -> Any:
@@ -234,7 +236,7 @@ class Controller(BranchOps):
             history: Sequence[int] = (), parent: dict[str, Any] | None = None, preset: Any = None,
             seed: int | None = None, max_tokens: int | None = None,
             listener: Callable[[object], None] | None = None, cancel: threading.Event | None = None,
-            reuse: bool = False, branch: BranchStart | None = None) -> GenerationStats:
+            reuse: bool = False, branch: BranchStart | None = None, retrieved: Any = None) -> GenerationStats:
         """Generate from ``prompt``; events carry ``run_id`` (see ``emit``).
 
         A run started while another is finishing waits for it: the engine is
@@ -242,7 +244,8 @@ class Controller(BranchOps):
         ``preset``/``seed``/``max_tokens`` apply to this run only (an API
         request); ``listener`` also gets every event of this run; ``reuse``
         keeps the part of the KV cache that ``prefix`` shares with what it holds; ``branch`` generates from
-        a step of the token tree (:mod:`tui.engine.branching`).
+        a step of the token tree (:mod:`tui.engine.branching`); ``retrieved``: the chunks a retrieval-augmented
+        ``prompt`` carries (:class:`tui.rag.Retrieved`, shown and recorded with the run).
         """
         self.cancel = cancel = cancel or threading.Event()
         with self._lock:
@@ -259,6 +262,7 @@ class Controller(BranchOps):
             if max_tokens is not None:
                 self.max_tokens = max_tokens
             self._tree_run = branch is not None or listener is None
+            self._retrieved = retrieved
             try:
                 return self._run(prompt, cancel, step_mode, add_bos, parse_special, prefix, list(history), parent,
                                  reuse, branch)
@@ -351,7 +355,7 @@ class Controller(BranchOps):
                                spec=self.active_preset, max_tokens=self.max_tokens, ignore_eos=self.ignore_eos,
                                parent=parent, history=tuple(history), before=before,
                                branch=self.branch_id if self._tree_run else None, fork=fork,
-                               new_tree=branch is None and self._tree_run))
+                               new_tree=branch is None and self._tree_run, retrieved=self._retrieved))
             for step in gen:
                 if step.index - start < len(forced):  # typed text or a chosen candidate: forced, in order
                     step = gen.force(forced[step.index - start])

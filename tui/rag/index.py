@@ -64,7 +64,8 @@ class BuildReport:
 def model_identity(embedder: Any) -> dict[str, Any]:
     from ..record.writer import fingerprint
 
-    return {"name": str(embedder.name), "file": Path(embedder.path).name, "fingerprint": fingerprint(embedder.path),
+    return {"name": str(embedder.name), "file": Path(embedder.path).name, "path": str(Path(embedder.path).resolve()),
+            "fingerprint": fingerprint(embedder.path),
             "dimensions": int(embedder.n_embd), "pooling": str(embedder.pooling), "kind": str(embedder.kind)}
 
 

@@ -295,6 +295,14 @@ def check_header(head: dict[str, Any]) -> None:
             _int(parent["fork_step"], "parent.fork_step", 0, _INT32_MAX)
         if "branch" in parent:  # forked from a recorded branch other than the run's line
             _int(parent["branch"], "parent.branch", 0, _INT32_MAX)
+    if head.get("retrieval") is not None:  # a retrieval-augmented turn's chunks (what its prompt carried)
+        retrieval = _dict(head["retrieval"], "retrieval")
+        _str(_get(retrieval, "question", "retrieval."), "retrieval.question")
+        for i, chunk in enumerate(_list(_get(retrieval, "chunks", "retrieval."), "retrieval.chunks")):
+            c = _dict(chunk, f"retrieval.chunks[{i}]")
+            _str(_get(c, "file", f"retrieval.chunks[{i}]."), f"retrieval.chunks[{i}].file")
+            _str(_get(c, "text", f"retrieval.chunks[{i}]."), f"retrieval.chunks[{i}].text")
+            _float(_get(c, "score", f"retrieval.chunks[{i}]."), f"retrieval.chunks[{i}].score", -1.0, 1.0)
     check_remote(head)
     if "ab" in head:
         check_ab(head["ab"], n_vocab)

@@ -143,6 +143,8 @@ class Recorder:
             header = session_header(self.engine, ev.spec, ev.seed, ev.given, ev.prompt_tokens,
                                     max_tokens=ev.max_tokens, ignore_eos=ev.ignore_eos, parent=ev.parent,
                                     history=ev.history)
+            if ev.retrieved is not None:  # a retrieval-augmented turn: the chunks its prompt carried
+                header["retrieval"] = ev.retrieved.as_dict()
             self.writer = self.factory(header)
         except RecordError as exc:
             self.report(RecordingFailed(str(exc)))
