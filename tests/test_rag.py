@@ -111,3 +111,42 @@ def test_the_index_command_builds_and_answers(tmp_path: Path) -> None:
     assert len(hits) == 3 and hits[0]["file"] == "octopus.txt" and hits[0]["score"] >= hits[1]["score"]
     bad = run("index", str(tmp_path / "nope"), home=tmp_path)
     assert bad.returncode == 2 and "not a directory" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_retrieval_augmented_turn_carries_its_chunks_into_the_prompt_and_the_recording(
+        embedder, tmp_path: Path) -> None:
+    from tui.engine import EngineSettings
+    from tui.engine.controller import Controller
+    from tui.engine.fake import FakeEngine
+    from tui.rag import Retriever
+    from tui.record import SessionWriter, read_session
+    from tui.record.recorder import Recorder
+    from tui.sampling.presets import BUILTIN_PRESETS
+
+    out = tmp_path / "ix"
+    build_index(SAMPLE_DOCS, embedder, out, size=WHOLE, overlap=0)
+    retriever = Retriever(out, k=2)
+    try:
+        got = retriever.retrieve("How many hearts does an octopus have?")
+    finally:
+        retriever.close()
+    assert [h.rank for h in got.hits] == [0, 1] and got.hits[0].chunk.source == "octopus.txt"
+    start, end = got.context_span
+    assert got.hits[0].chunk.text in got.message[start:end] and got.message.endswith(
+        "Question: How many hearts does an octopus have?")
+    eng = FakeEngine(EngineSettings(n_ctx=512, seed=7))
+    path = tmp_path / "rag.jsonl"
+    ctl = Controller(eng, BUILTIN_PRESETS["greedy"], seed=1, emit=lambda e: None, max_tokens=3)
+    ctl.listeners.append(Recorder(eng, lambda header: SessionWriter(path, header, eng.piece)))
+    ctl.run(got.message, retrieved=got)
+    s = read_session(path)
+    assert s.problems == [] and s.header["retrieval"] == json.loads(json.dumps(got.as_dict()))
+    assert [c["file"] for c in s.header["retrieval"]["chunks"]] == [h.chunk.source for h in got.hits]
+    bad = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    bad["retrieval"]["chunks"][0]["score"] = "high"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    (tmp_path / "bad.jsonl").write_text("\n".join([json.dumps(bad), *lines[1:]]) + "\n", encoding="utf-8")
+    from tui.record import SessionFileError
+
+    with pytest.raises(SessionFileError, match=r"retrieval.chunks\[0\].score"):
+        read_session(tmp_path / "bad.jsonl")
