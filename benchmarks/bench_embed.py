@@ -71,6 +71,16 @@ def main() -> None:
             if doc_vectors is None:
                 doc_vectors, query_vectors = dv, qv
     assert doc_vectors is not None
+    import tempfile
+
+    from tui.rag import build_index
+
+    with Embedder(str(embedded_model_path())) as e, tempfile.TemporaryDirectory() as tmp:
+        report = build_index(SAMPLE_DOCS, e, Path(tmp) / "ix", size=300, overlap=50)
+        size = sum(f.stat().st_size for f in (Path(tmp) / "ix").iterdir())
+        print(f"llmtui index of the sample documents (300-character chunks, 50 shared): {report.chunks} chunks in "
+              f"{report.seconds:.2f} s = {report.chunks_per_s:.1f} chunks/s; {size / 1024:.0f} KiB on disk, "
+              f"{size / max(1, report.chunks) / 1024:.2f} KiB per chunk ({e.n_embd * 4 / 1024:.2f} KiB of it the vector)")
     rng = np.random.default_rng(0)
     n = 10_000
     base = doc_vectors[rng.integers(0, len(doc_vectors), n)]

@@ -51,6 +51,8 @@ class Embedder:
         from .settings import default_threads
 
         self.path = Path(path)
+        if pooling is not None and pooling not in POOLINGS:
+            raise EngineError(f"pooling must be one of {', '.join(POOLINGS)} (got {pooling!r})")
         read_header(self.path)  # a missing or damaged file: one clear line before llama.cpp sees it
         ensure_backend()
         self._model: Any = None
@@ -73,8 +75,6 @@ class Embedder:
         arch = self._meta("general.architecture") or "?"
         own = self._meta(f"{arch}.pooling_type")
         self.sentence_encoder = own is not None and own.isdigit() and int(own) in _POOLING_NAMES and int(own) > 0
-        if pooling is not None and pooling not in POOLINGS:
-            raise EngineError(f"pooling must be one of {', '.join(POOLINGS)} (got {pooling!r})")
         cparams = ll.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = cparams.n_ubatch = n_ctx  # a whole text in one batch: pooling needs all its tokens
