@@ -42,6 +42,7 @@ from .conversation import Conversation
 from .dashboard import Dashboard
 from .keys import BINDINGS, palette_commands
 from .messages import EngineLoaded, EngineNotice, LoadProgress
+from .rag_host import RagHost
 from .recording import Recording
 from .remote_host import RemoteHost
 from .themes import DEFAULT_THEME
@@ -136,6 +137,7 @@ class LlmTuiApp(Conversation, Tools, App[int]):
         self.engine_settled = asyncio.Event()  # set once a model loaded or failed to (experiments wait on it)
         self.api = ApiHost(self, serve or ("127.0.0.1", 8000), api_key, max_body_bytes)
         self.remote = RemoteHost(self, remotes)  # servers to watch (--remote), the fleet view
+        self.rag = RagHost(self)  # the RAG lab's indexes, retrieval before a chat turn
         self.seed_given = seed_given  # the user chose the seed: API requests without one use it
         self._serve_on_load = serve is not None
         # learn mode: the question whose experiment ran last, what each one found and the learner's guess
@@ -456,6 +458,7 @@ class LlmTuiApp(Conversation, Tools, App[int]):
         if self.controller is not None:
             self.controller.stop()
         self.api.stop()
+        self.rag.close()
 
 
 def run_app(**kwargs: Any) -> int:

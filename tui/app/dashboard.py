@@ -31,10 +31,11 @@ from .branches import Branches
 from .messages import EngineNotice
 from .metrics import LiveMetrics
 from .modes import footer_shows, footer_state
+from .rag_host import retrieved_span
 from .remote_host import recorded_remote_notes
 from .status import status_line
 from .widgets.graphs import MemoryGraph, ThroughputGraph
-from .widgets.panels import ChainTrace, KvGauge, StatusLine, TopKHistogram
+from .widgets.panels import ChainTrace, KvGauge, RetrievedChunks, StatusLine, TopKHistogram
 from .widgets.safe import SafeInput
 from .widgets.token_stream import TokenStream
 
@@ -79,6 +80,7 @@ class Dashboard(Branches, Screen):
             with Vertical(id="right"):
                 yield TopKHistogram(id="hist")
                 yield ChainTrace(id="trace")
+                yield RetrievedChunks(id="chunks")  # in the trace's place while retrieval is on
         with Horizontal(id="bottom"):
             yield KvGauge(id="kv")
             yield MemoryGraph(id="mem")
@@ -89,7 +91,8 @@ class Dashboard(Branches, Screen):
 
     def on_mount(self) -> None:
         for selector, title in (("#stream", "tokens"), ("#hist", "top-10 next tokens"), ("#trace", "sampler chain"),
-                                ("#kv", "KV cache"), ("#mem", "memory"), ("#tput", "throughput")):
+                                ("#kv", "KV cache"), ("#mem", "memory"), ("#tput", "throughput"),
+                                ("#chunks", "retrieved chunks")):
             self.query_one(selector).border_title = title
         self.query_one(TopKHistogram).clear(self.WAITING)
         self.query_one(ChainTrace).clear()
@@ -221,8 +224,11 @@ class Dashboard(Branches, Screen):
 
     def _draw(self, up: Update, stream: TokenStream) -> None:
         m = self.model
-        if up.prompt is not None and self.app.chat_mode:
-            stream.set_prompt(up.prompt)  # the conversation, rendered by the chat template
+        if up.prompt is not None:
+            if self.app.chat_mode:  # the conversation, rendered by the chat template; retrieved chunks shaded
+                stream.set_prompt(up.prompt, retrieved_span(up.prompt, m.retrieved))
+            if self.app.rag.on:
+                self.app.rag.show_panel(self)  # the chunks this turn carries
         if up.appended:
             stream.append_many(up.appended)  # the final view is laid out from every token, however batched
         for index, text, prob in up.replaced:
@@ -281,10 +287,12 @@ class Dashboard(Branches, Screen):
             n_keep = self.model.n_prompt + self.model.n_reused if app.n_keep < 0 else app.n_keep
         view = self.model.kv_view(self.engine.kv_layout(), self.engine.n_ctx, getattr(self.engine, "n_past", None),
                                   n_keep)
+        cost = app.rag.cost_for(self, view.bytes_per_token)  # a retrieval-augmented turn's chunks
         gauge.show(n_ctx=view.n_ctx, n_past=view.n_past, n_prompt=view.n_prompt, n_reused=view.n_reused,
                    n_keep=view.n_keep, shifts=view.shifts, bytes_per_token=view.bytes_per_token,
                    allocated=view.allocated, type_k=view.type_k, type_v=view.type_v,
-                   notes=recorded_remote_notes(self.engine), shared=view.shared)
+                   notes=recorded_remote_notes(self.engine), shared=view.shared,
+                   retrieved=cost.lines() if cost is not None else ())
 
     def fail_run(self, error: str) -> None:
         """The run's worker failed outside the controller (a bug): say so, and release whoever waits."""
@@ -342,8 +350,11 @@ class Dashboard(Branches, Screen):
         self.submit(event.value)
 
     def submit(self, prompt: str) -> None:
-        """The prompt's Enter: generate from it."""
-        self.app.start_generation(prompt)
+        """The prompt's Enter: generate from it (in chat with retrieval on: retrieve first, then the turn)."""
+        if self.app.rag.active:
+            self.app.rag.ask(prompt)
+        else:
+            self.app.start_generation(prompt)
 
     def action_stop(self) -> None:
         app = self.app

@@ -41,6 +41,8 @@ KEYS: list[tuple[str, str, str, str, bool]] = [
     ("settings.open", "comma", "settings", "Settings", False),
     ("lab.quant", "Q", "quant_lab", "Quant lab", False),
     ("lab.perf", "B", "perf_lab", "Perf lab", False),
+    ("rag.open", "R", "rag('lab')", "RAG lab", False),
+    ("rag.toggle", "U", "rag('toggle')", "Retrieval on/off", False),
     ("session.browse", "b", "sessions", "Sessions", False),
     ("replay.jump", "g", "screen.jump", "Jump", False),
     ("replay.fork", "f", "screen.fork", "Fork", False),

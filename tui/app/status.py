@@ -52,7 +52,8 @@ def mode_key(app: Any) -> str:
 
 
 def status_line(app: Any, screen: Any) -> str:
-    """``state │ modes │ selection │ model │ preset │ seed │ threads │ n_ctx │ API │ shift │ REC │ turn │ load``."""
+    """``state │ modes │ retrieval │ selection │ model │ preset │ seed │ threads │ n_ctx │ API │ shift │ REC │ turn │
+    retrieved context │ load``."""
     engine = screen.engine
     label, seed, threads = screen.identity()
     info = getattr(engine, "info", None)
@@ -60,7 +61,8 @@ def status_line(app: Any, screen: Any) -> str:
     model = f"{label} · {info.arch} · {info.quant}" if info and remote is None else label
     n_ctx = getattr(engine, "n_ctx", app.settings.n_ctx)
     run = screen.model
-    parts = [run.state_text, modes_text(app, screen)]
+    live = screen_kind(screen) == "live"
+    parts = [run.state_text, modes_text(app, screen), app.rag.status_text() if live else ""]
     if run.selected is not None:
         parts.append(f"viewing step {run.selected} (end: live)")
     parts.append(branch_info(run, key_label(app.keymap.get("branch.tree", "T")), timed=screen.live_metrics))
@@ -80,8 +82,10 @@ def status_line(app: Any, screen: Any) -> str:
                      + (f", {svc.queue_length} waiting)" if svc.queue_length else ")"))
     if app.context_policy == "shift":
         parts.append("context: shift")
-    if app.chat_mode and screen_kind(screen) == "live":
+    if app.chat_mode and live:
         parts.append(chat_info(run.chat_turn))
+        cost = app.rag.cost_for(screen)  # a retrieval-augmented turn's: its tokens, their KV bytes, prompt time
+        parts.append(cost.text() if cost is not None else "")
     if app.load_info and screen.live_metrics:  # wall-clock figures are left out in deterministic (snapshot) mode
         parts.append(app.load_info)
     return " │ ".join(p for p in parts if p)

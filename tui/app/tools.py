@@ -201,6 +201,15 @@ class Tools:
             self.push_screen(PerfLab(path, default_threads(), self.run_guarded, gpu_offload_available(),
                                      on_result=self.recorder.lab))
 
+    def action_rag(self, what: str = "lab") -> None:
+        """The RAG lab (R), or retrieval in chat on and off again (U): :mod:`tui.app.rag_host`."""
+        if what == "toggle":
+            self.rag.toggle()
+            return
+        from .screens.rag import RagLab
+
+        self.push_screen(RagLab(self.rag, self.rag.lab_directory()))
+
     def action_ab(self) -> None:
         """The A/B split view: two presets on this model, or this model and a variant of it, in lockstep."""
         if self.controller is None or self.engine is None or not hasattr(self.engine, "decode_rows"):

@@ -39,9 +39,9 @@ def register(sub: Any) -> None:
 
 def index_dir(directory: Path) -> Path:
     from ..config import app_dirs
+    from ..rag.index import default_index_dir
 
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in directory.resolve().name)[:60] or "index"
-    return app_dirs().data / "indexes" / name
+    return default_index_dir(directory, app_dirs().data / "indexes")
 
 
 def cmd_index(args: argparse.Namespace) -> int:

@@ -61,6 +61,13 @@ class BuildReport:
         return self.new_chunks / self.seconds if self.seconds > 0 else 0.0
 
 
+def default_index_dir(directory: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
+    """Where ``directory``'s index lives under ``root`` (the data directory's ``indexes``): the CLI and the lab
+    agree on it, so an index built either way is found by both."""
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(directory).resolve().name)[:60] or "index"
+    return Path(root) / name
+
+
 def model_identity(embedder: Any) -> dict[str, Any]:
     from ..record.writer import fingerprint
 

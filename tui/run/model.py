@@ -119,6 +119,7 @@ class RunResult:
     n_reused: int
     preset: str
     record_path: str
+    retrieved: Any = None  # a retrieval-augmented turn's tui.rag.Retrieved (the chunks its prompt carried)
 
     @property
     def text(self) -> str:
@@ -160,6 +161,7 @@ class RunModel:
         self.switched: BranchSwitched | None = None
         self.prompt = ""  # the prompt as the model reads it (a branch run starts from the same text)
         self.n_tree_prompt = 0  # the prompt's tokens (a branch run's Started counts its path before too)
+        self.retrieved: Any = None  # a retrieval-augmented turn's tui.rag.Retrieved: the chunks its prompt carries
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class RunModel:
         self.chat_turn = None  # the new run's turn arrives with its prompt
         self.preset = ""
         self.switched = None  # a branch run's arrives with its prompt; the tree itself outlives the run
+        self.retrieved = None  # an augmented turn's arrives with its Started
         self.token_times.clear()
 
     def new_run(self, phase: Phase = Phase.PROMPT, detail: str = "", label: str = "") -> int:
@@ -214,7 +217,7 @@ class RunModel:
     def snapshot(self) -> RunResult:
         return RunResult(self.run_id, tuple(self.steps), self.pending, self.phase, self.state_text, dict(self.summary),
                          tuple(self.shifts), self.chat_turn, self.n_prompt, self.n_reused, self.preset,
-                         self.record_path)
+                         self.record_path, self.retrieved)
 
     @property
     def last(self) -> Step | None:
@@ -283,6 +286,7 @@ class RunModel:
             self.set_phase(Phase.PROMPT)
             self.preset = ev.preset
             self.prompt = ev.prompt
+            self.retrieved = ev.retrieved
             self.n_tree_prompt = len(ev.prompt_tokens) - len(ev.before)
             up.prompt = ev.prompt
             self._started_branch(ev, up)

@@ -7,6 +7,7 @@ the lines are built once per change, not per frame.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -348,7 +349,7 @@ class KvGauge(LinePanel):
     """
 
     COMPONENT_CLASSES = {"kv--title", "kv--reused", "kv--prompt", "kv--gen", "kv--free", "kv--dim", "kv--keep",
-                         "kv--shift", "kv--shared"}
+                         "kv--shift", "kv--shared", "kv--retrieved"}
     DEFAULT_CSS = """
     KvGauge > .kv--title { color: $text; text-style: bold; }
     KvGauge > .kv--reused { color: $primary; }
@@ -359,14 +360,16 @@ class KvGauge(LinePanel):
     KvGauge > .kv--keep { color: $accent; text-style: bold; }
     KvGauge > .kv--shift { color: $warning; }
     KvGauge > .kv--shared { color: $accent; }
+    KvGauge > .kv--retrieved { color: $accent; }
     """
 
     def show(self, *, n_ctx: int, n_past: int, n_prompt: int, bytes_per_token: float, allocated: int,
              type_k: str, type_v: str, n_reused: int = 0, n_keep: int | None = None,
              shifts: tuple[tuple[int, int, int], ...] = (), notes: tuple[str, ...] | None = None,
-             shared: tuple[int, ...] = ()) -> None:
+             shared: tuple[int, ...] = (), retrieved: tuple[str, ...] = ()) -> None:
         """``notes``: lines that replace the bytes (a remote server's cache: its figures, or what it does not
-        expose); ``shared``: per position of the shown branch, how many sequences hold its cell."""
+        expose); ``shared``: per position of the shown branch, how many sequences hold its cell;
+        ``retrieved``: what a retrieval-augmented turn's chunks cost (tokens, bytes, prompt time)."""
         n_past = min(n_past, n_ctx)
         n_prompt = min(n_prompt, n_past)
         n_reused = min(n_reused, n_prompt)
@@ -409,10 +412,48 @@ class KvGauge(LinePanel):
                     [(fit(f"{human_bytes(used)} / {human_bytes(allocated)} ({type_k}/{type_v})", w), "kv--dim")],
                     [(fit(f"{human_bytes(bytes_per_token)} per token", w), "kv--dim")],
                 ]
+            lines += [[(fit(line, w), "kv--retrieved")] for line in retrieved]
             if shifts:
                 _i, keep, drop = shifts[-1]
                 lines.append([(fit(f"shifted ×{len(shifts)}: kept {keep}, dropped {drop} (last at step {_i})", w),
                                "kv--shift")])
+            return lines
+
+        self.set_builder(build)
+
+
+class RetrievedChunks(LinePanel):
+    """A retrieval-augmented turn's chunks: rank, cosine score, source and the start of the text. It takes the
+    sampler chain's place while retrieval is on."""
+
+    COMPONENT_CLASSES = {"chunks--title", "chunks--dim", "chunks--score", "chunks--source", "chunks--text"}
+    DEFAULT_CSS = """
+    RetrievedChunks { display: none; height: 1fr; min-height: 5; border: round $panel-lighten-2;
+                      border-title-color: $text-muted; padding: 0 1; }
+    RetrievedChunks > .chunks--title { color: $text; text-style: bold; }
+    RetrievedChunks > .chunks--dim { color: $text-muted; }
+    RetrievedChunks > .chunks--score { color: $accent; text-style: bold; }
+    RetrievedChunks > .chunks--source { color: $primary; }
+    RetrievedChunks > .chunks--text { color: $text-muted; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.rows: list[str] = []  # what it shows, one string per chunk (and the title, the model)
+
+    def show(self, title: str, model: str, hits: tuple[Any, ...]) -> None:
+        heads = [f"[{h.rank + 1}] {h.score:.3f} {h.chunk.source}" for h in hits]
+        texts = [" ".join(h.chunk.text.split()) for h in hits]
+        self.rows = [title, model, *heads]
+
+        def build(width: int) -> list[list[tuple[str, str]]]:
+            lines = [[(fit(title, width), "chunks--title")], [(fit(model, width), "chunks--dim")]]
+            per = max(1, (self.size.height - len(lines)) // max(1, len(hits)) - 1)  # text lines per chunk
+            for hit, text in zip(hits, texts):
+                score = f"[{hit.rank + 1}] {hit.score:.3f} "
+                lines.append([(score, "chunks--score"), (fit(hit.chunk.source, width - len(score)), "chunks--source")])
+                lines += [[(fit("  " + part, width), "chunks--text")]
+                          for part in textwrap.wrap(text, max(8, width - 2), max_lines=per, placeholder=" …")]
             return lines
 
         self.set_builder(build)

@@ -52,7 +52,10 @@ _PIECES = re.compile(r"\s*\S+|\s+")
 class _Tok:
     text: str
     prob: float
-    index: int  # step index; -1 for the prompt
+    index: int  # step index; PROMPT or RETRIEVED for the prompt's text
+
+
+PROMPT, RETRIEVED = -1, -2  # the prompt's text, and the retrieved chunks inside it (shaded)
 
 
 class TokenStream(ScrollView, can_focus=True):
@@ -67,6 +70,7 @@ class TokenStream(ScrollView, can_focus=True):
 
     COMPONENT_CLASSES = {
         "token-stream--prompt",
+        "token-stream--retrieved",
         "token-stream--even",
         "token-stream--odd",
         "token-stream--p0",
@@ -82,6 +86,7 @@ class TokenStream(ScrollView, can_focus=True):
     /* the scrollbar's room is always kept: the wrap width never depends on whether it is shown yet */
     TokenStream { background: $surface; overflow-x: hidden; overflow-y: scroll; }
     TokenStream > .token-stream--prompt { color: $text-muted; text-style: italic; }
+    TokenStream > .token-stream--retrieved { background: $primary 18%; text-style: not italic; }
     TokenStream > .token-stream--even { background: $surface; }
     TokenStream > .token-stream--odd { background: $boost; }
     TokenStream > .token-stream--p0 { color: $error; }
@@ -124,8 +129,15 @@ class TokenStream(ScrollView, can_focus=True):
         self._tokens.clear()
         self._relayout()
 
-    def set_prompt(self, text: str) -> None:
-        self._tokens = [_Tok(display_text(text), 1.0, -1)]
+    def set_prompt(self, text: str, shade: tuple[int, int] | None = None) -> None:
+        """The prompt; ``shade``: the (start, end) characters of the retrieved chunks in it, drawn apart from
+        the question."""
+        if shade is None or not 0 <= shade[0] < shade[1] <= len(text):
+            parts = [(text, PROMPT)]
+        else:
+            start, end = shade
+            parts = [(text[:start], PROMPT), (text[start:end], RETRIEVED), (text[end:], PROMPT)]
+        self._tokens = [_Tok(display_text(part), 1.0, kind) for part, kind in parts if part] or [_Tok("", 1.0, PROMPT)]
         self._relayout()
 
     def append(self, index: int, text: str, prob: float) -> None:
@@ -154,6 +166,10 @@ class TokenStream(ScrollView, can_focus=True):
 
     def prompt(self) -> str:
         return "".join(t.text for t in self._tokens if t.index < 0)
+
+    def retrieved(self) -> str:
+        """The part of the prompt shaded as retrieved text ("" when none is)."""
+        return "".join(t.text for t in self._tokens if t.index == RETRIEVED)
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -361,7 +377,8 @@ class TokenStream(ScrollView, can_focus=True):
 
     def _style_table(self) -> dict[str, Style]:
         if self._styles is None:
-            names = ["prompt", "even", "odd", "selected", "pending", "newline"] + [f"p{i}" for i in range(5)]
+            names = ["prompt", "retrieved", "even", "odd", "selected", "pending", "newline",
+                     *(f"p{i}" for i in range(5))]
             self._styles = {n: self.get_component_rich_style(f"token-stream--{n}") for n in names}
             self._styles["base"] = self.rich_style
         return self._styles
@@ -385,7 +402,7 @@ class TokenStream(ScrollView, can_focus=True):
         for pos, frag in self._lines[line_y]:
             tok = self._tokens[pos]
             if tok.index < 0:
-                style = base + st["prompt"]
+                style = base + st["prompt"] + (st["retrieved"] if tok.index == RETRIEVED else Style())
             else:
                 style = base + st["even" if tok.index % 2 == 0 else "odd"] + st[f"p{bucket(tok.prob)}"]
                 if tok.index == self.pending:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from .. import Question
 from ..host import Finding, Host, Runner
-from . import stage1, stage2, stage3, stage4, stage5
+from . import stage1, stage2, stage3, stage4, stage5, stage5_rag
 
 EXPERIMENTS: dict[str, Callable[[Runner, int], Awaitable[Finding]]] = {
     "load": stage1.exp_load, "tokens": stage1.exp_tokens, "next_token": stage1.exp_next_token,
@@ -20,7 +20,7 @@ EXPERIMENTS: dict[str, Callable[[Runner, int], Awaitable[Finding]]] = {
     "stories": stage3.exp_stories,
     "tree": stage3.exp_tree, "quant_types": stage4.exp_quant_types, "ptq": stage4.exp_ptq,
     "threads": stage4.exp_threads, "gpu": stage4.exp_gpu, "mmap": stage4.exp_mmap, "chat": stage5.exp_chat,
-    "remote": stage5.exp_remote,
+    "remote": stage5.exp_remote, "embeddings": stage5_rag.exp_embeddings, "retrieval": stage5_rag.exp_retrieval,
 }
 
 
