@@ -131,6 +131,31 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
             screen = app.screen
             screen.action_run()  # what r does
             await wait(pilot, lambda: screen.summary is not None, 120)
+        elif scenario == "rag":  # the sample documents indexed, then a question in chat with retrieval on
+            import tempfile
+
+            from tui.engine.embed import Embedder
+            from tui.engine.thread import engine_thread
+            from tui.rag import SAMPLE_DOCS, build_index
+            from tui.rag.index import default_index_dir
+
+            root = Path(tempfile.mkdtemp())
+            out = default_index_dir(SAMPLE_DOCS, root)
+
+            def build() -> dict:
+                with Embedder(str(embedded_model_path())) as e:
+                    build_index(SAMPLE_DOCS, e, out, size=400, overlap=50)
+                from tui.app.rag_host import describe_index
+
+                return describe_index(out)
+
+            info = engine_thread().call(build)
+            app.rag.use(out, info)
+            prompt = app.query_one("#prompt", Input)
+            prompt.value = "How many hearts does an octopus have?"
+            prompt.focus()
+            await pilot.press("enter")
+            await wait(pilot, lambda: app.current.steps and not app.running, 180)
         elif scenario == "step":
             app.query_one(TokenStream).focus()
             await pilot.press("s", "space")
@@ -241,6 +266,7 @@ async def main(only: list[str]) -> None:
     await shoot(engine, "api-server", (130, 40), "serve")
     await shoot(engine, "tree", (160, 48), "tree", preset="greedy")
     await shoot(engine, "ab", (150, 45), "ab", preset="balanced")
+    await shoot(engine, "rag-chat", (160, 48), "rag", preset="greedy", chat=True)
     if not only or "remote" in only:
         await shoot_remote(engine, "remote", (160, 48), "run")
     if not only or "fleet" in only:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import run
-from tui.engine.embed import Embedder
-from tui.rag import SAMPLE_DOCS, cosine_matrix
+from tui.engine.embed import Embedder, cosine_matrix
+from tui.rag import SAMPLE_DOCS
 
 RAG = Path(__file__).parent / "fixtures" / "rag"
 

@@ -12,11 +12,12 @@ import pytest
 from textual.widgets import Input
 
 from tests.conftest import make_app, ready, until
-from tui.app.rag_host import default_index, retrieval_cost, retrieved_span
+from tui.app.rag_host import retrieval_cost, retrieved_span
 from tui.app.screens.rag import RagLab
 from tui.app.widgets.panels import ChainTrace, RetrievedChunks
 from tui.app.widgets.token_stream import TokenStream, display_text
 from tui.rag import SAMPLE_DOCS
+from tui.rag.index import default_index_dir as default_index
 from tui.units import human_bytes
 
 TEMPLATE = "{{ messages }}"  # the fake engine renders chats itself; any template makes chat possible
