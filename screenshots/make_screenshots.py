@@ -144,7 +144,7 @@ async def shoot(engine: LlamaEngine, name: str, size: tuple[int, int], scenario:
 
             def build() -> dict:
                 with Embedder(str(embedded_model_path())) as e:
-                    build_index(SAMPLE_DOCS, e, out, size=400, overlap=50)
+                    build_index(SAMPLE_DOCS, e, out)  # the defaults: 800 characters, 100 shared
                 from tui.app.rag_host import describe_index
 
                 return describe_index(out)
