@@ -65,27 +65,24 @@ class DecodeCount:
 
     def __init__(self, engine) -> None:
         self.engine, self.tokens, self.calls = engine, 0, 0
-        self._decode_rows, self._rows = engine._decode_rows, engine.decode_rows
+        self._chunk, self._rows = engine._decode_chunk, engine.decode_rows
 
     def __enter__(self) -> "DecodeCount":
-        def decode_rows(chunk):
-            self.tokens += len(chunk)
+        def chunk(tokens):
+            self.tokens += len(tokens)
             self.calls += 1
-            return self._decode_rows(chunk)
+            return self._chunk(tokens)
 
         def rows(rows):
             self.tokens += len(rows)
             self.calls += 1
             return self._rows(rows)
 
-        self.engine._decode_rows, self.engine.decode_rows = decode_rows, rows
+        self.engine._decode_chunk, self.engine.decode_rows = chunk, rows
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.engine._decode_rows, self.engine.decode_rows = self._decode_rows, self._rows
-
-    def reset(self) -> None:
-        self.tokens = self.calls = 0
+        self.engine._decode_chunk, self.engine.decode_rows = self._chunk, self._rows
 
 
 FORK = 3

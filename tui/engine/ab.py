@@ -28,6 +28,7 @@ import numpy as np
 
 from ..sampling.errors import SamplingError
 from .errors import ContextError, EngineError
+from .lab import log_softmax
 from .loop import Step, StopReason
 
 MODES = ("presets", "models")
@@ -68,22 +69,17 @@ class ABResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def text(self, side: str) -> str:
-        return "".join((s.a if side == "a" else s.b).text for s in self.steps if (s.a if side == "a" else s.b))
+        """The text side ``"a"`` or ``"b"`` wrote."""
+        return "".join(step.text for s in self.steps if (step := s.a if side == "a" else s.b) is not None)
 
 
 def kl_divergence(logits_p: np.ndarray, logits_q: np.ndarray) -> float:
-    """KL(P‖Q) in nats between the softmax distributions of two logit vectors (float64, as lab.compare_models)."""
-    lp = _log_softmax(logits_p)
-    lq = _log_softmax(logits_q)
+    """KL(P‖Q) in nats between the softmax distributions of two logit vectors (``lab.log_softmax``, as
+    ``llmtui compare``); tokens P gives no probability (-inf logits) add nothing."""
+    lp, lq = log_softmax(np.stack([logits_p, logits_q]))
     p = np.exp(lp)
     mask = p > 0
     return float((p[mask] * (lp[mask] - lq[mask])).sum())
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    x = x - x[np.isfinite(x)].max()
-    return x - np.log(np.exp(x).sum())
 
 
 @dataclass(slots=True)
@@ -180,8 +176,7 @@ class ABRun:
                 # models: B's distribution on A's text; presets: B's own (the same logits until they part)
                 other = lb_on_a if self.mode == "models" else (lb if not b.done else None)
                 kl = None if a.done or other is None else 0.0 if other is la else kl_divergence(la, other)
-                lb_on_a = other if other is not None else lb_on_a
-                agree = (int(np.argmax(la)) == int(np.argmax(lb_on_a))) if kl is not None else None
+                agree = (int(np.argmax(la)) == int(np.argmax(other))) if kl is not None else None
                 if self.diverged_at is None and tr_a is not None and tr_b is not None and tr_a.token != tr_b.token:
                     self.diverged_at = index
                 step_a = self._step(a, index, tr_a, sample_ms) if tr_a is not None else None
@@ -219,8 +214,7 @@ class ABRun:
             "decode_calls": self.decode_calls, "prompt_ms": round((t_prompt - t0) * 1000.0, 3),
             "steps_per_s": round(n / (t_end - t_prompt), 2) if n and t_end > t_prompt else 0.0,
             "stop_reason": reason.value, "error": error,
-            "text_a": "".join(s.a.text for s in result.steps if s.a), "text_b": "".join(
-                s.b.text for s in result.steps if s.b),
+            "text_a": result.text("a"), "text_b": result.text("b"),
         }
         self.emit(ABFinished(dict(result.summary)))
         return result

@@ -26,7 +26,7 @@ from .logring import LogRing
 
 __all__ = ["JSON_GBNF", "LOG", "ChatFormatter", "error_from_log", "ensure_backend", "grammar_rejects",
            "grammar_sampler", "json_schema_to_gbnf", "ll", "llama_cpp_version", "supports_gpu_offload",
-           "supports_mlock", "supports_mmap", "system_info"]
+           "supports_mlock", "supports_mmap", "system_info", "tokenize_bytes"]
 
 ChatFormatter = Jinja2ChatFormatter  # renders a GGUF's chat template (Jinja), as llama-cpp-python does
 
@@ -74,6 +74,18 @@ def supports_mmap() -> bool:
 
 def supports_mlock() -> bool:
     return bool(ll.llama_supports_mlock())
+
+
+def tokenize_bytes(vocab: Any, data: bytes, *, add_special: bool, parse_special: bool) -> list[int]:
+    """``llama_tokenize`` of UTF-8 ``data`` into a buffer large enough (it says how large when it is not)."""
+    n_max = len(data) + 8
+    buf = (ctypes.c_int32 * n_max)()
+    n = ll.llama_tokenize(vocab, data, len(data), buf, n_max, add_special, parse_special)
+    if n < 0:
+        n_max = -n
+        buf = (ctypes.c_int32 * n_max)()
+        n = ll.llama_tokenize(vocab, data, len(data), buf, n_max, add_special, parse_special)
+    return list(buf[:n])
 
 
 def error_from_log(mark: int) -> str:

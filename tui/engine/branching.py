@@ -79,7 +79,6 @@ class BranchOps:
     branch_id: int
     _tree_serial: int
     _tree_chat: tuple[Any, int] | None = None  # the conversation a chat run's tree answers, and its length then
-    _attach_ms = 0.0
 
     if TYPE_CHECKING:  # the controller's own
         def _send(self, event: object) -> None: ...
@@ -170,13 +169,11 @@ class BranchOps:
         tokens = tree.tokens(parent, at)
         reserve = max(0, min(max_tokens, self.engine.n_ctx - len(tokens) - 1))
         bid = parent if start.extend else max(tree.branches) + 1  # the id fork() gives it, once the cache holds it
-        t0 = time.perf_counter()
         att = self.engine.attach(tokens, self._key(bid), reserve=reserve)  # first: a refusal leaves no branch
         if not start.extend:
             made = tree.fork(parent, at, start.origin)
             assert made == bid
         tree.view_of(bid)
-        self._attach_ms = (time.perf_counter() - t0) * 1000.0
         self.branch_id = bid
         return at, [s.token for s in tree.path(bid)[:at]], att
 

@@ -45,7 +45,7 @@ class Started:
     history: tuple[int, ...] = ()  # tokens the chain had accepted before step 0 (a fork's kept tokens)
     before: tuple[Step, ...] = ()  # a branch run: the steps of its path before its first new one
     branch: int | None = None  # the tree's branch this run generates (None: not a tree run, an API request)
-    fork: tuple[int, int, str] | None = None  # a new branch: (parent, step index, origin)
+    fork: tuple[int, int, str] | None = None  # a new branch: (the parent it leaves, step index, origin)
     new_tree: bool = False  # this run starts a new token tree (the last one is forgotten)
     retrieved: Any = None  # a retrieval-augmented turn's tui.rag.Retrieved: the chunks its prompt carries
 
@@ -311,8 +311,8 @@ class Controller(BranchOps):
                 tokens, shown = tree.tokens(self.branch_id), tree.prompt
                 before, forced = tuple(tree.path(self.branch_id)[:start]), branch.tokens
                 n_reuse = att.reused
-                if not branch.extend:
-                    fork = (branch.parent, branch.at, branch.origin)
+                if not branch.extend:  # the parent the tree gave it (a choice at a fork's own step is a sibling)
+                    fork = (tree.branches[self.branch_id].parent, branch.at, branch.origin)
                     if branch.origin == "resampled":
                         self.seed = (self.seed + 7919 * self.branch_id) & 0xFFFFFFFF  # a fresh draw there
             elif chat is not None and prefix is None:

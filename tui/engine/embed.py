@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .batch import Batch
-from .binding import LOG, ensure_backend, error_from_log, ll
+from .binding import LOG, ensure_backend, error_from_log, ll, tokenize_bytes
 from .errors import ContextError, EngineError, ModelFileError
 from .gguf_header import read_header
 
@@ -112,16 +112,10 @@ class Embedder:
     # -- embedding ------------------------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
-        import ctypes
-
+        """The model's tokens of ``text`` with its special tokens (BOS for a model that adds one)."""
         data = text.encode("utf-8", errors="replace")
-        n_max = len(data) + 8
-        buf = (ctypes.c_int32 * n_max)()
-        n = ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, True, False)
-        if n < 0:
-            buf = (ctypes.c_int32 * -n)()
-            n = ll.llama_tokenize(self._vocab, data, len(data), buf, -n, True, False)
-        return [t for t in buf[:n] if 0 <= t < self.n_vocab]
+        return [t for t in tokenize_bytes(self._vocab, data, add_special=True, parse_special=False)
+                if 0 <= t < self.n_vocab]
 
     def embed(self, text: str) -> Embedding:
         return self.embed_texts([text])[0]

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import memory
 from .batch import Batch, SequenceOps
-from .binding import LOG, ChatFormatter, ensure_backend, error_from_log, ll
+from .binding import LOG, ChatFormatter, ensure_backend, error_from_log, ll, tokenize_bytes
 from .errors import ContextError, EngineError, ModelFileError
 from .gguf_header import read_header
 from .memory import ModelDims
@@ -248,14 +248,7 @@ class LlamaEngine(SequenceOps):
         except UnicodeEncodeError as exc:  # lone surrogates: undecodable bytes of a command line
             raise EngineError(f"the text is not valid UTF-8 (at character {exc.start}); "
                               "give text in UTF-8") from None
-        n_max = len(data) + 8
-        buf = (ctypes.c_int32 * n_max)()
-        n = ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, parse_special)
-        if n < 0:
-            n_max = -n
-            buf = (ctypes.c_int32 * n_max)()
-            n = ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, parse_special)
-        tokens = list(buf[:n])
+        tokens = tokenize_bytes(self._vocab, data, add_special=False, parse_special=parse_special)
         if add_bos is None:
             add_bos = self.info.add_bos
         if add_bos and self.info.bos >= 0 and (not tokens or tokens[0] != self.info.bos):
@@ -348,21 +341,25 @@ class LlamaEngine(SequenceOps):
             raise ContextError(
                 f"context full: {self.n_past} + {len(tokens)} tokens > n_ctx {self.n_ctx}"
             )
-        arr = np.ascontiguousarray(tokens, dtype=np.int64)
-        if arr.min() < 0 or arr.max() >= self.n_vocab:
-            self._check_token(int(arr[(arr < 0) | (arr >= self.n_vocab)][0]))
-        ids = arr.tolist()
+        if len(tokens) == 1:  # a generated token: every step of every run comes through here
+            ids = [int(tokens[0])]
+            self._check_token(ids[0])
+        else:
+            arr = np.ascontiguousarray(tokens, dtype=np.int64)
+            if arr.min() < 0 or arr.max() >= self.n_vocab:
+                self._check_token(int(arr[(arr < 0) | (arr >= self.n_vocab)][0]))
+            ids = arr.tolist()
         t0 = time.perf_counter()
         step = self.settings.n_batch
         for start in range(0, len(ids), step):
             if should_stop is not None and start and should_stop():
                 break
             chunk = ids[start:start + step]
-            self._decode_rows(chunk)
+            self._decode_chunk(chunk)
             self.seqs.appended(chunk)
         return (time.perf_counter() - t0) * 1000.0
 
-    def _decode_rows(self, chunk: list[int]) -> None:
+    def _decode_chunk(self, chunk: list[int]) -> None:
         """One llama_decode of ``chunk`` at the end of the active sequence. A cache full of other branches'
         cells gives way: the least recently used branch is evicted (its key noted) and the decode retried."""
         assert self._batch is not None

@@ -79,13 +79,11 @@ class _TreeFile:
     branches: dict[int, _Written] = field(default_factory=lambda: {0: _Written(None, 0)})
     skipped: set[int] = field(default_factory=set)  # branches whose runs went unrecorded (recording was off)
 
-    def holder(self, parent: int, at: int) -> int | None:
-        """The branch a fork at step ``at`` of ``parent`` leaves (the one holding that step, as
-        :meth:`TokenTree.fork` finds it), or None when the file lacks that step."""
+    def holds(self, parent: int, at: int) -> bool:
+        """The file holds branch ``parent`` up to step ``at`` (where a fork from it starts; the controller names
+        the parent the tree resolved)."""
         b = self.branches.get(parent)
-        while b is not None and b.parent is not None and at <= b.fork:  # as TokenTree.fork: a sibling at its fork
-            parent, b = b.parent, self.branches.get(b.parent)
-        return parent if b is not None and at <= b.end else None
+        return b is not None and at <= b.end
 
 
 class Recorder:
@@ -163,11 +161,9 @@ class Recorder:
         if not self.enabled:
             tree.skipped.add(bid)
             return
-        holder = None
         if ev.fork is not None:
             parent, at, origin = ev.fork
-            holder = tree.holder(parent, at)
-            if holder is None or bid in tree.branches:
+            if not tree.holds(parent, at) or bid in tree.branches:
                 self._not_recorded(tree, bid, f"the recording lacks step {at} of branch {parent}")
                 return
         else:
@@ -178,10 +174,9 @@ class Recorder:
         try:
             self.writer = AppendWriter(tree.path, self.engine.piece, tree.seen)
             if ev.fork is not None:
-                assert holder is not None
-                self.writer.branch_line(bid, holder, at, origin, preset=ev.spec.as_dict(), seed=ev.seed,
+                self.writer.branch_line(bid, parent, at, origin, preset=ev.spec.as_dict(), seed=ev.seed,
                                         max_tokens=ev.max_tokens)
-                tree.branches[bid] = _Written(holder, at)
+                tree.branches[bid] = _Written(parent, at)
         except RecordError as exc:
             self._failed(exc, tree=True)
             return
