@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "tui"
 @pytest.mark.parametrize("module", ["tui.engine", "tui.engine.llama", "tui.engine.models", "tui.engine.controller",
                                     "tui.sampling", "tui.record", "tui.record.tools", "tui.config",
                                     "tui.learn", "tui.learn.runs", "tui.learn.host", "tui.learn.experiments", "tui.learn.headless",
-                                    "tui.learn.headless_views", "tui.learn.predict", "tui.run",
+                                    "tui.learn.headless_views", "tui.learn.predict", "tui.learn.links", "tui.run",
                                     "tui.run.waiters", "tui.record.recorder", "tui.server", "tui.server.http",
                                     "tui.cli.common", "tui.cli.generate", "tui.cli.remote", "tui.remote",
                                     "tui.remote.source", "tui.remote.controller", "tui.remote.entries", "tui.remote.metrics",

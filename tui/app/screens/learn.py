@@ -16,6 +16,7 @@ from textual.widgets import Button, DataTable, Input, Markdown, OptionList, Stat
 from textual.widgets.option_list import Option
 
 from ...learn import STAGES, Question
+from ...learn.links import link_sources
 from ...safe_text import visible
 from ...units import shorten
 from ..widgets.safe import SafeInput
@@ -29,6 +30,7 @@ def question_markdown(q: Question, finding: Any = None, verdict: str = "") -> st
                                                              for t in q.try_next)]
     if q.command_line:
         parts += ["## On the command line", "\n".join(f"- {c}" for c in q.command_line)]
+    parts = [link_sources(part) for part in parts]  # the question's own text; not a run's headline or a guess
     if finding is not None:
         parts.insert(2, f"> **Last run:** {finding.headline}")
         if verdict:
