@@ -12,46 +12,43 @@ import argparse
 import functools
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .. import __version__
 from ..config import ConfigError
 from ..crash import crash_log
-from . import ab, dashboard, embed, generate, labs, models, rag, replay, serve
+from . import ab, dashboard, embed, generate, labs, models, rag, replay, serve, web
 from .common import (
     EXIT_USAGE,
     CliError,
     Parser,
-    common_args,
     config_or_defaults,
-    engine_args,
     engine_settings,
     keymap_problems,
-    sampling_args,
     say,
 )
 
 __all__ = ["CliError", "build_parser", "config_or_defaults", "engine_settings", "keymap_problems", "main"]
 
-_MODULES = (generate, ab, embed, rag, models, replay, labs, serve, dashboard)
+_MODULES = (generate, ab, embed, rag, models, replay, labs, serve, web, dashboard)
 COMMANDS = {name: command for module in _MODULES for name, command in module.COMMANDS.items()}
 COMMANDS[None] = dashboard.cmd_app
 
 
+class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands that remember how many arguments followed the command's name, so that `main` can tell
+    which options were given before it (``llmtui web`` passes those on to every session)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        namespace.after_command = len(values) - 1
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="llmtui",
-        allow_abbrev=False,
-        description="Watch a local GGUF model think, one token at a time. "
-        "With no subcommand, opens the dashboard on the embedded SmolLM2 model.",
-        epilog="Run `llmtui COMMAND --help` for a command's options. No network is used unless you name a server "
-        "(--remote URL).",
-    )
+    parser = dashboard.dashboard_parser()
     parser.add_argument("--version", action="version", version=f"llmtui {__version__}")
-    common_args(parser)
-    engine_args(parser)
-    sampling_args(parser)
-    dashboard.dashboard_args(parser)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_Commands,
                                 parser_class=functools.partial(Parser, allow_abbrev=False))
     for module in _MODULES:
         module.register(sub)
@@ -60,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.command is not None:  # the options given before the command's name, as typed
+        args.before_command = argv[:len(argv) - 1 - args.after_command]
     from ..engine.errors import EngineError
     from ..record import RecordError
     from ..sampling.presets import PresetError

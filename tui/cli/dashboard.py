@@ -10,6 +10,7 @@ from .. import validate as V
 from ..safe_text import json_text
 from .common import (
     CliError,
+    Parser,
     common_args,
     config_or_defaults,
     engine_args,
@@ -19,12 +20,31 @@ from .common import (
     load_config_or_fail,
     pick_model,
     pick_preset,
+    sampling_args,
     say,
     seed_given,
     warn,
 )
 from .recorded import load_recorded_model
 from .remote import remote_args, remotes_from
+
+
+def dashboard_parser() -> argparse.ArgumentParser:
+    """``llmtui``'s own options (the dashboard's), before any subcommand is added: also what checks the
+    options ``llmtui web`` passes to every session."""
+    parser = Parser(
+        prog="llmtui",
+        allow_abbrev=False,
+        description="Watch a local GGUF model think, one token at a time. "
+        "With no subcommand, opens the dashboard on the embedded SmolLM2 model.",
+        epilog="Run `llmtui COMMAND --help` for a command's options. No network is used unless you name a server "
+        "(--remote URL).",
+    )
+    common_args(parser)
+    engine_args(parser)
+    sampling_args(parser)
+    dashboard_args(parser)
+    return parser
 
 
 def dashboard_args(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,232 @@
+"""``llmtui web`` without a browser: the real server (a subprocess) and real sessions (llmtui processes on
+SmolLM2) over HTTP and websockets — who may connect, how many, and that a session's process ends with its
+socket and with the server. The browser itself: tests/test_web_browser.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import run
+from tests.web_helpers import WebProcess, process_alive
+from tui.web.server import _clamp_int, is_loopback
+
+TOKEN = "a-test-token-1234567890"
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    """(status, headers, body) without following redirects."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read().decode()
+
+
+async def open_session(base: str, headers: dict[str, str] | None = None) -> tuple[aiohttp.ClientSession, object]:
+    client = aiohttp.ClientSession()
+    ws_url = base.replace("http://", "ws://") + "ws?width=120&height=40"
+    try:
+        ws = await client.ws_connect(ws_url, headers=headers or {})
+    except Exception:
+        await client.close()
+        raise
+    return client, ws
+
+
+async def read_until(ws: object, needle: bytes, timeout: float = 60.0) -> bytes:
+    """Terminal bytes from the session until ``needle`` was among them."""
+    got = b""
+    async with asyncio.timeout(timeout):
+        while needle not in got:
+            msg = await ws.receive()  # type: ignore[attr-defined]
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                got += msg.data
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                break
+    return got
+
+
+def test_loopback_names_and_clamped_sizes() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("[::1]") and is_loopback("localhost")
+    assert is_loopback("127.8.9.10") and is_loopback("app.localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("evil.example")
+    assert not is_loopback("localhost.evil.example")
+    assert _clamp_int("100000", 80, 1, 500) == 500 and _clamp_int("x", 80, 1, 500) == 80
+    assert _clamp_int(True, 24, 1, 200) == 24 and _clamp_int(-3, 24, 1, 200) == 1 and _clamp_int(None, 7, 1, 9) == 7
+
+
+def test_the_web_package_imports_no_textual_app() -> None:
+    code = "import sys, tui.web, tui.cli.web; print('textual' in sys.modules, 'tui.app' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+
+
+def test_binding_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
+    out = run("web", "--host", "0.0.0.0", "--port", "0", home=tmp_path, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "--token" in out.stderr and "loopback" in out.stderr
+    assert "serving" not in out.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--", "--model", "/nonexistent/model.gguf"), "nonexistent"),
+    (("--", "--serve"), "--serve cannot be used with llmtui web"),
+    (("--", "serve"), "unrecognized arguments: serve"),
+    (("--", "--n-ctx", "99999999"), "--n-ctx"),
+])
+def test_session_options_are_checked_once_before_serving(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
+    out = run("web", "--port", "0", *args, home=tmp_path, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
+
+
+def test_record_to_a_file_is_refused_a_directory_is_not(tmp_path: Path) -> None:
+    file = tmp_path / "one.jsonl"
+    out = run("web", "--port", "0", "--", "--record", str(file), home=tmp_path, timeout=60)
+    assert out.returncode == 2 and "takes a directory" in out.stderr and not file.exists()
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebProcess]:
+    """One server for the module: a token, one session at most, short generations."""
+    server = WebProcess("--token", TOKEN, "--max-sessions", "1", before=("--max-tokens", "8"),
+                        home=tmp_path_factory.mktemp("web-home"))
+    yield server
+    assert server.stop() == 0
+
+
+def test_every_request_needs_the_token(token_server: WebProcess) -> None:
+    base = token_server.base
+    assert token_server.url == f"{base}?token={TOKEN}"  # the address printed carries it
+    status, headers, body = get(base)
+    assert status == 401 and "Bearer" in headers["WWW-Authenticate"] and "token" in body
+    assert get(base + "?token=wrong-token-0000000")[0] == 401
+    assert get(base + "static/js/textual.js")[0] == 401
+    assert get(base, {"Authorization": "Bearer wrong"})[0] == 401
+    # the right token once in the address: a cookie, and the token leaves the URL
+    status, headers, _ = get(f"{base}?token={TOKEN}&fontsize=20")
+    assert status == 303 and headers["Location"] == "/?fontsize=20"
+    cookie = headers["Set-Cookie"]
+    assert TOKEN in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    status, _, page = get(base + "?fontsize=20", {"Cookie": cookie.split(";")[0]})
+    assert status == 200 and 'data-font-size="20"' in page and "/ws" in page
+    assert "googleapis" not in page and "https://" not in page  # the page fetches nothing from the internet
+    assert get(base + "static/js/textual.js", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+    async def websockets() -> None:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await open_session(base)
+        assert refused.value.status == 401
+        with pytest.raises(aiohttp.WSServerHandshakeError) as elsewhere:  # a page from another origin
+            await open_session(base, {"Authorization": f"Bearer {TOKEN}", "Origin": "http://evil.example"})
+        assert elsewhere.value.status == 403
+
+    asyncio.run(websockets())
+    assert token_server.session_pids() == []  # nothing above started a session
+
+
+def test_one_session_at_most_and_its_process_ends_with_its_socket(token_server: WebProcess) -> None:
+    base, auth = token_server.base, {"Authorization": f"Bearer {TOKEN}"}
+
+    async def scenario() -> int:
+        client, ws = await open_session(base, auth)
+        try:
+            first = await read_until(ws, b"top-10 next tokens")  # the dashboard drew itself
+            assert b"top-10 next tokens" in first
+            pid = token_server.session_pids()[-1]
+            assert process_alive(pid)
+            # a second tab: the page says why, and a socket that raced past the page is told in its terminal
+            status, headers, body = get(base, auth)
+            assert status == 503 and headers["Retry-After"] == "30"
+            assert "--max-sessions 1" in body and "loads the model" in body
+            client2, ws2 = await open_session(base, auth)
+            told = await read_until(ws2, b"--max-sessions 1", timeout=10)
+            assert b"its limit" in told
+            assert (await ws2.receive()).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert ws2.close_code == 1013
+            await client2.close()
+            assert len(token_server.session_pids()) == 1  # the refused one never started a process
+            # hostile messages are dropped; the session goes on and still answers
+            for bad in ("not json", "[]", '{"a": 1}', '["stdin", 5]', '["resize", {"width": 1e9, "height": "x"}]',
+                        '["resize", "big"]', '["ping", ' + json.dumps("x" * 100) + "]", '[1, 2]'):
+                await ws.send_str(bad)
+            await ws.send_str('["ping", "still-here"]')
+            async with asyncio.timeout(10):
+                while True:
+                    msg = await ws.receive()
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        assert json.loads(msg.data) == ["pong", "still-here"]
+                        break
+            assert process_alive(pid)
+        finally:
+            await ws.close()  # the tab closes
+            await client.close()
+        return pid
+
+    pid = asyncio.run(scenario())
+    assert token_server.wait_ended(pid) == "quit"  # it exited when asked, within the wait
+    assert get(base, {"Authorization": f"Bearer {TOKEN}"})[0] == 200  # the slot is free again
+
+
+def test_a_loopback_server_without_a_token_answers_only_to_loopback_names(tmp_path: Path) -> None:
+    server = WebProcess(home=tmp_path)
+    try:
+        assert get(server.base)[0] == 200
+        status, _, body = get(server.base, {"Host": f"evil.example:{server.base.rsplit(':', 1)[1].strip('/')}"})
+        assert status == 403 and "localhost" in body  # a page that rebound its DNS name to 127.0.0.1
+
+        async def cross_site() -> None:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await open_session(server.base, {"Origin": "http://evil.example"})
+            assert refused.value.status == 403
+
+        asyncio.run(cross_site())
+        assert server.session_pids() == []
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_sessions_end_with_the_server(tmp_path: Path, how: signal.Signals) -> None:
+    """SIGTERM: the server ends its sessions and exits 0. SIGKILL: nothing of the server runs, and the
+    session must end all the same (PR_SET_PDEATHSIG makes sure of it; its pipes closing usually does too)."""
+    server = WebProcess(home=tmp_path)
+
+    async def start() -> tuple[aiohttp.ClientSession, object]:
+        client, ws = await open_session(server.base)
+        await read_until(ws, b"top-10 next tokens")
+        return client, ws
+
+    loop = asyncio.new_event_loop()
+    try:
+        client, _ws = loop.run_until_complete(start())
+        pid = server.session_pids()[-1]
+        server.proc.send_signal(how)
+        server.proc.wait(30)
+        if how == signal.SIGTERM:
+            assert server.proc.returncode == 0
+            assert any("every session has ended" in line for line in server.lines)
+        deadline = loop.time() + 10
+        while process_alive(pid) and loop.time() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.1))
+        assert not process_alive(pid), f"session {pid} outlived the server ({how.name})"
+        loop.run_until_complete(client.close())
+    finally:
+        loop.close()
+        server.stop()
