@@ -96,10 +96,10 @@ def test_session_options_are_checked_once_before_serving(tmp_path: Path, args: t
     assert out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
 
 
-def test_record_to_a_file_is_refused_a_directory_is_not(tmp_path: Path) -> None:
+def test_record_to_one_file_is_refused(tmp_path: Path) -> None:
     file = tmp_path / "one.jsonl"
     out = run("web", "--port", "0", "--", "--record", str(file), home=tmp_path, timeout=60)
-    assert out.returncode == 2 and "takes a directory" in out.stderr and not file.exists()
+    assert out.returncode == 2 and "takes no FILE" in out.stderr and not file.exists()
 
 
 @pytest.fixture(scope="module")
@@ -229,4 +229,62 @@ def test_sessions_end_with_the_server(tmp_path: Path, how: signal.Signals) -> No
         loop.run_until_complete(client.close())
     finally:
         loop.close()
+        server.stop()
+
+
+def test_every_key_a_browser_keeps_has_one_that_reaches_the_page() -> None:
+    """Chrome never gives a page ctrl+n, ctrl+t or ctrl+w: in llmtui web those bindings answer another key
+    too, shown first; a user's own remap stays as it is."""
+    from textual.widgets import Input
+
+    from tui.app.keys import BROWSER_KEEPS, all_bindings, web_keymap
+    from tui.app.modes import Mode, mode_label
+
+    taken_by_inputs = {k for b in Input.BINDINGS for k in b.key.split(",")}  # the prompt may have the focus
+
+    keymap = web_keymap({})
+    kept = {b.id: b.key for b in all_bindings() if b.id and BROWSER_KEEPS & set(b.key.split(","))}
+    assert kept, "no binding on a browser's own chord: then WEB_KEYS has nothing to do"
+    for binding_id, keys in kept.items():
+        assert binding_id in keymap, f"{binding_id} ({keys}) is unreachable in a browser"
+        first = keymap[binding_id].split(",")[0]
+        assert first not in BROWSER_KEEPS and first not in taken_by_inputs
+        assert set(keys.split(",")) <= set(keymap[binding_id].split(","))
+    assert mode_label(Mode.LEARN, keymap=keymap) == "LEARN (ctrl+l: leave Learn)"
+    assert web_keymap({"session.new": "f6"})["session.new"] == "f6"
+
+
+def test_a_session_that_dies_at_once_closes_its_tab_saying_so(tmp_path: Path) -> None:
+    """The server in this process, with a session command that exits before drawing anything (a crash):
+    the tab is not left on "Starting…"."""
+    from tui.web import WebOptions, WebServer
+
+    lines: list[str] = []
+    server = WebServer(WebOptions(argv=[sys.executable, "-c", "import sys; sys.exit(3)"], port=0), say=lines.append)
+
+    async def scenario() -> bytes:
+        port = await server.start()
+        try:
+            client, ws = await open_session(f"http://127.0.0.1:{port}/")
+            told = await read_until(ws, b"exit status 3", timeout=20)
+            assert (await ws.receive()).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            await client.close()
+            return told
+        finally:
+            await server.close()
+
+    told = asyncio.run(scenario())
+    assert b"ended before it could start" in told
+    assert server.ended and server.ended[-1].returncode == 3 and server.ended[-1].how == "exited"
+    assert any("session 1 started" in line for line in lines) and not server.sessions
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    server = WebProcess(home=tmp_path)
+    try:
+        port = server.base.rsplit(":", 1)[1].strip("/")
+        out = run("web", "--port", port, home=tmp_path, timeout=60)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    finally:
         server.stop()

@@ -27,8 +27,8 @@ SESSION = ("--max-tokens", "12", "--preset", "greedy")
 
 
 class Web:
-    def __init__(self, server: WebProcess, page: Any, term: TerminalPage, shots: Path) -> None:
-        self.server, self.page, self.term, self.shots = server, page, term, shots
+    def __init__(self, server: WebProcess, browser: Any, page: Any, term: TerminalPage, shots: Path) -> None:
+        self.server, self.browser, self.page, self.term, self.shots = server, browser, page, term, shots
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
         context.route("https://github.com/**", lambda route: route.fulfill(status=200, body="llama.cpp source"))
         page = context.new_page()
         term = TerminalPage(page)
-        yield Web(server, page, term, home)
+        yield Web(server, browser, page, term, home)
     finally:
         browser.close()
         playwright.stop()
@@ -125,6 +125,18 @@ def test_a_link_opens_in_a_new_browser_tab(web: Web) -> None:
     term.wait_for("top-10 next tokens", timeout=10)
 
 
+def test_a_key_the_browser_keeps_has_one_that_reaches_the_app(web: Web) -> None:
+    """ctrl+n (new session) never reaches a page in Chrome; in a browser session ctrl+l does the same, also
+    with the prompt focused (a text input keeps ctrl+k and ctrl+u for itself)."""
+    page, term = web.page, web.term
+    assert "<|im_start|>assistant" in term.text()
+    term.focus()
+    page.keyboard.press("i")  # the prompt
+    page.keyboard.press("Control+l")
+    term.wait_for("new session: type a prompt", timeout=10)  # the answer and its steps are gone
+    assert "<|im_start|>assistant" not in term.text()
+
+
 def test_a_second_tab_is_refused_with_a_page_saying_why(web: Web) -> None:
     second = web.page.context.new_page()
     try:
@@ -142,3 +154,25 @@ def test_closing_the_tab_ends_its_session_process(web: Web) -> None:
     assert process_alive(pid)
     web.page.close()
     assert web.server.wait_ended(pid) == "quit"
+
+
+def test_with_a_token_the_address_it_printed_opens_the_dashboard_and_nothing_else_does(
+        web: Web, tmp_path: Path) -> None:
+    server = WebProcess("--token", "browser-token-0123456789", before=SESSION, home=tmp_path)
+    try:
+        stranger = web.browser.new_context()
+        page = stranger.new_page()
+        response = page.goto(server.base)
+        assert response is not None and response.status == 401 and "A token is needed" in page.inner_text("body")
+        stranger.close()
+        invited = web.browser.new_context(viewport={"width": 1000, "height": 700})
+        page = invited.new_page()
+        term = TerminalPage(page)
+        page.goto(server.url)  # …/?token=…: a cookie, and the token leaves the address bar
+        term.wait_for("top-10 next tokens")  # the websocket carried the cookie
+        assert "token" not in page.url
+        (pid,) = server.session_pids()
+        invited.close()
+        assert server.wait_ended(pid) == "quit"
+    finally:
+        assert server.stop() == 0

@@ -40,7 +40,7 @@ from ..sampling.presets import base_name
 from .api_host import ApiHost
 from .conversation import Conversation
 from .dashboard import Dashboard
-from .keys import BINDINGS, palette_commands
+from .keys import BINDINGS, palette_commands, web_keymap
 from .messages import EngineLoaded, EngineNotice, LoadProgress
 from .rag_host import RagHost
 from .recording import Recording
@@ -174,6 +174,8 @@ class LlmTuiApp(Conversation, Tools, App[int]):
             if name in self.available_themes:
                 self.theme = name
                 break
+        if self.is_web:  # llmtui web: keys the browser keeps get one that reaches the page
+            self.keymap = web_keymap(self.keymap)
         if self.keymap:
             self.set_keymap(self.keymap)
         for notice in self._notices:

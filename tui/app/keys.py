@@ -84,15 +84,32 @@ def palette_commands(app: Any, keymap: dict[str, str]) -> Iterable[SystemCommand
                             lambda a=action: app.run_action(a))
 
 
-def known_binding_ids() -> set[str]:
-    """Every binding id a config's [keys] table may remap: the app's and every screen's and widget's."""
+def all_bindings() -> Iterable[Binding]:
+    """The app's bindings and every screen's and widget's."""
     from . import screens, widgets
 
-    ids = {bid for bid, *_ in KEYS}
+    yield from BINDINGS
     for package in (screens, widgets):
         for info in pkgutil.iter_modules(package.__path__):
             module = importlib.import_module(f"{package.__name__}.{info.name}")
             for cls in vars(module).values():
                 bindings = getattr(cls, "BINDINGS", None) if isinstance(cls, type) else None
-                ids.update(b.id for b in bindings or () if isinstance(b, Binding) and b.id)
-    return ids
+                yield from (b for b in bindings or () if isinstance(b, Binding))
+
+
+def known_binding_ids() -> set[str]:
+    """Every binding id a config's [keys] table may remap."""
+    return {b.id for b in all_bindings() if b.id}
+
+
+BROWSER_KEEPS = frozenset({"ctrl+n", "ctrl+t", "ctrl+w"})
+"""Chords a browser keeps for itself (new window, new tab, close tab): a page — llmtui web's terminal —
+never receives them."""
+WEB_KEYS = {"session.new": "ctrl+l,ctrl+n", "raglab.use": "ctrl+g,ctrl+t"}
+"""In a browser, those bindings also answer a key the page does receive, written first (the status line and
+the footer show a binding's first key) — and one that a focused text input does not take for itself."""
+
+
+def web_keymap(keymap: dict[str, str]) -> dict[str, str]:
+    """The keymap of a session in a browser: :data:`WEB_KEYS` added, the user's own remaps kept."""
+    return {**WEB_KEYS, **keymap}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import validate as V
+from ..safe_text import visible_lines
 from .common import CliError, config_or_defaults, pick_model, say, warn
 from .dashboard import dashboard_parser
 from .remote import remotes_from
@@ -47,9 +48,9 @@ def session_command(args: argparse.Namespace) -> tuple[list[str], str]:
     if dashboard.serve:
         raise CliError("--serve cannot be used with llmtui web: every session would serve the API on one port "
                        "(run `llmtui serve` beside it)")
-    if dashboard.record and not Path(dashboard.record).is_dir():
-        raise CliError("with llmtui web, --record takes a directory (every session writes its own recordings), "
-                       f"not a file: {dashboard.record}")
+    if dashboard.record:
+        raise CliError("with llmtui web, --record takes no FILE: every session records into the sessions "
+                       f"directory (sessions would write one file at once): {dashboard.record}")
     notices: list[str] = []
     config = config_or_defaults(dashboard, notices)
     for notice in notices:
@@ -88,12 +89,26 @@ def cmd_web(args: argparse.Namespace) -> int:
         say(f"llmtui web: serving the dashboard on {url} — up to {args.max_sessions} tab(s) at once, each its "
             "own llmtui process loading the model; Ctrl+C stops", file=sys.stderr, flush=True)
 
+    sys.stdout = _Visible(sys.stdout)  # textual-serve copies a session's error output there
     try:
         asyncio.run(server.serve_until_signal(ready))
     except OSError as exc:  # the port is taken, the address is not this machine's
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     say("llmtui web: stopped; every session has ended", file=sys.stderr)
     return 0
+
+
+class _Visible:
+    """A text stream whose writes go through the one sanitiser (control characters made visible)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(visible_lines(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 COMMANDS = {"web": cmd_web}

@@ -107,7 +107,7 @@ class WebServer(Server):
             web.get("/ws", self.handle_websocket, name="websocket"),
             web.get("/download/{key}", self.handle_download, name="download"),
             web.static("/static", STATIC, name="static"),
-            web.get("/favicon.ico", lambda _request: web.Response(status=204)),
+            web.get("/favicon.ico", self.handle_no_icon),
         ])
         app.on_shutdown.append(self.on_shutdown)
         return app
@@ -174,6 +174,10 @@ class WebServer(Server):
                 "Close another llmtui tab, try again later, or ask whoever started `llmtui web` to raise "
                 "--max-sessions."]
 
+    @staticmethod
+    async def handle_no_icon(request: web.Request) -> web.Response:
+        return web.Response(status=204)  # the browser asks; the page has none
+
     async def handle_index(self, request: web.Request) -> web.StreamResponse:
         if self._full():
             self.refused += 1
@@ -213,7 +217,11 @@ class WebServer(Server):
             await session.start(width, height)
             self.say(f"session {number} started (pid {session.pid}); {len(self.sessions)} of "
                      f"{self.options.max_sessions} in use")
-            await self._process_messages(websocket, session)
+            watcher = asyncio.create_task(self._close_when_exited(session, websocket))
+            try:
+                await self._process_messages(websocket, session)
+            finally:
+                watcher.cancel()
         except asyncio.CancelledError:
             pass
         except Exception as error:  # a session's failure is logged, the server goes on
@@ -221,6 +229,23 @@ class WebServer(Server):
         finally:
             await asyncio.shield(self._end(number, session, websocket))
         return websocket
+
+    @staticmethod
+    async def _close_when_exited(session: Session, websocket: web.WebSocketResponse) -> None:
+        """A session that exits says so to textual-serve, which closes the tab's socket; one that dies
+        without a word (a crash, a signal) would leave the tab waiting: its socket is closed here, with a
+        line in its terminal if it never drew anything."""
+        status = await session.exited()
+        await asyncio.sleep(0.5)  # its last frames and its "exit" first
+        if websocket.closed:
+            return
+        if session.sent_bytes == 0:
+            text = (f"\r\n  llmtui: the session ended before it could start (exit status {status}); "
+                    "the server's log has its error output.\r\n")
+            with contextlib.suppress(Exception):
+                await websocket.send_bytes(text.encode())
+        with contextlib.suppress(Exception):
+            await websocket.close()
 
     async def _end(self, number: int, session: Session, websocket: web.WebSocketResponse) -> None:
         try:

@@ -76,6 +76,10 @@ class Session(AppService):
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    async def exited(self) -> int | None:
+        """Wait until the process has exited; its status (None if it never started)."""
+        return await self._process.wait() if self._process is not None else None
+
     async def _open_app_process(self, width: int = 80, height: int = 24) -> Process:
         environment = self._build_environment(width=width, height=height)
         self._process = process = await asyncio.create_subprocess_exec(

@@ -24,6 +24,7 @@ from ...engine.errors import EngineError
 from ...engine.thread import engine_thread
 from ...rag import IndexError_
 from ...safe_text import visible
+from ..modes import key_label
 from ..rag_host import RagHost, describe_index
 from ..widgets.panels import escape
 from ..widgets.safe import SafeInput
@@ -74,13 +75,18 @@ class RagLab(WideModal[None]):
         self.retrieved: Any = None  # the last query's Retrieved
         self._kinds: dict[str, tuple[str, str]] = {}  # embedding model path -> (name, kind), probed once
 
+    def _key(self, binding_id: str, default: str) -> str:
+        """The key the status of this session gives a binding (a remap, or a browser's own key first)."""
+        return key_label(getattr(self.app, "keymap", {}).get(binding_id, default))
+
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(
                 "[b]RAG lab[/b] — split the text files of a directory into chunks, embed them with llama.cpp and "
                 "keep them in an index; then ask it: the chunks closest to a question (cosine similarity) are what "
-                "a retrieval-augmented chat turn carries. [b]Build[/b] (ctrl+b) · Esc cancels a build (the next "
-                "build resumes) or closes · [b]Use in chat[/b] (ctrl+t).", id="intro")
+                "a retrieval-augmented chat turn carries. "
+                f"[b]Build[/b] ({self._key('raglab.build', 'ctrl+b')}) · Esc cancels a build (the next build resumes) "
+                f"or closes · [b]Use in chat[/b] ({self._key('raglab.use', 'ctrl+t')}).", id="intro")
             with Horizontal(id="form"):
                 yield SafeInput(str(self.directory), id="dir")
                 yield SafeInput("800", id="size", type="integer")
