@@ -8,6 +8,7 @@ import asyncio
 import json
 import signal
 import subprocess
+import time
 import sys
 import urllib.error
 import urllib.request
@@ -22,6 +23,24 @@ from tests.web_helpers import WebProcess, process_alive
 from tui.web.server import _clamp_int, is_loopback
 
 TOKEN = "a-test-token-1234567890"
+
+
+def token_server_cookie(base: str) -> str:
+    return "llmtui_web_" + base.rstrip("/").rsplit(":", 1)[1]
+
+
+def raw_status(base: str, header: bytes, path: str = "/") -> int:
+    """The status of a GET whose extra header line is sent as raw bytes (what urllib would not send)."""
+    import socket
+
+    host, port = base.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\n"
+                     + header + b"\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1])
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
@@ -119,6 +138,8 @@ def test_every_request_needs_the_token(token_server: WebProcess) -> None:
     assert get(base + "?token=wrong-token-0000000")[0] == 401
     assert get(base + "static/js/textual.js")[0] == 401
     assert get(base, {"Authorization": "Bearer wrong"})[0] == 401
+    assert raw_status(base, b"Authorization: Bearer \xff\xfe") == 401  # not UTF-8: refused, not a 500
+    assert raw_status(base, f"Cookie: {token_server_cookie(base)}=\xff".encode("latin-1")) == 401
     # the right token once in the address: a cookie, and the token leaves the URL
     status, headers, _ = get(f"{base}?token={TOKEN}&fontsize=20")
     assert status == 303 and headers["Location"] == "/?fontsize=20"
@@ -149,7 +170,7 @@ def test_one_session_at_most_and_its_process_ends_with_its_socket(token_server: 
         try:
             first = await read_until(ws, b"top-10 next tokens")  # the dashboard drew itself
             assert b"top-10 next tokens" in first
-            pid = token_server.session_pids()[-1]
+            pid = token_server.wait_session(1)
             assert process_alive(pid)
             # a second tab: the page says why, and a socket that raced past the page is told in its terminal
             status, headers, body = get(base, auth)
@@ -164,7 +185,8 @@ def test_one_session_at_most_and_its_process_ends_with_its_socket(token_server: 
             assert len(token_server.session_pids()) == 1  # the refused one never started a process
             # hostile messages are dropped; the session goes on and still answers
             for bad in ("not json", "[]", '{"a": 1}', '["stdin", 5]', '["resize", {"width": 1e9, "height": "x"}]',
-                        '["resize", "big"]', '["ping", ' + json.dumps("x" * 100) + "]", '[1, 2]'):
+                        '["resize", "big"]', '["ping", ' + json.dumps("x" * 100) + "]", '[1, 2]',
+                        "[" * 200_000):  # nested beyond Python's recursion limit
                 await ws.send_str(bad)
             await ws.send_str('["ping", "still-here"]')
             async with asyncio.timeout(10):
@@ -190,11 +212,13 @@ def test_a_loopback_server_without_a_token_answers_only_to_loopback_names(tmp_pa
         assert get(server.base)[0] == 200
         status, _, body = get(server.base, {"Host": f"evil.example:{server.base.rsplit(':', 1)[1].strip('/')}"})
         assert status == 403 and "localhost" in body  # a page that rebound its DNS name to 127.0.0.1
+        assert get(server.base, {"Host": "[::1"})[0] == 403  # not a host at all: refused, not a 500
 
         async def cross_site() -> None:
-            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await open_session(server.base, {"Origin": "http://evil.example"})
-            assert refused.value.status == 403
+            for origin in ("http://evil.example", "http://[x", "null"):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await open_session(server.base, {"Origin": origin})
+                assert refused.value.status == 403
 
         asyncio.run(cross_site())
         assert server.session_pids() == []
@@ -216,7 +240,7 @@ def test_sessions_end_with_the_server(tmp_path: Path, how: signal.Signals) -> No
     loop = asyncio.new_event_loop()
     try:
         client, _ws = loop.run_until_complete(start())
-        pid = server.session_pids()[-1]
+        pid = server.wait_session(1)
         server.proc.send_signal(how)
         server.proc.wait(30)
         if how == signal.SIGTERM:
@@ -288,3 +312,100 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("token", ["a+b&c#d;e-long-enough", "short", "", "spaces in a token", "-" * 300])
+def test_a_token_is_what_a_url_carries_as_it_is(tmp_path: Path, token: str) -> None:
+    out = run("web", "--port", "0", "--token", token, home=tmp_path, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "12 to 256 letters" in out.stderr
+
+
+# A session that never reads its input, ignores SIGTERM and never exits: what a hung app looks like. It
+# lets go of its output once it has said it started, so that a closed pipe cannot end it either.
+STUBBORN = ("import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "sys.stdout.write('__GANGLION__\\n'); sys.stdout.flush(); os.close(1); os.close(2); time.sleep(120)")
+
+
+def sleeping(pid: int, timeout: float = 10.0) -> bool:
+    """Wait until ``pid`` sleeps (the stubborn session has started and let go of its output)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "S":
+                    return True
+        except FileNotFoundError:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def test_a_session_that_stops_reading_is_ended_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Input that a session does not read fills its pipe; the server stops waiting after SEND_WAIT_S, and
+    the quit, SIGTERM, SIGKILL steps end even a session that ignores all but the last."""
+    from tui.web import WebOptions, WebServer, sessions
+
+    for name, value in (("SEND_WAIT_S", 1.0), ("QUIT_WAIT_S", 0.5), ("TERM_WAIT_S", 0.5)):
+        monkeypatch.setattr(sessions, name, value)
+    server = WebServer(WebOptions(argv=[sys.executable, "-c", STUBBORN], port=0, max_sessions=1),
+                       say=lambda line: None)
+
+    async def scenario() -> float:
+        port = await server.start()
+        try:
+            client, ws = await open_session(f"http://127.0.0.1:{port}/")
+            async with asyncio.timeout(10):
+                while not server.sessions or next(iter(server.sessions.values())).pid is None:
+                    await asyncio.sleep(0.05)
+            started = asyncio.get_running_loop().time()
+            for _ in range(4):  # 800 KB: far beyond a pipe's 64 KiB
+                await ws.send_str(json.dumps(["stdin", "x" * 200_000]))
+            async with asyncio.timeout(20):
+                while server.sessions or not server.ended:
+                    await asyncio.sleep(0.05)
+            took = asyncio.get_running_loop().time() - started
+            await client.close()
+            return took
+        finally:
+            await server.close()
+
+    took = asyncio.run(scenario())
+    (ended,) = server.ended
+    assert ended.how == "SIGKILL" and not process_alive(ended.pid)
+    assert took < 8, f"the stuck session held its slot for {took:.1f} s"
+
+
+def test_a_session_dies_with_a_server_killed_outright(tmp_path: Path) -> None:
+    """SIGKILL on the server: nothing of it runs to end its sessions, and a session that ignores SIGTERM
+    and its closed pipes would run on; PR_SET_PDEATHSIG has the kernel end it."""
+    script = tmp_path / "serve.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from tui.web import WebOptions, WebServer\n"
+        "async def main():\n"
+        f"    server = WebServer(WebOptions(argv=[sys.executable, '-c', {STUBBORN!r}], port=0), say=print)\n"
+        "    print('PORT', await server.start(), flush=True)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n")
+    proc = subprocess.Popen([sys.executable, "-u", str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().split()[1])
+
+        async def connect() -> int:
+            client, _ws = await open_session(f"http://127.0.0.1:{port}/")
+            line = await asyncio.to_thread(proc.stdout.readline)  # "session 1 started (pid N); …"
+            await client.close()
+            return int(line.split("(pid ")[1].split(")")[0])
+
+        pid = asyncio.run(connect())
+        assert sleeping(pid)
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while process_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not process_alive(pid), "the session outlived the server killed with SIGKILL"
+    finally:
+        proc.kill()
+        proc.wait(10)

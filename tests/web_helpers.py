@@ -44,7 +44,11 @@ class WebProcess:
         self.lines: list[str] = []
         self._changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
-        found = self.wait_line(r"serving the dashboard on (http://\S+)", timeout)
+        try:
+            found = self.wait_line(r"serving the dashboard on (http://\S+)", timeout)
+        except BaseException:
+            self.stop()
+            raise
         self.url = found.group(1)
         self.base = self.url.split("?")[0]
 
@@ -69,6 +73,10 @@ class WebProcess:
                     raise AssertionError(f"no line matching {pattern!r} in {timeout:.0f} s; stderr:\n"
                                          + "\n".join(self.lines[-20:]))
                 self._changed.wait(min(left, 0.5))
+
+    def wait_session(self, number: int, timeout: float = 30.0) -> int:
+        """The pid of the ``number``-th session started (1-based), once the server has said so."""
+        return int(self.wait_line(rf"session {number} started \(pid (\d+)\)", timeout).group(1))
 
     def session_pids(self) -> list[int]:
         return [int(m.group(1)) for line in self.lines if (m := re.search(r"session \d+ started \(pid (\d+)\)", line))]
@@ -148,6 +156,15 @@ class TerminalPage:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{needle!r} never appeared in the browser's terminal:\n{text}")
             self.page.wait_for_timeout(100)
+
+    def wait_gone(self, needle: str, timeout: float = 30.0) -> str:
+        """Wait until the terminal no longer shows ``needle``."""
+        deadline = time.monotonic() + timeout
+        while needle in (text := self.text()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} stayed in the browser's terminal:\n{text}")
+            self.page.wait_for_timeout(100)
+        return text
 
     def focus(self) -> None:
         """Keyboard focus to the terminal without a click (a click is also a mouse event for the app)."""

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import secrets
 import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlencode
 from typing import Any
 
 from .. import validate as V
-from ..safe_text import visible_lines
 from .common import CliError, config_or_defaults, pick_model, say, warn
 from .dashboard import dashboard_parser
 from .remote import remotes_from
 
 GENERATED = "\0generate"  # --token with no value: a random one
+TOKEN_FORM = re.compile(r"[A-Za-z0-9._~-]{12,256}")
+
+
+def token_text(text: str) -> str:
+    """A token: 12 to 256 characters a URL carries as they are (letters, digits, ``. _ ~ -``)."""
+    if not TOKEN_FORM.fullmatch(text):
+        raise argparse.ArgumentTypeError("a token (--token or $LLMTUI_WEB_TOKEN) is 12 to 256 letters, digits, "
+                                         "'.', '_', '~' or '-' (or give --token alone for a random one)")
+    return text
 
 
 def register(sub: Any) -> None:
@@ -33,8 +44,10 @@ def register(sub: Any) -> None:
     web.add_argument("--port", type=V.PORT, default=8080, help="port (default 8080; 0 picks a free one)")
     web.add_argument("--max-sessions", type=V.int_in(1, 64), default=4, metavar="N",
                      help="browser tabs served at once (default 4); each is a process that loads the model")
-    web.add_argument("--token", nargs="?", const=GENERATED, type=V.utf8_text, metavar="TOKEN",
-                     help="require TOKEN for every request (with no TOKEN: a random one, printed in the address)")
+    web.add_argument("--token", nargs="?", const=GENERATED, type=token_text, metavar="TOKEN",
+                     default=os.environ.get("LLMTUI_WEB_TOKEN") or None,
+                     help="require TOKEN for every request (with no TOKEN: a random one, printed in the address; "
+                     "default $LLMTUI_WEB_TOKEN, which other users cannot read in the process list)")
     web.add_argument("dashboard", nargs="*", metavar="-- DASHBOARD-OPTIONS",
                      help="options for the dashboard of every session (after --), as for `llmtui`")
 
@@ -70,45 +83,31 @@ def session_command(args: argparse.Namespace) -> tuple[list[str], str]:
 def cmd_web(args: argparse.Namespace) -> int:
     from ..web import WebOptions, WebServer, is_loopback
 
-    token = secrets.token_urlsafe(18) if args.token == GENERATED else args.token
+    # a given token (or $LLMTUI_WEB_TOKEN: argparse checks a default as it checks an argument) is token_text's
+    token = secrets.token_hex(16) if args.token == GENERATED else args.token
     if not is_loopback(args.host) and not token:
         raise CliError(f"--host {args.host} lets other machines in: give --token (with no value for a random "
                        "one); without a token llmtui web binds to loopback only")
-    if token is not None and len(token) < 12:
-        warn("a token shorter than 12 characters is easy to guess")
     argv, starting = session_command(args)
     options = WebOptions(argv=argv, host=args.host, port=args.port, max_sessions=args.max_sessions, token=token,
                          starting=starting)
     server = WebServer(options, say=lambda line: say(f"llmtui web: {line}", file=sys.stderr, flush=True))
 
     def ready(port: int) -> None:
-        shown = f"[{args.host}]" if ":" in args.host else args.host
-        if args.host in ("0.0.0.0", "::"):  # every address of this machine: its name is one of them
+        shown = server.bound_address or args.host  # the address bound (a name may resolve to several)
+        if args.host in ("0.0.0.0", "::", ""):  # every address of this machine: its name is one of them
             shown = socket.gethostname()
-        url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+        shown = f"[{shown}]" if ":" in shown else shown
+        url = f"http://{shown}:{port}/" + (f"?{urlencode({'token': token})}" if token else "")
         say(f"llmtui web: serving the dashboard on {url} — up to {args.max_sessions} tab(s) at once, each its "
             "own llmtui process loading the model; Ctrl+C stops", file=sys.stderr, flush=True)
 
-    sys.stdout = _Visible(sys.stdout)  # textual-serve copies a session's error output there
     try:
         asyncio.run(server.serve_until_signal(ready))
     except OSError as exc:  # the port is taken, the address is not this machine's
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     say("llmtui web: stopped; every session has ended", file=sys.stderr)
     return 0
-
-
-class _Visible:
-    """A text stream whose writes go through the one sanitiser (control characters made visible)."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        return self._stream.write(visible_lines(text))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
 
 COMMANDS = {"web": cmd_web}

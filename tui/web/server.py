@@ -60,8 +60,11 @@ def is_loopback(host: str) -> bool:
 
 
 def host_name(netloc: str) -> str:
-    """The name part of ``host[:port]`` (IPv6 in brackets)."""
-    return urlsplit(f"//{netloc}").hostname or ""
+    """The name part of ``host[:port]`` (IPv6 in brackets); "" for what is not one (``[::1``)."""
+    try:
+        return urlsplit(f"//{netloc}").hostname or ""
+    except ValueError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,9 @@ class WebServer(Server):
         self.refused = 0
         self._numbers = 0
         self._runner: web.AppRunner | None = None
+        self._closing = False
         self.bound_port: int | None = None
+        self.bound_address: str | None = None
 
     # -- the aiohttp application -----------------------------------------------------------------
 
@@ -119,7 +124,10 @@ class WebServer(Server):
 
     def _token_ok(self, given: str | None) -> bool:
         token = self.options.token
-        return bool(given) and token is not None and hmac.compare_digest(given.encode(), token.encode())
+        if not given or token is None:
+            return False
+        # a header's bytes that are not UTF-8 arrive as lone surrogates: compared as the bytes they were
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -144,9 +152,6 @@ class WebServer(Server):
                     "This llmtui web server was started with --token: open the address it printed, "
                     "which ends in ?token=…, or ask whoever started it for the token."],
                     headers={"WWW-Authenticate": 'Bearer realm="llmtui"'})
-        if request.path == "/ws" and not self._same_origin(request):
-            return self._notice(request, 403, "Another site's page", [
-                "A page from another origin tried to open an llmtui session; it was refused."])
         return await handler(request)
 
     @staticmethod
@@ -154,12 +159,18 @@ class WebServer(Server):
         """A browser always sends Origin on a websocket; a page elsewhere cannot forge it. A client that
         is not a browser sends none (it could send anything anyway: the token is what stops it)."""
         origin = request.headers.get("Origin")
-        return origin is None or urlsplit(origin).netloc.lower() == request.host.lower()
+        if origin is None:
+            return True
+        try:
+            return urlsplit(origin).netloc.lower() == request.host.lower()
+        except ValueError:
+            return False
 
     @staticmethod
     def _notice(request: web.Request, status: int, heading: str, lines: list[str],
-                headers: dict[str, str] | None = None) -> web.Response:
-        html = aiohttp_jinja2.render_string("notice.html", request, {"heading": heading, "lines": lines})
+                headers: dict[str, str] | None = None, retry_s: int | None = None) -> web.Response:
+        html = aiohttp_jinja2.render_string("notice.html", request,
+                                            {"heading": heading, "lines": lines, "retry_s": retry_s})
         return web.Response(status=status, text=html, content_type="text/html", headers=headers)
 
     def _full(self) -> bool:
@@ -182,7 +193,7 @@ class WebServer(Server):
         if self._full():
             self.refused += 1
             return self._notice(request, 503, "All sessions are in use", self._limit_lines(),
-                                headers={"Retry-After": "30"})
+                                headers={"Retry-After": "30"}, retry_s=30)
         scheme = "wss" if request.secure else "ws"
         font_size = _clamp_int(request.query.get("fontsize"), 16, 6, 48)
         return aiohttp_jinja2.render_template("index.html", request, {
@@ -195,9 +206,15 @@ class WebServer(Server):
 
     # -- sessions --------------------------------------------------------------------------------
 
-    async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
+    async def handle_websocket(self, request: web.Request) -> web.StreamResponse:
+        if not self._same_origin(request):
+            return self._notice(request, 403, "Another site's page", [
+                "A page from another origin tried to open an llmtui session; it was refused."])
         websocket = web.WebSocketResponse(heartbeat=15, max_msg_size=MAX_MESSAGE)
         await websocket.prepare(request)
+        if self._closing:
+            await websocket.close(code=1001, message=b"the server is stopping")
+            return websocket
         if self._full():
             self.refused += 1
             self.say(f"session refused: {len(self.sessions)} of {self.options.max_sessions} in use")
@@ -215,6 +232,8 @@ class WebServer(Server):
             width = _clamp_int(request.query.get("width"), 80, 1, MAX_COLUMNS)
             height = _clamp_int(request.query.get("height"), 24, 1, MAX_ROWS)
             await session.start(width, height)
+            if self._closing:  # the server began to stop while this one started: it ends at once
+                return websocket
             self.say(f"session {number} started (pid {session.pid}); {len(self.sessions)} of "
                      f"{self.options.max_sessions} in use")
             watcher = asyncio.create_task(self._close_when_exited(session, websocket))
@@ -261,8 +280,10 @@ class WebServer(Server):
         del self.ended[:-100]
         code = "" if ended.returncode is None else f", exit status {ended.returncode}"
         self.say(f"session ended (pid {ended.pid}, {ended.how}{code}, after {ended.seconds:.1f} s)")
+        if ended.returncode not in (0, None) and ended.how == "exited" and ended.error_output.strip():
+            self.say(f"session {ended.pid}'s last error output: {ended.error_output.strip()[-2000:]}")
 
-    async def _process_messages(self, websocket: web.WebSocketResponse, app_service: Any) -> None:
+    async def _process_messages(self, websocket: web.WebSocketResponse, session: Any) -> None:
         """The browser's messages, checked: ``["stdin", str]``, ``["resize", {width, height}]``,
         ``["ping", str]``, ``["focus"]``, ``["blur"]``; anything else is dropped."""
         async for message in websocket:
@@ -270,24 +291,26 @@ class WebServer(Server):
                 continue
             try:
                 envelope = json.loads(message.data)
-            except ValueError:
+            except (ValueError, RecursionError):  # [[[[… nested beyond Python's stack
                 continue
             if not isinstance(envelope, list) or not envelope or not isinstance(envelope[0], str):
                 continue
             kind, data = envelope[0], envelope[1] if len(envelope) > 1 else None
+            sent: Any = True
             if kind == "stdin" and isinstance(data, str):
-                await app_service.send_bytes(data.encode("utf-8", "replace"))
+                sent = await session.send(session.send_bytes(data.encode("utf-8", "replace")))
             elif kind == "resize" and isinstance(data, dict):
-                await app_service.set_terminal_size(_clamp_int(data.get("width"), 80, 1, MAX_COLUMNS),
-                                                    _clamp_int(data.get("height"), 24, 1, MAX_ROWS))
+                sent = await session.send(session.set_terminal_size(
+                    _clamp_int(data.get("width"), 80, 1, MAX_COLUMNS), _clamp_int(data.get("height"), 24, 1, MAX_ROWS)))
             elif kind == "ping" and isinstance(data, str) and len(data) <= 64:
                 await websocket.send_json(["pong", data])
-            elif kind == "blur":
-                await app_service.blur()
-            elif kind == "focus":
-                await app_service.focus()
+            elif kind in ("blur", "focus"):
+                sent = await session.send(session.send_meta({"type": kind}))
+            if sent is False:  # it does not read its input (or has gone): the session ends
+                return
 
     async def on_shutdown(self, app: web.Application) -> None:
+        self._closing = True
         sessions = list(self.sessions.values())
         await asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True)
 
@@ -299,7 +322,13 @@ class WebServer(Server):
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.options.host, self.options.port)
         await site.start()
-        self.bound_port = int(self._runner.addresses[0][1])
+        addresses = self._runner.addresses
+        if self.options.token is None and not all(is_loopback(str(a[0])) for a in addresses):
+            await self.close()  # a name that resolved beyond this machine, without a token
+            raise OSError(f"{self.options.host} resolved to {', '.join(str(a[0]) for a in addresses)}, beyond "
+                          "this machine: give --token")
+        self.bound_address = str(addresses[0][0])
+        self.bound_port = int(addresses[0][1])
         return self.bound_port
 
     async def close(self) -> None:

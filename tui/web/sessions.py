@@ -17,36 +17,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import logging
 import os
 import signal
 import sys
 import time
 from asyncio.subprocess import Process
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from textual_serve.app_service import AppService
 
 log = logging.getLogger("llmtui.web")
 
-QUIT_WAIT_S = 4.0
+QUIT_WAIT_S = 6.0
 """How long a session has to exit after textual-serve's "quit" (the app saves its state and closes the
 model), before SIGTERM."""
 TERM_WAIT_S = 3.0
 """After SIGTERM, before SIGKILL."""
+SEND_WAIT_S = 5.0
+"""The longest a message to a session may wait for it to read its input: a session that stops reading is
+ended, not waited for (its slot and the server's shutdown would wait with it)."""
+STDERR_KEPT = 64 * 1024
+"""The tail of a session's error output kept for the server's log."""
 
 _PR_SET_PDEATHSIG = 1
+# looked up once, here: between fork and exec (where the child of a threaded server may only make system
+# calls) nothing may be loaded or run but the call itself
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
-def _die_with_parent() -> None:
-    """In the child, between fork and exec: the kernel kills it when the server's thread that started it
-    ends. Not thread-safe code may not run here; ``prctl`` through ctypes is a single system call."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _die_with_parent(parent: int) -> None:
+    """In the child, between fork and exec: the kernel sends it SIGKILL when the server's thread that
+    started it ends; a server that died before that is noticed at once."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class SessionEnded:
     returncode: int | None
     how: str  # "quit" (it exited when asked), "SIGTERM", "SIGKILL", "exited" (on its own)
     seconds: float
+    error_output: str = ""
+    """The tail of what it wrote to stderr (untrusted text: shown through the sanitiser)."""
 
 
 class Session(AppService):
@@ -71,6 +81,8 @@ class Session(AppService):
         self.started_at = time.monotonic()
         self.sent_bytes = 0
         self._stopping: asyncio.Future[None] | None = None
+        self._stderr_tail = bytearray()
+        self._stderr_task: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -89,11 +101,34 @@ class Session(AppService):
             stderr=asyncio.subprocess.PIPE,
             env=environment,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
         )
-        assert process.stdin is not None
+        assert process.stdin is not None and process.stderr is not None
         self._stdin = process.stdin
+        # textual-serve would keep all of it in memory until the end: here only its tail is kept
+        self._stderr_task = asyncio.create_task(self._keep_stderr_tail(process.stderr))
+        process.stderr = asyncio.StreamReader()
+        process.stderr.feed_eof()
         return process
+
+    async def _keep_stderr_tail(self, stream: asyncio.StreamReader) -> None:
+        with contextlib.suppress(Exception):
+            while chunk := await stream.read(4096):
+                self._stderr_tail += chunk
+                del self._stderr_tail[:-STDERR_KEPT]
+
+    @property
+    def error_output(self) -> str:
+        """The last of what the session wrote to stderr (decoded; the caller shows it through the
+        sanitiser)."""
+        return self._stderr_tail.decode("utf-8", "replace")
+
+    async def send(self, message: Awaitable[bool]) -> bool:
+        """A message to the session (``send_bytes``, ``send_meta``…), waited for at most SEND_WAIT_S."""
+        try:
+            return await asyncio.wait_for(message, SEND_WAIT_S)
+        except asyncio.TimeoutError:
+            return False
 
     async def on_data(self, payload: bytes) -> None:
         self.sent_bytes += len(payload)
@@ -101,23 +136,25 @@ class Session(AppService):
 
     async def stop(self) -> None:
         """End the session's process: ask, then signal its group, each after a bounded wait. Called from
-        its socket's handler and from the server's shutdown, maybe both at once: it runs once."""
+        its socket's handler and from the server's shutdown, maybe both at once: it runs once (once there
+        is a process: a stop before it started does nothing, and the next one does the work)."""
+        if self._process is None:
+            return
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._stop())
         await asyncio.shield(self._stopping)
 
     async def _stop(self) -> None:
         process = self._process
-        if process is None:
-            return
+        assert process is not None
         how = "exited" if process.returncode is not None else "quit"
         if process.returncode is None:
             with contextlib.suppress(Exception):  # its stdin may be gone already
-                await self.send_meta({"type": "quit"})
+                await asyncio.wait_for(self.send_meta({"type": "quit"}), 1.0)
             for sig, wait in ((None, QUIT_WAIT_S), (signal.SIGTERM, TERM_WAIT_S), (signal.SIGKILL, 5.0)):
                 if sig is not None:
                     how = sig.name
-                    with contextlib.suppress(ProcessLookupError):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(process.pid, sig)
                 try:
                     await asyncio.wait_for(process.wait(), wait)
@@ -131,6 +168,10 @@ class Session(AppService):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, 5.0)
             self._task = None
+        if self._stderr_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._stderr_task, 2.0)
         with contextlib.suppress(Exception):
             await self._download_manager.cancel_app_downloads(app_service_id=self.app_service_id)
-        self.on_end(SessionEnded(process.pid, process.returncode, how, time.monotonic() - self.started_at))
+        self.on_end(SessionEnded(process.pid, process.returncode, how, time.monotonic() - self.started_at,
+                                 self.error_output))
