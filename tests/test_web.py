@@ -284,7 +284,8 @@ def test_a_session_that_dies_at_once_closes_its_tab_saying_so(tmp_path: Path) ->
     from tui.web import WebOptions, WebServer
 
     lines: list[str] = []
-    server = WebServer(WebOptions(argv=[sys.executable, "-c", "import sys; sys.exit(3)"], port=0), say=lines.append)
+    crash = "import sys; sys.stderr.write('Traceback: boom'); sys.exit(3)"
+    server = WebServer(WebOptions(argv=[sys.executable, "-c", crash], port=0), say=lines.append)
 
     async def scenario() -> bytes:
         port = await server.start()
@@ -301,6 +302,7 @@ def test_a_session_that_dies_at_once_closes_its_tab_saying_so(tmp_path: Path) ->
     assert b"ended before it could start" in told
     assert server.ended and server.ended[-1].returncode == 3 and server.ended[-1].how == "exited"
     assert any("session 1 started" in line for line in lines) and not server.sessions
+    assert "session 1's last error output: Traceback: boom" in lines  # what it said, in the server's log
 
 
 def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ class WebProcess:
 
     def wait_ended(self, pid: int, timeout: float = 20.0) -> str:
         """How session ``pid`` ended (the server's log line), once its process is gone."""
-        line = self.wait_line(rf"session ended \(pid {pid}, (\w+)", timeout).group(1)
+        line = self.wait_line(rf"session \d+ ended \(pid {pid}, (\w+)", timeout).group(1)
         deadline = time.monotonic() + 5
         while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)

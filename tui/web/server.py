@@ -95,7 +95,6 @@ class WebServer(Server):
         self.say = say
         self.sessions: dict[int, Session] = {}
         self.ended: list[SessionEnded] = []
-        self.refused = 0
         self._numbers = 0
         self._runner: web.AppRunner | None = None
         self._closing = False
@@ -191,7 +190,6 @@ class WebServer(Server):
 
     async def handle_index(self, request: web.Request) -> web.StreamResponse:
         if self._full():
-            self.refused += 1
             return self._notice(request, 503, "All sessions are in use", self._limit_lines(),
                                 headers={"Retry-After": "30"}, retry_s=30)
         scheme = "wss" if request.secure else "ws"
@@ -216,7 +214,6 @@ class WebServer(Server):
             await websocket.close(code=1001, message=b"the server is stopping")
             return websocket
         if self._full():
-            self.refused += 1
             self.say(f"session refused: {len(self.sessions)} of {self.options.max_sessions} in use")
             text = "\x1b[2J\x1b[H\r\n  " + "\r\n\r\n  ".join(self._limit_lines()) + "\r\n"
             await websocket.send_bytes(text.encode())
@@ -279,9 +276,9 @@ class WebServer(Server):
         self.ended.append(ended)
         del self.ended[:-100]
         code = "" if ended.returncode is None else f", exit status {ended.returncode}"
-        self.say(f"session ended (pid {ended.pid}, {ended.how}{code}, after {ended.seconds:.1f} s)")
+        self.say(f"session {ended.number} ended (pid {ended.pid}, {ended.how}{code}, after {ended.seconds:.1f} s)")
         if ended.returncode not in (0, None) and ended.how == "exited" and ended.error_output.strip():
-            self.say(f"session {ended.pid}'s last error output: {ended.error_output.strip()[-2000:]}")
+            self.say(f"session {ended.number}'s last error output: {ended.error_output.strip()[-2000:]}")
 
     async def _process_messages(self, websocket: web.WebSocketResponse, session: Any) -> None:
         """The browser's messages, checked: ``["stdin", str]``, ``["resize", {width, height}]``,

@@ -61,6 +61,7 @@ def _die_with_parent(parent: int) -> None:
 class SessionEnded:
     """How a session's process ended (for the server's log and the tests)."""
 
+    number: int
     pid: int
     returncode: int | None
     how: str  # "quit" (it exited when asked), "SIGTERM", "SIGKILL", "exited" (on its own)
@@ -173,5 +174,5 @@ class Session(AppService):
                 await asyncio.wait_for(self._stderr_task, 2.0)
         with contextlib.suppress(Exception):
             await self._download_manager.cancel_app_downloads(app_service_id=self.app_service_id)
-        self.on_end(SessionEnded(process.pid, process.returncode, how, time.monotonic() - self.started_at,
-                                 self.error_output))
+        self.on_end(SessionEnded(self.number, process.pid, process.returncode, how,
+                                 time.monotonic() - self.started_at, self.error_output))
