@@ -93,8 +93,7 @@ def browser_round(server: WebProcess, browser: object, sessions: Path) -> dict:
     page = browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
     term = TerminalPage(page)
     page.goto(server.url)
-    term.wait_for("top-10 next tokens")
-    term.wait_for("SmolLM2")
+    term.wait_for("no step yet: type a prompt and press Enter", timeout=90)  # the model has loaded
     pid = server.session_pids()[-1]
     groups = {"session": [pid], "server": [server.proc.pid], "chromium": chromium_pids()}
     idle = Meter(groups)
@@ -134,7 +133,7 @@ def socket_round(server: WebProcess, sessions: Path) -> dict:
                             got.extend(msg.data)
 
                 reader = asyncio.create_task(read())
-                while b"top-10 next tokens" not in got or b"SmolLM2" not in got:
+                while b"type a prompt and press Enter" not in got:  # the model has loaded
                     await asyncio.sleep(0.05)
                 pid = server.session_pids()[-1]
                 groups = {"session": [pid], "server": [server.proc.pid]}
@@ -172,7 +171,7 @@ def two_sessions(server: WebProcess) -> list[dict[str, float]]:
             sockets = [await client.ws_connect(url) for _ in range(2)]
             for ws in sockets:
                 got = bytearray()
-                while b"SmolLM2" not in got:
+                while b"type a prompt and press Enter" not in got:
                     msg = await ws.receive()
                     if msg.type == aiohttp.WSMsgType.BINARY:
                         got.extend(msg.data)
@@ -204,7 +203,7 @@ def tmux_round(argv: list[str], home: Path, sessions: Path) -> dict:
             return subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True, text=True).stdout
 
         deadline = time.monotonic() + 60
-        while "SmolLM2" not in screen() or "top-10 next tokens" not in screen():
+        while "type a prompt and press Enter" not in screen():  # the model has loaded
             if time.monotonic() > deadline:
                 raise SystemExit("the dashboard did not come up in tmux:\n" + screen())
             time.sleep(0.1)

@@ -31,7 +31,7 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             term = TerminalPage(page)
             page.goto(server.url)
-            term.wait_for("SmolLM2")
+            term.wait_for("no step yet: type a prompt and press Enter", timeout=90)
             term.focus()
             page.keyboard.type(PROMPT)
             page.keyboard.press("Enter")

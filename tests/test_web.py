@@ -411,3 +411,13 @@ def test_a_session_dies_with_a_server_killed_outright(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_a_remote_server_passes_through_to_every_session(tmp_path: Path) -> None:
+    """`llmtui --remote URL web`: no local model is looked for; the page says which server the tabs watch."""
+    server = WebProcess(before=("--remote", "http://127.0.0.1:9"), home=tmp_path)
+    try:
+        status, _, page = get(server.base)
+        assert status == 200 and "Starting llmtui on http://127.0.0.1:9" in page
+    finally:
+        assert server.stop() == 0
