@@ -143,6 +143,23 @@ def test_a_key_the_browser_keeps_has_one_that_reaches_the_app(web: Web) -> None:
     assert "<|im_start|>assistant" not in term.text()
 
 
+SCREENS = [("m", "Models — loaded now"), ("e", "Presets — Enter on a preset"), ("k", "Tokenizer — type text"),
+           ("Comma", "Settings — applying recreates"), ("Q", "Quantization lab —"), ("B", "Performance lab —"),
+           ("R", "RAG lab —"), ("b", "Sessions in"), ("A", "A/B · two presets")]
+
+
+def test_every_screen_a_key_opens_opens_and_closes_in_the_browser(web: Web) -> None:
+    page, term = web.page, web.term
+    row, _ = term.find("─ tokens ─")
+    page.mouse.click(*term.cell_center(row + 5, 40))  # out of the prompt: the dashboard has the keys
+    term.focus()
+    for key, heading in SCREENS:
+        page.keyboard.press(key)
+        term.wait_for(heading, timeout=30)
+        page.keyboard.press("Escape")
+        term.wait_gone(heading, timeout=30)  # closed by a lone ESC, read as one before the next key
+
+
 def test_a_second_tab_is_refused_with_a_page_saying_why(web: Web) -> None:
     second = web.page.context.new_page()
     try:
