@@ -23,16 +23,26 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.web_helpers
 
-from tests.web_helpers import TerminalPage, WebProcess, browser_missing, launch_chromium, process_alive  # noqa: E402
+from tests.web_helpers import (  # noqa: E402
+    TerminalPage,
+    WebProcess,
+    browser_missing,
+    launch_chromium,
+    open_session,
+    process_alive,
+    read_until,
+)
 
 PROMPT = "Once upon a time, in a small village by the sea,"
 COLUMNS, ROWS = 155, 42
 IDLE_S = 3.0
+READY = b"type a prompt and press Enter"  # the dashboard is up and its model loaded
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -93,8 +103,8 @@ def browser_round(server: WebProcess, browser: object, sessions: Path) -> dict:
     page = browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
     term = TerminalPage(page)
     page.goto(server.url)
-    term.wait_for("no step yet: type a prompt and press Enter", timeout=90)  # the model has loaded
-    pid = server.session_pids()[-1]
+    term.wait_for(READY.decode(), timeout=90)
+    pid = server.wait_session(len(server.session_pids()))
     groups = {"session": [pid], "server": [server.proc.pid], "chromium": chromium_pids()}
     idle = Meter(groups)
     page.wait_for_timeout(IDLE_S * 1000)
@@ -115,47 +125,46 @@ def browser_round(server: WebProcess, browser: object, sessions: Path) -> dict:
     return {"footer": footer, "watched_s": watched, "idle": idle_cpu, "run": run_cpu, "memory": memory}
 
 
+def in_own_loop(coro: Any) -> Any:
+    """Run ``coro`` on an event loop of its own thread (playwright's sync API holds this thread's loop)."""
+    import asyncio
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def socket_round(server: WebProcess, sessions: Path) -> dict:
     """A session watched through a bare websocket client that reads and drops the frames: what the server
     side costs when the browser draws on another machine."""
     import asyncio
 
-    import aiohttp
-
     async def scenario() -> dict:
-        got = bytearray()
-        async with aiohttp.ClientSession() as client:
-            ws_url = server.base.replace("http://", "ws://") + f"ws?width={COLUMNS}&height={ROWS}"
-            async with client.ws_connect(ws_url) as ws:
-                async def read() -> None:
-                    async for msg in ws:
-                        if msg.type == aiohttp.WSMsgType.BINARY:
-                            got.extend(msg.data)
-
-                reader = asyncio.create_task(read())
-                while b"type a prompt and press Enter" not in got:  # the model has loaded
-                    await asyncio.sleep(0.05)
-                pid = server.session_pids()[-1]
-                groups = {"session": [pid], "server": [server.proc.pid]}
-                idle = Meter(groups)
-                await asyncio.sleep(IDLE_S)
-                idle_cpu = idle.percent()
-                memory = memory_mib([pid])
-                before = set(sessions.glob("*.jsonl"))
-                await ws.send_str(json.dumps(["stdin", PROMPT]))
-                run = Meter(groups)
-                t0 = time.monotonic()
-                await ws.send_str(json.dumps(["stdin", "\r"]))
-                footer = await asyncio.to_thread(finished_recording, sessions, before)
-                watched = time.monotonic() - t0
-                run_cpu = run.percent()
-                await ws.close()
-                reader.cancel()
+        client, ws = await open_session(server.base, width=COLUMNS, height=ROWS)
+        try:
+            await read_until(ws, READY)
+            drain = asyncio.create_task(read_until(ws, b"\0never", timeout=600))  # keep reading, as a page does
+            pid = server.wait_session(len(server.session_pids()))
+            groups = {"session": [pid], "server": [server.proc.pid]}
+            idle = Meter(groups)
+            await asyncio.sleep(IDLE_S)
+            idle_cpu = idle.percent()
+            memory = memory_mib([pid])
+            before = set(sessions.glob("*.jsonl"))
+            await ws.send_str(json.dumps(["stdin", PROMPT]))
+            run = Meter(groups)
+            t0 = time.monotonic()
+            await ws.send_str(json.dumps(["stdin", "\r"]))
+            footer = await asyncio.to_thread(finished_recording, sessions, before)
+            watched = time.monotonic() - t0
+            run_cpu = run.percent()
+            await ws.close()
+            drain.cancel()
+        finally:
+            await client.close()
         server.wait_ended(pid)
         return {"footer": footer, "watched_s": watched, "idle": idle_cpu, "run": run_cpu, "memory": memory}
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # playwright's sync API holds this thread's loop
-        return pool.submit(asyncio.run, scenario()).result()
+    return in_own_loop(scenario())
 
 
 def two_sessions(server: WebProcess) -> list[dict[str, float]]:
@@ -163,29 +172,23 @@ def two_sessions(server: WebProcess) -> list[dict[str, float]]:
     same model file (PSS shares those pages out, USS leaves them out)."""
     import asyncio
 
-    import aiohttp
-
     async def scenario() -> list[dict[str, float]]:
-        async with aiohttp.ClientSession() as client:
-            url = server.base.replace("http://", "ws://") + f"ws?width={COLUMNS}&height={ROWS}"
-            sockets = [await client.ws_connect(url) for _ in range(2)]
-            for ws in sockets:
-                got = bytearray()
-                while b"type a prompt and press Enter" not in got:
-                    msg = await ws.receive()
-                    if msg.type == aiohttp.WSMsgType.BINARY:
-                        got.extend(msg.data)
+        opened = [await open_session(server.base, width=COLUMNS, height=ROWS) for _ in range(2)]
+        try:
+            for _client, ws in opened:
+                await read_until(ws, READY)
             pids = server.session_pids()[-2:]
             await asyncio.sleep(IDLE_S)
             memory = [memory_mib([pid]) for pid in pids]
-            for ws in sockets:
+        finally:
+            for client, ws in opened:
                 await ws.close()
+                await client.close()
         for pid in pids:
             server.wait_ended(pid)
         return memory
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, scenario()).result()
+    return in_own_loop(scenario())
 
 
 def tmux_round(argv: list[str], home: Path, sessions: Path) -> dict:
@@ -203,7 +206,7 @@ def tmux_round(argv: list[str], home: Path, sessions: Path) -> dict:
             return subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True, text=True).stdout
 
         deadline = time.monotonic() + 60
-        while "type a prompt and press Enter" not in screen():  # the model has loaded
+        while READY.decode() not in screen():
             if time.monotonic() > deadline:
                 raise SystemExit("the dashboard did not come up in tmux:\n" + screen())
             time.sleep(0.1)

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import run
-from tests.web_helpers import WebProcess, process_alive
+from tests.web_helpers import WebProcess, open_session, process_alive, read_until
 from tui.web.server import _clamp_int, is_loopback
 
 TOKEN = "a-test-token-1234567890"
@@ -55,30 +55,6 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str,
             return resp.status, dict(resp.headers), resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read().decode()
-
-
-async def open_session(base: str, headers: dict[str, str] | None = None) -> tuple[aiohttp.ClientSession, object]:
-    client = aiohttp.ClientSession()
-    ws_url = base.replace("http://", "ws://") + "ws?width=120&height=40"
-    try:
-        ws = await client.ws_connect(ws_url, headers=headers or {})
-    except Exception:
-        await client.close()
-        raise
-    return client, ws
-
-
-async def read_until(ws: object, needle: bytes, timeout: float = 60.0) -> bytes:
-    """Terminal bytes from the session until ``needle`` was among them."""
-    got = b""
-    async with asyncio.timeout(timeout):
-        while needle not in got:
-            msg = await ws.receive()  # type: ignore[attr-defined]
-            if msg.type == aiohttp.WSMsgType.BINARY:
-                got += msg.data
-            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
-                break
-    return got
 
 
 def test_loopback_names_and_clamped_sizes() -> None:

@@ -111,6 +111,39 @@ def process_alive(pid: int) -> bool:
         return False
 
 
+async def open_session(base: str, headers: dict[str, str] | None = None, *, width: int = 120,
+                       height: int = 40) -> tuple[Any, Any]:
+    """(aiohttp client, websocket) of a new session at the server ``base`` (http://host:port/), as a page
+    would open it but drawing nothing; close the client when done."""
+    import aiohttp
+
+    client = aiohttp.ClientSession()
+    ws_url = base.replace("http://", "ws://") + f"ws?width={width}&height={height}"
+    try:
+        ws = await client.ws_connect(ws_url, headers=headers or {})
+    except Exception:
+        await client.close()
+        raise
+    return client, ws
+
+
+async def read_until(ws: Any, needle: bytes, timeout: float = 60.0) -> bytes:
+    """Terminal bytes from the session until ``needle`` was among them (or the socket closed)."""
+    import asyncio
+
+    import aiohttp
+
+    got = b""
+    async with asyncio.timeout(timeout):
+        while needle not in got:
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                got += msg.data
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                break
+    return got
+
+
 class TerminalPage:
     """A Chromium page showing llmtui web, and its terminal as text: every binary frame the page's
     websocket receives (what xterm.js draws) also goes into a pyte screen of the size the page asked for."""

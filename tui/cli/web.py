@@ -81,13 +81,12 @@ def session_command(args: argparse.Namespace) -> tuple[list[str], str]:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from ..web import WebOptions, WebServer, is_loopback
+    from ..web import WebOptions, WebServer, binding_problem
 
     # a given token (or $LLMTUI_WEB_TOKEN: argparse checks a default as it checks an argument) is token_text's
     token = secrets.token_hex(16) if args.token == GENERATED else args.token
-    if not is_loopback(args.host) and not token:
-        raise CliError(f"--host {args.host} lets other machines in: give --token (with no value for a random "
-                       "one); without a token llmtui web binds to loopback only")
+    if problem := binding_problem(args.host, token):  # said before the model is looked for
+        raise CliError(problem)
     argv, starting = session_command(args)
     options = WebOptions(argv=argv, host=args.host, port=args.port, max_sessions=args.max_sessions, token=token,
                          starting=starting)

@@ -4,7 +4,7 @@ Above the engine and beside the CLI: it never imports the app (each session is a
 running ``python -m tui.cli``) nor Textual's widgets.
 """
 
-from .server import WebOptions, WebServer, is_loopback
+from .server import WebOptions, WebServer, binding_problem, is_loopback
 from .sessions import Session, SessionEnded
 
-__all__ = ["Session", "SessionEnded", "WebOptions", "WebServer", "is_loopback"]
+__all__ = ["Session", "SessionEnded", "WebOptions", "WebServer", "binding_problem", "is_loopback"]

@@ -67,6 +67,14 @@ def host_name(netloc: str) -> str:
         return ""
 
 
+def binding_problem(host: str, token: str | None) -> str | None:
+    """Why ``host`` may not be bound with this token, or None: only loopback goes without one."""
+    if token is None and not is_loopback(host):
+        return (f"--host {host} lets other machines in: give --token (with no value for a random one); without "
+                "a token llmtui web binds to loopback only")
+    return None
+
+
 @dataclass(frozen=True)
 class WebOptions:
     argv: Sequence[str]
@@ -80,8 +88,8 @@ class WebOptions:
     title: str = "llmtui"
 
     def __post_init__(self) -> None:
-        if self.token is None and not is_loopback(self.host):
-            raise ValueError(f"binding to {self.host} (beyond this machine) needs a token")
+        if problem := binding_problem(self.host, self.token):
+            raise ValueError(problem)
         if self.max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
 
@@ -192,12 +200,10 @@ class WebServer(Server):
         if self._full():
             return self._notice(request, 503, "All sessions are in use", self._limit_lines(),
                                 headers={"Retry-After": "30"}, retry_s=30)
-        scheme = "wss" if request.secure else "ws"
         font_size = _clamp_int(request.query.get("fontsize"), 16, 6, 48)
         return aiohttp_jinja2.render_template("index.html", request, {
             "title": self.options.title,
             "static_url": "/static/",
-            "websocket_url": f"{scheme}://{request.host}/ws",
             "font_size": font_size,
             "starting": self.options.starting,
         })
@@ -226,9 +232,7 @@ class WebServer(Server):
                           download_manager=self.download_manager)
         self.sessions[number] = session  # counted before the first await: two tabs cannot both take the last
         try:
-            width = _clamp_int(request.query.get("width"), 80, 1, MAX_COLUMNS)
-            height = _clamp_int(request.query.get("height"), 24, 1, MAX_ROWS)
-            await session.start(width, height)
+            await session.start(*_terminal_size(request.query))
             if self._closing:  # the server began to stop while this one started: it ends at once
                 return websocket
             self.say(f"session {number} started (pid {session.pid}); {len(self.sessions)} of "
@@ -297,8 +301,7 @@ class WebServer(Server):
             if kind == "stdin" and isinstance(data, str):
                 sent = await session.send(session.send_bytes(data.encode("utf-8", "replace")))
             elif kind == "resize" and isinstance(data, dict):
-                sent = await session.send(session.set_terminal_size(
-                    _clamp_int(data.get("width"), 80, 1, MAX_COLUMNS), _clamp_int(data.get("height"), 24, 1, MAX_ROWS)))
+                sent = await session.send(session.set_terminal_size(*_terminal_size(data)))
             elif kind == "ping" and isinstance(data, str) and len(data) <= 64:
                 await websocket.send_json(["pong", data])
             elif kind in ("blur", "focus"):
@@ -345,6 +348,11 @@ class WebServer(Server):
             await stop.wait()
         finally:
             await self.close()
+
+
+def _terminal_size(asked: Any) -> tuple[int, int]:
+    """(columns, rows) from the browser (the socket's query or a resize message), clamped."""
+    return (_clamp_int(asked.get("width"), 80, 1, MAX_COLUMNS), _clamp_int(asked.get("height"), 24, 1, MAX_ROWS))
 
 
 def _clamp_int(value: object, default: int, lo: int, hi: int) -> int:
