@@ -79,7 +79,6 @@ def main() -> None:
             got: dict[str, float] = {}
             for which in order:
                 if which == "single":
-                    t0 = time.perf_counter()
                     got["single"] = single(engine, args.a, prompt, args.tokens, r)
                     one_ms.append(1000.0 / got["single"])
                 else:

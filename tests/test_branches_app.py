@@ -180,15 +180,22 @@ async def test_continuing_a_branch_from_the_tree_view_grows_it() -> None:
         assert app.current.branch == 0 and stream_matches_steps(app)
 
 
+async def at_past_step(pilot, index: int, key: str) -> list:
+    """Generate, select step ``index`` and press ``key`` on the token stream; the run's steps before the key."""
+    app = pilot.app
+    await ready(pilot)
+    await generate(pilot)
+    first = list(app.current.steps)
+    app.dashboard.select_step(index)
+    app.query_one(TokenStream).focus()
+    await pilot.press(key)
+    return first
+
+
 async def test_typed_text_is_forced_from_the_selected_step_and_bad_text_is_refused() -> None:
     app = make_app(max_tokens=8)
     async with app.run_test(size=(120, 40)) as pilot:
-        await ready(pilot)
-        await generate(pilot)
-        first = list(app.current.steps)
-        app.dashboard.select_step(5)
-        app.query_one(TokenStream).focus()
-        await pilot.press("x")
+        first = await at_past_step(pilot, 5, "x")
         assert isinstance(app.screen, InsertTextScreen)
         await pilot.press("enter")  # nothing typed
         await until(pilot, lambda: any("nothing to insert" in n for n in notices(app)))
@@ -214,12 +221,7 @@ async def test_typed_text_is_forced_from_the_selected_step_and_bad_text_is_refus
 async def test_r_on_a_past_step_resamples_it_on_a_new_branch() -> None:
     app = make_app(max_tokens=8, preset="creative")
     async with app.run_test(size=(120, 40)) as pilot:
-        await ready(pilot)
-        await generate(pilot)
-        first = list(app.current.steps)
-        app.dashboard.select_step(3)
-        app.query_one(TokenStream).focus()
-        await pilot.press("r")
+        first = await at_past_step(pilot, 3, "r")
         await until(pilot, lambda: app.current.tree is not None and len(app.current.tree.branches) == 2
                     and app.current.phase is Phase.STOPPED)
         await finished(pilot)

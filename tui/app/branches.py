@@ -185,7 +185,7 @@ class Branches:
     def resident(self) -> frozenset[int]:
         """The tree's branches whose cells the cache holds."""
         ctl = self.app.controller
-        return ctl.resident_branches() if ctl is not None and hasattr(ctl, "resident_branches") else frozenset()
+        return ctl.resident_branches() if ctl is not None else frozenset()
 
     def action_branches(self) -> None:
         """T: the tree view."""

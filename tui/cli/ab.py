@@ -66,20 +66,10 @@ def register(sub: Any) -> None:
     engine_args(ab, sub=True)
 
 
-def prompt_tokens(engine: Any, prompt: str, *, chat: bool, system: str | None = None, add_bos: bool | None = None,
-                  parse_special: bool = False) -> tuple[str, list[int]]:
-    """The text the model reads and its tokens: PROMPT as it is, or as a user turn in the chat template."""
-    from ..engine.chat import chat_prompt
-
-    if not chat:
-        return prompt, engine.tokenize(prompt, add_bos=add_bos, parse_special=parse_special)
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return chat_prompt(engine, messages)
-
-
 def cmd_ab(args: argparse.Namespace) -> int:
     from ..config import app_dirs
     from ..engine.ab import ABRun, ABStep
+    from ..engine.chat import prompt_tokens
     from ..engine.llama import LlamaEngine
     from ..sampling.presets import PresetError, load_presets
     from .generate import ctrl_c_stops

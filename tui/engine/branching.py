@@ -152,30 +152,29 @@ class BranchOps:
         self._report_evictions()
         return ev
 
-    def _start_branch(self, start: BranchStart, max_tokens: int) -> tuple[int, list[int], Any]:
-        """A branch run's branch, its history (the generated tokens before its first new step) and the
-        Attached (what to evaluate)."""
+    def _start_branch(self, start: BranchStart, max_tokens: int) -> tuple[tuple[Step, ...], list[int], Any]:
+        """A branch run's branch (now current): the steps of its path before its first new one, the tokens the
+        model reads before that step (the prompt's, then theirs) and the Attached (what to evaluate)."""
         tree = self.tree
         if tree is None:
             raise EngineError("no tree yet: generate first, then branch from a step")
         if not self._can_branch():
             raise EngineError("branching needs a local model (this engine cannot hold several sequences)")
+        path = tree.path(start.parent)
         if start.extend:
-            parent, at = start.parent, len(tree.path(start.parent))
+            at, bid = len(path), start.parent
         else:
-            parent, at = start.parent, start.at
-            if not 0 <= at <= len(tree.path(parent)):
-                raise EngineError(f"branch {parent} has no step {at}")
-        tokens = tree.tokens(parent, at)
+            at, bid = start.at, tree.next_id  # the id fork() gives it, once the cache holds it
+            tree.check_fork(start.parent, at, start.origin)
+        before = tuple(path[:at])
+        tokens = tree.prompt_tokens + [s.token for s in before]
         reserve = max(0, min(max_tokens, self.engine.n_ctx - len(tokens) - 1))
-        bid = parent if start.extend else max(tree.branches) + 1  # the id fork() gives it, once the cache holds it
         att = self.engine.attach(tokens, self._key(bid), reserve=reserve)  # first: a refusal leaves no branch
         if not start.extend:
-            made = tree.fork(parent, at, start.origin)
-            assert made == bid
+            tree.fork(start.parent, at, start.origin, bid)
         tree.view_of(bid)
         self.branch_id = bid
-        return at, [s.token for s in tree.path(bid)[:at]], att
+        return before, tokens, att
 
     # -- front-end entry points (any thread) ------------------------------------------------------------
 

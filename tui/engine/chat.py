@@ -67,6 +67,16 @@ def chat_prompt(eng: Any, messages: list[dict[str, str]],
     return text, eng.tokenize(text, add_bos=add_bos, parse_special=True)
 
 
+def prompt_tokens(engine: Any, prompt: str, *, chat: bool, system: str | None = None, add_bos: bool | None = None,
+                  parse_special: bool = False) -> tuple[str, list[int]]:
+    """The text the model reads and its tokens: ``prompt`` as it is, or as a user turn (after ``system``, if any)
+    in the model's chat template."""
+    if not chat:
+        return prompt, engine.tokenize(prompt, add_bos=add_bos, parse_special=parse_special)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    return chat_prompt(engine, messages)
+
+
 @dataclass(slots=True)
 class ChatSession:
     engine: Any

@@ -305,11 +305,10 @@ class Controller(BranchOps):
             n_reuse = 0
             start, before, forced, fork = 0, (), (), None
             if branch is not None:
-                start, history, att = self._start_branch(branch, self.max_tokens)
+                before, tokens, att = self._start_branch(branch, self.max_tokens)
                 tree = self.tree
                 assert tree is not None
-                tokens, shown = tree.tokens(self.branch_id), tree.prompt
-                before, forced = tuple(tree.path(self.branch_id)[:start]), branch.tokens
+                start, history, shown, forced = len(before), [s.token for s in before], tree.prompt, branch.tokens
                 n_reuse = att.reused
                 if not branch.extend:  # the parent the tree gave it (a choice at a fork's own step is a sibling)
                     fork = (tree.branches[self.branch_id].parent, branch.at, branch.origin)
@@ -484,7 +483,7 @@ class Controller(BranchOps):
         self._send(Resampled(step, preset.name, pending=False, spec=preset))
         tree = self.tree
         if (tree is not None and self.last.tree_key == (self._tree_serial, self.branch_id)
-                and tree.path(self.branch_id)[-1:] and tree.path(self.branch_id)[-1].index == last.index):
+                and [s.index for s in tree.path(self.branch_id)[-1:]] == [last.index]):
             self._fork_at(last.index, "resampled")
             tree.add(self.branch_id, step)
             self.last.tree_key = (self._tree_serial, self.branch_id)  # a further re-sample forks from this one

@@ -13,13 +13,43 @@ immutable :class:`TreeView` (the steps are immutable ``Step`` records, shared, n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import pairwise
+from typing import Any, Protocol, TypeVar
 
 from .errors import EngineError
 from .loop import Step
 
 ORIGINS = ("run", "forced", "resampled", "inserted", "A", "B")
+
+
+class _Forked(Protocol):
+    @property
+    def parent(self) -> int | None: ...
+
+    @property
+    def fork(self) -> int: ...
+
+
+BranchT = TypeVar("BranchT", bound=_Forked)
+
+
+def path_segments(get: Callable[[int], BranchT], bid: int) -> list[tuple[BranchT, int | None]]:
+    """The branches a path runs through, from the first run's to branch ``bid`` (``get``: a branch by id), each
+    with the step index where the path leaves it for the next (None for ``bid`` itself). Iterative: no
+    recursion limit, however deep the tree."""
+    chain = [get(bid)]
+    while chain[-1].parent is not None:
+        chain.append(get(chain[-1].parent))
+    chain.reverse()
+    return [(b, child.fork) for b, child in pairwise(chain)] + [(chain[-1], None)]
+
+
+def _own_on_path(steps: Sequence[Step], fork: int, stop: int | None) -> Sequence[Step]:
+    """A branch's own steps (``steps``, from ``fork`` on) that a path through it keeps: all of them when the
+    path ends there, else those before ``stop``."""
+    return steps if stop is None else steps[:max(0, stop - fork)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +60,6 @@ class BranchView:
     origin: str  # run | forced | resampled | inserted | A | B
     steps: tuple[Step, ...]  # its own steps, from ``fork`` on
     logprob_before: float  # the parent's path's log-probability up to ``fork``
-    viewed: int = 0  # when it was last shown (a counter; the least recently viewed is evicted first)
 
     @property
     def length(self) -> int:
@@ -68,29 +97,21 @@ class TreeView:
         return by_id[bid]
 
     def path(self, bid: int) -> tuple[Step, ...]:
-        """Every step from the first generated token to the branch's last (iteratively: no recursion limit)."""
-        chain = [self.branch(bid)]
-        while chain[-1].parent is not None:
-            chain.append(self.branch(chain[-1].parent))
-        out: list[Step] = []
-        for b, child in zip(reversed(chain), [*reversed(chain[:-1]), None]):
-            own = b.steps if child is None else b.steps[:max(0, child.fork - b.fork)]
-            out.extend(own)
-        return tuple(out)
-
-    def children(self, bid: int | None) -> list[BranchView]:
-        return sorted((b for b in self.branches if b.parent == bid), key=lambda b: (b.fork, b.id))
+        """Every step from the first generated token to the branch's last."""
+        return tuple(s for b, stop in path_segments(self.branch, bid) for s in _own_on_path(b.steps, b.fork, stop))
 
     def depth_first(self) -> list[tuple[int, BranchView]]:
-        """(depth, branch) in the order a tree view lists them."""
+        """(depth, branch) in the order a tree view lists them: each branch's children by fork, then id.
+        Iterative: no recursion limit, however deep the tree."""
+        kids: dict[int | None, list[BranchView]] = {}
+        for b in sorted(self.branches, key=lambda b: (b.fork, b.id)):
+            kids.setdefault(b.parent, []).append(b)
         out: list[tuple[int, BranchView]] = []
-
-        def walk(bid: int | None, depth: int) -> None:
-            for child in self.children(bid):
-                out.append((depth, child))
-                walk(child.id, depth + 1)
-
-        walk(None, 0)
+        stack = [(0, b) for b in reversed(kids.get(None, []))]
+        while stack:
+            depth, b = stack.pop()
+            out.append((depth, b))
+            stack.extend((depth + 1, child) for child in reversed(kids.get(b.id, [])))
         return out
 
     def as_dict(self, piece: Any = None) -> dict[str, Any]:
@@ -120,7 +141,6 @@ class _Branch:
     fork: int
     origin: str
     steps: list[Step] = field(default_factory=list)
-    viewed: int = 0
 
 
 class TokenTree:
@@ -131,7 +151,6 @@ class TokenTree:
         self.prompt = prompt
         self.branches: dict[int, _Branch] = {0: _Branch(0, None, 0, "run")}
         self.current = 0
-        self._clock = 0
 
     def _get(self, bid: int) -> _Branch:
         b = self.branches.get(bid)
@@ -140,17 +159,11 @@ class TokenTree:
         return b
 
     def path(self, bid: int) -> list[Step]:
-        chain = [self._get(bid)]
-        while chain[-1].parent is not None:
-            chain.append(self._get(chain[-1].parent))
-        out: list[Step] = []
-        for b, child in zip(reversed(chain), [*reversed(chain[:-1]), None]):
-            out.extend(b.steps if child is None else b.steps[:max(0, child.fork - b.fork)])
-        return out
+        return [s for b, stop in path_segments(self._get, bid) for s in _own_on_path(b.steps, b.fork, stop)]
 
-    def tokens(self, bid: int, upto: int | None = None) -> list[int]:
-        """The prompt and the branch's generated tokens (the first ``upto`` of them)."""
-        return self.prompt_tokens + [s.token for s in self.path(bid)[:upto]]
+    def tokens(self, bid: int) -> list[int]:
+        """The prompt and the branch's generated tokens."""
+        return self.prompt_tokens + [s.token for s in self.path(bid)]
 
     def add(self, bid: int, step: Step) -> None:
         """A step of branch ``bid`` was accepted (or pending and then replaced: a stub)."""
@@ -160,32 +173,39 @@ class TokenTree:
             raise EngineError(f"step {step.index} does not follow branch {bid} (next is {expected})")
         b.steps.append(step)
 
-    def fork(self, parent: int, at: int, origin: str) -> int:
-        """A new branch leaving ``parent`` at step ``at`` (it has no steps yet); it becomes current."""
+    @property
+    def next_id(self) -> int:
+        """The id the next fork gets (ids grow with forks: :meth:`view` relies on it)."""
+        return max(self.branches) + 1
+
+    def check_fork(self, parent: int, at: int, origin: str) -> int:
+        """The branch a new one leaving ``parent`` at step ``at`` hangs from (EngineError if it cannot): a fork
+        at or before the parent's own first step leaves the branch that holds the step before it, so a second
+        choice at the step where ``parent`` left is its sibling, not its child."""
         p = self._get(parent)
         if not 0 <= at <= p.fork + len(p.steps):
             raise EngineError(f"branch {parent} has no step {at}")
         if origin not in ORIGINS:
             raise EngineError(f"unknown branch origin {origin!r}")
-        # a fork at or before the parent's own first step leaves the branch that holds the step before it: a
-        # second choice at the step where ``parent`` left is its sibling, not its child
         while p.parent is not None and at <= p.fork:
             p = self._get(p.parent)
-        bid = max(self.branches) + 1
-        self.branches[bid] = _Branch(bid, p.id, at, origin)
+        return p.id
+
+    def fork(self, parent: int, at: int, origin: str, bid: int | None = None) -> int:
+        """A new branch leaving ``parent`` at step ``at`` (it has no steps yet); it becomes current. ``bid``: its
+        id (a recording's, which may skip ids), at least :attr:`next_id`; by default :attr:`next_id`."""
+        hangs_from = self.check_fork(parent, at, origin)
+        new = self.next_id
+        if bid is not None and bid < new:
+            raise EngineError(f"branch {bid} is not a new id (ids only grow: the next is {new})")
+        bid = new if bid is None else bid
+        self.branches[bid] = _Branch(bid, hangs_from, at, origin)
         self.current = bid
         return bid
 
-    def trim(self, bid: int, n: int) -> None:
-        """Drop the branch's own steps from path index ``n`` on (a continuation replaces a stub's end)."""
-        b = self._get(bid)
-        del b.steps[max(0, n - b.fork):]
-
     def view_of(self, bid: int) -> None:
-        """The branch is being shown: it is the most recently viewed."""
-        self._clock += 1
-        self._get(bid).viewed = self._clock
-        self.current = bid
+        """The branch is being shown: it is current."""
+        self.current = self._get(bid).id
 
     def view(self) -> TreeView:
         """Each branch's log-probability before its fork is its parent's before the parent's fork plus the
@@ -199,5 +219,5 @@ class TokenTree:
                 parent = self.branches[b.parent]
                 lp = before[b.parent] + sum(_logp(s) for s in parent.steps[:max(0, b.fork - parent.fork)])
             before[b.id] = lp
-            out.append(BranchView(b.id, b.parent, b.fork, b.origin, tuple(b.steps), lp, b.viewed))
+            out.append(BranchView(b.id, b.parent, b.fork, b.origin, tuple(b.steps), lp))
         return TreeView(tuple(self.prompt_tokens), self.prompt, tuple(out), self.current)

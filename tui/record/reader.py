@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..engine.loop import Step
+from ..engine.tree import path_segments
 from .checks import (
     BadField,
     check_branch,
@@ -64,6 +66,14 @@ class RecordedBranch:
         return self.steps[-1].index + 1 if self.steps else self.fork
 
 
+def first_missing(steps: Sequence[Step]) -> int | None:
+    """The first step index a path (``steps``, from step 0) lacks before its last step (a damaged line), or None."""
+    for position, step in enumerate(steps):
+        if step.index != position:
+            return position
+    return None
+
+
 def _first_branch() -> dict[int, RecordedBranch]:
     return {0: RecordedBranch(0, None, 0, "run")}
 
@@ -88,20 +98,15 @@ class Session:
         """An A/B run's header block (mode, labels, side B's preset and model), or None."""
         return self.header.get("ab")
 
-    def branch_path(self, bid: int) -> list[Step]:
-        """Branch ``bid``'s steps from the first generated one: its parent's before its fork, then its own."""
-        return self.branch_line(bid)[0]
-
     def branch_line(self, bid: int) -> tuple[list[Step], list[tuple[int, int]]]:
-        """Branch ``bid``'s path and, parallel to it, each step's recorded (RSS, KV bytes)."""
-        chain = [self.branches[bid]]
-        while chain[-1].parent is not None:
-            chain.append(self.branches[chain[-1].parent])
+        """Branch ``bid``'s path (its parent's steps before its fork, then its own) and, parallel to it, each
+        step's recorded (RSS, KV bytes). A branch's steps are picked by index, not position: a damaged line
+        leaves a gap."""
         steps: list[Step] = []
         metrics: list[tuple[int, int]] = []
-        for b, child in zip(reversed(chain), [*reversed(chain[:-1]), None]):
-            for step, m in zip(b.steps, b.metrics or [(0, 0)] * len(b.steps)):
-                if child is None or step.index < child.fork:
+        for b, stop in path_segments(self.branches.__getitem__, bid):
+            for step, m in zip(b.steps, b.metrics):
+                if stop is None or step.index < stop:
                     steps.append(step)
                     metrics.append(m)
         return steps, metrics
@@ -135,11 +140,8 @@ class Session:
 
     @property
     def first_missing(self) -> int | None:
-        """The first step index the recording lacks before its last step (a damaged line), or None."""
-        for position, step in enumerate(self.steps):
-            if step.index != position:
-                return position
-        return None
+        """The first step index the run's line lacks before its last step (a damaged line), or None."""
+        return first_missing(self.steps)
 
     def piece(self, token: int) -> bytes:
         return self.pieces.get(token, f"<{token}>".encode())

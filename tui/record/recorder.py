@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..engine.ab import ABFinished, ABStarted, ABStep
 from ..engine.branching import TreeChanged
@@ -61,7 +61,6 @@ def _put(writer: LineWriter, engine: Any, step: Step, branch: int) -> None:
 class _Written:
     """What the file holds of one branch: where it leaves its parent, and how many of its own steps."""
 
-    parent: int | None
     fork: int
     steps: int = 0
 
@@ -76,7 +75,7 @@ class _TreeFile:
 
     path: Path
     seen: set[int]  # token ids whose pieces the file holds
-    branches: dict[int, _Written] = field(default_factory=lambda: {0: _Written(None, 0)})
+    branches: dict[int, _Written] = field(default_factory=lambda: {0: _Written(0)})
     skipped: set[int] = field(default_factory=set)  # branches whose runs went unrecorded (recording was off)
 
     def holds(self, parent: int, at: int) -> bool:
@@ -86,7 +85,35 @@ class _TreeFile:
         return b is not None and at <= b.end
 
 
-class Recorder:
+W = TypeVar("W", bound=LineWriter)
+
+
+class _Recording(Generic[W]):
+    """What both recorders share: the open writer, and a failure that stops the recording (said through
+    ``report``), never the run."""
+
+    writer: W | None
+    report: Callable[[object], None]
+
+    def _write(self, write: Callable[[W], None]) -> None:
+        if self.writer is None:
+            return
+        try:
+            write(self.writer)
+        except RecordError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: RecordError) -> None:
+        self._close()
+        self.report(RecordingFailed(str(exc)))
+
+    def _close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class Recorder(_Recording[LineWriter]):
     """``factory(header) -> SessionWriter`` opens each run's recording (a fixed file, or a new name
     in a directory); ``report`` gets :class:`RecordingStarted` / :class:`RecordingFailed`."""
 
@@ -95,7 +122,7 @@ class Recorder:
         self.engine = engine
         self.factory = factory
         self.report = report
-        self.writer: LineWriter | None = None  # the current run's
+        self.writer = None  # the current run's
         # read when a run starts: switching recording off mid-run lets the current recording finish
         self.enabled = True
         self.tree: _TreeFile | None = None  # the recording of the current token tree
@@ -176,7 +203,7 @@ class Recorder:
             if ev.fork is not None:
                 self.writer.branch_line(bid, parent, at, origin, preset=ev.spec.as_dict(), seed=ev.seed,
                                         max_tokens=ev.max_tokens)
-                tree.branches[bid] = _Written(parent, at)
+                tree.branches[bid] = _Written(at)
         except RecordError as exc:
             self._failed(exc, tree=True)
             return
@@ -279,7 +306,7 @@ class Recorder:
                 if parent is None or b.parent in tree.skipped or not parent.fork <= b.fork <= parent.end:
                     continue
                 writer.branch_line(b.id, b.parent, b.fork, b.origin)
-                known = tree.branches[b.id] = _Written(b.parent, b.fork)
+                known = tree.branches[b.id] = _Written(b.fork)
                 created.add(b.id)
             for step in b.steps[known.steps:]:
                 self._step(writer, b.id, step)
@@ -290,31 +317,20 @@ class Recorder:
 
     # -- writing -----------------------------------------------------------------------------------------
 
-    def _write(self, write: Callable[[LineWriter], None]) -> None:
-        if self.writer is None:
-            return
-        try:
-            write(self.writer)
-        except RecordError as exc:
-            self._failed(exc, tree=self.branch is not None)
-
-    def _failed(self, exc: RecordError, *, tree: bool) -> None:
-        """Recording stops; ``tree``: the tree's too (its file would no longer mirror it). The run goes on."""
+    def _failed(self, exc: RecordError, *, tree: bool | None = None) -> None:
+        """Recording stops; ``tree``: the tree's too (its file would no longer mirror it; by default, when the
+        current run records into the tree). The run goes on."""
+        if tree is None:
+            tree = self.branch is not None
         if tree:
             self.tree = None
-        self._close()
-        self.report(RecordingFailed(str(exc)))
-
-    def _close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        super()._failed(exc)
 
 
 # -- A/B runs -----------------------------------------------------------------------------------------------------
 
 
-class ABRecorder:
+class ABRecorder(_Recording[SessionWriter]):
     """Records one A/B lockstep run (an ``emit`` of :class:`tui.engine.ab.ABRun`): the header with an ``ab``
     block (mode, labels, side B's preset, seed and model), side A's steps as branch 0, side B's as branch 1
     (origin "B") from the step where the sides part (before it B took A's tokens), and each step's figures
@@ -330,7 +346,7 @@ class ABRecorder:
         self.max_tokens = max_tokens
         self.ignore_eos = ignore_eos
         self.report = report
-        self.writer: SessionWriter | None = None
+        self.writer = None
         self.parted_at: int | None = None  # the step where side B's branch starts
         self._steps_a = 0
 
@@ -347,9 +363,8 @@ class ABRecorder:
             self.writer = None
 
     def _open(self, ev: ABStarted) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.writer, self.parted_at, self._steps_a = None, None, 0
+        self._close()
+        self.parted_at, self._steps_a = None, 0
         preset_a, preset_b = self.presets
         try:
             header = session_header(self.engine, preset_a, self.seeds[0], ev.prompt, ev.prompt_tokens,
@@ -375,16 +390,6 @@ class ABRecorder:
             _put(writer, self.engine_b or self.engine, ev.b, 1)
         writer.event("ab", ev.index, kl=ev.kl, entropy_a=ev.entropy_a, entropy_b=ev.entropy_b,
                      top1_agree=ev.top1_agree, diverged=ev.diverged, decodes=ev.decodes)
-
-    def _write(self, write: Callable[[SessionWriter], None]) -> None:
-        if self.writer is None:
-            return
-        try:
-            write(self.writer)
-        except RecordError as exc:
-            self.writer.close()
-            self.writer = None
-            self.report(RecordingFailed(str(exc)))
 
 
 def ab_recorder(engine: Any, target: str | os.PathLike[str], *, preset_a: Any, preset_b: Any, seed: int,

@@ -15,7 +15,7 @@ from ..engine.loop import Generation
 from ..safe_text import markdown_code, markdown_text, visible, visible_lines
 from ..sampling.presets import Preset, PresetError, validate_specs
 from ..sampling.trace import prob_bucket
-from .reader import Session
+from .reader import Session, first_missing
 from .tree import session_tree, tree_document
 
 
@@ -106,8 +106,7 @@ def fork_prefix(session: Session, at_step: int, engine: Any = None,
     line = session.steps if steps is None else steps
     if not 0 <= at_step <= len(line):
         raise EngineError(f"fork step {at_step} is outside the recording (0..{len(line)})")
-    missing = session.first_missing if steps is None else next(
-        (i for i, s in enumerate(line) if s.index != i), None)
+    missing = first_missing(line)
     if missing is not None and at_step > missing:
         raise EngineError(f"step {missing} is missing from the recording (a damaged line): fork at step {missing} "
                           "or before")

@@ -30,24 +30,19 @@ def session_tree(session: Session) -> TreeView:
     tree = TokenTree(list(head["prompt_tokens"]), head["prompt"])
     if session.ab is not None:
         tree.branches[0].origin = "A"  # A/B: branch 0 is side A
-    built: set[int] = set()
     for rec in sorted(session.branches.values(), key=lambda b: b.id):
         if rec.id != 0:
-            parent = tree.branches.get(rec.parent) if rec.parent in built else None
-            if parent is None or rec.fork > parent.fork + len(parent.steps):
-                continue  # its parent, or the parent's step it leaves from, was lost
-            made = tree.fork(rec.parent, rec.fork, rec.origin)
-            if made != rec.id:  # a branch run the recording skipped leaves a gap in the ids: keep the file's
-                branch = tree.branches.pop(made)
-                branch.id = rec.id
-                tree.branches[rec.id] = branch
+            # the file's id: a branch run the recording skipped leaves a gap in the ids
+            try:
+                tree.fork(rec.parent, rec.fork, rec.origin, rec.id)
+            except EngineError:  # its parent, or the parent's step it leaves from, was lost
+                continue
         for step in rec.steps:
             try:
                 tree.add(rec.id, step)
             except EngineError:  # a gap (a damaged line): the branch ends where it is whole
                 break
-        built.add(rec.id)
-    tree.current = session.current if session.current in built else 0
+    tree.current = session.current if session.current in tree.branches else 0
     return tree.view()
 
 

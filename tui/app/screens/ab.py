@@ -68,19 +68,16 @@ def engine_runner(controller: Any, engine: Any, load_engine: Callable[[str], Any
     would close it). The path of the loaded model itself means two presets on it. ``record(request, engine,
     engine_b)``: a listener that records the run (the app's recording is on), or None."""
     from ...engine.ab import ABRun
-    from ...engine.chat import chat_prompt
+    from ...engine.chat import prompt_tokens
     from ...engine.thread import engine_thread
 
     def job(request: ABRequest, emit: Callable[[object], None], cancel: threading.Event) -> Any:
         engine_b = load_engine(request.model_b.path) if request.model_b is not None else None
         if engine_b is engine:  # the loaded model itself: two presets on it
             engine_b = None
-        if request.chat:
-            if not engine.info.has_chat_template:
-                raise EngineError(f"{engine.info.name} has no chat template: A/B it as raw completion")
-            text, tokens = chat_prompt(engine, [{"role": "user", "content": request.prompt}])
-        else:
-            text, tokens = request.prompt, engine.tokenize(request.prompt)
+        if request.chat and not engine.info.has_chat_template:
+            raise EngineError(f"{engine.info.name} has no chat template: A/B it as raw completion")
+        text, tokens = prompt_tokens(engine, request.prompt, chat=request.chat)
         chain_a = request.preset_a.build(engine.build_context(request.seed))
         chain_b = request.preset_b.build((engine_b or engine).build_context(request.seed))
         listener = record(request, engine, engine_b) if record is not None else None
@@ -224,6 +221,7 @@ class ABScreen(Screen[None]):
         self.cancel = threading.Event()
         self.pending: list[object] = []
         self.steps: list[ABStep] = []  # the run shown
+        self.diverged_at: int | None = None  # the step where its sides parted, once they have
         self.mode = "presets"
         self.summary: dict[str, Any] | None = None
         self.error: str | None = None
@@ -375,6 +373,8 @@ class ABScreen(Screen[None]):
                 new_a, new_b = [], []
             elif isinstance(event, ABStep):
                 self.steps.append(event)
+                if event.diverged and self.diverged_at is None:
+                    self.diverged_at = event.index
                 disagree = self.mode == "models" and event.top1_agree is False
                 for side, out in ((event.a, new_a), (event.b, new_b)):
                     if side is not None:
@@ -386,11 +386,10 @@ class ABScreen(Screen[None]):
             elif event is None:
                 self.running = False
                 finished = True
-        diverged = next((s.index for s in self.steps if s.diverged), None)
         with self.app.batch_update():
             for sid, toks in (("a", new_a), ("b", new_b)):
                 stream = self.query_one(f"#ab-{sid}", ABStream)
-                stream.add(toks, diverged)
+                stream.add(toks, self.diverged_at)
                 if toks:
                     self.query_one(f"#ab-side-{sid}", VerticalScroll).scroll_end(animate=False)
             self._show_summary()
@@ -400,6 +399,7 @@ class ABScreen(Screen[None]):
     def _start(self, event: ABStarted) -> None:
         self.mode = event.mode
         self.steps = []
+        self.diverged_at = None
         self.summary = None
         self.error = None
         self._plotted = 0
@@ -414,8 +414,7 @@ class ABScreen(Screen[None]):
         elif self.summary is not None:
             widget.update(summary_text(self.summary))
         elif self.steps:
-            last = self.steps[-1]
-            diverged = next((s.index for s in self.steps if s.diverged), None)
+            last, diverged = self.steps[-1], self.diverged_at
             widget.update(f"running… step {last.index + 1}/{self.max_tokens}"
                           + (f" · diverged at step {diverged}" if diverged is not None else " · not diverged yet"))
 
@@ -434,9 +433,8 @@ class ABScreen(Screen[None]):
             ys = [v for v in values if v is not None and math.isfinite(v)]
             if xs:  # (plotext cannot draw a legend without data)
                 plt.plot(xs, ys, label=name, marker="braille", yside=side)
-        diverged = next((s.index for s in self.steps if s.diverged), None)
-        if diverged is not None:
-            plt.vline(diverged)
+        if self.diverged_at is not None:
+            plt.vline(self.diverged_at)
         plt.xlabel("step")
         plot.refresh()
 

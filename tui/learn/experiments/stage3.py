@@ -138,7 +138,7 @@ async def exp_tree(r: Runner, v: int) -> Finding:
     preset = host.catalog.get("balanced" if v == 1 else "greedy")
     n = r.n(24, 8)
 
-    def job() -> tuple[Any, int, list[Any], list[float]]:
+    def job() -> tuple[Any, int, list[Any]]:
         events: list[Any] = []
         ctl = Controller(host.engine, preset, seed=host.settings.seed, emit=events.append, max_tokens=n)
         ctl.run(TREE_PROMPT)
@@ -146,17 +146,16 @@ async def exp_tree(r: Runner, v: int) -> Finding:
         k = max(range(len(root)), key=lambda i: root[i].trace.entropy)  # where the model hesitated most
         chosen = root[k].token
         alternatives = [int(t) for t in root[k].trace.top_ids[:3] if int(t) != chosen][:2]
-        switched, ms = [], []
+        switched: list[Any] = []
         for tok in alternatives if v != 1 else (None, None):
             start = BranchStart(parent=0, at=k, tokens=(tok,) if tok is not None else (),
                                 origin="forced" if tok is not None else "resampled")
             mark = len(events)
-            stats = ctl.run("", branch=start)
+            ctl.run("", branch=start)
             switched.append(next(e for e in events[mark:] if isinstance(e, BranchSwitched)))
-            ms.append(stats.gen_ms)
-        return ctl.tree_view(), k, switched, ms
+        return ctl.tree_view(), k, switched
 
-    tree, k, switched, _ms = await host.in_thread(job)
+    tree, k, switched = await host.in_thread(job)
     root = tree.path(0)
     hesitation = root[k]
     top = [(piece_label(host.engine.piece(int(t))), float(p))
