@@ -338,19 +338,8 @@ class LlmTuiApp(Conversation, Tools, App[int]):
     def start_generation(self, prompt: str, *, step_mode: bool | None = None, **run: Any) -> int | None:
         """Generate from ``prompt`` on the live dashboard; ``run``: :meth:`Controller.run`'s per-run options
         (``preset``, ``max_tokens``…). Returns the run's id (None when it could not start)."""
-        if self.controller is None or self.engine is None:
-            model = self.dashboard.model
-            self.notify(f"no model: {model.detail} — m picks one" if model.phase is Phase.ERROR
-                        else "the model is still loading", severity="warning")
+        if self.refuse_start(prompt):
             return None
-        if not prompt.strip():
-            self.notify("type a prompt first", severity="warning")
-            return None
-        if self.serving_request:
-            self.notify("an API request is running: wait for it, or esc to stop it", severity="warning")
-            return None
-        if self.running:
-            self.controller.stop()
         if step_mode is not None:
             self.step_mode = step_mode
         self.api.job = None
@@ -359,6 +348,25 @@ class LlmTuiApp(Conversation, Tools, App[int]):
         board.query_one("#stream").focus()
         self._generate(prompt, run_id, step_mode=self.step_mode, **run)
         return run_id
+
+    def refuse_start(self, prompt: str) -> bool:
+        """Whether a dashboard run from ``prompt`` cannot start now (a notice says why); when it can, the run
+        going now is stopped (the new one takes the engine). Shared with a retrieval-augmented turn, which
+        retrieves before it starts."""
+        if self.controller is None or self.engine is None:
+            model = self.dashboard.model
+            self.notify(f"no model: {model.detail} — m picks one" if model.phase is Phase.ERROR
+                        else "the model is still loading", severity="warning")
+            return True
+        if not prompt.strip():
+            self.notify("type a prompt first", severity="warning")
+            return True
+        if self.serving_request:
+            self.notify("an API request is running: wait for it, or esc to stop it", severity="warning")
+            return True
+        if self.running:
+            self.controller.stop()
+        return False
 
     async def generate(self, prompt: str, *, step_mode: bool = False, **run: Any) -> RunResult:
         """Run ``prompt`` on the live dashboard and return the run when it stopped (in step mode: at its

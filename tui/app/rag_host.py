@@ -20,7 +20,7 @@ from textual.worker import get_current_worker
 
 from ..engine.errors import EngineError
 from ..engine.thread import engine_thread
-from ..rag import IndexError_, Retriever, build_index, open_index
+from ..rag import Index, IndexError_, Retriever, build_index, open_index
 from ..rag.index import default_index_dir
 from ..safe_text import visible
 from ..units import human_bytes
@@ -72,11 +72,16 @@ def retrieved_span(prompt: str, retrieved: Any) -> tuple[int, int] | None:
 
 
 def describe_index(path: Path) -> dict[str, Any]:
-    """What the lab and the chunks panel say about an index (it raises :class:`IndexError_`)."""
-    index = open_index(path)
+    """What the lab and the chunks panel say about the index at ``path`` (it raises :class:`IndexError_`)."""
+    return describe(open_index(path))
+
+
+def describe(index: Index) -> dict[str, Any]:
+    """What the lab and the chunks panel say about an open index."""
     model = index.model
     done = sum(1 for f in index.manifest["files"].values() if isinstance(f, dict) and f.get("status") == "done")
-    return {"path": str(path), "chunks": len(index.chunks), "files": done, "model": visible(model.get("name", "?")),
+    return {"path": str(index.path), "chunks": len(index.chunks), "files": done,
+            "model": visible(model.get("name", "?")),
             "kind": visible(model.get("kind", "?")), "dimensions": model.get("dimensions"),
             "chunking": dict(index.manifest["chunking"]), "source": visible(index.manifest.get("source", ""))}
 
@@ -93,7 +98,6 @@ class RagHost:
         self.index_root: Path | None = None  # where the lab's indexes go (None: the data directory's indexes/)
         self.last: tuple[Any, int | None] | None = None  # the last Retrieved and its tokens in the chat model
         self._retriever: Retriever | None = None  # the engine thread's
-        self._retriever_path: Path | None = None
 
     # -- what the app shows ---------------------------------------------------------------------------------
 
@@ -102,14 +106,17 @@ class RagHost:
         return visible(self.index_path.name) if self.index_path is not None else ""
 
     @property
+    def enabled(self) -> bool:
+        """Retrieval is on and an index is in use (it happens before chat turns)."""
+        return self.on and self.index_path is not None
+
+    @property
     def active(self) -> bool:
         """Retrieval happens before the next turn: an index in use, retrieval on, chat mode on."""
-        return self.on and self.index_path is not None and bool(self.app.chat_mode)
+        return self.enabled and bool(self.app.chat_mode)
 
     def index_for(self, directory: Path) -> Path:
-        from ..config import app_dirs
-
-        return default_index_dir(directory, self.index_root or app_dirs().data / "indexes")
+        return default_index_dir(directory, self.index_root)
 
     def embedding_model(self) -> str:
         """The model a lab build embeds with by default: the loaded local model file, else the embedded
@@ -139,7 +146,7 @@ class RagHost:
         chunks, trace = board.panel(RetrievedChunks), board.panel(ChainTrace)
         if chunks is None or trace is None or screen_kind(board) != "live":
             return
-        on = self.on and self.index_path is not None
+        on = self.enabled
         chunks.display, trace.display = on, not on
         if on:
             title, model, hits = self.panel_view(board.model.retrieved)
@@ -160,17 +167,15 @@ class RagHost:
 
     def retrieve(self, path: Path, question: str, k: int) -> Any:
         """On the engine thread: the top-``k`` chunks of ``path``'s index for ``question`` (its model loaded once)."""
-        if self._retriever is None or self._retriever_path != path:
+        if self._retriever is None or self._retriever.index.path != path:
             self._drop()
             self._retriever = Retriever(path, k=k)
-            self._retriever_path = path
-        self._retriever.k = k
-        return self._retriever.retrieve(question)
+        return self._retriever.retrieve(question, k)
 
     def _drop(self, path: Path | None = None) -> None:
         """On the engine thread: close the retriever (only if it searches ``path``, when given)."""
-        if self._retriever is not None and (path is None or path == self._retriever_path):
-            old, self._retriever, self._retriever_path = self._retriever, None, None
+        if self._retriever is not None and (path is None or path == self._retriever.index.path):
+            old, self._retriever = self._retriever, None
             old.close()
 
     def close(self) -> None:
@@ -215,13 +220,13 @@ class RagHost:
         board = app.dashboard
         board.set_focus(board.query_one("#prompt"))  # the next thing to do is to ask (a lab over it closes onto it)
         app.notify(f"retrieval on: each question gets the top {self.k} chunks of {self.name} "
-                   f"({info.get('model', '?')}); {self._key('rag.toggle', 'U')} turns it off", timeout=6)
+                   f"({info.get('model', '?')}); {self.key('rag.toggle', 'U')} turns it off", timeout=6)
         return True
 
     def toggle(self) -> None:
         app = self.app
         if self.index_path is None:
-            app.notify(f"no index in use: {self._key('rag.open', 'R')} opens the RAG lab (build one, then "
+            app.notify(f"no index in use: {self.key('rag.open', 'R')} opens the RAG lab (build one, then "
                        "Use in chat)", severity="warning", timeout=6)
             return
         if not self.on:
@@ -235,29 +240,27 @@ class RagHost:
         self.show_panel(self.app.dashboard)
         self.app._repaint_status()
 
-    def _key(self, bid: str, default: str) -> str:
+    def key(self, bid: str, default: str) -> str:
+        """The key a binding has in this session (a remap, or a browser's own key first)."""
         from .modes import key_label
 
         return key_label(self.app.keymap.get(bid, default))
 
     def status_text(self) -> str:
         """``RAG sample (k=3; U: off, R: lab)`` while retrieval is on."""
-        if not self.on or self.index_path is None:
+        if not self.enabled:
             return ""
         if not self.app.chat_mode:
-            return f"RAG {self.name}: in chat mode only ({self._key('chat.toggle', 'c')}: chat)"
-        return f"RAG {self.name} (k={self.k}; {self._key('rag.toggle', 'U')}: off, {self._key('rag.open', 'R')}: lab)"
+            return f"RAG {self.name}: in chat mode only ({self.key('chat.toggle', 'c')}: chat)"
+        return f"RAG {self.name} (k={self.k}; {self.key('rag.toggle', 'U')}: off, {self.key('rag.open', 'R')}: lab)"
 
     # -- a retrieval-augmented turn -----------------------------------------------------------------------------
 
     def ask(self, question: str) -> None:
         """Retrieve for ``question`` (engine thread), then start the chat turn that carries the chunks."""
         app = self.app
-        if app.controller is None or app.engine is None or not question.strip() or app.serving_request:
-            app.start_generation(question)  # it says why nothing starts
+        if app.refuse_start(question):  # it says why nothing starts; a run going now is stopped
             return
-        if app.running:
-            app.controller.stop()
         self.show_panel(app.dashboard, f"retrieving the top {self.k} chunks of {self.name}…")
         path, engine, k = self.index_path, app.engine, self.k
         app.run_worker(lambda: self._retrieve_then_run(path, question, engine, k), thread=True, group="rag",

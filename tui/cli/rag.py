@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .. import validate as V
+from ..rag.chunk import MAX_CHUNK
 from ..safe_text import json_text, visible
 from .common import CliError, common_args, load_config_or_fail, pick_model, say
 
@@ -25,9 +26,9 @@ def register(sub: Any) -> None:
         "prints the chunks closest to a question, by cosine similarity.")
     ix.add_argument("directory", type=Path, metavar="DIR")
     ix.add_argument("--out", type=Path, metavar="PATH", help="where the index goes (default: the data directory)")
-    ix.add_argument("--chunk-size", type=V.int_in(1, 20000), default=800, metavar="N",
+    ix.add_argument("--chunk-size", type=V.int_in(1, MAX_CHUNK), default=800, metavar="N",
                     help="characters per chunk (default 800)")
-    ix.add_argument("--overlap", type=V.int_in(0, 19999), default=100, metavar="N",
+    ix.add_argument("--overlap", type=V.int_in(0, MAX_CHUNK - 1), default=100, metavar="N",
                     help="characters shared by neighbouring chunks (default 100)")
     ix.add_argument("--pooling", choices=("mean", "cls", "last"), help="pooling (default: the model's own; mean)")
     ix.add_argument("--rebuild", action="store_true", help="start the index afresh (another model or chunking)")
@@ -37,25 +38,19 @@ def register(sub: Any) -> None:
     common_args(ix, sub=True)
 
 
-def index_dir(directory: Path) -> Path:
-    from ..config import app_dirs
-    from ..rag.index import default_index_dir
-
-    return default_index_dir(directory, app_dirs().data / "indexes")
-
-
 def cmd_index(args: argparse.Namespace) -> int:
     from ..engine.embed import Embedder
     from ..engine.errors import EngineError
     from ..rag import IndexError_, build_index, open_index
+    from ..rag.index import default_index_dir
     from .generate import ctrl_c_stops
 
-    out = args.out or index_dir(args.directory)
+    out = args.out or default_index_dir(args.directory)
     entry = pick_model(args, load_config_or_fail(args))
     try:
+        index = open_index(out) if args.query is not None else None  # a bad index is told before a model loads
         with Embedder(entry.path, pooling=args.pooling) as embedder:
-            if args.query is not None:
-                index = open_index(out)
+            if index is not None:
                 index.check_model(embedder)
                 hits = index.search(embedder.embed(args.query).vector, args.k)
                 return _print_hits(args, index, hits, embedder.kind)
@@ -92,9 +87,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def _print_hits(args: argparse.Namespace, index: Any, hits: list[Any], kind: str) -> int:
     if args.json:
-        print(json_text({"index": str(index.path), "query": args.query, "hits": [
-            {"rank": h.rank, "score": round(h.score, 6), "file": h.chunk.source, "start": h.chunk.start,
-             "end": h.chunk.end, "text": h.chunk.text} for h in hits]}, ensure_ascii=False))
+        print(json_text({"index": str(index.path), "query": args.query, "hits": [h.as_dict() for h in hits]},
+                        ensure_ascii=False))
         return 0
     say(f"{len(index.chunks)} chunks, {index.model['name']}: {kind}")
     for h in hits:

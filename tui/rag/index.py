@@ -43,6 +43,11 @@ class Hit:
     score: float  # cosine similarity
     chunk: Chunk
 
+    def as_dict(self) -> dict[str, Any]:
+        """What a recording and ``llmtui index --query --json`` say of it."""
+        return {"rank": self.rank, "score": round(self.score, 6), "file": self.chunk.source,
+                "start": self.chunk.start, "end": self.chunk.end, "text": self.chunk.text}
+
 
 @dataclass(slots=True)
 class BuildReport:
@@ -55,15 +60,20 @@ class BuildReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
     cancelled: bool = False
     seconds: float = 0.0
+    saved: Index | None = field(default=None, repr=False)  # the index as it is on disk now (no need to reopen it)
 
     @property
     def chunks_per_s(self) -> float:
         return self.new_chunks / self.seconds if self.seconds > 0 else 0.0
 
 
-def default_index_dir(directory: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
-    """Where ``directory``'s index lives under ``root`` (the data directory's ``indexes``): the CLI and the lab
-    agree on it, so an index built either way is found by both."""
+def default_index_dir(directory: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``directory``'s index lives under ``root`` (default: the data directory's ``indexes``): the CLI and
+    the lab agree on it, so an index built either way is found by both."""
+    if root is None:
+        from ..config import app_dirs
+
+        root = app_dirs().data / "indexes"
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(directory).resolve().name)[:60] or "index"
     return Path(root) / name
 
@@ -74,6 +84,11 @@ def model_identity(embedder: Any) -> dict[str, Any]:
     return {"name": str(embedder.name), "file": Path(embedder.path).name, "path": str(Path(embedder.path).resolve()),
             "fingerprint": fingerprint(embedder.path),
             "dimensions": int(embedder.n_embd), "pooling": str(embedder.pooling), "kind": str(embedder.kind)}
+
+
+def same_space(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two model identities make comparable vectors: the same file (fingerprint) and pooling."""
+    return (a["fingerprint"], a["pooling"]) == (b["fingerprint"], b["pooling"])
 
 
 class Index:
@@ -87,7 +102,7 @@ class Index:
     def check_model(self, embedder: Any) -> None:
         """An index is searched with the model that built it: another model's vectors live in another space."""
         mine, now = self.model, model_identity(embedder)
-        if (mine["fingerprint"], mine["pooling"]) != (now["fingerprint"], now["pooling"]):
+        if not same_space(mine, now):
             raise IndexError_(f"{self.path}: built with {mine['name']} ({mine['pooling']} pooling), not with "
                               f"{now['name']} ({now['pooling']} pooling): its vectors cannot be compared — rebuild "
                               "it with this model (llmtui index DIR --rebuild) or use that one")
@@ -154,9 +169,10 @@ def build_index(directory: str | os.PathLike[str], embedder: Any, out: str | os.
     chunks: list[Chunk] = []
     vectors: list[np.ndarray] = []
     done: dict[str, dict[str, Any]] = {}
+    old: Index | None = None
     if (dest / "manifest.json").exists() and not rebuild:
         old = open_index(dest)
-        if old.model["fingerprint"] != identity["fingerprint"] or old.model["pooling"] != identity["pooling"]:
+        if not same_space(old.model, identity):
             raise IndexError_(f"{dest}: an index built with {old.model['name']} ({old.model['pooling']} pooling): "
                               "another embedding model cannot add to it — --rebuild, or another --out")
         if old.manifest["chunking"] != {"size": size, "overlap": overlap}:
@@ -202,9 +218,13 @@ def build_index(directory: str | os.PathLike[str], embedder: Any, out: str | os.
         report.new_chunks += len(pieces)
         done[rel] = {"status": "done", "chunks": len(pieces), **_stat(path)}
         if time.perf_counter() - last_save > SAVE_EVERY_S:
-            _save(dest, src, identity, size, overlap, done, chunks, vectors, embedder.n_embd)
+            _save(dest, _manifest(src, identity, size, overlap, done, chunks), chunks, vectors, embedder.n_embd)
             last_save = time.perf_counter()
-    _save(dest, src, identity, size, overlap, done, chunks, vectors, embedder.n_embd)
+    manifest = _manifest(src, identity, size, overlap, done, chunks)
+    if old is not None and len(chunks) == len(old.chunks) and manifest == {**old.manifest, "saved": None}:
+        report.saved = old  # nothing changed (every file kept as it was): the files on disk are already this
+    else:
+        report.saved = _save(dest, manifest, chunks, vectors, embedder.n_embd)
     report.chunks = len(chunks)
     report.seconds = time.perf_counter() - t0
     if on_progress is not None:
@@ -222,13 +242,18 @@ def _same(path: Path, record: dict[str, Any]) -> bool:
     return (st.st_size, st.st_mtime_ns) == (record.get("size"), record.get("mtime_ns"))
 
 
-def _save(dest: Path, src: Path, identity: dict[str, Any], size: int, overlap: int, files: dict[str, Any],
-          chunks: list[Chunk], vectors: list[np.ndarray], dims: int) -> None:
+def _manifest(src: Path, identity: dict[str, Any], size: int, overlap: int, files: dict[str, Any],
+              chunks: list[Chunk]) -> dict[str, Any]:
+    """The manifest of an index, but for when it was saved (``saved``: :func:`_save` sets it)."""
+    return {"format": FORMAT, "version": VERSION, "source": str(src.resolve()), "model": identity,
+            "chunking": {"size": size, "overlap": overlap}, "chunks": len(chunks), "files": files, "saved": None}
+
+
+def _save(dest: Path, manifest: dict[str, Any], chunks: list[Chunk], vectors: list[np.ndarray], dims: int) -> Index:
+    """Write the index atomically; the :class:`Index` it wrote."""
     dest.mkdir(parents=True, exist_ok=True)
     matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dims), np.float32)
-    manifest = {"format": FORMAT, "version": VERSION, "source": str(src.resolve()), "model": identity,
-                "chunking": {"size": size, "overlap": overlap}, "chunks": len(chunks), "files": files,
-                "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    manifest = {**manifest, "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}
     writes = {"vectors.npy": lambda f: np.save(f, matrix, allow_pickle=False),
               "chunks.jsonl": lambda f: f.write("".join(json.dumps({"file": c.source, "start": c.start, "end": c.end,
                                                                     "text": c.text}) + "\n" for c in chunks).encode()),
@@ -238,6 +263,7 @@ def _save(dest: Path, src: Path, identity: dict[str, Any], size: int, overlap: i
         with open(tmp, "wb") as f:
             write(f)
         os.replace(tmp, dest / name)
+    return Index(dest, manifest, list(chunks), matrix)
 
 
 # -- opening (untrusted files) --------------------------------------------------------------------------------

@@ -25,9 +25,7 @@ class Retrieved:
 
     def as_dict(self) -> dict[str, Any]:
         """What a recording keeps of it."""
-        return {"question": self.question, "ms": round(self.ms, 3),
-                "chunks": [{"rank": h.rank, "score": round(h.score, 6), "file": h.chunk.source,
-                            "start": h.chunk.start, "end": h.chunk.end, "text": h.chunk.text} for h in self.hits]}
+        return {"question": self.question, "ms": round(self.ms, 3), "chunks": [h.as_dict() for h in self.hits]}
 
 
 def augmented_message(question: str, hits: tuple[Hit, ...] | list[Hit]) -> tuple[str, tuple[int, int]]:
@@ -52,9 +50,10 @@ class Retriever:
         self.index.check_model(self.embedder)
         self.k = k
 
-    def retrieve(self, question: str) -> Retrieved:
+    def retrieve(self, question: str, k: int | None = None) -> Retrieved:
+        """The top ``k`` chunks for ``question`` (default: :attr:`k`)."""
         t0 = time.perf_counter()
-        hits = tuple(self.index.search(self.embedder.embed(question).vector, self.k))
+        hits = tuple(self.index.search(self.embedder.embed(question).vector, self.k if k is None else k))
         ms = (time.perf_counter() - t0) * 1000.0
         message, span = augmented_message(question, hits)
         return Retrieved(question, hits, ms, message, span)

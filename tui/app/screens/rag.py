@@ -23,9 +23,9 @@ from textual.widgets import Button, Input, ProgressBar, Static
 from ...engine.errors import EngineError
 from ...engine.thread import engine_thread
 from ...rag import IndexError_
+from ...rag.chunk import MAX_CHUNK
 from ...safe_text import visible
-from ..modes import key_label
-from ..rag_host import RagHost, describe_index
+from ..rag_host import RagHost, describe, describe_index
 from ..widgets.panels import escape
 from ..widgets.safe import SafeInput
 from .base import WideModal
@@ -75,18 +75,14 @@ class RagLab(WideModal[None]):
         self.retrieved: Any = None  # the last query's Retrieved
         self._kinds: dict[str, tuple[str, str]] = {}  # embedding model path -> (name, kind), probed once
 
-    def _key(self, binding_id: str, default: str) -> str:
-        """The key the status of this session gives a binding (a remap, or a browser's own key first)."""
-        return key_label(getattr(self.app, "keymap", {}).get(binding_id, default))
-
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(
                 "[b]RAG lab[/b] — split the text files of a directory into chunks, embed them with llama.cpp and "
                 "keep them in an index; then ask it: the chunks closest to a question (cosine similarity) are what "
                 "a retrieval-augmented chat turn carries. "
-                f"[b]Build[/b] ({self._key('raglab.build', 'ctrl+b')}) · Esc cancels a build (the next build resumes) "
-                f"or closes · [b]Use in chat[/b] ({self._key('raglab.use', 'ctrl+t')}).", id="intro")
+                f"[b]Build[/b] ({self.host.key('raglab.build', 'ctrl+b')}) · Esc cancels a build (the next build "
+                f"resumes) or closes · [b]Use in chat[/b] ({self.host.key('raglab.use', 'ctrl+t')}).", id="intro")
             with Horizontal(id="form"):
                 yield SafeInput(str(self.directory), id="dir")
                 yield SafeInput("800", id="size", type="integer")
@@ -145,7 +141,10 @@ class RagLab(WideModal[None]):
 
     @on(Input.Changed, "#dir")
     def _dir_changed(self, event: Input.Changed) -> None:
-        self.index_path = self.host.index_for(Path(event.value).expanduser())
+        path = self.host.index_for(Path(event.value).expanduser())
+        if path == self.index_path:  # the same index (the field's first value: on_mount describes it)
+            return
+        self.index_path = path
         if not self.building:
             self._describe(self.index_path, self.query_one("#model", Input).value)
 
@@ -194,8 +193,8 @@ class RagLab(WideModal[None]):
         if self.building:
             self._update("#report", "a build is running: Esc (or Cancel) stops it")
             return
-        size = self._number("#size", "the chunk size", 1, 20000)
-        overlap = self._number("#overlap", "the overlap", 0, 19999)
+        size = self._number("#size", "the chunk size", 1, MAX_CHUNK)
+        overlap = self._number("#overlap", "the overlap", 0, MAX_CHUNK - 1)
         if size is None or overlap is None:
             return
         directory = Path(self.query_one("#dir", Input).value).expanduser()
@@ -229,7 +228,7 @@ class RagLab(WideModal[None]):
             report = self.app.run_guarded(lambda: self.host.build(
                 directory, out, model, size=size, overlap=overlap, rebuild=rebuild, cancel=cancel,
                 on_progress=progress))
-            info = describe_index(out)
+            info = describe(report.saved)  # the index the build wrote: no need to read it back
         except (IndexError_, EngineError) as exc:
             self.app.call_from_thread(self._build_failed, str(exc))
             return
@@ -293,16 +292,21 @@ class RagLab(WideModal[None]):
     def _query(self, event: Input.Submitted) -> None:
         self.ask(event.value)
 
+    def _ready_k(self, selector: str, verb: str) -> int | None:
+        """The top k to ask or use the index with, or None (and why, in ``selector``) when there is no index to
+        ``verb`` yet."""
+        if self.building:
+            self._update(selector, f"the index is being built: {verb} when it is done")
+            return None
+        if self.info is None:
+            self._update(selector, "no index yet: Build it first")
+            return None
+        return self._number("#k", "top k", 1, 50)
+
     def ask(self, question: str) -> None:
         if not question.strip():
             return
-        if self.building:
-            self._update("#hits-text", "the index is being built: ask when it is done")
-            return
-        if self.info is None:
-            self._update("#hits-text", "no index yet: Build it first")
-            return
-        k = self._number("#k", "top k", 1, 50)
+        k = self._ready_k("#hits-text", "ask")
         if k is None:
             return
         self._update("#hits-text", "retrieving…")
@@ -337,13 +341,7 @@ class RagLab(WideModal[None]):
 
     @on(Button.Pressed, "#use")
     def action_use(self) -> None:
-        if self.building:
-            self._update("#report", "the index is being built: use it when it is done")
-            return
-        if self.info is None:
-            self._update("#report", "no index yet: Build it first")
-            return
-        k = self._number("#k", "top k", 1, 50)
+        k = self._ready_k("#report", "use it")
         if k is None:
             return
         self.host.k = k

@@ -138,7 +138,7 @@ SPIDER = Case("How many legs does a spider have?", "A spider has", (" eight", " 
 def sample_index(embedder: Any, cache_dir: Any) -> tuple[Any, Any]:
     """The shipped sample documents indexed with ``embedder`` (one chunk per document) under the cache directory:
     built once per model and pooling, reused after (files already indexed are kept). (Index, BuildReport)."""
-    from ...rag import SAMPLE_DOCS, IndexError_, build_index, open_index
+    from ...rag import SAMPLE_DOCS, IndexError_, build_index
 
     out = Path(cache_dir) / "learn" / "sample-index" / f"{embedder.name}-{embedder.pooling}"
     try:
@@ -146,7 +146,7 @@ def sample_index(embedder: Any, cache_dir: Any) -> tuple[Any, Any]:
             report = build_index(SAMPLE_DOCS, embedder, out, size=CHUNK_SIZE)
         except IndexError_:  # another model of the same name, other chunks, or a damaged index: build it anew
             report = build_index(SAMPLE_DOCS, embedder, out, size=CHUNK_SIZE, rebuild=True)
-        return open_index(out), report
+        return report.saved, report
     except IndexError_ as exc:
         raise LearnError(str(exc)) from None
 
