@@ -320,11 +320,14 @@ class LlmTuiApp(Conversation, Tools, App[int]):
     # -- runs --------------------------------------------------------------------------------------------
 
     def emit(self, event: object) -> None:
-        """The controller's events (any thread): to the live dashboard, which folds them."""
-        self.dashboard.post_events(self.controller.run_id if self.controller else 0, event)
+        """The controller's events (any thread): to the live dashboard, which folds them (none once the app
+        has closed its screens: a run's last events can come after)."""
+        if self.screen_stack:
+            self.dashboard.post_events(self.controller.run_id if self.controller else 0, event)
 
     def on_engine_notice(self, _: EngineNotice) -> None:
-        self.dashboard.fold()
+        if self.screen_stack:  # a notice still queued while the app closes finds no dashboard
+            self.dashboard.fold()
 
     @property
     def running(self) -> bool:
